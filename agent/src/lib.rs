@@ -1,0 +1,19 @@
+//! cairn-agent: the daemon and CLI that run on every host.
+//!
+//! - [`identity`]: who this host is (hostname, machine id, boot id, kernel, cloud instance).
+//! - [`capture`]: what a collection reads — volatile state, files (memory and disks later).
+//! - [`collect`]: runs a profile and turns its captures into items through the evidence pipeline.
+//! - [`transport`]: enrollment, the QUIC connection to the collector, uploads with resume, spool.
+//! - [`offline`]: the same collection written to a directory for air-gapped hosts.
+
+pub mod capture;
+pub mod collect;
+pub mod config;
+pub mod identity;
+pub mod offline;
+pub mod transport;
+
+/// `cairn-agent <version>`, as written into every manifest.
+pub fn tool_version() -> String {
+    cairn_protocol::manifest::tool_version("cairn-agent", env!("CARGO_PKG_VERSION"))
+}

@@ -1,0 +1,44 @@
+//! cairn-protocol: the contract between agent and collector.
+//!
+//! Everything that crosses the boundary between a host and the collector is defined here, and
+//! nothing here touches a socket or a path: the agent and the collector both speak through
+//! `Read`/`Write` and byte slices, so the same framing serves the QUIC stream, the offline
+//! collection directory and the import.
+//!
+//! - [`chunk`]: a fixed-size slice of an item's raw bytes, hashed before compression.
+//! - [`pipeline`]: turns any `Read` into framed chunks without holding the item in memory.
+//! - [`manifest`]: what an item and a collection are (host identity, source, gaps, hashes).
+//! - [`wire`]: versioned messages and the length-prefixed frame they travel in.
+//! - [`custody`]: chain-of-custody records and how their hash chain is computed.
+
+pub mod chunk;
+pub mod custody;
+pub mod manifest;
+pub mod pipeline;
+pub mod wire;
+
+/// Raw size of every chunk but the last of an item.
+pub const CHUNK_SIZE: usize = 4 * 1024 * 1024;
+
+/// ALPN of the agent ↔ collector QUIC protocol.
+pub const ALPN: &[u8] = b"cairn/1";
+
+/// Version of the wire messages; bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The TLS server name every collector certificate carries, whatever address it is reached at:
+/// agents pin the collector's CA, so the name is a constant rather than a DNS fact.
+pub const COLLECTOR_SERVER_NAME: &str = "collector.cairn.internal";
+
+/// Hex SHA-256 of a byte slice.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Current time as RFC 3339 UTC with nanoseconds.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}

@@ -1,0 +1,253 @@
+//! What an item and a collection are.
+//!
+//! An [`ItemManifest`] is written by the agent when the item's last byte has been read and is
+//! verified by the collector against the chunks it received: same count, same hashes, same
+//! total SHA-256. It is stored and exported as JSON; the field names are part of the contract.
+
+use serde::{Deserialize, Serialize};
+
+/// Who the evidence came from. Every field is best effort: a missing value is `None`, never a guess.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostIdentity {
+    pub hostname: String,
+    pub machine_id: Option<String>,
+    pub boot_id: Option<String>,
+    /// `uname -r`
+    pub kernel_release: Option<String>,
+    /// `uname -v`
+    pub kernel_version: Option<String>,
+    pub arch: Option<String>,
+    pub uptime_seconds: Option<f64>,
+    pub cloud: Option<CloudIdentity>,
+    /// Set when the agent runs inside a container (DaemonSet): the container it runs in.
+    pub container_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudIdentity {
+    pub provider: String,
+    pub instance_id: Option<String>,
+    pub region: Option<String>,
+    pub availability_zone: Option<String>,
+    pub account_id: Option<String>,
+    pub instance_type: Option<String>,
+}
+
+impl HostIdentity {
+    pub fn instance_id(&self) -> Option<&str> {
+        self.cloud.as_ref().and_then(|c| c.instance_id.as_deref())
+    }
+}
+
+/// What kind of evidence an item holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemKind {
+    /// A JSON document describing volatile state (processes, sockets, mounts…).
+    VolatileArtifact,
+    /// A file copied from the host.
+    File,
+    ProcessCore,
+    PhysicalMemory,
+    DiskImage,
+    ArtifactBundle,
+    EventJournal,
+}
+
+/// Where the bytes of an item were read from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// Short name of the artifact or file, unique within the collection (`processes.json`).
+    pub name: String,
+    /// Path on the host, when the item is a file or device.
+    pub path: Option<String>,
+    pub device: Option<String>,
+    pub pid: Option<u32>,
+    pub memory_source: Option<String>,
+    /// MIME type of the raw stream where it is one (`application/json`).
+    pub media_type: Option<String>,
+    /// Free-form facts about the source (inode, mode, mtime…), kept as the agent saw them.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A range of the source that could not be read, and what stands in its place in the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Offset in the item's raw stream.
+    pub offset: u64,
+    pub length: u64,
+    /// Why it could not be read (the error as the OS gave it).
+    pub reason: String,
+    /// What was written instead: `zeros` or `omitted`.
+    pub filled_with: String,
+}
+
+/// Known at the start of an item: enough for the collector to open it and for resume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemHeader {
+    pub item_id: String,
+    pub collection_id: String,
+    pub kind: ItemKind,
+    pub source: Source,
+    pub chunk_size: u64,
+    pub acquisition_start: String,
+}
+
+/// How acquisition of an item ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    /// Every byte of the source was read.
+    Complete,
+    /// Read to the end with gaps (listed in the manifest).
+    Partial,
+    /// The source went away (a process exited, a device vanished); the bytes up to then are kept.
+    SourceVanished,
+    /// Acquisition failed; `error` says why. The bytes read until then are kept.
+    Failed,
+}
+
+/// The full description of an item, sent when its last chunk has been produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemManifest {
+    #[serde(flatten)]
+    pub header: ItemHeader,
+    pub host: HostIdentity,
+    pub acquisition_end: String,
+    pub raw_len: u64,
+    /// SHA-256 of the whole raw stream, as read on the host.
+    pub sha256: String,
+    pub chunk_count: u64,
+    /// SHA-256 of each chunk's raw bytes, by index.
+    pub chunk_sha256: Vec<String>,
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
+    pub status: ItemStatus,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub tool: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    #[error("manifest lists {manifest} chunks but {received} were received")]
+    ChunkCount { manifest: u64, received: u64 },
+    #[error("chunk {index}: manifest hash {manifest} differs from the received chunk's {received}")]
+    ChunkHash {
+        index: u64,
+        manifest: String,
+        received: String,
+    },
+    #[error("raw length {manifest} in the manifest differs from the {received} bytes received")]
+    RawLen { manifest: u64, received: u64 },
+    #[error("item SHA-256 {manifest} in the manifest differs from {computed} computed over the received bytes")]
+    ItemHash { manifest: String, computed: String },
+    #[error("manifest is for item {manifest}, the stream was opened for {opened}")]
+    ItemId { manifest: String, opened: String },
+}
+
+impl ItemManifest {
+    /// Check the manifest against what was received: chunk hashes by index, total length and
+    /// the SHA-256 computed over the reassembled raw stream.
+    pub fn verify_against(
+        &self,
+        received_chunks: &[(u64, String, u64)],
+        computed_sha256: &str,
+    ) -> Result<(), ManifestError> {
+        if self.chunk_count != received_chunks.len() as u64
+            || self.chunk_sha256.len() as u64 != self.chunk_count
+        {
+            return Err(ManifestError::ChunkCount {
+                manifest: self.chunk_count,
+                received: received_chunks.len() as u64,
+            });
+        }
+        let mut total = 0u64;
+        for (i, (index, hash, raw_len)) in received_chunks.iter().enumerate() {
+            let expected = &self.chunk_sha256[i];
+            if *index != i as u64 || expected != hash {
+                return Err(ManifestError::ChunkHash {
+                    index: i as u64,
+                    manifest: expected.clone(),
+                    received: hash.clone(),
+                });
+            }
+            total += raw_len;
+        }
+        if total != self.raw_len {
+            return Err(ManifestError::RawLen {
+                manifest: self.raw_len,
+                received: total,
+            });
+        }
+        if computed_sha256 != self.sha256 {
+            return Err(ManifestError::ItemHash {
+                manifest: self.sha256.clone(),
+                computed: computed_sha256.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What one trigger asked of one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectRequest {
+    pub collection_id: String,
+    pub profile: String,
+    pub reason: String,
+    pub requested_by: String,
+    /// Files to capture, for the `file` profile.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// A process named by the detection.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub container_id: Option<String>,
+}
+
+/// The record an offline collection directory starts with (`collection.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionRecord {
+    pub request: CollectRequest,
+    pub host: HostIdentity,
+    pub started: String,
+    pub finished: String,
+    /// Item ids in the order they were produced.
+    pub items: Vec<String>,
+    pub status: CollectionStatus,
+    #[serde(default)]
+    pub errors: Vec<String>,
+    pub tool: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectionStatus {
+    Requested,
+    Running,
+    /// Every item sealed.
+    Sealed,
+    /// Finished, but some items failed or were partial.
+    Partial,
+    Failed,
+}
+
+impl CollectionStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CollectionStatus::Requested => "requested",
+            CollectionStatus::Running => "running",
+            CollectionStatus::Sealed => "sealed",
+            CollectionStatus::Partial => "partial",
+            CollectionStatus::Failed => "failed",
+        }
+    }
+}
+
+/// `cairn-agent <version>`
+pub fn tool_version(component: &str, version: &str) -> String {
+    format!("{component} {version}")
+}

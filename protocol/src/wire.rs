@@ -1,0 +1,254 @@
+//! Wire messages and the frame they travel in.
+//!
+//! A frame is `u32 big-endian length | u8 kind | body`; the length counts kind and body.
+//! Kind 1 is a JSON [`Message`]; kind 2 is a binary [`Chunk`]. The same frames are written to
+//! the `.cairn` files of an offline collection, so an import replays exactly what an upload sends.
+
+use crate::chunk::{Chunk, ChunkError, HEADER_LEN};
+use crate::manifest::{CollectRequest, HostIdentity, ItemHeader, ItemManifest};
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+pub const KIND_MESSAGE: u8 = 1;
+pub const KIND_CHUNK: u8 = 2;
+/// JSON messages larger than this are refused (a manifest of a 64 GiB item is ~1.1 MiB).
+pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+pub const MAX_FRAME_LEN: usize = MAX_MESSAGE_LEN + 1;
+
+/// Every message on a control or item stream. Tagged by `type`; an unknown type is an error
+/// that names it, so an old collector tells a newer agent what it did not understand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    // Enrollment (connection without a client certificate).
+    Enroll {
+        token: String,
+        csr_pem: String,
+        hostname: String,
+    },
+    Enrolled {
+        agent_id: String,
+        cert_pem: String,
+        ca_pem: String,
+    },
+
+    // Control stream.
+    Hello {
+        protocol_version: u32,
+        agent_version: String,
+        host: HostIdentity,
+    },
+    Welcome {
+        agent_id: String,
+        collector_version: String,
+        server_time: String,
+    },
+    Heartbeat {
+        time: String,
+    },
+    HeartbeatAck {
+        time: String,
+    },
+    Collect(CollectRequest),
+    CommandAccepted {
+        collection_id: String,
+    },
+    CollectionDone {
+        collection_id: String,
+        items: Vec<String>,
+        errors: Vec<String>,
+    },
+
+    // Item stream: agent → ItemBegin, collector → ChunksHeld, agent → chunks…, agent → ItemEnd,
+    // collector → ChunkAck (as each chunk is persisted) … ItemSealed.
+    ItemBegin(ItemHeader),
+    ChunksHeld {
+        indices: Vec<u64>,
+    },
+    ChunkAck {
+        index: u64,
+    },
+    ItemEnd(Box<ItemManifest>),
+    ItemSealed {
+        item_id: String,
+        sha256: String,
+    },
+
+    /// Any refusal; `code` is stable (`bad_token`, `bad_request`, `item_rejected`, …).
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+impl Message {
+    pub fn error(code: &str, message: impl Into<String>) -> Message {
+        Message::Error {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Enroll { .. } => "enroll",
+            Message::Enrolled { .. } => "enrolled",
+            Message::Hello { .. } => "hello",
+            Message::Welcome { .. } => "welcome",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::HeartbeatAck { .. } => "heartbeat_ack",
+            Message::Collect(_) => "collect",
+            Message::CommandAccepted { .. } => "command_accepted",
+            Message::CollectionDone { .. } => "collection_done",
+            Message::ItemBegin(_) => "item_begin",
+            Message::ChunksHeld { .. } => "chunks_held",
+            Message::ChunkAck { .. } => "chunk_ack",
+            Message::ItemEnd(_) => "item_end",
+            Message::ItemSealed { .. } => "item_sealed",
+            Message::Error { .. } => "error",
+        }
+    }
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Message(Message),
+    Chunk(Chunk),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_LEN}")]
+    FrameTooLarge(usize),
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("stream ended inside a frame ({got} of {want} bytes)")]
+    Truncated { got: usize, want: usize },
+    #[error("malformed message: {0}")]
+    BadMessage(serde_json::Error),
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl Frame {
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let mut out = Vec::new();
+        match self {
+            Frame::Message(m) => {
+                let body = serde_json::to_vec(m).map_err(WireError::BadMessage)?;
+                if body.len() > MAX_MESSAGE_LEN {
+                    return Err(WireError::FrameTooLarge(body.len()));
+                }
+                out.extend(((body.len() + 1) as u32).to_be_bytes());
+                out.push(KIND_MESSAGE);
+                out.extend(body);
+            }
+            Frame::Chunk(c) => {
+                out.reserve(5 + HEADER_LEN + c.payload.len());
+                out.extend(((1 + HEADER_LEN + c.payload.len()) as u32).to_be_bytes());
+                out.push(KIND_CHUNK);
+                out.extend(c.header.encode());
+                out.extend(&c.payload);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decode the body of a frame (kind byte first) whose length prefix was already read.
+    pub fn decode_body(body: &[u8]) -> Result<Frame, WireError> {
+        let (&kind, rest) = body.split_first().ok_or(WireError::Empty)?;
+        match kind {
+            KIND_MESSAGE => Ok(Frame::Message(
+                serde_json::from_slice(rest).map_err(WireError::BadMessage)?,
+            )),
+            KIND_CHUNK => {
+                let mut r = rest;
+                match Chunk::read_from(&mut r)? {
+                    Some(c) if r.is_empty() => Ok(Frame::Chunk(c)),
+                    Some(_) => Err(WireError::Chunk(ChunkError::Truncated(
+                        "chunk frame longer than its chunk",
+                    ))),
+                    None => Err(WireError::Empty),
+                }
+            }
+            other => Err(WireError::UnknownKind(other)),
+        }
+    }
+
+    /// Parse and validate a length prefix.
+    pub fn body_len(prefix: [u8; 4]) -> Result<usize, WireError> {
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len == 0 {
+            return Err(WireError::Empty);
+        }
+        if len > MAX_FRAME_LEN.max(1 + HEADER_LEN + crate::CHUNK_SIZE + 1024) {
+            return Err(WireError::FrameTooLarge(len));
+        }
+        Ok(len)
+    }
+
+    pub fn write_to<W: Write>(&self, w: &mut W) -> Result<(), WireError> {
+        w.write_all(&self.encode()?)?;
+        Ok(())
+    }
+
+    /// Read one frame from a blocking reader; `Ok(None)` at a clean end of stream.
+    pub fn read_from<R: Read>(r: &mut R) -> Result<Option<Frame>, WireError> {
+        let mut prefix = [0u8; 4];
+        match crate::chunk::read_full(r, &mut prefix)? {
+            0 => return Ok(None),
+            4 => {}
+            got => return Err(WireError::Truncated { got, want: 4 }),
+        }
+        let len = Frame::body_len(prefix)?;
+        let mut body = vec![0u8; len];
+        let got = crate::chunk::read_full(r, &mut body)?;
+        if got < len {
+            return Err(WireError::Truncated { got, want: len });
+        }
+        Frame::decode_body(&body).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_round_trip_and_names() {
+        let m = Message::ChunksHeld { indices: vec![0, 2, 5] };
+        let bytes = Frame::Message(m.clone()).encode().unwrap();
+        let back = Frame::read_from(&mut &bytes[..]).unwrap().unwrap();
+        assert_eq!(back, Frame::Message(m));
+        let json = &bytes[5..];
+        assert_eq!(std::str::from_utf8(json).unwrap(), r#"{"type":"chunks_held","indices":[0,2,5]}"#);
+    }
+
+    #[test]
+    fn unknown_message_type_is_named() {
+        let body = br#"{"type":"self_destruct"}"#;
+        let mut frame = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+        frame.push(KIND_MESSAGE);
+        frame.extend(body);
+        let err = Frame::read_from(&mut &frame[..]).unwrap_err().to_string();
+        assert!(err.contains("self_destruct"), "{err}");
+    }
+
+    #[test]
+    fn truncated_and_oversized_frames_are_errors() {
+        let c = Chunk::seal(1, &[7u8; 5000], 1).unwrap();
+        let bytes = Frame::Chunk(c).encode().unwrap();
+        for cut in [2, 5, 20, bytes.len() - 1] {
+            assert!(Frame::read_from(&mut &bytes[..cut]).is_err(), "cut {cut}");
+        }
+        let huge = (u32::MAX).to_be_bytes();
+        assert!(matches!(Frame::read_from(&mut &huge[..]), Err(WireError::FrameTooLarge(_))));
+        let kind9 = [0, 0, 0, 1, 9];
+        assert!(matches!(Frame::read_from(&mut &kind9[..]), Err(WireError::UnknownKind(9))));
+    }
+}
