@@ -1,1 +1,138 @@
-fn main() {}
+//! `cairn-agent`: the host agent.
+
+use anyhow::Result;
+use cairn_agent::config::{StateDir, DEFAULT_STATE_DIR};
+use cairn_protocol::manifest::CollectRequest;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cairn-agent", version, about = "cairn host agent: captures evidence and streams it to the collector")]
+struct Cli {
+    /// Where the agent keeps its key, certificate, configuration and spool.
+    #[arg(long, env = "CAIRN_AGENT_STATE", default_value = DEFAULT_STATE_DIR, global = true)]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Enroll this host with a collector (once): get a client certificate for a new local key.
+    Enroll {
+        /// The collector's QUIC address, HOST:PORT.
+        #[arg(long)]
+        collector: String,
+        /// Enrollment token from `cairn-collector init` or `cairn-collector token create`.
+        #[arg(long, env = "CAIRN_ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// SHA-256 fingerprint of the collector's CA, as `cairn-collector init` printed it.
+        #[arg(long)]
+        ca_sha256: String,
+    },
+    /// Stay connected to the collector and execute collection commands.
+    Run,
+    /// Check that the collector accepts this agent (mutual TLS handshake and hello).
+    Ping,
+    /// Collect without a collector, into a directory (`cairn import DIR` loads it later).
+    Collect {
+        /// volatile, or file (with --path).
+        #[arg(long, default_value = "volatile")]
+        profile: String,
+        /// Files for the file profile (repeatable).
+        #[arg(long = "path")]
+        paths: Vec<String>,
+        /// Output directory (created; must not hold a collection already).
+        #[arg(long)]
+        out: PathBuf,
+        /// Why: recorded in the collection.
+        #[arg(long, default_value = "offline collection")]
+        reason: String,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match tokio::runtime::Runtime::new() {
+        Ok(rt) => match rt.block_on(real_main(cli)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn real_main(cli: Cli) -> Result<()> {
+    let state = StateDir::new(&cli.state_dir);
+    match cli.cmd {
+        Cmd::Enroll { collector, token, ca_sha256 } => {
+            let e = cairn_agent::transport::enroll::enroll(&state, &collector, &token, &ca_sha256).await?;
+            println!("{}", e.agent_id);
+            eprintln!(
+                "enrolled with {collector} as agent {}; start it with: cairn-agent run --state-dir {}",
+                e.agent_id,
+                state.root.display()
+            );
+        }
+        Cmd::Run => {
+            let agent = cairn_agent::transport::control::Agent::new(&state).await?;
+            tokio::select! {
+                r = cairn_agent::transport::control::run(agent) => r?,
+                _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+            }
+        }
+        Cmd::Ping => {
+            let agent = cairn_agent::transport::control::Agent::new(&state).await?;
+            let rtt = cairn_agent::transport::control::ping(&agent).await?;
+            println!(
+                "collector {} accepted agent {} (round trip {:.1} ms)",
+                agent.cfg.collector,
+                agent.cfg.agent_id,
+                rtt.as_secs_f64() * 1000.0
+            );
+        }
+        Cmd::Collect { profile, paths, out, reason } => {
+            let req = CollectRequest {
+                collection_id: uuid::Uuid::new_v4().to_string(),
+                profile,
+                reason,
+                requested_by: format!("local:{}", whoami()),
+                paths,
+                pid: None,
+                container_id: None,
+            };
+            let opts = cairn_agent::collect::CollectOptions::default();
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let out2 = out.clone();
+            let s = tokio::task::spawn_blocking(move || cairn_agent::offline::collect_to_dir(&req, &opts, &out2, progress)).await??;
+            println!("collection {} written to {} [{:?}]", s.record.request.collection_id, out.display(), s.record.status);
+            for (id, name, len, sha) in &s.items {
+                println!("  {id}  {name:<20} {len:>12}  {sha}");
+            }
+            for e in &s.record.errors {
+                println!("  error: {e}");
+            }
+            println!("load it into a collector with: cairn import {}", out.display());
+        }
+    }
+    Ok(())
+}
+
+fn whoami() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| nix::unistd::getuid().to_string())
+}

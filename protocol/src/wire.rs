@@ -252,3 +252,47 @@ mod tests {
         assert!(matches!(Frame::read_from(&mut &kind9[..]), Err(WireError::UnknownKind(9))));
     }
 }
+
+/// Frame I/O over tokio's async streams (QUIC streams on both sides).
+#[cfg(feature = "tokio")]
+pub mod aio {
+    use super::{Frame, WireError};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    /// Read one frame; `Ok(None)` when the peer finished the stream between frames.
+    pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, WireError> {
+        let mut prefix = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            let n = r.read(&mut prefix[got..]).await?;
+            if n == 0 {
+                return if got == 0 {
+                    Ok(None)
+                } else {
+                    Err(WireError::Truncated { got, want: 4 })
+                };
+            }
+            got += n;
+        }
+        let len = Frame::body_len(prefix)?;
+        let mut body = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            let n = r.read(&mut body[filled..]).await?;
+            if n == 0 {
+                return Err(WireError::Truncated { got: filled, want: len });
+            }
+            filled += n;
+        }
+        Frame::decode_body(&body).map(Some)
+    }
+
+    pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> Result<(), WireError> {
+        w.write_all(&frame.encode()?).await?;
+        Ok(())
+    }
+
+    pub async fn write_message<W: AsyncWrite + Unpin>(w: &mut W, m: super::Message) -> Result<(), WireError> {
+        write_frame(w, &Frame::Message(m)).await
+    }
+}

@@ -1,1 +1,129 @@
-fn main() {}
+//! `cargo xtask`: cairn's build, test, demo and benchmark driver.
+
+mod bench;
+mod demo;
+mod procs;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use procs::{cargo, ensure_tools, run_inherit, section};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "cairn's build, test, demo and benchmark driver"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the tools the tests use (as root), build the binaries and run every test.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`; a second `--` reaches the test binaries).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// `cargo fmt --check` and `cargo clippy -D warnings`, as CI runs them.
+    Lint,
+    /// Start a collector and an agent on loopback, collect volatile evidence and verify it.
+    Demo {
+        /// Leave the collector and the agent running at the end (prints their pids).
+        #[arg(long)]
+        keep_running: bool,
+    },
+    /// Benchmarks against a baseline tool on the same data (`ingest`; later sensor, memory,
+    /// disk, timeline).
+    Bench {
+        /// Which benchmark.
+        name: String,
+        /// Size of the test data in MiB (ingest: default 1024).
+        #[arg(long)]
+        size_mib: Option<u64>,
+    },
+    /// Kernel matrix in QEMU guests (not yet implemented).
+    Vm {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Commands the end-to-end tests run, and the Debian packages that provide them.
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("sha256sum", "coreutils"),
+    ("sleep", "coreutils"),
+    ("curl", "curl"),
+];
+
+fn test(args: &[String]) -> Result<()> {
+    section("tools the tests use");
+    ensure_tools(TEST_TOOLS)?;
+    section("cargo build --workspace --bins");
+    let mut build = cargo();
+    build.args(["build", "--workspace", "--bins"]);
+    run_inherit(build)?;
+    section("cargo test --workspace");
+    let mut t = cargo();
+    t.args(["test", "--workspace"]).args(args);
+    run_inherit(t)?;
+    section("tests passed");
+    Ok(())
+}
+
+fn lint() -> Result<()> {
+    section("cargo fmt --all --check");
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run_inherit(fmt)?;
+    section("cargo clippy --workspace --all-targets -- -D warnings");
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run_inherit(clippy)?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Test { args } => test(&args),
+        Cmd::Lint => lint(),
+        Cmd::Demo { keep_running } => demo::run(keep_running),
+        Cmd::Bench { name, size_mib } => match name.as_str() {
+            "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
+            "sensor" | "memory" | "disk" | "timeline" => {
+                eprintln!("error: `cargo xtask bench {name}` is not yet implemented");
+                return ExitCode::from(2);
+            }
+            other => {
+                eprintln!(
+                    "error: unknown benchmark {other:?} (known: ingest; not yet implemented: \
+                     sensor, memory, disk, timeline)"
+                );
+                return ExitCode::from(2);
+            }
+        },
+        Cmd::Vm { .. } => {
+            eprintln!("error: `cargo xtask vm` is not yet implemented");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,141 @@
-fn main() {}
+//! `cairn-collector`: initialise, run and administer a collector.
+
+use anyhow::Result;
+use cairn_collector::datadir::{parse_duration, rfc3339, DataDir};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cairn-collector", version, about = "cairn collector: receives, verifies and keeps evidence from cairn agents")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a data directory: CA, server certificate, custody key, database, first tokens.
+    Init {
+        /// Data directory to create.
+        #[arg(long, env = "CAIRN_DATA", default_value = "/var/lib/cairn-collector")]
+        data: PathBuf,
+        /// Extra DNS names or IP addresses for the server certificate (repeatable).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve agents (QUIC) and the HTTP API.
+    Serve {
+        #[arg(long, env = "CAIRN_DATA", default_value = "/var/lib/cairn-collector")]
+        data: PathBuf,
+        /// UDP address for agents.
+        #[arg(long, default_value = "0.0.0.0:7443")]
+        quic_listen: SocketAddr,
+        /// TCP address for the HTTPS API.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        api_listen: SocketAddr,
+        /// Serve the API over plain HTTP (only allowed on a loopback address).
+        #[arg(long)]
+        api_plain_http: bool,
+        /// Acknowledge chunks without fsyncing them first (faster, not crash-safe).
+        #[arg(long)]
+        no_fsync: bool,
+    },
+    /// Manage tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an enrollment token for agents (a fleet token: many uses; a host token: --uses 1).
+    Create {
+        #[arg(long, env = "CAIRN_DATA", default_value = "/var/lib/cairn-collector")]
+        data: PathBuf,
+        /// How many agents may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it is valid: 30s, 10m, 2h, 7d.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an API token for a person or a detection system.
+    Api {
+        #[arg(long, env = "CAIRN_DATA", default_value = "/var/lib/cairn-collector")]
+        data: PathBuf,
+        /// Name recorded in the custody log for everything done with it.
+        #[arg(long)]
+        name: String,
+        /// admin, analyst or trigger (a trigger token can only start collections).
+        #[arg(long, default_value = "analyst")]
+        role: String,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Init { data, names, json } => {
+            let r = DataDir::new(&data).init(&names)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("Collector data directory: {}", r.data_dir);
+                println!();
+                println!("CA certificate:            {}", r.ca_cert);
+                println!("CA fingerprint (SHA-256):  {}", r.ca_sha256);
+                println!(
+                    "Enrollment token:          {}  ({} uses, expires {})",
+                    r.enrollment_token, r.enrollment_token_uses, r.enrollment_token_expires_at
+                );
+                println!("Admin API token:           {}  (also in {}/admin.token)", r.admin_token, r.data_dir);
+                println!();
+                println!("Next: cairn-collector serve --data {}", r.data_dir);
+                println!(
+                    "Then on each host: cairn-agent enroll --collector COLLECTOR:7443 --token {} --ca-sha256 {}",
+                    r.enrollment_token, r.ca_sha256
+                );
+            }
+        }
+        Cmd::Serve { data, quic_listen, api_listen, api_plain_http, no_fsync } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(cairn_collector::server::serve(
+                DataDir::new(data),
+                cairn_collector::server::ServeOptions { quic_listen, api_listen, api_plain_http, fsync: !no_fsync },
+            ))?;
+        }
+        Cmd::Token { cmd: TokenCmd::Create { data, uses, ttl, label, json } } => {
+            if uses == 0 {
+                anyhow::bail!("--uses must be at least 1");
+            }
+            let db = DataDir::new(&data).open_db()?;
+            let (token, expires) = db.create_enroll_token(uses, parse_duration(&ttl)?, &label)?;
+            if json {
+                println!("{}", serde_json::json!({"token": token, "uses": uses, "expires_at": rfc3339(expires)}));
+            } else {
+                println!("{token}");
+                eprintln!("enrollment token for {uses} host(s), expires {}", rfc3339(expires));
+            }
+        }
+        Cmd::Token { cmd: TokenCmd::Api { data, name, role } } => {
+            let role = cairn_collector::db::Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("unknown role {role:?}: use admin, analyst or trigger"))?;
+            let db = DataDir::new(&data).open_db()?;
+            println!("{}", db.create_api_token(&name, role)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! A file on the host, by path, as one item: a suspicious binary, a log, a config.
+//!
+//! Opened read-only with `O_NOATIME` (the access time is evidence too) and `O_NONBLOCK` (a FIFO
+//! must never hang a collection); only regular files are read. The file is stat'ed before and
+//! after reading, so a file that changed while it was read is recorded as such.
+
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+pub struct OpenedFile {
+    pub file: File,
+    pub path: String,
+    before: std::fs::Metadata,
+}
+
+fn time_ns(secs: i64, nsec: i64) -> serde_json::Value {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(secs) * 1_000_000_000 + i128::from(nsec));
+    match t.ok().and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
+        Some(s) => serde_json::Value::String(s),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// Open a regular file for evidence. The error says what the path is when it is not a file.
+pub fn open(path: &str) -> Result<OpenedFile, String> {
+    let open = |flags: i32| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(Path::new(path))
+    };
+    // O_NOATIME is refused (EPERM) for files we do not own unless we have CAP_FOWNER.
+    let file = match open(libc::O_NOATIME) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0).map_err(|e| format!("{path}: cannot open: {e}"))?,
+        Err(e) => return Err(format!("{path}: cannot open: {e}")),
+    };
+    let before = file.metadata().map_err(|e| format!("{path}: cannot stat: {e}"))?;
+    let ft = before.file_type();
+    if !ft.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!("{path}: is {what}; only regular files are collected by the file profile"));
+    }
+    Ok(OpenedFile {
+        file,
+        path: path.to_string(),
+        before,
+    })
+}
+
+impl OpenedFile {
+    /// Facts about the file as it was when opened.
+    pub fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        let m = &self.before;
+        let mut d = serde_json::Map::new();
+        d.insert("size".into(), m.size().into());
+        d.insert("mode".into(), format!("{:o}", m.mode()).into());
+        d.insert("uid".into(), m.uid().into());
+        d.insert("gid".into(), m.gid().into());
+        d.insert("inode".into(), m.ino().into());
+        d.insert("device".into(), m.dev().into());
+        d.insert("nlink".into(), m.nlink().into());
+        d.insert("mtime".into(), time_ns(m.mtime(), m.mtime_nsec()));
+        d.insert("atime".into(), time_ns(m.atime(), m.atime_nsec()));
+        d.insert("ctime".into(), time_ns(m.ctime(), m.ctime_nsec()));
+        d
+    }
+
+    /// A note when the file changed between open and the end of reading.
+    pub fn changed_since_open(&self) -> Option<String> {
+        let after = self.file.metadata().ok()?;
+        let b = &self.before;
+        if after.size() != b.size() || after.mtime() != b.mtime() || after.mtime_nsec() != b.mtime_nsec() {
+            Some(format!(
+                "{} changed while it was read (size {} → {}, mtime {} → {}); the item holds the bytes as read",
+                self.path,
+                b.size(),
+                after.size(),
+                b.mtime(),
+                after.mtime()
+            ))
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The agent's state directory and configuration.
+//!
+//! ```text
+//! STATE/agent.toml    collector address and agent id (written by enroll), settings
+//!       agent.key     the agent's private key (0600); generated here, never sent anywhere
+//!       agent.pem     its certificate, signed by the collector's CA
+//!       ca.pem        the collector's CA, pinned at enrollment by its SHA-256
+//!       spool/        chunks not yet acknowledged by the collector
+//! ```
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cairn-agent";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// `HOST:PORT` of the collector's QUIC listener.
+    pub collector: String,
+    pub agent_id: String,
+    /// Most bytes of unacknowledged chunks kept on disk while the collector is unreachable.
+    #[serde(default = "default_spool_max")]
+    pub spool_max_bytes: u64,
+    /// Seconds between heartbeats.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+    /// Longest wait between reconnection attempts, in seconds.
+    #[serde(default = "default_backoff")]
+    pub reconnect_max_secs: u64,
+    /// Cloud metadata: "auto" (only on EC2), "always" or "never".
+    #[serde(default = "default_metadata_mode")]
+    pub metadata: String,
+    #[serde(default)]
+    pub metadata_url: Option<String>,
+}
+
+fn default_spool_max() -> u64 {
+    2 * 1024 * 1024 * 1024
+}
+fn default_heartbeat() -> u64 {
+    15
+}
+fn default_backoff() -> u64 {
+    5
+}
+fn default_metadata_mode() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+    pub fn spool(&self) -> PathBuf {
+        self.path("spool")
+    }
+
+    pub fn load(&self) -> Result<AgentConfig> {
+        let p = self.path("agent.toml");
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "cannot read {} — enroll this host first: cairn-agent enroll --collector HOST:PORT --token TOKEN --ca-sha256 FINGERPRINT --state-dir {}",
+                p.display(),
+                self.root.display()
+            )
+        })?;
+        toml::from_str(&text).with_context(|| format!("{} is not a valid agent configuration", p.display()))
+    }
+
+    pub fn save(&self, cfg: &AgentConfig) -> Result<()> {
+        std::fs::write(self.path("agent.toml"), toml::to_string(cfg)?)?;
+        Ok(())
+    }
+
+    pub fn read(&self, name: &str) -> Result<String> {
+        let p = self.path(name);
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}; enroll again if it is missing", p.display()))
+    }
+}
+
+impl AgentConfig {
+    pub fn new(collector: String, agent_id: String) -> AgentConfig {
+        AgentConfig {
+            collector,
+            agent_id,
+            spool_max_bytes: default_spool_max(),
+            heartbeat_secs: default_heartbeat(),
+            reconnect_max_secs: default_backoff(),
+            metadata: default_metadata_mode(),
+            metadata_url: None,
+        }
+    }
+
+    pub fn metadata_config(&self) -> crate::identity::MetadataConfig {
+        let mut m = crate::identity::MetadataConfig::default();
+        m.mode = match self.metadata.as_str() {
+            "always" => crate::identity::MetadataMode::Always,
+            "never" => crate::identity::MetadataMode::Never,
+            _ => crate::identity::MetadataMode::Auto,
+        };
+        if let Some(u) = &self.metadata_url {
+            m.url = u.clone();
+        }
+        m
+    }
+}
+
+/// Write a file readable by root only.
+pub fn write_secret(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}

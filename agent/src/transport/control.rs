@@ -1,0 +1,236 @@
+//! `cairn-agent run`: the control stream and the collections it starts.
+//!
+//! Each connection gets a control stream: hello, then heartbeats and commands. A finished
+//! collection's `collection_done` goes into an outbox that is written on the current control
+//! stream and kept until a heartbeat acknowledgment comes back after it (the stream is ordered,
+//! so the collector has read it); a connection lost in between makes it go out again.
+
+use super::connection::Connector;
+use super::upload::{self, Produced, Spool};
+use crate::collect::{plan, CollectOptions};
+use crate::config::{AgentConfig, StateDir};
+use anyhow::{anyhow, bail, Result};
+use cairn_protocol::manifest::CollectRequest;
+use cairn_protocol::wire::aio::{read_frame, write_message};
+use cairn_protocol::wire::{Frame, Message};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+
+pub struct Agent {
+    pub cfg: AgentConfig,
+    pub connector: Arc<Connector>,
+    pub spool: Arc<Spool>,
+    pub options: CollectOptions,
+    /// Collections seen, so a command repeated after a reconnect runs once.
+    seen: Mutex<HashSet<String>>,
+    outbox: Mutex<Vec<Message>>,
+    outbox_bell: Notify,
+}
+
+impl Agent {
+    pub async fn new(state: &StateDir) -> Result<Arc<Agent>> {
+        let cfg = state.load()?;
+        let connector = Arc::new(Connector::new(state, &cfg).await?);
+        std::fs::create_dir_all(state.spool())?;
+        let spool = Spool::new(state.spool(), cfg.spool_max_bytes);
+        let mut options = CollectOptions::default();
+        options.volatile.metadata = cfg.metadata_config();
+        Ok(Arc::new(Agent {
+            cfg,
+            connector,
+            spool,
+            options,
+            seen: Mutex::new(HashSet::new()),
+            outbox: Mutex::new(Vec::new()),
+            outbox_bell: Notify::new(),
+        }))
+    }
+
+    fn host(&self) -> cairn_protocol::manifest::HostIdentity {
+        crate::identity::host_identity(&self.options.volatile.metadata)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run forever: stay connected, execute commands.
+pub async fn run(agent: Arc<Agent>) -> Result<()> {
+    tracing::info!("agent {} starting; collector {}", agent.cfg.agent_id, agent.cfg.collector);
+    loop {
+        let conn = agent.connector.get().await;
+        if let Err(e) = control_session(&agent, &conn).await {
+            tracing::warn!("control stream ended: {e:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One hello round trip over mutual TLS: proves enrollment, certificates and reachability.
+pub async fn ping(agent: &Agent) -> Result<Duration> {
+    let start = Instant::now();
+    let conn = agent.connector.connect_once().await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    write_message(&mut send, hello(agent)).await?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv)).await;
+    let result = match reply {
+        Ok(Ok(Some(Frame::Message(Message::Welcome { .. })))) => Ok(start.elapsed()),
+        Ok(Ok(Some(Frame::Message(Message::Error { code, message })))) => Err(anyhow!("collector refused us ({code}): {message}")),
+        Ok(Ok(_)) | Ok(Err(_)) => Err(anyhow!(
+            "the collector closed the connection{}",
+            conn.close_reason().map(|r| format!(": {r}")).unwrap_or_default()
+        )),
+        Err(_) => Err(anyhow!("no answer from the collector within 10 s")),
+    };
+    conn.close(0u32.into(), b"ping done");
+    result
+}
+
+fn hello(agent: &Agent) -> Message {
+    Message::Hello {
+        protocol_version: cairn_protocol::PROTOCOL_VERSION,
+        agent_version: crate::tool_version(),
+        host: agent.host(),
+    }
+}
+
+async fn control_session(agent: &Arc<Agent>, conn: &quinn::Connection) -> Result<()> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    write_message(&mut send, hello(agent)).await?;
+    match read_frame(&mut recv).await? {
+        Some(Frame::Message(Message::Welcome { agent_id, .. })) => {
+            tracing::info!("collector welcomed us as {agent_id}");
+        }
+        Some(Frame::Message(Message::Error { code, message })) => bail!("collector refused hello ({code}): {message}"),
+        other => bail!("unexpected answer to hello: {other:?}"),
+    }
+    let (tx, mut incoming) = mpsc::channel::<Result<Message>>(64);
+    let reader = tokio::spawn(async move {
+        loop {
+            let m = match read_frame(&mut recv).await {
+                Ok(Some(Frame::Message(m))) => Ok(m),
+                Ok(Some(Frame::Chunk(_))) => Err(anyhow!("chunk on the control stream")),
+                Ok(None) => Err(anyhow!("collector closed the control stream")),
+                Err(e) => Err(e.into()),
+            };
+            let stop = m.is_err();
+            if tx.send(m).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let result = control_loop(agent, &mut send, &mut incoming).await;
+    reader.abort();
+    result
+}
+
+async fn control_loop(agent: &Arc<Agent>, send: &mut quinn::SendStream, incoming: &mut mpsc::Receiver<Result<Message>>) -> Result<()> {
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(agent.cfg.heartbeat_secs.max(1)));
+    // Outbox messages written on this stream, awaiting a heartbeat ack.
+    let mut written = 0usize;
+    let flush = |written: &mut usize| -> Vec<Message> {
+        let out = lock(&agent.outbox);
+        let new: Vec<Message> = out.iter().skip(*written).cloned().collect();
+        *written = out.len();
+        new
+    };
+    let pending = flush(&mut written);
+    for m in pending {
+        write_message(send, m).await?;
+    }
+    loop {
+        tokio::select! {
+            m = incoming.recv() => {
+                match m.ok_or_else(|| anyhow!("control reader stopped"))?? {
+                    Message::Collect(req) => {
+                        write_message(send, Message::CommandAccepted { collection_id: req.collection_id.clone() }).await?;
+                        if lock(&agent.seen).insert(req.collection_id.clone()) {
+                            tracing::info!("collection {} requested by {}: profile {}, reason {:?}", req.collection_id, req.requested_by, req.profile, req.reason);
+                            let agent = agent.clone();
+                            tokio::spawn(async move { run_collection(agent, req).await });
+                        }
+                    }
+                    Message::HeartbeatAck { .. } => {
+                        // Everything written before this ack was read by the collector.
+                        let mut out = lock(&agent.outbox);
+                        let n = written.min(out.len());
+                        out.drain(..n);
+                        written -= n;
+                    }
+                    Message::Error { code, message } => tracing::warn!("collector error ({code}): {message}"),
+                    other => tracing::warn!("ignoring unexpected {} on the control stream", other.name()),
+                }
+            }
+            _ = agent.outbox_bell.notified() => {
+                let new = flush(&mut written);
+                for m in new {
+                    write_message(send, m).await?;
+                }
+                write_message(send, Message::Heartbeat { time: cairn_protocol::now_rfc3339() }).await?;
+            }
+            _ = heartbeat.tick() => {
+                write_message(send, Message::Heartbeat { time: cairn_protocol::now_rfc3339() }).await?;
+            }
+        }
+    }
+}
+
+async fn run_collection(agent: Arc<Agent>, req: CollectRequest) {
+    let started = Instant::now();
+    let (items, errors) = collect_and_upload(&agent, &req).await;
+    tracing::info!(
+        "collection {} finished in {:.1}s: {} item(s), {} error(s)",
+        req.collection_id,
+        started.elapsed().as_secs_f64(),
+        items.len(),
+        errors.len()
+    );
+    lock(&agent.outbox).push(Message::CollectionDone {
+        collection_id: req.collection_id.clone(),
+        items,
+        errors,
+    });
+    agent.outbox_bell.notify_one();
+}
+
+async fn collect_and_upload(agent: &Arc<Agent>, req: &CollectRequest) -> (Vec<String>, Vec<String>) {
+    let opts = agent.options.clone();
+    let r = req.clone();
+    let planned = tokio::task::spawn_blocking(move || {
+        let host = crate::identity::host_identity(&opts.volatile.metadata);
+        (plan(&r, &opts), host)
+    })
+    .await;
+    let (plan, host) = match planned {
+        Ok(p) => p,
+        Err(e) => return (Vec::new(), vec![format!("capture task failed: {e}")]),
+    };
+    let mut errors = plan.errors;
+    let mut items = Vec::new();
+    for item in plan.items {
+        let header = item.header.clone();
+        let name = header.source.name.clone();
+        items.push(header.item_id.clone());
+        let (tx, rx) = mpsc::channel::<Produced>(4);
+        let host = host.clone();
+        let popts = agent.options.pipeline.clone();
+        let producer = tokio::task::spawn_blocking(move || {
+            let manifest = item.produce(&host, &popts, |c| tx.blocking_send(Produced::Chunk(c)).is_ok());
+            if let Some(m) = manifest {
+                let _ = tx.blocking_send(Produced::Done(Box::new(m)));
+            }
+        });
+        match upload::upload(agent.connector.clone(), agent.spool.clone(), header, rx).await {
+            Ok(s) => tracing::info!("item {name} sealed: {} ({} chunks sent, {} resume(s))", s.sha256, s.chunks_sent, s.resumed),
+            Err(e) => {
+                tracing::warn!("item {name}: {e:#}");
+                errors.push(format!("{name}: {e:#}"));
+            }
+        }
+        let _ = producer.await;
+    }
+    (items, errors)
+}

@@ -1,0 +1,13 @@
+//! Everything between this host and the collector.
+//!
+//! - [`tls`]: rustls configurations: the pinned-CA one used to enroll, the mutual one after.
+//! - [`enroll`]: key generation, CSR, token exchange; the private key never leaves the host.
+//! - [`connection`]: one QUIC connection kept alive with reconnect and backoff.
+//! - [`control`]: the control stream (hello, heartbeats, commands) and `run`.
+//! - [`upload`]: one item over one stream, resumable, with the on-disk spool.
+
+pub mod connection;
+pub mod control;
+pub mod enroll;
+pub mod tls;
+pub mod upload;

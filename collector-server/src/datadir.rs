@@ -1,0 +1,190 @@
+//! The collector's data directory: keys, certificates, database and chunk store.
+//!
+//! ```text
+//! DATA/ca.pem ca.key            the collector CA (key 0600)
+//!      server.pem server.key    TLS certificate for QUIC and HTTPS, signed by the CA
+//!      custody.key              ed25519 key that signs custody records (0600)
+//!      admin.token              the first admin API token (0600), printed once by init
+//!      cairn.db                 SQLite: hosts, tokens, collections, items, chunks, custody
+//!      chunks/ab/abcd…          content-addressed chunk payloads
+//! ```
+
+use crate::authority::Authority;
+use crate::db::{Db, Role};
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+/// What `init` hands to the operator.
+#[derive(Debug, serde::Serialize)]
+pub struct InitReport {
+    pub data_dir: String,
+    pub ca_sha256: String,
+    pub ca_cert: String,
+    pub enrollment_token: String,
+    pub enrollment_token_uses: u32,
+    pub enrollment_token_expires_at: String,
+    pub admin_token: String,
+}
+
+pub fn write_secret(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+    pub fn chunks(&self) -> PathBuf {
+        self.path("chunks")
+    }
+
+    fn read(&self, name: &str) -> Result<String> {
+        let p = self.path(name);
+        fs::read_to_string(&p).with_context(|| {
+            format!(
+                "cannot read {} — is {} a collector data directory? Create one with `cairn-collector init --data {}`",
+                p.display(),
+                self.root.display(),
+                self.root.display()
+            )
+        })
+    }
+
+    pub fn authority(&self) -> Result<Authority> {
+        Authority::load(&self.read("ca.pem")?, &self.read("ca.key")?).context("loading the collector CA")
+    }
+    pub fn ca_pem(&self) -> Result<String> {
+        self.read("ca.pem")
+    }
+    pub fn server_cert_pem(&self) -> Result<String> {
+        self.read("server.pem")
+    }
+    pub fn server_key_pem(&self) -> Result<String> {
+        self.read("server.key")
+    }
+    pub fn custody_key(&self) -> Result<ed25519_dalek::SigningKey> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        ed25519_dalek::SigningKey::from_pkcs8_pem(&self.read("custody.key")?)
+            .map_err(|e| anyhow::anyhow!("custody.key is not an ed25519 PKCS#8 key: {e}"))
+    }
+    /// 32 random bytes for QUIC stateless resets, created on first use.
+    pub fn quic_reset_secret(&self) -> Result<Vec<u8>> {
+        let p = self.path("quic-reset.key");
+        match fs::read(&p) {
+            Ok(b) if b.len() == 32 => Ok(b),
+            _ => {
+                let secret: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+                write_secret(&p, &secret)?;
+                Ok(secret)
+            }
+        }
+    }
+
+    pub fn open_db(&self) -> Result<Db> {
+        let p = self.path("cairn.db");
+        if !p.exists() {
+            bail!(
+                "{} does not exist — create the data directory with `cairn-collector init --data {}`",
+                p.display(),
+                self.root.display()
+            );
+        }
+        Db::open(&p)
+    }
+
+    /// Create a new data directory. Refuses to touch one that already holds a CA.
+    pub fn init(&self, names: &[String]) -> Result<InitReport> {
+        if self.path("ca.key").exists() {
+            bail!(
+                "{} already holds a collector (ca.key exists); refusing to overwrite its keys",
+                self.root.display()
+            );
+        }
+        fs::create_dir_all(self.chunks())
+            .with_context(|| format!("cannot create {}", self.root.display()))?;
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "collector".into());
+        let ca = Authority::create(&hostname)?;
+        let mut all_names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), hostname];
+        all_names.extend(names.iter().cloned());
+        all_names.dedup();
+        let server = ca.issue_server(&all_names)?;
+        fs::write(self.path("ca.pem"), ca.cert_pem())?;
+        write_secret(&self.path("ca.key"), ca.key_pem().as_bytes())?;
+        fs::write(self.path("server.pem"), format!("{}{}", server.cert_pem, ca.cert_pem()))?;
+        write_secret(&self.path("server.key"), server.key_pem.as_bytes())?;
+
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let pem = signing
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| anyhow::anyhow!("cannot encode the custody key: {e}"))?;
+        write_secret(&self.path("custody.key"), pem.as_bytes())?;
+
+        let db = Db::create(&self.path("cairn.db"))?;
+        let admin = db.create_api_token("admin", Role::Admin)?;
+        write_secret(&self.path("admin.token"), format!("{admin}\n").as_bytes())?;
+        let uses = 100;
+        let ttl = 7 * 86400;
+        let (enroll, expires) = db.create_enroll_token(uses, ttl, "fleet token created by init")?;
+        let ca_sha256 = crate::authority::pem_fingerprint(&ca.cert_pem())
+            .context("cannot fingerprint the new CA")?;
+        Ok(InitReport {
+            data_dir: self.root.display().to_string(),
+            ca_sha256,
+            ca_cert: self.path("ca.pem").display().to_string(),
+            enrollment_token: enroll,
+            enrollment_token_uses: uses,
+            enrollment_token_expires_at: rfc3339(expires),
+            admin_token: admin,
+        })
+    }
+}
+
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// Parse `30s`, `10m`, `2h`, `7d` (or bare seconds) into seconds.
+pub fn parse_duration(s: &str) -> Result<i64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        Some('d') => (&s[..s.len() - 1], 86400),
+        _ => (s, 1),
+    };
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("bad duration {s:?}: use a number with s, m, h or d (30s, 10m, 2h, 7d)"))?;
+    if n <= 0 {
+        bail!("bad duration {s:?}: must be positive");
+    }
+    Ok(n * mult)
+}
