@@ -52,7 +52,11 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
     match req.profile.as_str() {
         "volatile" => {
             for a in capture::volatile::collect(&opts.volatile) {
-                errors.extend(a.errors.iter().map(|e| format!("{}: {e}", a.name)));
+                // Fields that could not be read are recorded inside each document ("errors");
+                // they do not make the collection partial.
+                if !a.errors.is_empty() {
+                    tracing::info!("{}: {} field(s) could not be read (listed in the document)", a.name, a.errors.len());
+                }
                 let source = Source {
                     name: a.name.clone(),
                     media_type: Some(a.media_type.clone()),

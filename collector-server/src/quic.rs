@@ -50,7 +50,11 @@ pub fn endpoint(data: &crate::datadir::DataDir, state: &State, listen: SocketAdd
     // of waiting for an idle timeout.
     let secret = data.quic_reset_secret()?;
     let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
-    let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // Connection ids must validate after a restart too, or the packets that should draw a
+    // reset are dropped as invalid.
+    let cid_key = u64::from_le_bytes(secret[..8].try_into().unwrap_or_default()) ^ 0x6361_6972_6e2d_6369;
+    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
     let socket = std::net::UdpSocket::bind(listen).with_context(|| format!("cannot listen on {listen}/udp for agents"))?;
     let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
     Ok(quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime)?)

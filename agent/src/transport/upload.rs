@@ -217,10 +217,14 @@ impl Upload {
                 p = self.producer.recv(), if !self.producer_done && window_open => {
                     match p {
                         Some(Produced::Chunk(c)) => {
-                            write_chunk(send, &c).await?;
-                            self.chunks_sent += 1;
+                            // Kept before it is written: a write that fails must not lose it.
+                            let index = c.header.index;
                             self.mem_bytes += c.payload.len();
-                            self.in_memory.insert(c.header.index, c);
+                            self.in_memory.insert(index, c);
+                            if let Some(c) = self.in_memory.get(&index) {
+                                write_chunk(send, c).await?;
+                            }
+                            self.chunks_sent += 1;
                         }
                         Some(Produced::Done(m)) => {
                             self.manifest = Some(m);
