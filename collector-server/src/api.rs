@@ -116,7 +116,17 @@ async fn auth(AxState(state): AxState<S>, mut req: Request, next: Next) -> Respo
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON request: {e}")))
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = if path == "." || path.is_empty() {
+            format!("malformed JSON request: {inner}")
+        } else {
+            format!("malformed JSON request: field \"{path}\": {inner}")
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, msg)
+    })
 }
 
 async fn list_hosts(AxState(state): AxState<S>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Value>> {

@@ -296,6 +296,20 @@ impl Db {
 
     /// The host an offline collection came from, created on first import.
     pub fn upsert_import_host(&self, host: &HostIdentity) -> Result<String> {
+        // An offline collection from an enrolled host belongs to that host.
+        if let Some(mid) = &host.machine_id {
+            let existing: Option<String> = self
+                .lock()
+                .query_row(
+                    "SELECT id FROM hosts WHERE machine_id = ?1 ORDER BY origin = 'enrolled' DESC, enrolled_at LIMIT 1",
+                    params![mid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+        }
         let key = host.machine_id.clone().unwrap_or_else(|| host.hostname.clone());
         let id = format!("offline-{}", &sha(&format!("{key}/{}", host.hostname))[..16]);
         self.lock().execute(

@@ -44,6 +44,23 @@ impl From<anyhow::Error> for IngestError {
     }
 }
 
+/// Decompress and re-hash a chunk, persist it and record it; returns its raw bytes.
+/// Independent of other chunks, so several run in parallel; the running item hash is
+/// [`ItemIngest::fold`]'s job.
+pub fn verify_and_store(ctx: &Ctx, item_id: &str, chunk_size: u64, chunk: &Chunk) -> Result<Vec<u8>, IngestError> {
+    let h = &chunk.header;
+    if u64::from(h.raw_len) > chunk_size {
+        return Err(IngestError::Chunk(format!(
+            "chunk {} is {} bytes, larger than the item's chunk size {chunk_size}",
+            h.index, h.raw_len
+        )));
+    }
+    let raw = chunk.open().map_err(|e| IngestError::Chunk(e.to_string()))?;
+    ctx.store.put(chunk).map_err(|e| IngestError::Storage(e.to_string()))?;
+    ctx.db.record_chunk(item_id, h.index, &h.sha256_hex(), u64::from(h.raw_len), codec_name(h.codec), u64::from(h.stored_len))?;
+    Ok(raw)
+}
+
 /// How an item stream opens.
 pub enum Opened {
     /// Send these chunks again only if they are not listed.
@@ -122,36 +139,29 @@ impl ItemIngest {
         &self.header.item_id
     }
 
+    pub fn chunk_size(&self) -> u64 {
+        self.header.chunk_size
+    }
+
     /// Verify, store and record one chunk. After `Ok` the chunk is durable and may be acked.
     pub fn chunk(&mut self, chunk: &Chunk) -> Result<(), IngestError> {
-        let h = &chunk.header;
-        if u64::from(h.raw_len) > self.header.chunk_size {
-            return Err(IngestError::Chunk(format!(
-                "chunk {} is {} bytes, larger than the item's chunk size {}",
-                h.index, h.raw_len, self.header.chunk_size
-            )));
+        let raw = verify_and_store(&self.ctx, &self.header.item_id, self.header.chunk_size, chunk)?;
+        self.fold(chunk.header.index, &raw);
+        Ok(())
+    }
+
+    /// Feed a verified chunk's raw bytes to the running item hash (chunks arrive in order
+    /// except after a resume; then the stored prefix is folded in first).
+    pub fn fold(&mut self, index: u64, raw: &[u8]) {
+        if self.in_order && index > self.next {
+            self.catch_up(index);
         }
-        let raw = chunk.open().map_err(|e| IngestError::Chunk(e.to_string()))?;
-        self.ctx.store.put(chunk).map_err(|e| IngestError::Storage(e.to_string()))?;
-        self.ctx.db.record_chunk(
-            &self.header.item_id,
-            h.index,
-            &h.sha256_hex(),
-            u64::from(h.raw_len),
-            codec_name(h.codec),
-            u64::from(h.stored_len),
-        )?;
-        if self.in_order && h.index > self.next {
-            // Resumed upload: fold in what an earlier connection delivered, from the store.
-            self.catch_up(h.index);
-        }
-        if self.in_order && h.index == self.next {
-            self.hasher.update(&raw);
+        if self.in_order && index == self.next {
+            self.hasher.update(raw);
             self.next += 1;
-        } else if h.index >= self.next {
+        } else if index >= self.next {
             self.in_order = false;
         }
-        Ok(())
     }
 
     fn catch_up(&mut self, upto: u64) {

@@ -292,9 +292,13 @@ pub fn finish_collection(state: &State, host_id: &str, collection_id: &str, item
 }
 
 enum Work {
-    Chunk(cairn_protocol::chunk::Chunk),
+    /// A chunk being verified and stored on a blocking thread: (index, that task).
+    Chunk(u64, tokio::task::JoinHandle<Result<Vec<u8>, IngestError>>),
     End(Box<cairn_protocol::manifest::ItemManifest>),
 }
+
+/// Chunks verified and stored in parallel at most this many at a time per item.
+const VERIFY_DEPTH: usize = 3;
 
 async fn item_stream(
     state: Arc<State>,
@@ -318,18 +322,25 @@ async fn item_stream(
         }
     };
     let item_id = ingest.item_id().to_string();
+    let chunk_size = ingest.chunk_size();
 
-    // Reading the network and verifying/storing overlap: the reader feeds a blocking worker.
-    let (work_tx, mut work_rx) = tokio::sync::mpsc::channel::<Work>(4);
+    // Three stages overlap: this task reads frames and starts each chunk's verification on a
+    // blocking thread; the sequencer takes results in order, folds them into the item hash and
+    // acknowledges; the writer sends the acknowledgments.
+    let (work_tx, mut work_rx) = tokio::sync::mpsc::channel::<Work>(VERIFY_DEPTH);
     let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<Message>(64);
     let worker_item = item_id.clone();
+    let rt = tokio::runtime::Handle::current();
     let worker = tokio::task::spawn_blocking(move || {
         while let Some(w) = work_rx.blocking_recv() {
             match w {
-                Work::Chunk(c) => {
-                    let index = c.header.index;
-                    let reply = match ingest.chunk(&c) {
-                        Ok(()) => Message::ChunkAck { index },
+                Work::Chunk(index, task) => {
+                    let result = rt.block_on(task).unwrap_or_else(|e| Err(IngestError::Storage(format!("verify task: {e}"))));
+                    let reply = match result {
+                        Ok(raw) => {
+                            ingest.fold(index, &raw);
+                            Message::ChunkAck { index }
+                        }
                         Err(e @ IngestError::Chunk(_)) => Message::error("chunk_rejected", e.to_string()),
                         Err(e) => Message::error("storage_error", e.to_string()),
                     };
@@ -368,7 +379,11 @@ async fn item_stream(
         loop {
             match read_frame(&mut recv).await? {
                 Some(Frame::Chunk(c)) => {
-                    if work_tx.send(Work::Chunk(c)).await.is_err() {
+                    let index = c.header.index;
+                    let ctx = state.ctx.clone();
+                    let id = item_id.clone();
+                    let task = tokio::task::spawn_blocking(move || crate::ingest::verify_and_store(&ctx, &id, chunk_size, &c));
+                    if work_tx.send(Work::Chunk(index, task)).await.is_err() {
                         return Ok(()); // the worker stopped on an error it already reported
                     }
                 }
