@@ -159,3 +159,63 @@ pub fn verify_item(db: &Db, store: &ChunkStore, item_id: &str, sealed_sha: &str,
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_protocol::manifest::CollectRequest;
+
+    fn setup() -> (tempfile::TempDir, Db, Arc<Custody>, ChunkStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::create(&dir.path().join("t.db")).unwrap();
+        let custody = Custody::new(SigningKey::generate(&mut rand::rngs::OsRng));
+        let store = ChunkStore::new(dir.path().join("chunks"), false);
+        db.insert_enrolled_host("h1", "web-1", "fp").unwrap();
+        let req = CollectRequest {
+            collection_id: "c1".into(),
+            profile: "volatile".into(),
+            reason: "test".into(),
+            requested_by: "api:t".into(),
+            paths: vec![],
+            pid: None,
+            container_id: None,
+        };
+        db.insert_collection("h1", &req, "requested", "live").unwrap();
+        for action in ["trigger_received", "command_sent", "command_accepted"] {
+            custody.append(&db, "c1", "collector", action, serde_json::json!({"n": action})).unwrap();
+        }
+        (dir, db, custody, store)
+    }
+
+    #[test]
+    fn altered_record_is_named_by_sequence_number() {
+        let (dir, db, custody, store) = setup();
+        assert!(custody.verify(&db, &store, "c1").unwrap().ok);
+        drop(db);
+        let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        conn.execute("UPDATE custody SET actor = 'someone-else' WHERE seq = 1", []).unwrap();
+        drop(conn);
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        let r = custody.verify(&db, &store, "c1").unwrap();
+        assert!(!r.ok);
+        let e = r.error.unwrap();
+        assert!(e.contains("custody record 1"), "{e}");
+    }
+
+    #[test]
+    fn deleted_record_and_foreign_signature_are_caught() {
+        let (dir, db, custody, store) = setup();
+        drop(db);
+        let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        conn.execute("DELETE FROM custody WHERE seq = 1", []).unwrap();
+        drop(conn);
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        assert!(!custody.verify(&db, &store, "c1").unwrap().ok);
+
+        // The same chain checked with another collector's key fails on the first signature.
+        let (_d2, db2, _c, store2) = setup();
+        let other = Custody::new(SigningKey::generate(&mut rand::rngs::OsRng));
+        let r = other.verify(&db2, &store2, "c1").unwrap();
+        assert!(r.error.unwrap().contains("signature"));
+    }
+}

@@ -104,8 +104,8 @@ async fn handle(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
         let host_id = host_id.clone();
         tokio::spawn(async move {
             let result = match read_frame(&mut recv).await {
-                Ok(Some(Frame::Message(Message::Hello { protocol_version, agent_version, host }))) => {
-                    control(state, &host_id, protocol_version, agent_version, host, send, recv).await
+                Ok(Some(Frame::Message(Message::Hello { protocol_version, agent_version, host, active_collections }))) => {
+                    control(state, &host_id, protocol_version, agent_version, host, active_collections.as_deref(), send, recv).await
                 }
                 Ok(Some(Frame::Message(Message::ItemBegin(header)))) => item_stream(state, &host_id, header, send, recv).await,
                 Ok(Some(Frame::Message(m))) => refuse(send, "bad_request", format!("a stream cannot start with {}", m.name())).await,
@@ -167,6 +167,7 @@ async fn control(
     protocol_version: u32,
     agent_version: String,
     host: cairn_protocol::manifest::HostIdentity,
+    active: Option<&[String]>,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<()> {
@@ -179,6 +180,9 @@ async fn control(
         .await;
     }
     state.db().update_host_identity(host_id, &host, &agent_version)?;
+    if let Some(active) = active {
+        fail_lost_collections(&state, host_id, active)?;
+    }
     write_message(
         &mut send,
         Message::Welcome {
@@ -255,6 +259,19 @@ async fn send_pending(state: &Arc<State>, host_id: &str, send: &mut SendStream, 
     Ok(())
 }
 
+/// Collections `running` here that the agent no longer knows were lost with an agent restart.
+fn fail_lost_collections(state: &State, host_id: &str, active: &[String]) -> Result<()> {
+    for c in state.db().list_collections(Some(host_id), 1000)? {
+        if c.status == "running" && c.origin == "live" && !active.contains(&c.id) {
+            let error = "the agent no longer has this collection (it restarted while collecting); request it again".to_string();
+            state.db().set_collection_status(&c.id, "failed", Some(&[error.clone()]))?;
+            state.ctx.custody.append(state.db(), &c.id, &format!("agent:{host_id}"), "collection_lost", json!({"error": error}))?;
+            tracing::warn!("collection {} on {host_id} lost: agent restarted", c.id);
+        }
+    }
+    Ok(())
+}
+
 /// Close a collection when its agent says it is done: sealed if every item sealed and
 /// nothing went wrong, partial if something was sealed, failed otherwise.
 pub fn finish_collection(state: &State, host_id: &str, collection_id: &str, items: &[String], errors: &[String]) -> Result<()> {
@@ -263,6 +280,10 @@ pub fn finish_collection(state: &State, host_id: &str, collection_id: &str, item
     };
     if c.host_id != host_id {
         anyhow::bail!("collection_done for another host's collection {collection_id}");
+    }
+    if matches!(c.status.as_str(), "sealed" | "partial" | "failed") {
+        // A repeat after a reconnect: already recorded.
+        return Ok(());
     }
     let mut errors = errors.to_vec();
     let mut sealed = 0;

@@ -37,6 +37,12 @@ pub enum Message {
         protocol_version: u32,
         agent_version: String,
         host: HostIdentity,
+        /// Collections this agent is still working on (or has finished but not yet reported).
+        /// A collection the collector thinks is running and that is not listed was lost (the
+        /// agent restarted); the collector marks it failed instead of waiting forever.
+        /// `None` from a probe (`cairn-agent ping`, the self-test), which knows nothing of them.
+        #[serde(default)]
+        active_collections: Option<Vec<String>>,
     },
     Welcome {
         agent_id: String,

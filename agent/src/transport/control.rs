@@ -25,6 +25,8 @@ pub struct Agent {
     pub options: CollectOptions,
     /// Collections seen, so a command repeated after a reconnect runs once.
     seen: Mutex<HashSet<String>>,
+    /// Collections being captured or uploaded now.
+    running: Mutex<HashSet<String>>,
     outbox: Mutex<Vec<Message>>,
     outbox_bell: Notify,
 }
@@ -43,6 +45,7 @@ impl Agent {
             spool,
             options,
             seen: Mutex::new(HashSet::new()),
+            running: Mutex::new(HashSet::new()),
             outbox: Mutex::new(Vec::new()),
             outbox_bell: Notify::new(),
         }))
@@ -74,7 +77,7 @@ pub async fn ping(agent: &Agent) -> Result<Duration> {
     let start = Instant::now();
     let conn = agent.connector.connect_once().await?;
     let (mut send, mut recv) = conn.open_bi().await?;
-    write_message(&mut send, hello(agent)).await?;
+    write_message(&mut send, hello(agent, true)).await?;
     let reply = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv)).await;
     let result = match reply {
         Ok(Ok(Some(Frame::Message(Message::Welcome { .. })))) => Ok(start.elapsed()),
@@ -89,17 +92,24 @@ pub async fn ping(agent: &Agent) -> Result<Duration> {
     result
 }
 
-fn hello(agent: &Agent) -> Message {
+fn hello(agent: &Agent, probe: bool) -> Message {
+    let mut active: Vec<String> = lock(&agent.running).iter().cloned().collect();
+    for m in lock(&agent.outbox).iter() {
+        if let Message::CollectionDone { collection_id, .. } = m {
+            active.push(collection_id.clone());
+        }
+    }
     Message::Hello {
         protocol_version: cairn_protocol::PROTOCOL_VERSION,
         agent_version: crate::tool_version(),
         host: agent.host(),
+        active_collections: (!probe).then_some(active),
     }
 }
 
 async fn control_session(agent: &Arc<Agent>, conn: &quinn::Connection) -> Result<()> {
     let (mut send, mut recv) = conn.open_bi().await?;
-    write_message(&mut send, hello(agent)).await?;
+    write_message(&mut send, hello(agent, false)).await?;
     match read_frame(&mut recv).await? {
         Some(Frame::Message(Message::Welcome { agent_id, .. })) => {
             tracing::info!("collector welcomed us as {agent_id}");
@@ -180,6 +190,7 @@ async fn control_loop(agent: &Arc<Agent>, send: &mut quinn::SendStream, incoming
 
 async fn run_collection(agent: Arc<Agent>, req: CollectRequest) {
     let started = Instant::now();
+    lock(&agent.running).insert(req.collection_id.clone());
     let (items, errors) = collect_and_upload(&agent, &req).await;
     tracing::info!(
         "collection {} finished in {:.1}s: {} item(s), {} error(s)",
@@ -193,6 +204,7 @@ async fn run_collection(agent: Arc<Agent>, req: CollectRequest) {
         items,
         errors,
     });
+    lock(&agent.running).remove(&req.collection_id);
     agent.outbox_bell.notify_one();
 }
 
