@@ -4,7 +4,9 @@
 
 use crate::capture;
 use cairn_protocol::chunk::Chunk;
-use cairn_protocol::manifest::{CollectRequest, HostIdentity, ItemHeader, ItemKind, ItemManifest, ItemStatus, Source};
+use cairn_protocol::manifest::{
+    CollectRequest, HostIdentity, ItemHeader, ItemKind, ItemManifest, ItemStatus, Source,
+};
 use cairn_protocol::pipeline::{ChunkStream, PipelineOptions};
 use std::io::Read;
 
@@ -55,7 +57,11 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
                 // Fields that could not be read are recorded inside each document ("errors");
                 // they do not make the collection partial.
                 if !a.errors.is_empty() {
-                    tracing::info!("{}: {} field(s) could not be read (listed in the document)", a.name, a.errors.len());
+                    tracing::info!(
+                        "{}: {} field(s) could not be read (listed in the document)",
+                        a.name,
+                        a.errors.len()
+                    );
                 }
                 let source = Source {
                     name: a.name.clone(),
@@ -93,7 +99,10 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
                 }
             }
         }
-        other => errors.push(format!("unknown profile {other:?}; this agent knows {}", PROFILES.join(", "))),
+        other => errors.push(format!(
+            "unknown profile {other:?}; this agent knows {}",
+            PROFILES.join(", ")
+        )),
     }
     Plan { items, errors }
 }
@@ -101,7 +110,12 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
 impl PlannedItem {
     /// Read the source through the pipeline, handing each chunk to `sink` in order; `sink`
     /// returns false to abandon the item. Returns the manifest, or None if abandoned.
-    pub fn produce(self, host: &HostIdentity, opts: &PipelineOptions, mut sink: impl FnMut(Chunk) -> bool) -> Option<ItemManifest> {
+    pub fn produce(
+        self,
+        host: &HostIdentity,
+        opts: &PipelineOptions,
+        mut sink: impl FnMut(Chunk) -> bool,
+    ) -> Option<ItemManifest> {
         let PlannedItem { header, body } = self;
         let (reader, file): (Box<dyn Read + Send>, Option<capture::file::OpenedFile>) = match body {
             Body::Bytes(b) => (Box::new(std::io::Cursor::new(b)), None),
@@ -130,10 +144,17 @@ impl PlannedItem {
         }
         let summary = stream.finish();
         let mut error = summary.read_error.clone().or(chunk_error);
-        let mut status = if error.is_some() { ItemStatus::Failed } else { ItemStatus::Complete };
+        let mut status = if error.is_some() {
+            ItemStatus::Failed
+        } else {
+            ItemStatus::Complete
+        };
         let mut header = header;
         if let Some(note) = file.as_ref().and_then(|f| f.changed_since_open()) {
-            header.source.details.insert("changed_during_read".into(), true.into());
+            header
+                .source
+                .details
+                .insert("changed_during_read".into(), true.into());
             if status == ItemStatus::Complete {
                 status = ItemStatus::Partial;
             }

@@ -73,7 +73,8 @@ impl StateDir {
                 self.root.display()
             )
         })?;
-        toml::from_str(&text).with_context(|| format!("{} is not a valid agent configuration", p.display()))
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid agent configuration", p.display()))
     }
 
     pub fn save(&self, cfg: &AgentConfig) -> Result<()> {
@@ -83,7 +84,8 @@ impl StateDir {
 
     pub fn read(&self, name: &str) -> Result<String> {
         let p = self.path(name);
-        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}; enroll again if it is missing", p.display()))
+        std::fs::read_to_string(&p)
+            .with_context(|| format!("cannot read {}; enroll again if it is missing", p.display()))
     }
 }
 
@@ -101,16 +103,16 @@ impl AgentConfig {
     }
 
     pub fn metadata_config(&self) -> crate::identity::MetadataConfig {
-        let mut m = crate::identity::MetadataConfig::default();
-        m.mode = match self.metadata.as_str() {
-            "always" => crate::identity::MetadataMode::Always,
-            "never" => crate::identity::MetadataMode::Never,
-            _ => crate::identity::MetadataMode::Auto,
-        };
-        if let Some(u) = &self.metadata_url {
-            m.url = u.clone();
+        let defaults = crate::identity::MetadataConfig::default();
+        crate::identity::MetadataConfig {
+            mode: match self.metadata.as_str() {
+                "always" => crate::identity::MetadataMode::Always,
+                "never" => crate::identity::MetadataMode::Never,
+                _ => crate::identity::MetadataMode::Auto,
+            },
+            url: self.metadata_url.clone().unwrap_or(defaults.url),
+            ..defaults
         }
-        m
     }
 }
 

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "cairn-agent", version, about = "cairn host agent: captures evidence and streams it to the collector")]
+#[command(
+    name = "cairn-agent",
+    version,
+    about = "cairn host agent: captures evidence and streams it to the collector"
+)]
 struct Cli {
     /// Where the agent keeps its key, certificate, configuration and spool.
     #[arg(long, env = "CAIRN_AGENT_STATE", default_value = DEFAULT_STATE_DIR, global = true)]
@@ -53,7 +57,10 @@ enum Cmd {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -77,8 +84,13 @@ fn main() {
 async fn real_main(cli: Cli) -> Result<()> {
     let state = StateDir::new(&cli.state_dir);
     match cli.cmd {
-        Cmd::Enroll { collector, token, ca_sha256 } => {
-            let e = cairn_agent::transport::enroll::enroll(&state, &collector, &token, &ca_sha256).await?;
+        Cmd::Enroll {
+            collector,
+            token,
+            ca_sha256,
+        } => {
+            let e = cairn_agent::transport::enroll::enroll(&state, &collector, &token, &ca_sha256)
+                .await?;
             println!("{}", e.agent_id);
             eprintln!(
                 "enrolled with {collector} as agent {}; start it with: cairn-agent run --state-dir {}",
@@ -103,7 +115,12 @@ async fn real_main(cli: Cli) -> Result<()> {
                 rtt.as_secs_f64() * 1000.0
             );
         }
-        Cmd::Collect { profile, paths, out, reason } => {
+        Cmd::Collect {
+            profile,
+            paths,
+            out,
+            reason,
+        } => {
             let req = CollectRequest {
                 collection_id: uuid::Uuid::new_v4().to_string(),
                 profile,
@@ -116,15 +133,26 @@ async fn real_main(cli: Cli) -> Result<()> {
             let opts = cairn_agent::collect::CollectOptions::default();
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let out2 = out.clone();
-            let s = tokio::task::spawn_blocking(move || cairn_agent::offline::collect_to_dir(&req, &opts, &out2, progress)).await??;
-            println!("collection {} written to {} [{:?}]", s.record.request.collection_id, out.display(), s.record.status);
+            let s = tokio::task::spawn_blocking(move || {
+                cairn_agent::offline::collect_to_dir(&req, &opts, &out2, progress)
+            })
+            .await??;
+            println!(
+                "collection {} written to {} [{:?}]",
+                s.record.request.collection_id,
+                out.display(),
+                s.record.status
+            );
             for (id, name, len, sha) in &s.items {
                 println!("  {id}  {name:<20} {len:>12}  {sha}");
             }
             for e in &s.record.errors {
                 println!("  error: {e}");
             }
-            println!("load it into a collector with: cairn import {}", out.display());
+            println!(
+                "load it into a collector with: cairn import {}",
+                out.display()
+            );
         }
     }
     Ok(())

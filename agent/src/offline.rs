@@ -19,12 +19,21 @@ pub struct OfflineSummary {
     pub items: Vec<(String, String, u64, String)>,
 }
 
-pub fn collect_to_dir(req: &CollectRequest, opts: &CollectOptions, out: &Path, progress: bool) -> Result<OfflineSummary> {
+pub fn collect_to_dir(
+    req: &CollectRequest,
+    opts: &CollectOptions,
+    out: &Path,
+    progress: bool,
+) -> Result<OfflineSummary> {
     if out.join("collection.json").exists() {
-        bail!("{} already holds a collection; choose an empty directory", out.display());
+        bail!(
+            "{} already holds a collection; choose an empty directory",
+            out.display()
+        );
     }
     let items_dir = out.join("items");
-    std::fs::create_dir_all(&items_dir).with_context(|| format!("cannot create {}", items_dir.display()))?;
+    std::fs::create_dir_all(&items_dir)
+        .with_context(|| format!("cannot create {}", items_dir.display()))?;
     let started = cairn_protocol::now_rfc3339();
     let host = crate::identity::host_identity(&opts.volatile.metadata);
     let plan = plan(req, opts);
@@ -36,33 +45,43 @@ pub fn collect_to_dir(req: &CollectRequest, opts: &CollectOptions, out: &Path, p
         let id = item.header.item_id.clone();
         let name = item.header.source.name.clone();
         let path = items_dir.join(format!("{id}.cairn"));
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?);
-        Frame::Message(Message::ItemBegin(item.header.clone())).write_to(&mut f)?;
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        );
+        Frame::Message(Message::ItemBegin(Box::new(item.header.clone()))).write_to(&mut f)?;
         let mut write_err = None;
         let bar = indicatif::ProgressBar::new_spinner();
         if !progress {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
         bar.set_message(name.clone());
-        let manifest = item.produce(&host, &opts.pipeline, |c| match Frame::Chunk(c).write_to(&mut f) {
-            Ok(()) => {
-                bar.inc(1);
-                true
-            }
-            Err(e) => {
-                write_err = Some(e);
-                false
+        let manifest = item.produce(&host, &opts.pipeline, |c| {
+            match Frame::Chunk(c).write_to(&mut f) {
+                Ok(()) => {
+                    bar.inc(1);
+                    true
+                }
+                Err(e) => {
+                    write_err = Some(e);
+                    false
+                }
             }
         });
         bar.finish_and_clear();
         if let Some(e) = write_err {
             bail!("cannot write {}: {e}", path.display());
         }
-        let Some(m) = manifest else { bail!("item {name} was abandoned") };
+        let Some(m) = manifest else {
+            bail!("item {name} was abandoned")
+        };
         Frame::Message(Message::ItemEnd(Box::new(m.clone()))).write_to(&mut f)?;
         f.flush()?;
         f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::write(items_dir.join(format!("{id}.manifest.json")), serde_json::to_vec_pretty(&m)?)?;
+        std::fs::write(
+            items_dir.join(format!("{id}.manifest.json")),
+            serde_json::to_vec_pretty(&m)?,
+        )?;
         if m.status != ItemStatus::Complete {
             all_complete = false;
             if let Some(e) = &m.error {
@@ -89,6 +108,12 @@ pub fn collect_to_dir(req: &CollectRequest, opts: &CollectOptions, out: &Path, p
         errors,
         tool: crate::tool_version(),
     };
-    std::fs::write(out.join("collection.json"), serde_json::to_vec_pretty(&record)?)?;
-    Ok(OfflineSummary { record, items: summary })
+    std::fs::write(
+        out.join("collection.json"),
+        serde_json::to_vec_pretty(&record)?,
+    )?;
+    Ok(OfflineSummary {
+        record,
+        items: summary,
+    })
 }

@@ -9,13 +9,28 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "cairn analyst CLI: request, inspect, export and verify evidence")]
+#[command(
+    name = "cairn",
+    version,
+    about = "cairn analyst CLI: request, inspect, export and verify evidence"
+)]
 pub struct Cli {
     /// Collector API base URL.
-    #[arg(long, env = "CAIRN_API", default_value = "https://127.0.0.1:8443", global = true)]
+    #[arg(
+        long,
+        env = "CAIRN_API",
+        default_value = "https://127.0.0.1:8443",
+        global = true
+    )]
     api: String,
     /// API token (the collector's admin.token, or one made with `cairn-collector token api`).
-    #[arg(long, env = "CAIRN_TOKEN", default_value = "", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "CAIRN_TOKEN",
+        default_value = "",
+        hide_env_values = true,
+        global = true
+    )]
     token: String,
     /// The collector's CA certificate (ca.pem in its data directory), to trust its HTTPS.
     #[arg(long, env = "CAIRN_CA_CERT", global = true)]
@@ -88,10 +103,16 @@ struct Api {
 
 impl Api {
     fn new(cli: &Cli) -> Result<Api> {
-        let mut b = reqwest::Client::builder().use_rustls_tls().connect_timeout(Duration::from_secs(10));
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(10));
         if let Some(p) = &cli.ca_cert {
-            let pem = std::fs::read(p).with_context(|| format!("cannot read CA certificate {}", p.display()))?;
-            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).context("--ca-cert is not a PEM certificate")?);
+            let pem = std::fs::read(p)
+                .with_context(|| format!("cannot read CA certificate {}", p.display()))?;
+            b = b.add_root_certificate(
+                reqwest::Certificate::from_pem(&pem)
+                    .context("--ca-cert is not a PEM certificate")?,
+            );
         } else if cli.api.starts_with("https://") {
             bail!("to trust the collector's HTTPS, pass its CA with --ca-cert FILE or CAIRN_CA_CERT (ca.pem in the collector's data directory)");
         }
@@ -130,11 +151,19 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> Result<Value> {
-        Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
+        Ok(self
+            .send(self.http.get(self.url(path)))
+            .await?
+            .json()
+            .await?)
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        Ok(self.send(self.http.post(self.url(path)).json(body)).await?.json().await?)
+        Ok(self
+            .send(self.http.post(self.url(path)).json(body))
+            .await?
+            .json()
+            .await?)
     }
 }
 
@@ -164,17 +193,32 @@ fn human(n: u64) -> String {
 fn print_collection(c: &Value) {
     println!("Collection {}  [{}]", s(&c["id"]), s(&c["status"]));
     println!("  host:      {} ({})", s(&c["hostname"]), s(&c["host_id"]));
-    println!("  profile:   {}   reason: {}", s(&c["profile"]), s(&c["reason"]));
-    println!("  requested: {} by {}   finished: {}", s(&c["requested_at"]), s(&c["requested_by"]), s(&c["finished_at"]));
+    println!(
+        "  profile:   {}   reason: {}",
+        s(&c["profile"]),
+        s(&c["reason"])
+    );
+    println!(
+        "  requested: {} by {}   finished: {}",
+        s(&c["requested_at"]),
+        s(&c["requested_by"]),
+        s(&c["finished_at"])
+    );
     let items = c["items"].as_array().cloned().unwrap_or_default();
     println!("  items ({}):", items.len());
-    println!("    {:<36}  {:<22} {:>10}  {:<9} SHA-256", "ID", "NAME", "SIZE", "STATUS");
+    println!(
+        "    {:<36}  {:<22} {:>10}  {:<9} SHA-256",
+        "ID", "NAME", "SIZE", "STATUS"
+    );
     for i in &items {
         println!(
             "    {:<36}  {:<22} {:>10}  {:<9} {}",
             s(&i["id"]),
             s(&i["name"]),
-            i["raw_len"].as_u64().map(human).unwrap_or_else(|| "-".into()),
+            i["raw_len"]
+                .as_u64()
+                .map(human)
+                .unwrap_or_else(|| "-".into()),
             s(&i["status"]),
             s(&i["sha256"])
         );
@@ -193,7 +237,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(0);
             }
-            println!("{:<36}  {:<20} {:<20} {:<22} {:<26} CONNECTED", "ID", "HOSTNAME", "INSTANCE", "AGENT", "LAST SEEN");
+            println!(
+                "{:<36}  {:<20} {:<20} {:<22} {:<26} CONNECTED",
+                "ID", "HOSTNAME", "INSTANCE", "AGENT", "LAST SEEN"
+            );
             for h in v["hosts"].as_array().into_iter().flatten() {
                 println!(
                     "{:<36}  {:<20} {:<20} {:<22} {:<26} {}",
@@ -202,13 +249,27 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     s(&h["instance_id"]),
                     s(&h["agent_version"]),
                     s(&h["last_seen"]),
-                    if h["connected"].as_bool() == Some(true) { "yes" } else { "no" }
+                    if h["connected"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
                 );
             }
         }
-        Cmd::Collect { host, profile, reason, paths, wait, timeout } => {
+        Cmd::Collect {
+            host,
+            profile,
+            reason,
+            paths,
+            wait,
+            timeout,
+        } => {
             let v = api
-                .post("/api/v1/collections", &json!({"host": host, "profile": profile, "reason": reason, "paths": paths}))
+                .post(
+                    "/api/v1/collections",
+                    &json!({"host": host, "profile": profile, "reason": reason, "paths": paths}),
+                )
                 .await?;
             let id = s(&v["id"]);
             if !wait {
@@ -235,7 +296,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
             });
         }
         Cmd::Show { collection } => {
-            let c = api.get(&format!("/api/v1/collections/{collection}")).await?;
+            let c = api
+                .get(&format!("/api/v1/collections/{collection}"))
+                .await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&c)?);
             } else {
@@ -243,22 +306,41 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Collections { host } => {
-            let q = host.as_ref().map(|h| format!("?host={h}")).unwrap_or_default();
+            let q = host
+                .as_ref()
+                .map(|h| format!("?host={h}"))
+                .unwrap_or_default();
             let v = api.get(&format!("/api/v1/collections{q}")).await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for c in v["collections"].as_array().into_iter().flatten() {
-                    println!("{}  {:<8} {:<9} {}  {}", s(&c["id"]), s(&c["profile"]), s(&c["status"]), s(&c["requested_at"]), s(&c["reason"]));
+                    println!(
+                        "{}  {:<8} {:<9} {}  {}",
+                        s(&c["id"]),
+                        s(&c["profile"]),
+                        s(&c["status"]),
+                        s(&c["requested_at"]),
+                        s(&c["reason"])
+                    );
                 }
             }
         }
         Cmd::Export { item, output } => return export(&api, item, output, cli.json).await,
-        Cmd::Custody { cmd: CustodyCmd::Verify { collection } } => {
-            let v = api.post(&format!("/api/v1/collections/{collection}/verify"), &json!({})).await?;
+        Cmd::Custody {
+            cmd: CustodyCmd::Verify { collection },
+        } => {
+            let v = api
+                .post(
+                    &format!("/api/v1/collections/{collection}/verify"),
+                    &json!({}),
+                )
+                .await?;
             // Check the signed chain here too, with the collector's public key, so the verdict
             // does not rest on the server's word alone.
-            let log = api.get(&format!("/api/v1/collections/{collection}/custody")).await?;
+            let log = api
+                .get(&format!("/api/v1/collections/{collection}/custody"))
+                .await?;
             let local = verify_log_locally(&log);
             let ok = v["ok"].as_bool() == Some(true) && local.is_ok();
             if cli.json {
@@ -285,13 +367,24 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             return Ok(if ok { 0 } else { 1 });
         }
-        Cmd::Custody { cmd: CustodyCmd::Log { collection } } => {
-            let v = api.get(&format!("/api/v1/collections/{collection}/custody")).await?;
+        Cmd::Custody {
+            cmd: CustodyCmd::Log { collection },
+        } => {
+            let v = api
+                .get(&format!("/api/v1/collections/{collection}/custody"))
+                .await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for r in v["records"].as_array().into_iter().flatten() {
-                    println!("{:>3}  {}  {:<18} {:<40} {}", s(&r["seq"]), s(&r["time"]), s(&r["action"]), s(&r["actor"]), r["details"]);
+                    println!(
+                        "{:>3}  {}  {:<18} {:<40} {}",
+                        s(&r["seq"]),
+                        s(&r["time"]),
+                        s(&r["action"]),
+                        s(&r["actor"]),
+                        r["details"]
+                    );
                 }
             }
         }
@@ -302,12 +395,19 @@ pub async fn run(cli: Cli) -> Result<i32> {
 
 fn verify_log_locally(log: &Value) -> Result<()> {
     use ed25519_dalek::Verifier;
-    let records: Vec<cairn_protocol::custody::CustodyRecord> = serde_json::from_value(log["records"].clone())?;
-    let key_hex = log["public_key"].as_str().context("custody log has no public key")?;
-    let key_bytes: [u8; 32] = hex::decode(key_hex)?.try_into().map_err(|_| anyhow::anyhow!("public key is not 32 bytes"))?;
+    let records: Vec<cairn_protocol::custody::CustodyRecord> =
+        serde_json::from_value(log["records"].clone())?;
+    let key_hex = log["public_key"]
+        .as_str()
+        .context("custody log has no public key")?;
+    let key_bytes: [u8; 32] = hex::decode(key_hex)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("public key is not 32 bytes"))?;
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes)?;
     cairn_protocol::custody::verify_chain(&records, |h, sig| {
-        let (Ok(h), Ok(sig)) = (hex::decode(h), hex::decode(sig)) else { return false };
+        let (Ok(h), Ok(sig)) = (hex::decode(h), hex::decode(sig)) else {
+            return false;
+        };
         ed25519_dalek::Signature::from_slice(&sig).is_ok_and(|sig| vk.verify(&h, &sig).is_ok())
     })?;
     Ok(())
@@ -325,15 +425,24 @@ async fn wait_for(api: &Api, id: &str, timeout: Duration, progress: bool) -> Res
         let status = s(&c["status"]);
         let items = c["items"].as_array().cloned().unwrap_or_default();
         let sealed = items.iter().filter(|i| i["status"] == "sealed").count();
-        let chunks: u64 = items.iter().filter_map(|i| i["chunks_received"].as_u64()).sum();
-        bar.set_message(format!("{status}: {sealed}/{} items sealed, {chunks} chunks received", items.len()));
+        let chunks: u64 = items
+            .iter()
+            .filter_map(|i| i["chunks_received"].as_u64())
+            .sum();
+        bar.set_message(format!(
+            "{status}: {sealed}/{} items sealed, {chunks} chunks received",
+            items.len()
+        ));
         if matches!(status.as_str(), "sealed" | "partial" | "failed") {
             bar.finish_and_clear();
             return Ok(c);
         }
         if start.elapsed() > timeout {
             bar.finish_and_clear();
-            bail!("collection {id} is still {status} after {}s; check again with `cairn show {id}`", timeout.as_secs());
+            bail!(
+                "collection {id} is still {status} after {}s; check again with `cairn show {id}`",
+                timeout.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -342,17 +451,23 @@ async fn wait_for(api: &Api, id: &str, timeout: Duration, progress: bool) -> Res
 async fn export(api: &Api, item: &str, output: &PathBuf, json_out: bool) -> Result<i32> {
     let meta = api.get(&format!("/api/v1/items/{item}")).await?;
     let expected = s(&meta["sha256"]);
-    let mut resp = api.send(api.http.get(api.url(&format!("/api/v1/items/{item}/raw")))).await?;
+    let mut resp = api
+        .send(api.http.get(api.url(&format!("/api/v1/items/{item}/raw"))))
+        .await?;
     let total = resp.content_length().unwrap_or(0);
     let bar = indicatif::ProgressBar::new(total);
     if json_out || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let tmp = output.with_extension("partial");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?);
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+    );
     let mut h = Sha256::new();
     let mut n = 0u64;
-    while let Some(b) = resp.chunk().await.context("download interrupted (the collector refuses to serve a chunk that fails verification)")? {
+    while let Some(b) = resp.chunk().await.context(
+        "download interrupted (the collector refuses to serve a chunk that fails verification)",
+    )? {
         h.update(&b);
         f.write_all(&b)?;
         n += b.len() as u64;
@@ -363,26 +478,46 @@ async fn export(api: &Api, item: &str, output: &PathBuf, json_out: bool) -> Resu
     bar.finish_and_clear();
     let got = hex::encode(h.finalize());
     if got != expected {
-        bail!("downloaded {n} bytes hash to {got}, the manifest says {expected}; kept as {}", tmp.display());
+        bail!(
+            "downloaded {n} bytes hash to {got}, the manifest says {expected}; kept as {}",
+            tmp.display()
+        );
     }
     std::fs::rename(&tmp, output)?;
     if json_out {
-        println!("{}", json!({"item": item, "path": output, "bytes": n, "sha256": got}));
+        println!(
+            "{}",
+            json!({"item": item, "path": output, "bytes": n, "sha256": got})
+        );
     } else {
-        println!("{}  {}  ({} bytes, matches the manifest)", got, output.display(), n);
+        println!(
+            "{}  {}  ({} bytes, matches the manifest)",
+            got,
+            output.display(),
+            n
+        );
     }
     Ok(0)
 }
 
 async fn import(api: &Api, dir: &std::path::Path, json_out: bool) -> Result<i32> {
     let rec_path = dir.join("collection.json");
-    let rec_text = std::fs::read_to_string(&rec_path)
-        .with_context(|| format!("cannot read {} — is this a directory written by `cairn-agent collect --out`?", rec_path.display()))?;
-    let rec: cairn_protocol::manifest::CollectionRecord =
-        serde_json::from_str(&rec_text).with_context(|| format!("{} is not a collection record", rec_path.display()))?;
+    let rec_text = std::fs::read_to_string(&rec_path).with_context(|| {
+        format!(
+            "cannot read {} — is this a directory written by `cairn-agent collect --out`?",
+            rec_path.display()
+        )
+    })?;
+    let rec: cairn_protocol::manifest::CollectionRecord = serde_json::from_str(&rec_text)
+        .with_context(|| format!("{} is not a collection record", rec_path.display()))?;
     let cid = rec.request.collection_id.clone();
-    api.send(api.http.post(api.url("/api/v1/import/collections")).header("content-type", "application/json").body(rec_text))
-        .await?;
+    api.send(
+        api.http
+            .post(api.url("/api/v1/import/collections"))
+            .header("content-type", "application/json")
+            .body(rec_text),
+    )
+    .await?;
     let mut ok_items = Vec::new();
     let mut errors = rec.errors.clone();
     for item in &rec.items {
@@ -396,7 +531,11 @@ async fn import(api: &Api, dir: &std::path::Path, json_out: bool) -> Result<i32>
         };
         let body = reqwest::Body::wrap_stream(tokio_util_stream(file));
         match api
-            .send(api.http.put(api.url(&format!("/api/v1/import/collections/{cid}/items/{item}"))).body(body))
+            .send(
+                api.http
+                    .put(api.url(&format!("/api/v1/import/collections/{cid}/items/{item}")))
+                    .body(body),
+            )
             .await
         {
             Ok(r) => {
@@ -410,7 +549,10 @@ async fn import(api: &Api, dir: &std::path::Path, json_out: bool) -> Result<i32>
         }
     }
     let c = api
-        .post(&format!("/api/v1/import/collections/{cid}/finish"), &json!({"items": rec.items, "errors": errors}))
+        .post(
+            &format!("/api/v1/import/collections/{cid}/finish"),
+            &json!({"items": rec.items, "errors": errors}),
+        )
         .await?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&c)?);
@@ -421,7 +563,9 @@ async fn import(api: &Api, dir: &std::path::Path, json_out: bool) -> Result<i32>
 }
 
 /// A file as a stream of byte blocks, for a streaming request body.
-fn tokio_util_stream(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
     futures::stream::unfold(file, |mut f| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 1 << 20];

@@ -42,7 +42,10 @@ impl IntoResponse for ApiError {
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         tracing::error!("internal error: {e:#}");
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e:#}"))
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e:#}"),
+        )
     }
 }
 
@@ -65,7 +68,11 @@ impl Caller {
         } else {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                format!("token {:?} has role {} which may not do this", self.name, self.role.as_str()),
+                format!(
+                    "token {:?} has role {} which may not do this",
+                    self.name,
+                    self.role.as_str()
+                ),
             ))
         }
     }
@@ -77,17 +84,31 @@ const COLLECTORS: &[Role] = &[Role::Admin, Role::Analyst, Role::Trigger];
 pub fn router(state: S) -> Router {
     Router::new()
         .route("/api/v1/hosts", get(list_hosts))
-        .route("/api/v1/collections", post(request_collection).get(list_collections))
+        .route(
+            "/api/v1/collections",
+            post(request_collection).get(list_collections),
+        )
         .route("/api/v1/collections/{id}", get(show_collection))
         .route("/api/v1/collections/{id}/custody", get(custody_log))
         .route("/api/v1/collections/{id}/verify", post(verify_collection))
         .route("/api/v1/items/{id}", get(show_item))
         .route("/api/v1/items/{id}/raw", get(download_item))
         .route("/api/v1/import/collections", post(import_collection))
-        .route("/api/v1/import/collections/{cid}/items/{item_id}", put(import_item))
-        .route("/api/v1/import/collections/{cid}/finish", post(import_finish))
+        .route(
+            "/api/v1/import/collections/{cid}/items/{item_id}",
+            put(import_item),
+        )
+        .route(
+            "/api/v1/import/collections/{cid}/finish",
+            post(import_finish),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), auth))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; the API lives under /api/v1/") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; the API lives under /api/v1/",
+            )
+        })
         .with_state(state)
 }
 
@@ -129,7 +150,10 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     })
 }
 
-async fn list_hosts(AxState(state): AxState<S>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Value>> {
+async fn list_hosts(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
     let hosts: Vec<Value> = state
         .db()
@@ -162,20 +186,34 @@ struct CollectionBody {
     container_id: Option<String>,
 }
 
-async fn request_collection(AxState(state): AxState<S>, Extension(caller): Extension<Caller>, body: Bytes) -> ApiResult<Response> {
+async fn request_collection(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
     caller.require(COLLECTORS)?;
     let b: CollectionBody = parse_json(&body)?;
     if !PROFILES.contains(&b.profile.as_str()) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("unknown profile {:?}; known profiles: {}", b.profile, PROFILES.join(", ")),
+            format!(
+                "unknown profile {:?}; known profiles: {}",
+                b.profile,
+                PROFILES.join(", ")
+            ),
         ));
     }
     if b.profile == "file" && b.paths.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "profile \"file\" needs at least one entry in \"paths\""));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "profile \"file\" needs at least one entry in \"paths\"",
+        ));
     }
     if b.reason.trim().is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "\"reason\" must say why evidence is collected (it goes into the custody log)"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "\"reason\" must say why evidence is collected (it goes into the custody log)",
+        ));
     }
     let hosts = state.db().find_hosts(&b.host)?;
     let host = match hosts.as_slice() {
@@ -207,7 +245,9 @@ async fn request_collection(AxState(state): AxState<S>, Extension(caller): Exten
         pid: b.pid,
         container_id: b.container_id,
     };
-    state.db().insert_collection(&host.id, &req, "requested", "live")?;
+    state
+        .db()
+        .insert_collection(&host.id, &req, "requested", "live")?;
     state.ctx.custody.append(
         state.db(),
         &req.collection_id,
@@ -229,9 +269,15 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-async fn list_collections(AxState(state): AxState<S>, Extension(caller): Extension<Caller>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+async fn list_collections(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
-    let rows = state.db().list_collections(q.host.as_deref(), q.limit.unwrap_or(100).min(1000))?;
+    let rows = state
+        .db()
+        .list_collections(q.host.as_deref(), q.limit.unwrap_or(100).min(1000))?;
     Ok(Json(json!({ "collections": rows })))
 }
 
@@ -246,7 +292,10 @@ pub fn collection_view(state: &State, id: &str) -> ApiResult<Value> {
         .items_of_collection(id)?
         .into_iter()
         .map(|i| {
-            let source = i.header.as_ref().map(|h| serde_json::to_value(&h.source).unwrap_or_default());
+            let source = i
+                .header
+                .as_ref()
+                .map(|h| serde_json::to_value(&h.source).unwrap_or_default());
             let gaps = i.manifest.as_ref().map(|m| m.gaps.len()).unwrap_or(0);
             let acq = i.manifest.as_ref().map(|m| m.status);
             let mut v = serde_json::to_value(&i).unwrap_or_default();
@@ -262,16 +311,27 @@ pub fn collection_view(state: &State, id: &str) -> ApiResult<Value> {
     Ok(v)
 }
 
-async fn show_collection(AxState(state): AxState<S>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn show_collection(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
     Ok(Json(collection_view(&state, &id)?))
 }
 
-async fn custody_log(AxState(state): AxState<S>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn custody_log(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
     let records = state.db().custody_records(&id)?;
     if records.is_empty() && state.db().get_collection(&id)?.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no collection {id}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no collection {id}"),
+        ));
     }
     Ok(Json(json!({
         "collection_id": id,
@@ -281,17 +341,29 @@ async fn custody_log(AxState(state): AxState<S>, Extension(caller): Extension<Ca
     })))
 }
 
-async fn verify_collection(AxState(state): AxState<S>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn verify_collection(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
     if state.db().get_collection(&id)?.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no collection {id}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no collection {id}"),
+        ));
     }
     let st = state.clone();
     let cid = id.clone();
-    let report = tokio::task::spawn_blocking(move || st.ctx.custody.verify(&st.ctx.db, &st.ctx.store, &cid))
-        .await
-        .map_err(|e| anyhow::anyhow!("verification task: {e}"))??;
-    let action = if report.ok { "verified" } else { "verify_failed" };
+    let report =
+        tokio::task::spawn_blocking(move || st.ctx.custody.verify(&st.ctx.db, &st.ctx.store, &cid))
+            .await
+            .map_err(|e| anyhow::anyhow!("verification task: {e}"))??;
+    let action = if report.ok {
+        "verified"
+    } else {
+        "verify_failed"
+    };
     // Recording a verification extends the chain; only do it on an intact chain, so a broken
     // one stays exactly as it was found.
     if report.ok || report.bad_item.is_some() {
@@ -303,10 +375,16 @@ async fn verify_collection(AxState(state): AxState<S>, Extension(caller): Extens
             json!({"records_checked": report.records_checked, "items_checked": report.items_checked, "chunks_checked": report.chunks_checked, "bytes_checked": report.bytes_checked, "error": report.error}),
         )?;
     }
-    Ok(Json(serde_json::to_value(&report).map_err(anyhow::Error::from)?))
+    Ok(Json(
+        serde_json::to_value(&report).map_err(anyhow::Error::from)?,
+    ))
 }
 
-async fn show_item(AxState(state): AxState<S>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn show_item(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
     let item = state
         .db()
@@ -323,14 +401,21 @@ async fn show_item(AxState(state): AxState<S>, Extension(caller): Extension<Call
     Ok(Json(v))
 }
 
-async fn download_item(AxState(state): AxState<S>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn download_item(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require(READERS)?;
     let item = state
         .db()
         .get_item(&id)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no item {id}")))?;
     if item.status != "sealed" {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("item {id} is {}, not sealed", item.status)));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("item {id} is {}, not sealed", item.status),
+        ));
     }
     let chunks = state.db().item_chunks(&id)?;
     let mut codecs = Vec::with_capacity(chunks.len());
@@ -363,9 +448,15 @@ async fn download_item(AxState(state): AxState<S>, Extension(caller): Extension<
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, "application/octet-stream".parse().map_err(anyhow::Error::from)?);
+    headers.insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream"
+            .parse()
+            .map_err(anyhow::Error::from)?,
+    );
     if let Some(len) = item.raw_len {
         headers.insert(header::CONTENT_LENGTH, len.into());
     }
@@ -377,18 +468,33 @@ async fn download_item(AxState(state): AxState<S>, Extension(caller): Extension<
 
 // ---- import of offline collections ----
 
-async fn import_collection(AxState(state): AxState<S>, Extension(caller): Extension<Caller>, body: Bytes) -> ApiResult<Response> {
+async fn import_collection(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
     caller.require(&[Role::Admin])?;
     let rec: CollectionRecord = parse_json(&body)?;
     let cid = rec.request.collection_id.clone();
-    if !cid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || cid.is_empty() || cid.len() > 64 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("collection id {cid:?} is not a valid id")));
+    if !cid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        || cid.is_empty()
+        || cid.len() > 64
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("collection id {cid:?} is not a valid id"),
+        ));
     }
     if state.db().get_collection(&cid)?.is_some() {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("collection {cid} was already imported")));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("collection {cid} was already imported"),
+        ));
     }
     let host_id = state.db().upsert_import_host(&rec.host)?;
-    state.db().insert_collection(&host_id, &rec.request, "running", "import")?;
+    state
+        .db()
+        .insert_collection(&host_id, &rec.request, "running", "import")?;
     state.ctx.custody.append(
         state.db(),
         &cid,
@@ -397,7 +503,11 @@ async fn import_collection(AxState(state): AxState<S>, Extension(caller): Extens
         json!({"host_id": host_id, "hostname": rec.host.hostname, "profile": rec.request.profile, "reason": rec.request.reason,
                "collected_by": rec.request.requested_by, "started": rec.started, "finished": rec.finished, "tool": rec.tool, "items": rec.items}),
     )?;
-    Ok((StatusCode::CREATED, Json(json!({"id": cid, "host_id": host_id}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": cid, "host_id": host_id})),
+    )
+        .into_response())
 }
 
 /// A blocking `Read` over an async body, so the same frame parser serves files and uploads.
@@ -433,7 +543,10 @@ async fn import_item(
         .get_collection(&cid)?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no collection {cid}")))?;
     if c.origin != "import" {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("collection {cid} was not created by an import")));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("collection {cid} was not created by an import"),
+        ));
     }
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let mut data = body.into_data_stream();
@@ -447,9 +560,20 @@ async fn import_item(
     });
     let ctx = state.ctx.clone();
     let actor = caller.actor();
-    let result = tokio::task::spawn_blocking(move || import_stream(&ctx, &cid, &item_id, &actor, BodyReader { rx, buf: Bytes::new() }))
-        .await
-        .map_err(|e| anyhow::anyhow!("import task: {e}"))?;
+    let result = tokio::task::spawn_blocking(move || {
+        import_stream(
+            &ctx,
+            &cid,
+            &item_id,
+            &actor,
+            BodyReader {
+                rx,
+                buf: Bytes::new(),
+            },
+        )
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("import task: {e}"))?;
     match result {
         Ok(v) => Ok(Json(v)),
         Err(e) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e)),
@@ -457,18 +581,30 @@ async fn import_item(
 }
 
 /// Replay an item's frames (`ItemBegin`, chunks, `ItemEnd`) into the ingest state machine.
-fn import_stream(ctx: &crate::ingest::Ctx, cid: &str, item_id: &str, actor: &str, mut r: impl Read) -> std::result::Result<Value, String> {
+fn import_stream(
+    ctx: &crate::ingest::Ctx,
+    cid: &str,
+    item_id: &str,
+    actor: &str,
+    mut r: impl Read,
+) -> std::result::Result<Value, String> {
     let header = match Frame::read_from(&mut r).map_err(|e| e.to_string())? {
         Some(Frame::Message(Message::ItemBegin(h))) => h,
         _ => return Err("an item stream must start with item_begin".into()),
     };
     if header.item_id != item_id || header.collection_id != cid {
-        return Err(format!("stream is for item {} of collection {}", header.item_id, header.collection_id));
+        return Err(format!(
+            "stream is for item {} of collection {}",
+            header.item_id, header.collection_id
+        ));
     }
-    let mut ingest = match ItemIngest::begin(ctx, header, None, actor).map_err(|e| e.to_string())? {
-        Opened::AlreadySealed(sha) => return Ok(json!({"item_id": item_id, "sha256": sha, "already_sealed": true})),
-        Opened::Held(_, i) => i,
-    };
+    let mut ingest =
+        match ItemIngest::begin(ctx, *header, None, actor).map_err(|e| e.to_string())? {
+            Opened::AlreadySealed(sha) => {
+                return Ok(json!({"item_id": item_id, "sha256": sha, "already_sealed": true}))
+            }
+            Opened::Held(_, i) => i,
+        };
     loop {
         match Frame::read_from(&mut r).map_err(|e| e.to_string())? {
             Some(Frame::Chunk(c)) => ingest.chunk(&c).map_err(|e| e.to_string())?,
@@ -476,7 +612,9 @@ fn import_stream(ctx: &crate::ingest::Ctx, cid: &str, item_id: &str, actor: &str
                 let sha = ingest.finish(&m).map_err(|e| e.to_string())?;
                 return Ok(json!({"item_id": item_id, "sha256": sha}));
             }
-            Some(Frame::Message(m)) => return Err(format!("unexpected {} in an item stream", m.name())),
+            Some(Frame::Message(m)) => {
+                return Err(format!("unexpected {} in an item stream", m.name()))
+            }
             None => return Err("item stream ended before its manifest (truncated file?)".into()),
         }
     }
@@ -489,7 +627,12 @@ struct FinishBody {
     errors: Vec<String>,
 }
 
-async fn import_finish(AxState(state): AxState<S>, Extension(caller): Extension<Caller>, Path(cid): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+async fn import_finish(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(cid): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     caller.require(&[Role::Admin])?;
     let b: FinishBody = parse_json(&body)?;
     let c = state
@@ -514,7 +657,11 @@ pub fn tls_acceptor(data: &crate::datadir::DataDir) -> Result<tokio_rustls::TlsA
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-pub async fn run(state: S, listener: tokio::net::TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Result<()> {
+pub async fn run(
+    state: S,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<()> {
     let app = router(state);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -529,16 +676,25 @@ pub async fn run(state: S, listener: tokio::net::TcpListener, tls: Option<tokio_
         let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             let result = match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => builder.serve_connection(hyper_util::rt::TokioIo::new(s), service).await,
+                    Ok(s) => {
+                        builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(s), service)
+                            .await
+                    }
                     Err(e) => {
                         tracing::debug!("TLS handshake with {peer} failed: {e}");
                         return;
                     }
                 },
-                None => builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await,
+                None => {
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!("connection from {peer}: {e}");

@@ -49,7 +49,10 @@ impl Authority {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("cairn collector CA ({collector_name})"));
+        dn.push(
+            DnType::CommonName,
+            format!("cairn collector CA ({collector_name})"),
+        );
         dn.push(DnType::OrganizationName, "cairn");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -112,10 +115,13 @@ impl Authority {
     /// Sign an agent's CSR. Only the CSR's public key is used: the subject is the agent id the
     /// collector assigns, so an agent cannot choose who it is.
     pub fn sign_agent(&self, csr_pem: &str, agent_id: &str) -> Result<String, AuthorityError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(AuthorityError::BadCsr)?;
+        let mut csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(AuthorityError::BadCsr)?;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, agent_id);
-        params.distinguished_name.push(DnType::OrganizationName, "cairn agent");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "cairn agent");
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         validity(&mut params, AGENT_VALIDITY);
@@ -147,7 +153,10 @@ mod tests {
         let cn = parsed.distinguished_name.get(&DnType::CommonName).unwrap();
         assert!(format!("{cn:?}").contains("agent-123"));
         assert!(parsed.subject_alt_names.is_empty());
-        assert!(Authority::load(&ca.cert_pem(), &ca.key_pem()).unwrap().sign_agent("junk", "x").is_err());
+        assert!(Authority::load(&ca.cert_pem(), &ca.key_pem())
+            .unwrap()
+            .sign_agent("junk", "x")
+            .is_err());
         assert_eq!(pem_fingerprint(&ca.cert_pem()).unwrap().len(), 64);
     }
 }

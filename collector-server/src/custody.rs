@@ -101,9 +101,15 @@ impl Custody {
         }
         // What custody says each item was sealed as.
         for rec in records.iter().filter(|r| r.action == "item_sealed") {
-            let item_id = rec.details["item_id"].as_str().unwrap_or_default().to_string();
+            let item_id = rec.details["item_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let name = rec.details["name"].as_str().unwrap_or_default().to_string();
-            let sealed_sha = rec.details["sha256"].as_str().unwrap_or_default().to_string();
+            let sealed_sha = rec.details["sha256"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             report.items_checked += 1;
             if let Err(e) = verify_item(db, store, &item_id, &sealed_sha, &mut report) {
                 report.error = Some(format!("item {item_id} ({name}): {e}"));
@@ -127,7 +133,13 @@ fn check_signature(vk: &VerifyingKey, hash_hex: &str, sig_hex: &str) -> bool {
 }
 
 /// Re-read an item's chunks in order: each must match its hash, the whole must match `sealed_sha`.
-pub fn verify_item(db: &Db, store: &ChunkStore, item_id: &str, sealed_sha: &str, report: &mut VerifyReport) -> Result<()> {
+pub fn verify_item(
+    db: &Db,
+    store: &ChunkStore,
+    item_id: &str,
+    sealed_sha: &str,
+    report: &mut VerifyReport,
+) -> Result<()> {
     let item = db
         .get_item(item_id)?
         .ok_or_else(|| anyhow::anyhow!("is in the custody log but not in the database"))?;
@@ -140,7 +152,11 @@ pub fn verify_item(db: &Db, store: &ChunkStore, item_id: &str, sealed_sha: &str,
     let mut whole = Sha256::new();
     let chunks = db.item_chunks(item_id)?;
     if Some(chunks.len() as u64) != item.chunk_count {
-        anyhow::bail!("has {} chunks stored, {} sealed", chunks.len(), item.chunk_count.unwrap_or(0));
+        anyhow::bail!(
+            "has {} chunks stored, {} sealed",
+            chunks.len(),
+            item.chunk_count.unwrap_or(0)
+        );
     }
     for c in chunks {
         let (codec, _) = db
@@ -180,9 +196,18 @@ mod tests {
             pid: None,
             container_id: None,
         };
-        db.insert_collection("h1", &req, "requested", "live").unwrap();
+        db.insert_collection("h1", &req, "requested", "live")
+            .unwrap();
         for action in ["trigger_received", "command_sent", "command_accepted"] {
-            custody.append(&db, "c1", "collector", action, serde_json::json!({"n": action})).unwrap();
+            custody
+                .append(
+                    &db,
+                    "c1",
+                    "collector",
+                    action,
+                    serde_json::json!({"n": action}),
+                )
+                .unwrap();
         }
         (dir, db, custody, store)
     }
@@ -193,7 +218,11 @@ mod tests {
         assert!(custody.verify(&db, &store, "c1").unwrap().ok);
         drop(db);
         let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
-        conn.execute("UPDATE custody SET actor = 'someone-else' WHERE seq = 1", []).unwrap();
+        conn.execute(
+            "UPDATE custody SET actor = 'someone-else' WHERE seq = 1",
+            [],
+        )
+        .unwrap();
         drop(conn);
         let db = Db::open(&dir.path().join("t.db")).unwrap();
         let r = custody.verify(&db, &store, "c1").unwrap();
@@ -207,7 +236,8 @@ mod tests {
         let (dir, db, custody, store) = setup();
         drop(db);
         let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
-        conn.execute("DELETE FROM custody WHERE seq = 1", []).unwrap();
+        conn.execute("DELETE FROM custody WHERE seq = 1", [])
+            .unwrap();
         drop(conn);
         let db = Db::open(&dir.path().join("t.db")).unwrap();
         assert!(!custody.verify(&db, &store, "c1").unwrap().ok);

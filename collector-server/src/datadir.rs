@@ -71,7 +71,8 @@ impl DataDir {
     }
 
     pub fn authority(&self) -> Result<Authority> {
-        Authority::load(&self.read("ca.pem")?, &self.read("ca.key")?).context("loading the collector CA")
+        Authority::load(&self.read("ca.pem")?, &self.read("ca.key")?)
+            .context("loading the collector CA")
     }
     pub fn ca_pem(&self) -> Result<String> {
         self.read("ca.pem")
@@ -127,13 +128,21 @@ impl DataDir {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "collector".into());
         let ca = Authority::create(&hostname)?;
-        let mut all_names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), hostname];
+        let mut all_names: Vec<String> = vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+            hostname,
+        ];
         all_names.extend(names.iter().cloned());
         all_names.dedup();
         let server = ca.issue_server(&all_names)?;
         fs::write(self.path("ca.pem"), ca.cert_pem())?;
         write_secret(&self.path("ca.key"), ca.key_pem().as_bytes())?;
-        fs::write(self.path("server.pem"), format!("{}{}", server.cert_pem, ca.cert_pem()))?;
+        fs::write(
+            self.path("server.pem"),
+            format!("{}{}", server.cert_pem, ca.cert_pem()),
+        )?;
         write_secret(&self.path("server.key"), server.key_pem.as_bytes())?;
 
         use ed25519_dalek::pkcs8::EncodePrivateKey;
@@ -166,7 +175,10 @@ impl DataDir {
 pub fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix.to_string())
 }
 
@@ -180,9 +192,9 @@ pub fn parse_duration(s: &str) -> Result<i64> {
         Some('d') => (&s[..s.len() - 1], 86400),
         _ => (s, 1),
     };
-    let n: i64 = num
-        .parse()
-        .with_context(|| format!("bad duration {s:?}: use a number with s, m, h or d (30s, 10m, 2h, 7d)"))?;
+    let n: i64 = num.parse().with_context(|| {
+        format!("bad duration {s:?}: use a number with s, m, h or d (30s, 10m, 2h, 7d)")
+    })?;
     if n <= 0 {
         bail!("bad duration {s:?}: must be positive");
     }

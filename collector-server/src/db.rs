@@ -161,7 +161,9 @@ fn json_col<T: serde::de::DeserializeOwned>(s: Option<String>) -> Option<T> {
 impl Db {
     pub fn create(path: &Path) -> Result<Db> {
         let db = Self::open_conn(path)?;
-        db.lock().execute_batch(SCHEMA).context("creating the schema")?;
+        db.lock()
+            .execute_batch(SCHEMA)
+            .context("creating the schema")?;
         Ok(db)
     }
 
@@ -174,7 +176,9 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // WAL + NORMAL: a committed row survives the process being killed (the WAL is in the OS
         // page cache); chunk payloads themselves are fsynced before they are acknowledged.
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )?;
         Ok(Db {
             conn: Mutex::new(conn),
         })
@@ -210,7 +214,12 @@ impl Db {
     }
 
     /// A new enrollment token: `(secret, expires_at unix)`.
-    pub fn create_enroll_token(&self, uses: u32, ttl_secs: i64, label: &str) -> Result<(String, i64)> {
+    pub fn create_enroll_token(
+        &self,
+        uses: u32,
+        ttl_secs: i64,
+        label: &str,
+    ) -> Result<(String, i64)> {
         let secret = crate::random_secret("cairn_et_", 24);
         let expires = crate::unix_now() + ttl_secs;
         self.lock().execute(
@@ -270,7 +279,12 @@ impl Db {
             .optional()?)
     }
 
-    pub fn update_host_identity(&self, id: &str, host: &HostIdentity, agent_version: &str) -> Result<()> {
+    pub fn update_host_identity(
+        &self,
+        id: &str,
+        host: &HostIdentity,
+        agent_version: &str,
+    ) -> Result<()> {
         self.lock().execute(
             "UPDATE hosts SET hostname = ?2, machine_id = ?3, instance_id = ?4, kernel = ?5, agent_version = ?6,
              identity_json = ?7, last_seen = ?8 WHERE id = ?1",
@@ -289,8 +303,10 @@ impl Db {
     }
 
     pub fn touch_host(&self, id: &str) -> Result<()> {
-        self.lock()
-            .execute("UPDATE hosts SET last_seen = ?2 WHERE id = ?1", params![id, now()])?;
+        self.lock().execute(
+            "UPDATE hosts SET last_seen = ?2 WHERE id = ?1",
+            params![id, now()],
+        )?;
         Ok(())
     }
 
@@ -310,8 +326,14 @@ impl Db {
                 return Ok(id);
             }
         }
-        let key = host.machine_id.clone().unwrap_or_else(|| host.hostname.clone());
-        let id = format!("offline-{}", &sha(&format!("{key}/{}", host.hostname))[..16]);
+        let key = host
+            .machine_id
+            .clone()
+            .unwrap_or_else(|| host.hostname.clone());
+        let id = format!(
+            "offline-{}",
+            &sha(&format!("{key}/{}", host.hostname))[..16]
+        );
         self.lock().execute(
             "INSERT INTO hosts(id, hostname, machine_id, instance_id, kernel, identity_json, enrolled_at, origin)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'import') ON CONFLICT(id) DO NOTHING",
@@ -347,7 +369,10 @@ impl Db {
 
     pub fn list_hosts(&self) -> Result<Vec<HostRow>> {
         let conn = self.lock();
-        let mut st = conn.prepare(&format!("SELECT {} FROM hosts ORDER BY hostname, id", Self::HOST_COLS))?;
+        let mut st = conn.prepare(&format!(
+            "SELECT {} FROM hosts ORDER BY hostname, id",
+            Self::HOST_COLS
+        ))?;
         let rows = st.query_map([], Self::host_from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -376,7 +401,13 @@ impl Db {
 
     // ---- collections ----
 
-    pub fn insert_collection(&self, host_id: &str, req: &CollectRequest, status: &str, origin: &str) -> Result<()> {
+    pub fn insert_collection(
+        &self,
+        host_id: &str,
+        req: &CollectRequest,
+        status: &str,
+        origin: &str,
+    ) -> Result<()> {
         self.lock().execute(
             "INSERT INTO collections(id, host_id, profile, reason, requested_by, request_json, status, requested_at, origin)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -395,7 +426,12 @@ impl Db {
         Ok(())
     }
 
-    pub fn set_collection_status(&self, id: &str, status: &str, errors: Option<&[String]>) -> Result<()> {
+    pub fn set_collection_status(
+        &self,
+        id: &str,
+        status: &str,
+        errors: Option<&[String]>,
+    ) -> Result<()> {
         let finished = matches!(status, "sealed" | "partial" | "failed").then(now);
         let conn = self.lock();
         conn.execute(
@@ -450,7 +486,11 @@ impl Db {
             .collect())
     }
 
-    pub fn list_collections(&self, host_id: Option<&str>, limit: u32) -> Result<Vec<CollectionRow>> {
+    pub fn list_collections(
+        &self,
+        host_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CollectionRow>> {
         let ids: Vec<String> = {
             let conn = self.lock();
             let mut st = conn.prepare(
@@ -472,11 +512,21 @@ impl Db {
 
     /// Register an item when its first stream opens; returns false when it already existed.
     pub fn insert_item(&self, h: &ItemHeader) -> Result<bool> {
-        let kind = serde_json::to_value(h.kind)?.as_str().unwrap_or("unknown").to_string();
+        let kind = serde_json::to_value(h.kind)?
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string();
         let n = self.lock().execute(
             "INSERT INTO items(id, collection_id, name, kind, header_json, status, started_at)
              VALUES (?1, ?2, ?3, ?4, ?5, 'receiving', ?6) ON CONFLICT(id) DO NOTHING",
-            params![h.item_id, h.collection_id, h.source.name, kind, serde_json::to_string(h)?, now()],
+            params![
+                h.item_id,
+                h.collection_id,
+                h.source.name,
+                kind,
+                serde_json::to_string(h)?,
+                now()
+            ],
         )?;
         Ok(n == 1)
     }
@@ -501,7 +551,8 @@ impl Db {
         })
     }
 
-    const ITEM_COLS: &'static str = "id, collection_id, name, kind, status, raw_len, sha256, chunk_count, chunks_received,
+    const ITEM_COLS: &'static str =
+        "id, collection_id, name, kind, status, raw_len, sha256, chunk_count, chunks_received,
         duplicate_chunks, started_at, sealed_at, error, header_json, manifest_json";
 
     pub fn get_item(&self, id: &str) -> Result<Option<ItemRow>> {
@@ -527,7 +578,9 @@ impl Db {
 
     pub fn item_chunks(&self, item_id: &str) -> Result<Vec<ChunkRow>> {
         let conn = self.lock();
-        let mut st = conn.prepare("SELECT idx, sha256, raw_len FROM item_chunks WHERE item_id = ?1 ORDER BY idx")?;
+        let mut st = conn.prepare(
+            "SELECT idx, sha256, raw_len FROM item_chunks WHERE item_id = ?1 ORDER BY idx",
+        )?;
         let rows = st.query_map(params![item_id], |r| {
             Ok(ChunkRow {
                 index: r.get(0)?,
@@ -551,7 +604,15 @@ impl Db {
 
     /// Record a verified, persisted chunk. Returns false when the item already held that index
     /// (counted as a duplicate: the agent sent a chunk the collector had acknowledged).
-    pub fn record_chunk(&self, item_id: &str, index: u64, sha256: &str, raw_len: u64, codec: &str, stored_len: u64) -> Result<bool> {
+    pub fn record_chunk(
+        &self,
+        item_id: &str,
+        index: u64,
+        sha256: &str,
+        raw_len: u64,
+        codec: &str,
+        stored_len: u64,
+    ) -> Result<bool> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute(
@@ -563,9 +624,15 @@ impl Db {
             params![item_id, index, sha256, raw_len],
         )?;
         if n == 1 {
-            tx.execute("UPDATE items SET chunks_received = chunks_received + 1 WHERE id = ?1", params![item_id])?;
+            tx.execute(
+                "UPDATE items SET chunks_received = chunks_received + 1 WHERE id = ?1",
+                params![item_id],
+            )?;
         } else {
-            tx.execute("UPDATE items SET duplicate_chunks = duplicate_chunks + 1 WHERE id = ?1", params![item_id])?;
+            tx.execute(
+                "UPDATE items SET duplicate_chunks = duplicate_chunks + 1 WHERE id = ?1",
+                params![item_id],
+            )?;
         }
         tx.commit()?;
         Ok(n == 1)
@@ -588,7 +655,12 @@ impl Db {
         Ok(())
     }
 
-    pub fn reject_item(&self, id: &str, error: &str, manifest: Option<&ItemManifest>) -> Result<()> {
+    pub fn reject_item(
+        &self,
+        id: &str,
+        error: &str,
+        manifest: Option<&ItemManifest>,
+    ) -> Result<()> {
         let mj = manifest.map(serde_json::to_string).transpose()?;
         self.lock().execute(
             "UPDATE items SET status = 'rejected', error = ?2, manifest_json = COALESCE(?3, manifest_json) WHERE id = ?1",
@@ -646,7 +718,8 @@ impl Db {
                 action: r.get(4)?,
                 // An unparsable details column is kept as a string: verification then fails
                 // on the hash, naming the record, instead of this query failing.
-                details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+                details: serde_json::from_str(&details)
+                    .unwrap_or(serde_json::Value::String(details)),
                 prev_hash: r.get(6)?,
                 hash: r.get(7)?,
                 signature: r.get(8)?,

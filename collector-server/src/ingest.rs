@@ -47,7 +47,12 @@ impl From<anyhow::Error> for IngestError {
 /// Decompress and re-hash a chunk, persist it and record it; returns its raw bytes.
 /// Independent of other chunks, so several run in parallel; the running item hash is
 /// [`ItemIngest::fold`]'s job.
-pub fn verify_and_store(ctx: &Ctx, item_id: &str, chunk_size: u64, chunk: &Chunk) -> Result<Vec<u8>, IngestError> {
+pub fn verify_and_store(
+    ctx: &Ctx,
+    item_id: &str,
+    chunk_size: u64,
+    chunk: &Chunk,
+) -> Result<Vec<u8>, IngestError> {
     let h = &chunk.header;
     if u64::from(h.raw_len) > chunk_size {
         return Err(IngestError::Chunk(format!(
@@ -55,9 +60,20 @@ pub fn verify_and_store(ctx: &Ctx, item_id: &str, chunk_size: u64, chunk: &Chunk
             h.index, h.raw_len
         )));
     }
-    let raw = chunk.open().map_err(|e| IngestError::Chunk(e.to_string()))?;
-    ctx.store.put(chunk).map_err(|e| IngestError::Storage(e.to_string()))?;
-    ctx.db.record_chunk(item_id, h.index, &h.sha256_hex(), u64::from(h.raw_len), codec_name(h.codec), u64::from(h.stored_len))?;
+    let raw = chunk
+        .open()
+        .map_err(|e| IngestError::Chunk(e.to_string()))?;
+    ctx.store
+        .put(chunk)
+        .map_err(|e| IngestError::Storage(e.to_string()))?;
+    ctx.db.record_chunk(
+        item_id,
+        h.index,
+        &h.sha256_hex(),
+        u64::from(h.raw_len),
+        codec_name(h.codec),
+        u64::from(h.stored_len),
+    )?;
     Ok(raw)
 }
 
@@ -80,17 +96,31 @@ pub struct ItemIngest {
 }
 
 fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl ItemIngest {
     /// Open an item. `host_id`, when given, must own the collection (live uploads).
-    pub fn begin(ctx: &Ctx, header: ItemHeader, host_id: Option<&str>, actor: &str) -> Result<Opened, IngestError> {
+    pub fn begin(
+        ctx: &Ctx,
+        header: ItemHeader,
+        host_id: Option<&str>,
+        actor: &str,
+    ) -> Result<Opened, IngestError> {
         if !valid_id(&header.item_id) {
-            return Err(IngestError::BadItem(format!("item id {:?} is not a valid id", header.item_id)));
+            return Err(IngestError::BadItem(format!(
+                "item id {:?} is not a valid id",
+                header.item_id
+            )));
         }
         if header.chunk_size == 0 || header.chunk_size > cairn_protocol::CHUNK_SIZE as u64 {
-            return Err(IngestError::BadItem(format!("chunk size {} is out of range", header.chunk_size)));
+            return Err(IngestError::BadItem(format!(
+                "chunk size {} is out of range",
+                header.chunk_size
+            )));
         }
         let collection = ctx
             .db
@@ -121,7 +151,12 @@ impl ItemIngest {
                 json!({"item_id": header.item_id, "name": header.source.name, "kind": header.kind, "source": header.source}),
             )?;
         }
-        let held: Vec<u64> = ctx.db.item_chunks(&header.item_id)?.iter().map(|c| c.index).collect();
+        let held: Vec<u64> = ctx
+            .db
+            .item_chunks(&header.item_id)?
+            .iter()
+            .map(|c| c.index)
+            .collect();
         Ok(Opened::Held(
             held,
             Box::new(ItemIngest {
@@ -145,7 +180,12 @@ impl ItemIngest {
 
     /// Verify, store and record one chunk. After `Ok` the chunk is durable and may be acked.
     pub fn chunk(&mut self, chunk: &Chunk) -> Result<(), IngestError> {
-        let raw = verify_and_store(&self.ctx, &self.header.item_id, self.header.chunk_size, chunk)?;
+        let raw = verify_and_store(
+            &self.ctx,
+            &self.header.item_id,
+            self.header.chunk_size,
+            chunk,
+        )?;
         self.fold(chunk.header.index, &raw);
         Ok(())
     }
@@ -188,14 +228,18 @@ impl ItemIngest {
     }
 
     fn read_stored(&self, c: &crate::db::ChunkRow) -> Result<Vec<u8>, IngestError> {
-        let (codec, _) = self
-            .ctx
-            .db
-            .blob_codec(&c.sha256)?
-            .ok_or_else(|| IngestError::Storage(format!("chunk {} has no blob row", c.index)))?;
+        let (codec, _) =
+            self.ctx.db.blob_codec(&c.sha256)?.ok_or_else(|| {
+                IngestError::Storage(format!("chunk {} has no blob row", c.index))
+            })?;
         self.ctx
             .store
-            .get(&c.sha256, codec_parse(&codec).map_err(|e| IngestError::Storage(e.to_string()))?, c.raw_len, c.index)
+            .get(
+                &c.sha256,
+                codec_parse(&codec).map_err(|e| IngestError::Storage(e.to_string()))?,
+                c.raw_len,
+                c.index,
+            )
             .map_err(|e| IngestError::Storage(e.to_string()))
     }
 
@@ -248,7 +292,11 @@ impl ItemIngest {
                 manifest.header.item_id, self.header.item_id
             ));
         }
-        let chunks = self.ctx.db.item_chunks(&self.header.item_id).map_err(|e| e.to_string())?;
+        let chunks = self
+            .ctx
+            .db
+            .item_chunks(&self.header.item_id)
+            .map_err(|e| e.to_string())?;
         let computed = if self.in_order && self.next == chunks.len() as u64 {
             hex::encode(std::mem::take(&mut self.hasher).finalize())
         } else {
@@ -259,7 +307,12 @@ impl ItemIngest {
             }
             hex::encode(h.finalize())
         };
-        let received: Vec<(u64, String, u64)> = chunks.into_iter().map(|c| (c.index, c.sha256, c.raw_len)).collect();
-        manifest.verify_against(&received, &computed).map_err(|e| e.to_string())
+        let received: Vec<(u64, String, u64)> = chunks
+            .into_iter()
+            .map(|c| (c.index, c.sha256, c.raw_len))
+            .collect();
+        manifest
+            .verify_against(&received, &computed)
+            .map_err(|e| e.to_string())
     }
 }

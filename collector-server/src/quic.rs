@@ -17,18 +17,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub fn endpoint(data: &crate::datadir::DataDir, state: &State, listen: SocketAddr) -> Result<quinn::Endpoint> {
+pub fn endpoint(
+    data: &crate::datadir::DataDir,
+    state: &State,
+    listen: SocketAddr,
+) -> Result<quinn::Endpoint> {
     let (certs, key) = crate::server::server_identity(data)?;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut state.ca_pem.as_bytes()) {
         roots.add(c?)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        // Enrollment happens before the agent has a certificate; such connections can do
-        // nothing else (see `handle`).
-        .allow_unauthenticated()
-        .build()?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    // Enrollment happens before the agent has a certificate; such connections can do
+    // nothing else (see `handle`).
+    .allow_unauthenticated()
+    .build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -53,11 +60,20 @@ pub fn endpoint(data: &crate::datadir::DataDir, state: &State, listen: SocketAdd
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
     // Connection ids must validate after a restart too, or the packets that should draw a
     // reset are dropped as invalid.
-    let cid_key = u64::from_le_bytes(secret[..8].try_into().unwrap_or_default()) ^ 0x6361_6972_6e2d_6369;
-    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
-    let socket = std::net::UdpSocket::bind(listen).with_context(|| format!("cannot listen on {listen}/udp for agents"))?;
+    let cid_key =
+        u64::from_le_bytes(secret[..8].try_into().unwrap_or_default()) ^ 0x6361_6972_6e2d_6369;
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    let socket = std::net::UdpSocket::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}/udp for agents"))?;
     let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
-    Ok(quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime)?)
+    Ok(quinn::Endpoint::new(
+        endpoint_config,
+        Some(config),
+        socket,
+        runtime,
+    )?)
 }
 
 pub async fn run(state: Arc<State>, endpoint: quinn::Endpoint) -> Result<()> {
@@ -91,25 +107,45 @@ async fn handle(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
         return enrollment(state, conn).await;
     };
     let Some(host_id) = state.db().host_id_by_cert(&fingerprint)? else {
-        conn.close(1u32.into(), b"certificate not registered with this collector: enroll again");
+        conn.close(
+            1u32.into(),
+            b"certificate not registered with this collector: enroll again",
+        );
         anyhow::bail!("unknown client certificate {fingerprint}");
     };
     loop {
         let (send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,
-            Err(quinn::ConnectionError::ApplicationClosed(_)) | Err(quinn::ConnectionError::LocallyClosed) => return Ok(()),
+            Err(quinn::ConnectionError::ApplicationClosed(_))
+            | Err(quinn::ConnectionError::LocallyClosed) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
         let state = state.clone();
         let host_id = host_id.clone();
         tokio::spawn(async move {
             let result = match read_frame(&mut recv).await {
-                Ok(Some(Frame::Message(Message::Hello { protocol_version, agent_version, host, active_collections }))) => {
-                    control(state, &host_id, protocol_version, agent_version, host, active_collections.as_deref(), send, recv).await
+                Ok(Some(Frame::Message(hello @ Message::Hello { .. }))) => {
+                    control(state, &host_id, hello, send, recv).await
                 }
-                Ok(Some(Frame::Message(Message::ItemBegin(header)))) => item_stream(state, &host_id, header, send, recv).await,
-                Ok(Some(Frame::Message(m))) => refuse(send, "bad_request", format!("a stream cannot start with {}", m.name())).await,
-                Ok(Some(Frame::Chunk(_))) => refuse(send, "bad_request", "a stream cannot start with a chunk".into()).await,
+                Ok(Some(Frame::Message(Message::ItemBegin(header)))) => {
+                    item_stream(state, &host_id, *header, send, recv).await
+                }
+                Ok(Some(Frame::Message(m))) => {
+                    refuse(
+                        send,
+                        "bad_request",
+                        format!("a stream cannot start with {}", m.name()),
+                    )
+                    .await
+                }
+                Ok(Some(Frame::Chunk(_))) => {
+                    refuse(
+                        send,
+                        "bad_request",
+                        "a stream cannot start with a chunk".into(),
+                    )
+                    .await
+                }
                 Ok(None) => Ok(()),
                 Err(e) => refuse(send, "bad_request", e.to_string()).await,
             };
@@ -129,19 +165,33 @@ async fn refuse(mut send: SendStream, code: &str, message: String) -> Result<()>
 async fn enrollment(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
     let (mut send, mut recv) = conn.accept_bi().await?;
     let msg = tokio::time::timeout(Duration::from_secs(30), read_frame(&mut recv)).await??;
-    let Some(Frame::Message(Message::Enroll { token, csr_pem, hostname })) = msg else {
-        return refuse(send, "certificate_required", "this connection has no client certificate; it can only enroll".into()).await;
+    let Some(Frame::Message(Message::Enroll {
+        token,
+        csr_pem,
+        hostname,
+    })) = msg
+    else {
+        return refuse(
+            send,
+            "certificate_required",
+            "this connection has no client certificate; it can only enroll".into(),
+        )
+        .await;
     };
     let reply = match state.db().consume_enroll_token(&token)? {
         Err(refusal) => {
-            tracing::warn!("enrollment refused for {hostname:?} from {}: {refusal}", conn.remote_address());
+            tracing::warn!(
+                "enrollment refused for {hostname:?} from {}: {refusal}",
+                conn.remote_address()
+            );
             Message::error("enrollment_refused", refusal.to_string())
         }
         Ok(()) => {
             let agent_id = uuid::Uuid::new_v4().to_string();
             match state.authority.sign_agent(&csr_pem, &agent_id) {
                 Ok(cert_pem) => {
-                    let fp = crate::authority::pem_fingerprint(&cert_pem).context("fingerprinting the new agent certificate")?;
+                    let fp = crate::authority::pem_fingerprint(&cert_pem)
+                        .context("fingerprinting the new agent certificate")?;
                     state.db().insert_enrolled_host(&agent_id, &hostname, &fp)?;
                     tracing::info!("enrolled {hostname} as agent {agent_id}");
                     Message::Enrolled {
@@ -164,23 +214,39 @@ async fn enrollment(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
 async fn control(
     state: Arc<State>,
     host_id: &str,
-    protocol_version: u32,
-    agent_version: String,
-    host: cairn_protocol::manifest::HostIdentity,
-    active: Option<&[String]>,
+    hello: Message,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<()> {
+    let Message::Hello {
+        protocol_version,
+        agent_version,
+        host,
+        active_collections,
+    } = hello
+    else {
+        return refuse(
+            send,
+            "bad_request",
+            "the control stream starts with hello".into(),
+        )
+        .await;
+    };
     if protocol_version != cairn_protocol::PROTOCOL_VERSION {
         return refuse(
             send,
             "protocol_version",
-            format!("agent speaks protocol {protocol_version}, this collector speaks {}", cairn_protocol::PROTOCOL_VERSION),
+            format!(
+                "agent speaks protocol {protocol_version}, this collector speaks {}",
+                cairn_protocol::PROTOCOL_VERSION
+            ),
         )
         .await;
     }
-    state.db().update_host_identity(host_id, &host, &agent_version)?;
-    if let Some(active) = active {
+    state
+        .db()
+        .update_host_identity(host_id, &host, &agent_version)?;
+    if let Some(active) = &active_collections {
         fail_lost_collections(&state, host_id, active)?;
     }
     write_message(
@@ -240,14 +306,19 @@ async fn control_loop(
     }
 }
 
-async fn send_pending(state: &Arc<State>, host_id: &str, send: &mut SendStream, sent: &mut HashSet<String>) -> Result<()> {
+async fn send_pending(
+    state: &Arc<State>,
+    host_id: &str,
+    send: &mut SendStream,
+    sent: &mut HashSet<String>,
+) -> Result<()> {
     let pending: Vec<CollectRequest> = state.db().pending_requests(host_id)?;
     for req in pending {
         if !sent.insert(req.collection_id.clone()) {
             continue;
         }
         let cid = req.collection_id.clone();
-        write_message(send, Message::Collect(req.clone())).await?;
+        write_message(send, Message::Collect(Box::new(req.clone()))).await?;
         state.ctx.custody.append(
             state.db(),
             &cid,
@@ -264,8 +335,18 @@ fn fail_lost_collections(state: &State, host_id: &str, active: &[String]) -> Res
     for c in state.db().list_collections(Some(host_id), 1000)? {
         if c.status == "running" && c.origin == "live" && !active.contains(&c.id) {
             let error = "the agent no longer has this collection (it restarted while collecting); request it again".to_string();
-            state.db().set_collection_status(&c.id, "failed", Some(&[error.clone()]))?;
-            state.ctx.custody.append(state.db(), &c.id, &format!("agent:{host_id}"), "collection_lost", json!({"error": error}))?;
+            state.db().set_collection_status(
+                &c.id,
+                "failed",
+                Some(std::slice::from_ref(&error)),
+            )?;
+            state.ctx.custody.append(
+                state.db(),
+                &c.id,
+                &format!("agent:{host_id}"),
+                "collection_lost",
+                json!({"error": error}),
+            )?;
             tracing::warn!("collection {} on {host_id} lost: agent restarted", c.id);
         }
     }
@@ -274,7 +355,13 @@ fn fail_lost_collections(state: &State, host_id: &str, active: &[String]) -> Res
 
 /// Close a collection when its agent says it is done: sealed if every item sealed and
 /// nothing went wrong, partial if something was sealed, failed otherwise.
-pub fn finish_collection(state: &State, host_id: &str, collection_id: &str, items: &[String], errors: &[String]) -> Result<()> {
+pub fn finish_collection(
+    state: &State,
+    host_id: &str,
+    collection_id: &str,
+    items: &[String],
+    errors: &[String],
+) -> Result<()> {
     let Some(c) = state.db().get_collection(collection_id)? else {
         anyhow::bail!("collection_done for unknown collection {collection_id}");
     };
@@ -290,7 +377,12 @@ pub fn finish_collection(state: &State, host_id: &str, collection_id: &str, item
     for id in items {
         match state.db().get_item(id)? {
             Some(i) if i.status == "sealed" => sealed += 1,
-            Some(i) => errors.push(format!("item {id} ({}) is {}: {}", i.name, i.status, i.error.unwrap_or_default())),
+            Some(i) => errors.push(format!(
+                "item {id} ({}) is {}: {}",
+                i.name,
+                i.status,
+                i.error.unwrap_or_default()
+            )),
             None => errors.push(format!("item {id} was never received")),
         }
     }
@@ -301,7 +393,9 @@ pub fn finish_collection(state: &State, host_id: &str, collection_id: &str, item
     } else {
         "failed"
     };
-    state.db().set_collection_status(collection_id, status, Some(&errors))?;
+    state
+        .db()
+        .set_collection_status(collection_id, status, Some(&errors))?;
     state.ctx.custody.append(
         state.db(),
         collection_id,
@@ -331,11 +425,20 @@ async fn item_stream(
     let ctx = state.ctx.clone();
     let actor = format!("agent:{host_id}");
     let hid = host_id.to_string();
-    let opened = tokio::task::spawn_blocking(move || ItemIngest::begin(&ctx, header, Some(&hid), &actor)).await?;
+    let opened =
+        tokio::task::spawn_blocking(move || ItemIngest::begin(&ctx, header, Some(&hid), &actor))
+            .await?;
     let mut ingest = match opened {
         Err(e) => return refuse(send, "item_rejected", e.to_string()).await,
         Ok(Opened::AlreadySealed(sha256)) => {
-            return finish_with(send, Message::ItemSealed { item_id: String::new(), sha256 }).await;
+            return finish_with(
+                send,
+                Message::ItemSealed {
+                    item_id: String::new(),
+                    sha256,
+                },
+            )
+            .await;
         }
         Ok(Opened::Held(held, ingest)) => {
             write_message(&mut send, Message::ChunksHeld { indices: held }).await?;
@@ -356,13 +459,17 @@ async fn item_stream(
         while let Some(w) = work_rx.blocking_recv() {
             match w {
                 Work::Chunk(index, task) => {
-                    let result = rt.block_on(task).unwrap_or_else(|e| Err(IngestError::Storage(format!("verify task: {e}"))));
+                    let result = rt
+                        .block_on(task)
+                        .unwrap_or_else(|e| Err(IngestError::Storage(format!("verify task: {e}"))));
                     let reply = match result {
                         Ok(raw) => {
                             ingest.fold(index, &raw);
                             Message::ChunkAck { index }
                         }
-                        Err(e @ IngestError::Chunk(_)) => Message::error("chunk_rejected", e.to_string()),
+                        Err(e @ IngestError::Chunk(_)) => {
+                            Message::error("chunk_rejected", e.to_string())
+                        }
                         Err(e) => Message::error("storage_error", e.to_string()),
                     };
                     let stop = matches!(reply, Message::Error { .. });
@@ -372,7 +479,10 @@ async fn item_stream(
                 }
                 Work::End(m) => {
                     let reply = match ingest.finish(&m) {
-                        Ok(sha256) => Message::ItemSealed { item_id: worker_item, sha256 },
+                        Ok(sha256) => Message::ItemSealed {
+                            item_id: worker_item,
+                            sha256,
+                        },
                         Err(e) => Message::error("item_rejected", e.to_string()),
                     };
                     let _ = reply_tx.blocking_send(reply);
@@ -403,7 +513,9 @@ async fn item_stream(
                     let index = c.header.index;
                     let ctx = state.ctx.clone();
                     let id = item_id.clone();
-                    let task = tokio::task::spawn_blocking(move || crate::ingest::verify_and_store(&ctx, &id, chunk_size, &c));
+                    let task = tokio::task::spawn_blocking(move || {
+                        crate::ingest::verify_and_store(&ctx, &id, chunk_size, &c)
+                    });
                     if work_tx.send(Work::Chunk(index, task)).await.is_err() {
                         return Ok(()); // the worker stopped on an error it already reported
                     }
@@ -412,7 +524,9 @@ async fn item_stream(
                     let _ = work_tx.send(Work::End(m)).await;
                     return Ok(());
                 }
-                Some(Frame::Message(m)) => anyhow::bail!("unexpected {} on item stream {item_id}", m.name()),
+                Some(Frame::Message(m)) => {
+                    anyhow::bail!("unexpected {} on item stream {item_id}", m.name())
+                }
                 None => anyhow::bail!("item stream {item_id} ended before its manifest"),
             }
         }

@@ -47,7 +47,12 @@ pub fn load_state(data: &DataDir, fsync: bool) -> Result<Arc<State>> {
     }))
 }
 
-pub fn server_identity(data: &DataDir) -> Result<(Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>)> {
+pub fn server_identity(
+    data: &DataDir,
+) -> Result<(
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+)> {
     let certs = rustls_pemfile::certs(&mut data.server_cert_pem()?.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("server.pem is not a PEM certificate chain")?;

@@ -13,7 +13,9 @@ pub struct Sessions {
 impl Sessions {
     /// Register a control stream; returns its token (to unregister only itself) and its bell.
     pub fn register(&self, host_id: &str) -> (u64, Arc<Notify>) {
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let n = Arc::new(Notify::new());
         self.lock().insert(host_id.to_string(), (id, n.clone()));
         (id, n)

@@ -76,7 +76,11 @@ impl ChunkStore {
         }
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(|e| Self::io_err(dir, e))?;
-        let tmp = dir.join(format!(".{}.tmp{}", chunk.header.sha256_hex(), rand::random::<u32>()));
+        let tmp = dir.join(format!(
+            ".{}.tmp{}",
+            chunk.header.sha256_hex(),
+            rand::random::<u32>()
+        ));
         let write = || -> io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&chunk.payload)?;
@@ -92,7 +96,13 @@ impl ChunkStore {
     }
 
     /// Read a stored chunk back and verify it: the raw bytes, or why they cannot be trusted.
-    pub fn get(&self, sha256: &str, codec: Codec, raw_len: u64, index: u64) -> Result<Vec<u8>, StoreError> {
+    pub fn get(
+        &self,
+        sha256: &str,
+        codec: Codec,
+        raw_len: u64,
+        index: u64,
+    ) -> Result<Vec<u8>, StoreError> {
         let mut hash = [0u8; 32];
         hex::decode_to_slice(sha256, &mut hash).map_err(|_| StoreError::Corrupt {
             sha256: sha256.to_string(),

@@ -204,7 +204,9 @@ impl Chunk {
         let mut hb = [0u8; HEADER_LEN];
         match read_full(r, &mut hb)? {
             0 => return Ok(None),
-            n if n < HEADER_LEN => return Err(ChunkError::Truncated("stream ended inside a chunk header")),
+            n if n < HEADER_LEN => {
+                return Err(ChunkError::Truncated("stream ended inside a chunk header"))
+            }
             _ => {}
         }
         let header = ChunkHeader::decode(&hb)?;
@@ -271,7 +273,9 @@ pub fn is_zero(b: &[u8]) -> bool {
         // SAFETY: u64 has no invalid bit patterns; align_to only reinterprets aligned middle bytes.
         unsafe { b.align_to::<u64>() }
     };
-    prefix.iter().all(|&x| x == 0) && suffix.iter().all(|&x| x == 0) && words.iter().all(|&w| w == 0)
+    prefix.iter().all(|&x| x == 0)
+        && suffix.iter().all(|&x| x == 0)
+        && words.iter().all(|&w| w == 0)
 }
 
 mod hex_bytes {
@@ -298,7 +302,11 @@ mod tests {
         let text = b"log line 1\n".repeat(1000);
         let random: Vec<u8> = (0..10_000).map(|_| rand::random::<u8>()).collect();
         let zeros = vec![0u8; 8192];
-        for (raw, codec) in [(&text[..], Codec::Zstd), (&random[..], Codec::None), (&zeros[..], Codec::Zero)] {
+        for (raw, codec) in [
+            (&text[..], Codec::Zstd),
+            (&random[..], Codec::None),
+            (&zeros[..], Codec::Zero),
+        ] {
             let c = Chunk::seal(7, raw, 1).unwrap();
             assert_eq!(c.header.codec, codec);
             let mut buf = Vec::new();
@@ -335,7 +343,10 @@ mod tests {
     fn hostile_lengths_are_refused() {
         let mut h = Chunk::seal(0, b"x", 1).unwrap().header.encode();
         h[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(ChunkHeader::decode(&h), Err(ChunkError::TooLarge { .. })));
+        assert!(matches!(
+            ChunkHeader::decode(&h),
+            Err(ChunkError::TooLarge { .. })
+        ));
         h[12] = 9;
         assert!(ChunkHeader::decode(&h).is_err());
     }

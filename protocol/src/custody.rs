@@ -147,7 +147,10 @@ mod tests {
 
         let mut edited = c.clone();
         edited[2].details = serde_json::json!({"item": 2, "sha256": "cd"});
-        assert!(matches!(verify_chain(&edited, ok), Err(ChainError::Hash { seq: 2, .. })));
+        assert!(matches!(
+            verify_chain(&edited, ok),
+            Err(ChainError::Hash { seq: 2, .. })
+        ));
 
         let mut removed = c.clone();
         removed.remove(1);
@@ -155,6 +158,9 @@ mod tests {
 
         let mut resigned = c.clone();
         resigned[3].signature = "forged".into();
-        assert!(matches!(verify_chain(&resigned, ok), Err(ChainError::Signature { seq: 3, .. })));
+        assert!(matches!(
+            verify_chain(&resigned, ok),
+            Err(ChainError::Signature { seq: 3, .. })
+        ));
     }
 }

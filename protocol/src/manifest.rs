@@ -133,7 +133,9 @@ pub struct ItemManifest {
 pub enum ManifestError {
     #[error("manifest lists {manifest} chunks but {received} were received")]
     ChunkCount { manifest: u64, received: u64 },
-    #[error("chunk {index}: manifest hash {manifest} differs from the received chunk's {received}")]
+    #[error(
+        "chunk {index}: manifest hash {manifest} differs from the received chunk's {received}"
+    )]
     ChunkHash {
         index: u64,
         manifest: String,

@@ -78,7 +78,10 @@ impl ChunkStream {
                     Err(_) => return,
                 };
                 let Ok((index, raw)) = job else { return };
-                if res_tx.send((index, Chunk::seal(index, &raw, level))).is_err() {
+                if res_tx
+                    .send((index, Chunk::seal(index, &raw, level)))
+                    .is_err()
+                {
                     return;
                 }
             }));
@@ -96,10 +99,11 @@ impl ChunkStream {
 
     /// The totals; call after the iterator returned `None`.
     pub fn finish(mut self) -> StreamSummary {
-        let (raw_len, sha256, read_error) = self
-            .summary
-            .recv()
-            .unwrap_or((0, String::new(), Some("pipeline reader thread died".into())));
+        let (raw_len, sha256, read_error) = self.summary.recv().unwrap_or((
+            0,
+            String::new(),
+            Some("pipeline reader thread died".into()),
+        ));
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

@@ -17,6 +17,8 @@ pub const MAX_FRAME_LEN: usize = MAX_MESSAGE_LEN + 1;
 
 /// Every message on a control or item stream. Tagged by `type`; an unknown type is an error
 /// that names it, so an old collector tells a newer agent what it did not understand.
+// A few messages per stream, never stored in bulk: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
@@ -55,7 +57,7 @@ pub enum Message {
     HeartbeatAck {
         time: String,
     },
-    Collect(CollectRequest),
+    Collect(Box<CollectRequest>),
     CommandAccepted {
         collection_id: String,
     },
@@ -67,7 +69,7 @@ pub enum Message {
 
     // Item stream: agent → ItemBegin, collector → ChunksHeld, agent → chunks…, agent → ItemEnd,
     // collector → ChunkAck (as each chunk is persisted) … ItemSealed.
-    ItemBegin(ItemHeader),
+    ItemBegin(Box<ItemHeader>),
     ChunksHeld {
         indices: Vec<u64>,
     },
@@ -117,6 +119,7 @@ impl Message {
 }
 
 /// One decoded frame.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     Message(Message),
@@ -227,12 +230,17 @@ mod tests {
 
     #[test]
     fn message_round_trip_and_names() {
-        let m = Message::ChunksHeld { indices: vec![0, 2, 5] };
+        let m = Message::ChunksHeld {
+            indices: vec![0, 2, 5],
+        };
         let bytes = Frame::Message(m.clone()).encode().unwrap();
         let back = Frame::read_from(&mut &bytes[..]).unwrap().unwrap();
         assert_eq!(back, Frame::Message(m));
         let json = &bytes[5..];
-        assert_eq!(std::str::from_utf8(json).unwrap(), r#"{"type":"chunks_held","indices":[0,2,5]}"#);
+        assert_eq!(
+            std::str::from_utf8(json).unwrap(),
+            r#"{"type":"chunks_held","indices":[0,2,5]}"#
+        );
     }
 
     #[test]
@@ -253,9 +261,15 @@ mod tests {
             assert!(Frame::read_from(&mut &bytes[..cut]).is_err(), "cut {cut}");
         }
         let huge = (u32::MAX).to_be_bytes();
-        assert!(matches!(Frame::read_from(&mut &huge[..]), Err(WireError::FrameTooLarge(_))));
+        assert!(matches!(
+            Frame::read_from(&mut &huge[..]),
+            Err(WireError::FrameTooLarge(_))
+        ));
         let kind9 = [0, 0, 0, 1, 9];
-        assert!(matches!(Frame::read_from(&mut &kind9[..]), Err(WireError::UnknownKind(9))));
+        assert!(matches!(
+            Frame::read_from(&mut &kind9[..]),
+            Err(WireError::UnknownKind(9))
+        ));
     }
 }
 
@@ -286,19 +300,28 @@ pub mod aio {
         while filled < len {
             let n = r.read(&mut body[filled..]).await?;
             if n == 0 {
-                return Err(WireError::Truncated { got: filled, want: len });
+                return Err(WireError::Truncated {
+                    got: filled,
+                    want: len,
+                });
             }
             filled += n;
         }
         Frame::decode_body(&body).map(Some)
     }
 
-    pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> Result<(), WireError> {
+    pub async fn write_frame<W: AsyncWrite + Unpin>(
+        w: &mut W,
+        frame: &Frame,
+    ) -> Result<(), WireError> {
         w.write_all(&frame.encode()?).await?;
         Ok(())
     }
 
-    pub async fn write_message<W: AsyncWrite + Unpin>(w: &mut W, m: super::Message) -> Result<(), WireError> {
+    pub async fn write_message<W: AsyncWrite + Unpin>(
+        w: &mut W,
+        m: super::Message,
+    ) -> Result<(), WireError> {
         write_frame(w, &Frame::Message(m)).await
     }
 }

@@ -608,7 +608,12 @@ impl Collector {
         args.extend(["--wait".into(), "--timeout".into(), secs]);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.cli_raw(&refs, timeout + Duration::from_secs(30))?;
-        let v = out.clone().ok()?.json()?;
+        // A collection that ended `partial` or `failed` may make the CLI exit non-zero; the
+        // collection object it printed is what the test wants to look at.
+        let v = match out.json() {
+            Ok(v) if v.get("id").is_some() => v,
+            _ => out.clone().ok()?.json()?,
+        };
         // The CLI waited; make sure we look at the final state.
         let id = json_str(&v, "id")?;
         let status = v.get("status").and_then(Value::as_str).unwrap_or("");
@@ -814,6 +819,31 @@ pub fn collector_with_agent(work: &Path) -> Result<(Collector, Agent, String)> {
     agent.run()?;
     let host = agent.wait_connected(&collector, Duration::from_secs(60))?;
     Ok((collector, agent, host))
+}
+
+/// A short description of a collection for assertion messages: status, errors, and one line
+/// per item (name, status, length, SHA-256).
+pub fn summary(collection: &Value) -> String {
+    let mut out = format!(
+        "collection {} status {} errors {}",
+        collection.get("id").unwrap_or(&Value::Null),
+        collection.get("status").unwrap_or(&Value::Null),
+        collection.get("errors").unwrap_or(&Value::Null)
+    );
+    for i in items(collection) {
+        out.push_str(&format!(
+            "\n  item {} {} status {} raw_len {} chunks {}/{} dup {} sha256 {}",
+            i.get("id").unwrap_or(&Value::Null),
+            i.pointer("/source/name").unwrap_or(&Value::Null),
+            i.get("status").unwrap_or(&Value::Null),
+            i.get("raw_len").unwrap_or(&Value::Null),
+            i.get("chunks_received").unwrap_or(&Value::Null),
+            i.get("chunk_count").unwrap_or(&Value::Null),
+            i.get("duplicate_chunks").unwrap_or(&Value::Null),
+            i.get("sha256").unwrap_or(&Value::Null),
+        ));
+    }
+    out
 }
 
 /// The items of a collection object.

@@ -61,6 +61,7 @@ fn agent_with_certificate_from_another_ca_is_refused() {
     );
 }
 
+#[track_caller]
 fn assert_refused(out: &Output, what: &str) {
     assert!(
         !out.success(),

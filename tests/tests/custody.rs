@@ -21,7 +21,7 @@ fn custody_verify_detects_a_flipped_byte_in_a_stored_chunk() {
             Duration::from_secs(180),
         )
         .unwrap();
-    assert_eq!(collection["status"], "sealed", "{collection:#}");
+    assert_eq!(collection["status"], "sealed", "{}", summary(&collection));
     let cid = s(&collection, "id").unwrap();
 
     let ok = collector
@@ -35,7 +35,7 @@ fn custody_verify_detects_a_flipped_byte_in_a_stored_chunk() {
 
     // Corrupt the first stored chunk of processes.json (non-empty raw content).
     let item = item_named(&collection, "processes.json")
-        .unwrap_or_else(|| panic!("no processes.json item in {collection:#}"));
+        .unwrap_or_else(|| panic!("no processes.json item in {}", summary(&collection)));
     let item_id = s(&item, "id").unwrap();
     assert!(
         u(&item, "raw_len").unwrap() > 0,

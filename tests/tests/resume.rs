@@ -56,7 +56,7 @@ fn upload_resumes_after_collector_is_killed() {
     let done = collector
         .wait_finished(&cid, Duration::from_secs(300))
         .unwrap();
-    assert_eq!(done["status"], "sealed", "{done:#}");
+    assert_eq!(done["status"], "sealed", "{}", summary(&done));
     let item = items(&done)
         .into_iter()
         .find(|i| i["source"]["path"].as_str() == Some(path.as_str()))

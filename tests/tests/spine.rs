@@ -41,13 +41,16 @@ fn volatile_collection_is_sealed_and_exports_match_manifests() {
         )
         .unwrap();
     assert_eq!(
-        collection["status"], "sealed",
-        "collection did not seal: {collection:#}"
+        collection["status"],
+        "sealed",
+        "collection did not seal: {}",
+        summary(&collection)
     );
     let list = items(&collection);
     assert!(
         !list.is_empty(),
-        "sealed collection has no items: {collection:#}"
+        "sealed collection has no items: {}",
+        summary(&collection)
     );
 
     // Every item: the exported bytes' sha256sum equals the manifest's SHA-256.
@@ -79,7 +82,10 @@ fn volatile_collection_is_sealed_and_exports_match_manifests() {
 
     // The process list shows our sleep, its parent (this test) and the hash of its executable.
     let procs_item = item_named(&collection, "processes.json").unwrap_or_else(|| {
-        panic!("no item with source.name == \"processes.json\" in {collection:#}")
+        panic!(
+            "no item with source.name == \"processes.json\" in {}",
+            summary(&collection)
+        )
     });
     let procs_id = s(&procs_item, "id").unwrap();
     let path = work.path().join(format!("export-{procs_id}"));

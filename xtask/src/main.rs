@@ -69,7 +69,7 @@ fn test(args: &[String]) -> Result<()> {
     run_inherit(build)?;
     section("cargo test --workspace");
     let mut t = cargo();
-    t.args(["test", "--workspace"]).args(args);
+    t.args(["test", "--workspace", "--no-fail-fast"]).args(args);
     run_inherit(t)?;
     section("tests passed");
     Ok(())

@@ -57,7 +57,7 @@ pub fn describe(cmd: &Command) -> String {
 pub fn section(title: &str) {
     println!(
         "\n==== {title} {}",
-        "=".repeat(70usize.saturating_sub(title.len()))
+        "=".repeat(70usize.saturating_sub(title.chars().count()))
     );
 }
 

@@ -15,8 +15,13 @@ pub struct OpenedFile {
 }
 
 fn time_ns(secs: i64, nsec: i64) -> serde_json::Value {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(secs) * 1_000_000_000 + i128::from(nsec));
-    match t.ok().and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(secs) * 1_000_000_000 + i128::from(nsec),
+    );
+    match t.ok().and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    }) {
         Some(s) => serde_json::Value::String(s),
         None => serde_json::Value::Null,
     }
@@ -33,10 +38,14 @@ pub fn open(path: &str) -> Result<OpenedFile, String> {
     // O_NOATIME is refused (EPERM) for files we do not own unless we have CAP_FOWNER.
     let file = match open(libc::O_NOATIME) {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0).map_err(|e| format!("{path}: cannot open: {e}"))?,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            open(0).map_err(|e| format!("{path}: cannot open: {e}"))?
+        }
         Err(e) => return Err(format!("{path}: cannot open: {e}")),
     };
-    let before = file.metadata().map_err(|e| format!("{path}: cannot stat: {e}"))?;
+    let before = file
+        .metadata()
+        .map_err(|e| format!("{path}: cannot stat: {e}"))?;
     let ft = before.file_type();
     if !ft.is_file() {
         use std::os::unix::fs::FileTypeExt;
@@ -51,7 +60,9 @@ pub fn open(path: &str) -> Result<OpenedFile, String> {
         } else {
             "not a regular file"
         };
-        return Err(format!("{path}: is {what}; only regular files are collected by the file profile"));
+        return Err(format!(
+            "{path}: is {what}; only regular files are collected by the file profile"
+        ));
     }
     Ok(OpenedFile {
         file,
@@ -82,7 +93,10 @@ impl OpenedFile {
     pub fn changed_since_open(&self) -> Option<String> {
         let after = self.file.metadata().ok()?;
         let b = &self.before;
-        if after.size() != b.size() || after.mtime() != b.mtime() || after.mtime_nsec() != b.mtime_nsec() {
+        if after.size() != b.size()
+            || after.mtime() != b.mtime()
+            || after.mtime_nsec() != b.mtime_nsec()
+        {
             Some(format!(
                 "{} changed while it was read (size {} → {}, mtime {} → {}); the item holds the bytes as read",
                 self.path,

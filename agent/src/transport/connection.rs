@@ -13,10 +13,16 @@ use tokio::sync::{watch, Mutex};
 pub async fn client_endpoint(collector: &str) -> Result<(quinn::Endpoint, SocketAddr)> {
     let addr = tokio::net::lookup_host(collector)
         .await
-        .with_context(|| format!("cannot resolve collector address {collector:?} (expected HOST:PORT)"))?
+        .with_context(|| {
+            format!("cannot resolve collector address {collector:?} (expected HOST:PORT)")
+        })?
         .next()
         .with_context(|| format!("collector address {collector:?} resolves to nothing"))?;
-    let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
     let endpoint = quinn::Endpoint::client(bind).context("cannot open a UDP socket")?;
     Ok((endpoint, addr))
 }
@@ -34,7 +40,11 @@ pub struct Connector {
 
 impl Connector {
     pub async fn new(state: &StateDir, cfg: &AgentConfig) -> Result<Connector> {
-        let config = super::tls::mutual_config(&state.read("ca.pem")?, &state.read("agent.pem")?, &state.read("agent.key")?)?;
+        let config = super::tls::mutual_config(
+            &state.read("ca.pem")?,
+            &state.read("agent.pem")?,
+            &state.read("agent.key")?,
+        )?;
         let (endpoint, addr) = client_endpoint(&cfg.collector).await?;
         Ok(Connector {
             endpoint,
@@ -51,9 +61,18 @@ impl Connector {
     pub async fn connect_once(&self) -> Result<quinn::Connection> {
         let conn = self
             .endpoint
-            .connect_with(self.config.clone(), self.addr, cairn_protocol::COLLECTOR_SERVER_NAME)?
+            .connect_with(
+                self.config.clone(),
+                self.addr,
+                cairn_protocol::COLLECTOR_SERVER_NAME,
+            )?
             .await
-            .with_context(|| format!("QUIC/TLS handshake with the collector at {} ({}) failed", self.collector, self.addr))?;
+            .with_context(|| {
+                format!(
+                    "QUIC/TLS handshake with the collector at {} ({}) failed",
+                    self.collector, self.addr
+                )
+            })?;
         Ok(conn)
     }
 

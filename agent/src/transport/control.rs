@@ -62,7 +62,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Run forever: stay connected, execute commands.
 pub async fn run(agent: Arc<Agent>) -> Result<()> {
-    tracing::info!("agent {} starting; collector {}", agent.cfg.agent_id, agent.cfg.collector);
+    tracing::info!(
+        "agent {} starting; collector {}",
+        agent.cfg.agent_id,
+        agent.cfg.collector
+    );
     loop {
         let conn = agent.connector.get().await;
         if let Err(e) = control_session(&agent, &conn).await {
@@ -81,10 +85,14 @@ pub async fn ping(agent: &Agent) -> Result<Duration> {
     let reply = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv)).await;
     let result = match reply {
         Ok(Ok(Some(Frame::Message(Message::Welcome { .. })))) => Ok(start.elapsed()),
-        Ok(Ok(Some(Frame::Message(Message::Error { code, message })))) => Err(anyhow!("collector refused us ({code}): {message}")),
+        Ok(Ok(Some(Frame::Message(Message::Error { code, message })))) => {
+            Err(anyhow!("collector refused us ({code}): {message}"))
+        }
         Ok(Ok(_)) | Ok(Err(_)) => Err(anyhow!(
             "the collector closed the connection{}",
-            conn.close_reason().map(|r| format!(": {r}")).unwrap_or_default()
+            conn.close_reason()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         )),
         Err(_) => Err(anyhow!("no answer from the collector within 10 s")),
     };
@@ -114,7 +122,9 @@ async fn control_session(agent: &Arc<Agent>, conn: &quinn::Connection) -> Result
         Some(Frame::Message(Message::Welcome { agent_id, .. })) => {
             tracing::info!("collector welcomed us as {agent_id}");
         }
-        Some(Frame::Message(Message::Error { code, message })) => bail!("collector refused hello ({code}): {message}"),
+        Some(Frame::Message(Message::Error { code, message })) => {
+            bail!("collector refused hello ({code}): {message}")
+        }
         other => bail!("unexpected answer to hello: {other:?}"),
     }
     let (tx, mut incoming) = mpsc::channel::<Result<Message>>(64);
@@ -137,7 +147,11 @@ async fn control_session(agent: &Arc<Agent>, conn: &quinn::Connection) -> Result
     result
 }
 
-async fn control_loop(agent: &Arc<Agent>, send: &mut quinn::SendStream, incoming: &mut mpsc::Receiver<Result<Message>>) -> Result<()> {
+async fn control_loop(
+    agent: &Arc<Agent>,
+    send: &mut quinn::SendStream,
+    incoming: &mut mpsc::Receiver<Result<Message>>,
+) -> Result<()> {
     let mut heartbeat = tokio::time::interval(Duration::from_secs(agent.cfg.heartbeat_secs.max(1)));
     // Outbox messages written on this stream, awaiting a heartbeat ack.
     let mut written = 0usize;
@@ -160,7 +174,7 @@ async fn control_loop(agent: &Arc<Agent>, send: &mut quinn::SendStream, incoming
                         if lock(&agent.seen).insert(req.collection_id.clone()) {
                             tracing::info!("collection {} requested by {}: profile {}, reason {:?}", req.collection_id, req.requested_by, req.profile, req.reason);
                             let agent = agent.clone();
-                            tokio::spawn(async move { run_collection(agent, req).await });
+                            tokio::spawn(async move { run_collection(agent, *req).await });
                         }
                     }
                     Message::HeartbeatAck { .. } => {
@@ -208,7 +222,10 @@ async fn run_collection(agent: Arc<Agent>, req: CollectRequest) {
     agent.outbox_bell.notify_one();
 }
 
-async fn collect_and_upload(agent: &Arc<Agent>, req: &CollectRequest) -> (Vec<String>, Vec<String>) {
+async fn collect_and_upload(
+    agent: &Arc<Agent>,
+    req: &CollectRequest,
+) -> (Vec<String>, Vec<String>) {
     let opts = agent.options.clone();
     let r = req.clone();
     let planned = tokio::task::spawn_blocking(move || {
@@ -230,13 +247,20 @@ async fn collect_and_upload(agent: &Arc<Agent>, req: &CollectRequest) -> (Vec<St
         let host = host.clone();
         let popts = agent.options.pipeline.clone();
         let producer = tokio::task::spawn_blocking(move || {
-            let manifest = item.produce(&host, &popts, |c| tx.blocking_send(Produced::Chunk(c)).is_ok());
+            let manifest = item.produce(&host, &popts, |c| {
+                tx.blocking_send(Produced::Chunk(c)).is_ok()
+            });
             if let Some(m) = manifest {
                 let _ = tx.blocking_send(Produced::Done(Box::new(m)));
             }
         });
         match upload::upload(agent.connector.clone(), agent.spool.clone(), header, rx).await {
-            Ok(s) => tracing::info!("item {name} sealed: {} ({} chunks sent, {} resume(s))", s.sha256, s.chunks_sent, s.resumed),
+            Ok(s) => tracing::info!(
+                "item {name} sealed: {} ({} chunks sent, {} resume(s))",
+                s.sha256,
+                s.chunks_sent,
+                s.resumed
+            ),
             Err(e) => {
                 tracing::warn!("item {name}: {e:#}");
                 errors.push(format!("{name}: {e:#}"));

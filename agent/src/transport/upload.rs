@@ -62,8 +62,10 @@ impl Spool {
     }
     fn get(&self, item: &str, index: u64) -> Result<Chunk> {
         let p = self.dir(item).join(format!("{index}.chunk"));
-        let bytes = std::fs::read(&p).with_context(|| format!("spooled chunk {} is gone", p.display()))?;
-        Chunk::read_from(&mut &bytes[..])?.ok_or_else(|| anyhow!("spooled chunk {} is empty", p.display()))
+        let bytes =
+            std::fs::read(&p).with_context(|| format!("spooled chunk {} is gone", p.display()))?;
+        Chunk::read_from(&mut &bytes[..])?
+            .ok_or_else(|| anyhow!("spooled chunk {} is empty", p.display()))
     }
     fn remove(&self, item: &str, index: u64) {
         let p = self.dir(item).join(format!("{index}.chunk"));
@@ -144,7 +146,7 @@ impl Upload {
 
     async fn attempt(&mut self, conn: &quinn::Connection) -> Result<Sealed, AttemptError> {
         let (mut send, mut recv) = conn.open_bi().await?;
-        write_message(&mut send, Message::ItemBegin(self.header.clone())).await?;
+        write_message(&mut send, Message::ItemBegin(Box::new(self.header.clone()))).await?;
         // Replies are read by their own task: a read cut short by select! would lose bytes.
         let (reply_tx, mut replies) = mpsc::channel::<Result<Message>>(256);
         let reader = tokio::spawn(async move {
@@ -166,24 +168,48 @@ impl Upload {
         result
     }
 
-    async fn exchange(&mut self, send: &mut quinn::SendStream, replies: &mut mpsc::Receiver<Result<Message>>) -> Result<Sealed, AttemptError> {
+    async fn exchange(
+        &mut self,
+        send: &mut quinn::SendStream,
+        replies: &mut mpsc::Receiver<Result<Message>>,
+    ) -> Result<Sealed, AttemptError> {
         let mut resumed = 0;
-        match replies.recv().await.ok_or_else(|| anyhow!("no answer to item_begin"))?? {
+        match replies
+            .recv()
+            .await
+            .ok_or_else(|| anyhow!("no answer to item_begin"))??
+        {
             Message::ChunksHeld { indices } => {
                 if !indices.is_empty() {
                     resumed = 1;
-                    tracing::info!("item {}: collector already holds {} chunk(s); sending only the rest", self.item, indices.len());
+                    tracing::info!(
+                        "item {}: collector already holds {} chunk(s); sending only the rest",
+                        self.item,
+                        indices.len()
+                    );
                 }
                 for i in indices {
                     self.acked(i);
                 }
             }
             Message::ItemSealed { sha256, .. } => return Ok(self.sealed(sha256, resumed)),
-            Message::Error { code, message } => return Err(AttemptError::Refused(format!("{code}: {message}"))),
-            other => return Err(AttemptError::Lost(anyhow!("unexpected {} after item_begin", other.name()))),
+            Message::Error { code, message } => {
+                return Err(AttemptError::Refused(format!("{code}: {message}")))
+            }
+            other => {
+                return Err(AttemptError::Lost(anyhow!(
+                    "unexpected {} after item_begin",
+                    other.name()
+                )))
+            }
         }
         // Resend what is unacknowledged, in order.
-        let mut resend: Vec<u64> = self.spooled.iter().chain(self.in_memory.keys()).copied().collect();
+        let mut resend: Vec<u64> = self
+            .spooled
+            .iter()
+            .chain(self.in_memory.keys())
+            .copied()
+            .collect();
         resend.sort_unstable();
         for i in resend {
             let c = match self.in_memory.get(&i) {
@@ -246,7 +272,10 @@ impl Upload {
     }
 
     /// While disconnected: keep the capture going into the spool, as far as it has room.
-    async fn drain_while_disconnected(&mut self, reconnect: &mut tokio::task::JoinHandle<quinn::Connection>) -> Result<quinn::Connection> {
+    async fn drain_while_disconnected(
+        &mut self,
+        reconnect: &mut tokio::task::JoinHandle<quinn::Connection>,
+    ) -> Result<quinn::Connection> {
         loop {
             let room = self.spool.has_room(cairn_protocol::CHUNK_SIZE + HEADER_LEN);
             tokio::select! {
@@ -268,7 +297,12 @@ impl Upload {
 }
 
 /// Upload one item; returns once the collector sealed it, or refused it.
-pub async fn upload(connector: Arc<Connector>, spool: Arc<Spool>, header: ItemHeader, producer: mpsc::Receiver<Produced>) -> Result<Sealed> {
+pub async fn upload(
+    connector: Arc<Connector>,
+    spool: Arc<Spool>,
+    header: ItemHeader,
+    producer: mpsc::Receiver<Produced>,
+) -> Result<Sealed> {
     let item = header.item_id.clone();
     let mut up = Upload {
         header,
@@ -290,7 +324,9 @@ pub async fn upload(connector: Arc<Connector>, spool: Arc<Spool>, header: ItemHe
                 s.resumed = resumes;
                 break Ok(s);
             }
-            Err(AttemptError::Refused(why)) => break Err(anyhow!("collector refused item {item}: {why}")),
+            Err(AttemptError::Refused(why)) => {
+                break Err(anyhow!("collector refused item {item}: {why}"))
+            }
             Err(AttemptError::Lost(e)) => {
                 resumes += 1;
                 tracing::warn!("item {item}: connection lost ({e:#}); spooling and resuming");

@@ -7,7 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "cairn-collector", version, about = "cairn collector: receives, verifies and keeps evidence from cairn agents")]
+#[command(
+    name = "cairn-collector",
+    version,
+    about = "cairn collector: receives, verifies and keeps evidence from cairn agents"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -83,7 +87,10 @@ enum TokenCmd {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -102,7 +109,10 @@ fn main() -> Result<()> {
                     "Enrollment token:          {}  ({} uses, expires {})",
                     r.enrollment_token, r.enrollment_token_uses, r.enrollment_token_expires_at
                 );
-                println!("Admin API token:           {}  (also in {}/admin.token)", r.admin_token, r.data_dir);
+                println!(
+                    "Admin API token:           {}  (also in {}/admin.token)",
+                    r.admin_token, r.data_dir
+                );
                 println!();
                 println!("Next: cairn-collector serve --data {}", r.data_dir);
                 println!(
@@ -111,29 +121,58 @@ fn main() -> Result<()> {
                 );
             }
         }
-        Cmd::Serve { data, quic_listen, api_listen, api_plain_http, no_fsync } => {
+        Cmd::Serve {
+            data,
+            quic_listen,
+            api_listen,
+            api_plain_http,
+            no_fsync,
+        } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(cairn_collector::server::serve(
                 DataDir::new(data),
-                cairn_collector::server::ServeOptions { quic_listen, api_listen, api_plain_http, fsync: !no_fsync },
+                cairn_collector::server::ServeOptions {
+                    quic_listen,
+                    api_listen,
+                    api_plain_http,
+                    fsync: !no_fsync,
+                },
             ))?;
         }
-        Cmd::Token { cmd: TokenCmd::Create { data, uses, ttl, label, json } } => {
+        Cmd::Token {
+            cmd:
+                TokenCmd::Create {
+                    data,
+                    uses,
+                    ttl,
+                    label,
+                    json,
+                },
+        } => {
             if uses == 0 {
                 anyhow::bail!("--uses must be at least 1");
             }
             let db = DataDir::new(&data).open_db()?;
             let (token, expires) = db.create_enroll_token(uses, parse_duration(&ttl)?, &label)?;
             if json {
-                println!("{}", serde_json::json!({"token": token, "uses": uses, "expires_at": rfc3339(expires)}));
+                println!(
+                    "{}",
+                    serde_json::json!({"token": token, "uses": uses, "expires_at": rfc3339(expires)})
+                );
             } else {
                 println!("{token}");
-                eprintln!("enrollment token for {uses} host(s), expires {}", rfc3339(expires));
+                eprintln!(
+                    "enrollment token for {uses} host(s), expires {}",
+                    rfc3339(expires)
+                );
             }
         }
-        Cmd::Token { cmd: TokenCmd::Api { data, name, role } } => {
-            let role = cairn_collector::db::Role::parse(&role)
-                .ok_or_else(|| anyhow::anyhow!("unknown role {role:?}: use admin, analyst or trigger"))?;
+        Cmd::Token {
+            cmd: TokenCmd::Api { data, name, role },
+        } => {
+            let role = cairn_collector::db::Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!("unknown role {role:?}: use admin, analyst or trigger")
+            })?;
             let db = DataDir::new(&data).open_db()?;
             println!("{}", db.create_api_token(&name, role)?);
         }
