@@ -11,6 +11,7 @@ pub mod collect;
 pub mod config;
 pub mod identity;
 pub mod offline;
+pub mod sensor;
 pub mod transport;
 
 /// `cairn-agent <version>`, as written into every manifest.

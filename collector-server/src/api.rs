@@ -607,7 +607,7 @@ fn import_stream(
         };
     loop {
         match Frame::read_from(&mut r).map_err(|e| e.to_string())? {
-            Some(Frame::Chunk(c)) => ingest.chunk(&c).map_err(|e| e.to_string())?,
+            Some(Frame::Chunk(c)) => ingest.chunk(c).map_err(|e| e.to_string())?,
             Some(Frame::Message(Message::ItemEnd(m))) => {
                 let sha = ingest.finish(&m).map_err(|e| e.to_string())?;
                 return Ok(json!({"item_id": item_id, "sha256": sha}));

@@ -51,20 +51,25 @@ pub fn verify_and_store(
     ctx: &Ctx,
     item_id: &str,
     chunk_size: u64,
-    chunk: &Chunk,
+    chunk: Chunk,
 ) -> Result<Vec<u8>, IngestError> {
-    let h = &chunk.header;
+    let h = chunk.header.clone();
     if u64::from(h.raw_len) > chunk_size {
         return Err(IngestError::Chunk(format!(
             "chunk {} is {} bytes, larger than the item's chunk size {chunk_size}",
             h.index, h.raw_len
         )));
     }
-    let raw = chunk
-        .open()
-        .map_err(|e| IngestError::Chunk(e.to_string()))?;
+    // An uncompressed payload is verified in place and becomes the raw bytes without a copy.
+    let decoded = match chunk
+        .verify()
+        .map_err(|e| IngestError::Chunk(e.to_string()))?
+    {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(raw) => Some(raw),
+    };
     ctx.store
-        .put(chunk)
+        .put(&chunk)
         .map_err(|e| IngestError::Storage(e.to_string()))?;
     ctx.db.record_chunk(
         item_id,
@@ -74,7 +79,7 @@ pub fn verify_and_store(
         codec_name(h.codec),
         u64::from(h.stored_len),
     )?;
-    Ok(raw)
+    Ok(decoded.unwrap_or(chunk.payload))
 }
 
 /// How an item stream opens.
@@ -179,14 +184,15 @@ impl ItemIngest {
     }
 
     /// Verify, store and record one chunk. After `Ok` the chunk is durable and may be acked.
-    pub fn chunk(&mut self, chunk: &Chunk) -> Result<(), IngestError> {
+    pub fn chunk(&mut self, chunk: Chunk) -> Result<(), IngestError> {
+        let index = chunk.header.index;
         let raw = verify_and_store(
             &self.ctx,
             &self.header.item_id,
             self.header.chunk_size,
             chunk,
         )?;
-        self.fold(chunk.header.index, &raw);
+        self.fold(index, &raw);
         Ok(())
     }
 

@@ -153,6 +153,38 @@ impl Chunk {
         Self::seal_hashed(index, raw, sha256, level)
     }
 
+    /// Like [`Chunk::seal`], taking ownership: an incompressible chunk's bytes become its
+    /// payload without a copy. The pipeline's hot path.
+    pub fn seal_owned(index: u64, raw: Vec<u8>, level: i32) -> Result<Chunk, ChunkError> {
+        let sha256: [u8; 32] = Sha256::digest(&raw).into();
+        if raw.len() > crate::CHUNK_SIZE {
+            return Err(ChunkError::TooLarge {
+                index,
+                raw_len: raw.len() as u64,
+                max: crate::CHUNK_SIZE as u64,
+            });
+        }
+        let raw_len = raw.len() as u32;
+        let (codec, payload) = if is_zero(&raw) {
+            (Codec::Zero, Vec::new())
+        } else {
+            match compress(&raw, level)? {
+                Some(c) => (Codec::Zstd, c),
+                None => (Codec::None, raw),
+            }
+        };
+        Ok(Chunk {
+            header: ChunkHeader {
+                index,
+                raw_len,
+                codec,
+                sha256,
+                stored_len: payload.len() as u32,
+            },
+            payload,
+        })
+    }
+
     /// Like [`Chunk::seal`] for a caller that already hashed `raw`.
     pub fn seal_hashed(
         index: u64,
@@ -170,11 +202,9 @@ impl Chunk {
         let (codec, payload) = if is_zero(raw) {
             (Codec::Zero, Vec::new())
         } else {
-            let compressed = zstd::bulk::compress(raw, level)?;
-            if compressed.len() < raw.len() {
-                (Codec::Zstd, compressed)
-            } else {
-                (Codec::None, raw.to_vec())
+            match compress(raw, level)? {
+                Some(c) => (Codec::Zstd, c),
+                None => (Codec::None, raw.to_vec()),
             }
         };
         Ok(Chunk {
@@ -192,6 +222,23 @@ impl Chunk {
     /// Decode the payload back to raw bytes and check length and SHA-256.
     pub fn open(&self) -> Result<Vec<u8>, ChunkError> {
         open_payload(&self.header, &self.payload)
+    }
+
+    /// Verify without copying an uncompressed payload: the raw bytes, borrowed when they are
+    /// the payload itself.
+    pub fn verify(&self) -> Result<std::borrow::Cow<'_, [u8]>, ChunkError> {
+        if self.header.codec == Codec::None {
+            if self.payload.len() != self.header.stored_len as usize {
+                return Err(ChunkError::PayloadLength {
+                    index: self.header.index,
+                    expected: self.header.stored_len.into(),
+                    actual: self.payload.len() as u64,
+                });
+            }
+            check(&self.header, &self.payload)?;
+            return Ok(std::borrow::Cow::Borrowed(&self.payload));
+        }
+        open_payload(&self.header, &self.payload).map(std::borrow::Cow::Owned)
     }
 
     pub fn write_to<W: Write>(&self, w: &mut W) -> io::Result<()> {
@@ -218,6 +265,95 @@ impl Chunk {
     }
 }
 
+thread_local! {
+    // zstd contexts are costly to create (and their tables to warm); one per thread, reused.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Bytes of each sample [`compress`] tries before committing to the whole chunk.
+const SAMPLE: usize = 32 * 1024;
+
+/// zstd at `level`, or `None` when it would not make the data smaller.
+///
+/// Random-looking data (encrypted files, compressed archives, much of a memory image) costs
+/// zstd real time for nothing: three samples are tried first, and if none of them shrinks by
+/// at least 3 % the chunk is stored as it is.
+fn compress(raw: &[u8], level: i32) -> io::Result<Option<Vec<u8>>> {
+    if raw.len() >= 8 * SAMPLE {
+        let mid = raw.len() / 2 - SAMPLE / 2;
+        let samples = [
+            &raw[..SAMPLE],
+            &raw[mid..mid + SAMPLE],
+            &raw[raw.len() - SAMPLE..],
+        ];
+        let mut any_shrinks = false;
+        for sample in samples {
+            if compress_all(sample, level)?.is_some_and(|c| c.len() < SAMPLE * 97 / 100) {
+                any_shrinks = true;
+                break;
+            }
+        }
+        if !any_shrinks {
+            return Ok(None);
+        }
+    }
+    compress_all(raw, level)
+}
+
+fn compress_all(raw: &[u8], level: i32) -> io::Result<Option<Vec<u8>>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let Some((_, c)) = slot.as_mut() else {
+            return Ok(None);
+        };
+        // Output capped at the input size: zstd gives up early on data it cannot shrink.
+        let mut out = Vec::with_capacity(raw.len());
+        match c.compress_to_buffer(raw, &mut out) {
+            Ok(n) if n < raw.len() => Ok(Some(out)),
+            Ok(_) => Ok(None),
+            Err(_) => Ok(None), // destination too small: incompressible
+        }
+    })
+}
+
+fn decompress(payload: &[u8], index: u64) -> Result<Vec<u8>, ChunkError> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        let Some(d) = slot.as_mut() else {
+            return Err(ChunkError::Truncated("no zstd context"));
+        };
+        d.decompress(payload, crate::CHUNK_SIZE)
+            .map_err(|source| ChunkError::Decompress { index, source })
+    })
+}
+
+fn check(header: &ChunkHeader, raw: &[u8]) -> Result<(), ChunkError> {
+    let index = header.index;
+    if raw.len() != header.raw_len as usize {
+        return Err(ChunkError::LengthMismatch {
+            index,
+            expected: header.raw_len.into(),
+            actual: raw.len() as u64,
+        });
+    }
+    let actual: [u8; 32] = Sha256::digest(raw).into();
+    if actual != header.sha256 {
+        return Err(ChunkError::HashMismatch {
+            index,
+            expected: hex::encode(header.sha256),
+            actual: hex::encode(actual),
+        });
+    }
+    Ok(())
+}
+
 /// Decode a stored payload and verify it against its header.
 pub fn open_payload(header: &ChunkHeader, payload: &[u8]) -> Result<Vec<u8>, ChunkError> {
     let index = header.index;
@@ -231,25 +367,10 @@ pub fn open_payload(header: &ChunkHeader, payload: &[u8]) -> Result<Vec<u8>, Chu
     let raw = match header.codec {
         Codec::None => payload.to_vec(),
         Codec::Zero => vec![0u8; header.raw_len as usize],
-        Codec::Zstd => zstd::bulk::decompress(payload, crate::CHUNK_SIZE)
-            .map_err(|source| ChunkError::Decompress { index, source })?,
+        Codec::Zstd => decompress(payload, index)?,
     };
-    if raw.len() != header.raw_len as usize {
-        return Err(ChunkError::LengthMismatch {
-            index,
-            expected: header.raw_len.into(),
-            actual: raw.len() as u64,
-        });
-    }
     // A zero chunk is verified too: the header's hash must be that of the zeros it stands for.
-    let actual: [u8; 32] = Sha256::digest(&raw).into();
-    if actual != header.sha256 {
-        return Err(ChunkError::HashMismatch {
-            index,
-            expected: hex::encode(header.sha256),
-            actual: hex::encode(actual),
-        });
-    }
+    check(header, &raw)?;
     Ok(raw)
 }
 
@@ -349,5 +470,26 @@ mod tests {
         ));
         h[12] = 9;
         assert!(ChunkHeader::decode(&h).is_err());
+    }
+}
+
+#[cfg(test)]
+mod sampling_tests {
+    use super::*;
+
+    #[test]
+    fn random_chunk_is_stored_raw_and_mixed_chunk_is_compressed() {
+        let random: Vec<u8> = (0..1 << 20).map(|_| rand::random::<u8>()).collect();
+        assert_eq!(
+            Chunk::seal(0, &random, 1).unwrap().header.codec,
+            Codec::None
+        );
+        // Random except a compressible middle: the middle sample finds it.
+        let mut mixed = random.clone();
+        let mid = mixed.len() / 2;
+        mixed[mid - 100_000..mid + 100_000].fill(b'a');
+        let c = Chunk::seal(0, &mixed, 1).unwrap();
+        assert_eq!(c.header.codec, Codec::Zstd);
+        assert_eq!(c.open().unwrap(), mixed);
     }
 }

@@ -26,6 +26,9 @@ pub const ALPN: &[u8] = b"cairn/1";
 /// Version of the wire messages; bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Largest UDP payload QUIC probes for: a 9001-byte jumbo frame less IPv6 and UDP headers.
+pub const JUMBO_UDP_PAYLOAD: u16 = 8953;
+
 /// The TLS server name every collector certificate carries, whatever address it is reached at:
 /// agents pin the collector's CA, so the name is a constant rather than a DNS fact.
 pub const COLLECTOR_SERVER_NAME: &str = "collector.cairn.internal";

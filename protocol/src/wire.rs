@@ -277,36 +277,52 @@ mod tests {
 #[cfg(feature = "tokio")]
 pub mod aio {
     use super::{Frame, WireError};
+    use crate::chunk::{Chunk, HEADER_LEN};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-    /// Read one frame; `Ok(None)` when the peer finished the stream between frames.
-    pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, WireError> {
-        let mut prefix = [0u8; 4];
-        let mut got = 0;
-        while got < 4 {
-            let n = r.read(&mut prefix[got..]).await?;
-            if n == 0 {
-                return if got == 0 {
-                    Ok(None)
-                } else {
-                    Err(WireError::Truncated { got, want: 4 })
-                };
-            }
-            got += n;
-        }
-        let len = Frame::body_len(prefix)?;
-        let mut body = vec![0u8; len];
+    async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), WireError> {
         let mut filled = 0;
-        while filled < len {
-            let n = r.read(&mut body[filled..]).await?;
+        while filled < buf.len() {
+            let n = r.read(&mut buf[filled..]).await?;
             if n == 0 {
                 return Err(WireError::Truncated {
                     got: filled,
-                    want: len,
+                    want: buf.len(),
                 });
             }
             filled += n;
         }
+        Ok(())
+    }
+
+    /// Read one frame; `Ok(None)` when the peer finished the stream between frames.
+    /// A chunk's payload is read straight into its own buffer (no second copy).
+    pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, WireError> {
+        let mut prefix = [0u8; 5];
+        let first = r.read(&mut prefix).await?;
+        if first == 0 {
+            return Ok(None);
+        }
+        if first < 5 {
+            fill(r, &mut prefix[first..]).await?;
+        }
+        let len = Frame::body_len([prefix[0], prefix[1], prefix[2], prefix[3]])?;
+        if prefix[4] == super::KIND_CHUNK {
+            let mut hb = [0u8; HEADER_LEN];
+            fill(r, &mut hb).await?;
+            let header = crate::chunk::ChunkHeader::decode(&hb)?;
+            if len != 1 + HEADER_LEN + header.stored_len as usize {
+                return Err(WireError::Chunk(crate::chunk::ChunkError::Truncated(
+                    "chunk frame length disagrees with its header",
+                )));
+            }
+            let mut payload = vec![0u8; header.stored_len as usize];
+            fill(r, &mut payload).await?;
+            return Ok(Some(Frame::Chunk(Chunk { header, payload })));
+        }
+        let mut body = vec![0u8; len];
+        body[0] = prefix[4];
+        fill(r, &mut body[1..]).await?;
         Frame::decode_body(&body).map(Some)
     }
 

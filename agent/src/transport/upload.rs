@@ -9,7 +9,8 @@
 
 use super::connection::Connector;
 use anyhow::{anyhow, bail, Context, Result};
-use cairn_protocol::chunk::{Chunk, HEADER_LEN};
+use bytes::Bytes;
+use cairn_protocol::chunk::{Chunk, ChunkHeader, HEADER_LEN};
 use cairn_protocol::manifest::{ItemHeader, ItemManifest};
 use cairn_protocol::wire::aio::{read_frame, write_message};
 use cairn_protocol::wire::{Frame, Message, KIND_CHUNK};
@@ -50,21 +51,23 @@ impl Spool {
     fn dir(&self, item: &str) -> PathBuf {
         self.root.join(item)
     }
-    fn put(&self, item: &str, c: &Chunk) -> Result<()> {
+    fn put(&self, item: &str, c: &Pending) -> Result<()> {
         let dir = self.dir(item);
         std::fs::create_dir_all(&dir)?;
         let mut buf = Vec::with_capacity(HEADER_LEN + c.payload.len());
-        c.write_to(&mut buf)?;
+        buf.extend(c.header.encode());
+        buf.extend(&c.payload);
         std::fs::write(dir.join(format!("{}.chunk", c.header.index)), &buf)
             .with_context(|| format!("cannot spool chunk {} of item {item}", c.header.index))?;
         self.used.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(())
     }
-    fn get(&self, item: &str, index: u64) -> Result<Chunk> {
+    fn get(&self, item: &str, index: u64) -> Result<Pending> {
         let p = self.dir(item).join(format!("{index}.chunk"));
         let bytes =
             std::fs::read(&p).with_context(|| format!("spooled chunk {} is gone", p.display()))?;
         Chunk::read_from(&mut &bytes[..])?
+            .map(Pending::from)
             .ok_or_else(|| anyhow!("spooled chunk {} is empty", p.display()))
     }
     fn remove(&self, item: &str, index: u64) {
@@ -95,7 +98,7 @@ struct Upload {
     producer: mpsc::Receiver<Produced>,
     producer_done: bool,
     manifest: Option<Box<ItemManifest>>,
-    in_memory: BTreeMap<u64, Chunk>,
+    in_memory: BTreeMap<u64, Pending>,
     mem_bytes: usize,
     spooled: BTreeSet<u64>,
     chunks_sent: u64,
@@ -114,13 +117,30 @@ impl<E: Into<anyhow::Error>> From<E> for AttemptError {
     }
 }
 
-async fn write_chunk(send: &mut quinn::SendStream, c: &Chunk) -> Result<()> {
+/// A chunk kept until acknowledged. The payload is shared, not copied, with the QUIC send
+/// buffer, so sending and keeping it for a resend cost one buffer.
+#[derive(Clone)]
+struct Pending {
+    header: ChunkHeader,
+    payload: Bytes,
+}
+
+impl From<Chunk> for Pending {
+    fn from(c: Chunk) -> Pending {
+        Pending {
+            header: c.header,
+            payload: Bytes::from(c.payload),
+        }
+    }
+}
+
+async fn write_chunk(send: &mut quinn::SendStream, c: &Pending) -> Result<()> {
     let mut head = Vec::with_capacity(5 + HEADER_LEN);
     head.extend(((1 + HEADER_LEN + c.payload.len()) as u32).to_be_bytes());
     head.push(KIND_CHUNK);
     head.extend(c.header.encode());
     send.write_all(&head).await?;
-    send.write_all(&c.payload).await?;
+    send.write_chunk(c.payload.clone()).await?;
     Ok(())
 }
 
@@ -246,7 +266,7 @@ impl Upload {
                             // Kept before it is written: a write that fails must not lose it.
                             let index = c.header.index;
                             self.mem_bytes += c.payload.len();
-                            self.in_memory.insert(index, c);
+                            self.in_memory.insert(index, Pending::from(c));
                             if let Some(c) = self.in_memory.get(&index) {
                                 write_chunk(send, c).await?;
                             }
@@ -282,8 +302,9 @@ impl Upload {
                 c = &mut *reconnect => return c.context("reconnect task failed"),
                 p = self.producer.recv(), if !self.producer_done && room => match p {
                     Some(Produced::Chunk(c)) => {
-                        self.spool.put(&self.item, &c)?;
-                        self.spooled.insert(c.header.index);
+                        let index = c.header.index;
+                        self.spool.put(&self.item, &Pending::from(c))?;
+                        self.spooled.insert(index);
                     }
                     Some(Produced::Done(m)) => {
                         self.manifest = Some(m);
