@@ -53,6 +53,24 @@ enum Cmd {
         #[arg(long, default_value = "offline collection")]
         reason: String,
     },
+    /// Show process and network events on this host as they happen (eBPF sensor; as root).
+    Events {
+        /// Keep showing events until interrupted (without it: for --seconds, then stop).
+        #[arg(long)]
+        follow: bool,
+        /// How long to watch without --follow.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// One JSON object per line (the format of docs/events.md) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Size of the kernel ring buffer (rounded up to a power of two, at least 4096).
+        #[arg(long)]
+        ring_buffer_bytes: Option<u64>,
+        /// auto (eBPF, else /proc polling), ebpf (fail without BPF) or procfs.
+        #[arg(long, default_value = "auto")]
+        mode: String,
+    },
 }
 
 fn main() {
@@ -154,6 +172,85 @@ async fn real_main(cli: Cli) -> Result<()> {
                 out.display()
             );
         }
+        Cmd::Events {
+            follow,
+            seconds,
+            json,
+            ring_buffer_bytes,
+            mode,
+        } => {
+            let limit = (!follow).then(|| std::time::Duration::from_secs(seconds));
+            tokio::task::spawn_blocking(move || events(limit, json, ring_buffer_bytes, &mode))
+                .await??;
+        }
+    }
+    Ok(())
+}
+
+/// `cairn-agent events`: runs the sensor and prints what it sees.
+fn events(
+    limit: Option<std::time::Duration>,
+    json: bool,
+    ring_buffer_bytes: Option<u64>,
+    mode: &str,
+) -> Result<()> {
+    use cairn_agent::sensor::{RunningMode, Sensor, SensorConfig, SensorMode};
+    use std::io::Write;
+    let mut cfg = SensorConfig::default();
+    cfg.mode = match mode {
+        "auto" => SensorMode::Auto,
+        "ebpf" => SensorMode::Ebpf,
+        "procfs" => SensorMode::Procfs,
+        other => anyhow::bail!("unknown --mode {other:?} (auto, ebpf or procfs)"),
+    };
+    if let Some(b) = ring_buffer_bytes {
+        cfg.ring_buffer_bytes = b;
+    }
+    let sensor = Sensor::start(cfg)?;
+    let rx = sensor.subscribe();
+    let st = sensor.status();
+    match st.mode {
+        RunningMode::Ebpf => eprintln!(
+            "sensor: eBPF, {} tracepoints, ring buffer {} bytes",
+            st.tracepoints.len(),
+            st.ring_buffer_bytes.unwrap_or(0)
+        ),
+        RunningMode::Procfs => eprintln!(
+            "sensor: polling /proc ({}); events are marked [procfs]",
+            st.reason.as_deref().unwrap_or("fallback")
+        ),
+    }
+    let deadline = limit.map(|d| std::time::Instant::now() + d);
+    let stdout = std::io::stdout();
+    loop {
+        let wait = match deadline {
+            Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                Some(w) => w,
+                None => break,
+            },
+            None => std::time::Duration::from_secs(1),
+        };
+        let ev = match rx.recv_timeout(wait) {
+            Ok(ev) => ev,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("the sensor stopped")
+            }
+        };
+        let mut out = stdout.lock();
+        let line = if json {
+            serde_json::to_string(&ev)?
+        } else {
+            ev.line()
+        };
+        if writeln!(out, "{line}").is_err() {
+            break; // stdout closed (`| head`)
+        }
+        let _ = out.flush();
+    }
+    let lost = sensor.lost();
+    if !lost.is_empty() {
+        eprintln!("lost: {lost:?}");
     }
     Ok(())
 }

@@ -72,6 +72,8 @@ enum Cmd {
         #[arg(long)]
         host: Option<String>,
     },
+    /// Show an item's manifest: source, host, hashes, chunks, gaps, acquisition times.
+    Item { item: String },
     /// Write an item's exact raw bytes to a file, checking them against the manifest's SHA-256.
     Export {
         item: String,
@@ -323,6 +325,40 @@ pub async fn run(cli: Cli) -> Result<i32> {
                         s(&c["requested_at"]),
                         s(&c["reason"])
                     );
+                }
+            }
+        }
+        Cmd::Item { item } => {
+            let v = api.get(&format!("/api/v1/items/{item}")).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("Item {}  [{}]", s(&v["item_id"]), s(&v["status"]));
+                println!("  collection: {}", s(&v["collection_id"]));
+                println!("  kind:       {}   source: {}", s(&v["kind"]), v["source"]);
+                println!(
+                    "  acquired:   {} → {}",
+                    s(&v["acquisition_start"]),
+                    s(&v["acquisition_end"])
+                );
+                println!(
+                    "  raw bytes:  {} in {} chunks   status: {}",
+                    s(&v["raw_len"]),
+                    s(&v["chunk_count"]),
+                    s(&v["status"])
+                );
+                println!("  SHA-256:    {}", s(&v["sha256"]));
+                for g in v["gaps"].as_array().into_iter().flatten() {
+                    println!(
+                        "  gap: {} bytes at {} ({}), filled with {}",
+                        s(&g["length"]),
+                        s(&g["offset"]),
+                        s(&g["reason"]),
+                        s(&g["filled_with"])
+                    );
+                }
+                if !v["error"].is_null() {
+                    println!("  note: {}", s(&v["error"]));
                 }
             }
         }

@@ -102,7 +102,7 @@ pub fn load(cfg: &SensorConfig) -> Result<Loaded, String> {
     raise_memlock();
     let size = ring_size(cfg.ring_buffer_bytes);
     let mut ebpf = EbpfLoader::new()
-        .set_max_entries(RINGBUF_MAP, size)
+        .map_max_entries(RINGBUF_MAP, size)
         .load(cairn_ebpf::cairn_object())
         .map_err(|e| format!("loading the BPF object failed: {e}"))?;
     let mut attached = Vec::new();

@@ -199,6 +199,13 @@ impl Sensor {
             SensorMode::Procfs => Err("configured to poll /proc (mode = procfs)".to_string()),
             _ => ebpf::load(&cfg),
         };
+        // Seeded after attaching (what starts meanwhile waits in the ring buffer) and before
+        // returning, so that every process older than the sensor has its lineage.
+        enricher.seed();
+        tracing::debug!(
+            "sensor: process cache seeded with {} entries",
+            enricher.cache.len()
+        );
         let (status, worker) = match loaded {
             Ok(l) => {
                 let status = SensorStatus {
@@ -309,12 +316,6 @@ fn kind_name(k: u32) -> &'static str {
 }
 
 fn ebpf_loop(mut l: ebpf::Loaded, en: &mut Enricher, hub: &Hub, stop: &AtomicBool) {
-    // Seeded after attaching: what starts meanwhile waits in the ring buffer.
-    en.seed();
-    tracing::debug!(
-        "sensor: process cache seeded with {} entries",
-        en.cache.len()
-    );
     let clock = en.clock;
     let now = move || clock.now();
     let mut seen_drops: BTreeMap<u32, u64> = BTreeMap::new();
@@ -378,7 +379,6 @@ fn ebpf_loop(mut l: ebpf::Loaded, en: &mut Enricher, hub: &Hub, stop: &AtomicBoo
 }
 
 fn procfs_loop(en: &mut Enricher, interval: Duration, hub: &Hub, stop: &AtomicBool) {
-    en.seed();
     let clock = en.clock;
     let now = move || clock.now();
     let mut alive: HashSet<u32> = list_pids(&en.proc_root).into_iter().collect();
