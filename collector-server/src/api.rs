@@ -91,6 +91,7 @@ pub fn router(state: S) -> Router {
         .route("/api/v1/collections/{id}", get(show_collection))
         .route("/api/v1/collections/{id}/custody", get(custody_log))
         .route("/api/v1/collections/{id}/verify", post(verify_collection))
+        .route("/api/v1/hosts/{id}/events", get(host_events))
         .route("/api/v1/items/{id}", get(show_item))
         .route("/api/v1/items/{id}/raw", get(download_item))
         .route("/api/v1/import/collections", post(import_collection))
@@ -167,6 +168,74 @@ async fn list_hosts(
         })
         .collect();
     Ok(Json(json!({ "hosts": hosts })))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// RFC 3339; default: an hour ago.
+    from: Option<String>,
+    /// RFC 3339; default: now.
+    to: Option<String>,
+    kind: Option<String>,
+    limit: Option<u32>,
+}
+
+fn parse_time(s: &str, what: &str) -> ApiResult<i64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp_nanos() as i64)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("\"{what}\" must be RFC 3339 (2026-01-31T12:00:00Z): {e}"),
+            )
+        })
+}
+
+/// Live events a host's sensor sent, by time.
+async fn host_events(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    let host = match state.db().find_hosts(&id)?.as_slice() {
+        [h] => h.clone(),
+        [] => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no host matches {id:?}"),
+            ))
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{id:?} matches several hosts; use an agent id"),
+            ))
+        }
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+    let from = q
+        .from
+        .as_deref()
+        .map(|s| parse_time(s, "from"))
+        .transpose()?
+        .unwrap_or(now - 3600 * 1_000_000_000);
+    let to =
+        q.to.as_deref()
+            .map(|s| parse_time(s, "to"))
+            .transpose()?
+            .unwrap_or(now);
+    let events = state.db().query_events(
+        &host.id,
+        from,
+        to,
+        q.kind.as_deref(),
+        q.limit.unwrap_or(1000).min(100_000),
+    )?;
+    Ok(Json(
+        json!({"host_id": host.id, "count": events.len(), "events": events}),
+    ))
 }
 
 /// Profiles the agent knows; anything else is refused before a command is sent.

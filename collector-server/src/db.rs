@@ -140,6 +140,10 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE TABLE IF NOT EXISTS item_chunks (
     item_id TEXT NOT NULL REFERENCES items(id), idx INTEGER NOT NULL, sha256 TEXT NOT NULL,
     raw_len INTEGER NOT NULL, PRIMARY KEY (item_id, idx));
+CREATE TABLE IF NOT EXISTS events (
+    host_id TEXT NOT NULL, time_ns INTEGER NOT NULL, kind TEXT NOT NULL, pid INTEGER, ppid INTEGER,
+    uid INTEGER, comm TEXT, exe TEXT, container_id TEXT, source TEXT, json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_host_time ON events(host_id, time_ns);
 CREATE TABLE IF NOT EXISTS custody (
     collection_id TEXT NOT NULL, seq INTEGER NOT NULL, time TEXT NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, details TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
@@ -667,6 +671,75 @@ impl Db {
             params![id, error, mj],
         )?;
         Ok(())
+    }
+
+    // ---- events ----
+
+    /// Store a batch of live events; returns how many were stored (events without a readable
+    /// `time` are kept with the time they arrived, and flagged).
+    pub fn insert_events(&self, host_id: &str, events: &[serde_json::Value]) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO events(host_id, time_ns, kind, pid, ppid, uid, comm, exe, container_id, source, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for e in events {
+                let time_ns = e["time"]
+                    .as_str()
+                    .and_then(|t| {
+                        time::OffsetDateTime::parse(
+                            t,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                    })
+                    .map(|t| t.unix_timestamp_nanos() as i64)
+                    .unwrap_or_else(|| {
+                        time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64
+                    });
+                let p = &e["process"];
+                st.execute(params![
+                    host_id,
+                    time_ns,
+                    e["kind"].as_str().unwrap_or("unknown"),
+                    p["pid"].as_u64(),
+                    p["ppid"].as_u64(),
+                    p["uid"].as_u64(),
+                    p["comm"].as_str(),
+                    p["exe"].as_str(),
+                    p["container_id"].as_str(),
+                    e["source"].as_str(),
+                    serde_json::to_string(e)?,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(events.len())
+    }
+
+    /// Events of a host in `[from_ns, to_ns]`, oldest first, optionally of one kind.
+    pub fn query_events(
+        &self,
+        host_id: &str,
+        from_ns: i64,
+        to_ns: i64,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<serde_json::Value>> {
+        let conn = self.lock();
+        let mut st = conn.prepare(
+            "SELECT json FROM events WHERE host_id = ?1 AND time_ns >= ?2 AND time_ns <= ?3 AND (?4 IS NULL OR kind = ?4)
+             ORDER BY time_ns, rowid LIMIT ?5",
+        )?;
+        let rows = st.query_map(params![host_id, from_ns, to_ns, kind, limit], |r| {
+            r.get::<_, String>(0)
+        })?;
+        Ok(rows
+            .filter_map(|r| r.ok())
+            .filter_map(|s| serde_json::from_str(&s).ok())
+            .collect())
     }
 
     // ---- custody ----

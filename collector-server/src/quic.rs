@@ -132,6 +132,9 @@ async fn handle(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
                 Ok(Some(Frame::Message(hello @ Message::Hello { .. }))) => {
                     control(state, &host_id, hello, send, recv).await
                 }
+                Ok(Some(Frame::Message(Message::Events { first_seq, events }))) => {
+                    events_stream(state, &host_id, first_seq, events, send, recv).await
+                }
                 Ok(Some(Frame::Message(Message::ItemBegin(header)))) => {
                     item_stream(state, &host_id, *header, send, recv).await
                 }
@@ -409,6 +412,43 @@ pub fn finish_collection(
         json!({"status": status, "items": items, "errors": errors}),
     )?;
     Ok(())
+}
+
+/// The live event stream: store each batch, then acknowledge it.
+async fn events_stream(
+    state: Arc<State>,
+    host_id: &str,
+    mut first_seq: u64,
+    mut events: Vec<serde_json::Value>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) -> Result<()> {
+    loop {
+        let n = events.len() as u64;
+        let st = state.clone();
+        let hid = host_id.to_string();
+        tokio::task::spawn_blocking(move || st.db().insert_events(&hid, &events)).await??;
+        if n > 0 {
+            write_message(
+                &mut send,
+                Message::EventsAck {
+                    upto_seq: first_seq + n - 1,
+                },
+            )
+            .await?;
+        }
+        match read_frame(&mut recv).await? {
+            Some(Frame::Message(Message::Events {
+                first_seq: f,
+                events: e,
+            })) => {
+                first_seq = f;
+                events = e;
+            }
+            None => return Ok(()),
+            Some(other) => anyhow::bail!("unexpected frame on the event stream: {other:?}"),
+        }
+    }
 }
 
 enum Work {

@@ -82,6 +82,18 @@ pub enum Message {
         sha256: String,
     },
 
+    // Live event stream: agent → Events (numbered batches), collector → EventsAck once stored.
+    Events {
+        /// Sequence number of the first event in the batch; numbers are per agent process.
+        first_seq: u64,
+        /// Events as the sensor wrote them (see docs/events.md); each has `time` and `kind`.
+        events: Vec<serde_json::Value>,
+    },
+    EventsAck {
+        /// Every event up to this sequence number (inclusive) is stored.
+        upto_seq: u64,
+    },
+
     /// Any refusal; `code` is stable (`bad_token`, `bad_request`, `item_rejected`, …).
     Error {
         code: String,
@@ -113,6 +125,8 @@ impl Message {
             Message::ChunkAck { .. } => "chunk_ack",
             Message::ItemEnd(_) => "item_end",
             Message::ItemSealed { .. } => "item_sealed",
+            Message::Events { .. } => "events",
+            Message::EventsAck { .. } => "events_ack",
             Message::Error { .. } => "error",
         }
     }

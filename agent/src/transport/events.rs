@@ -1,0 +1,195 @@
+//! The live event stream: sensor events, batched, numbered, acknowledged.
+//!
+//! Events wait in a bounded in-memory queue until the collector acknowledges them; while it is
+//! unreachable the queue fills, and past its bound the oldest are dropped from the *live*
+//! stream — they stay in the flight recorder on disk, and the drop is sent as an explicit
+//! `events_lost` event, never a silent gap.
+
+use super::connection::Connector;
+use anyhow::{anyhow, Result};
+use cairn_protocol::wire::aio::{read_frame, write_message};
+use cairn_protocol::wire::{Frame, Message};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+const BATCH: usize = 512;
+
+#[derive(Default)]
+struct Queue {
+    next_seq: u64,
+    pending: VecDeque<(u64, serde_json::Value)>,
+    /// Dropped since the last `events_lost` marker.
+    dropped: u64,
+    dropped_total: u64,
+}
+
+pub struct EventShipper {
+    queue: Mutex<Queue>,
+    bell: Notify,
+    max_queued: usize,
+}
+
+impl EventShipper {
+    pub fn new(max_queued: usize) -> Arc<EventShipper> {
+        Arc::new(EventShipper {
+            queue: Mutex::new(Queue::default()),
+            bell: Notify::new(),
+            max_queued: max_queued.max(BATCH * 2),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue an event for the collector.
+    pub fn push(&self, event: serde_json::Value) {
+        let mut q = self.lock();
+        if q.pending.len() >= self.max_queued {
+            q.pending.pop_front();
+            q.dropped += 1;
+            q.dropped_total += 1;
+        } else if q.dropped > 0 && q.pending.len() + 1 < self.max_queued {
+            let marker = serde_json::json!({
+                "time": cairn_protocol::now_rfc3339(),
+                "kind": "events_lost",
+                "source": "agent",
+                "lost": {"kind": "live_stream", "count": q.dropped,
+                         "note": "dropped from the live stream while the collector was unreachable; still in the host's flight recorder"},
+            });
+            let seq = q.next_seq;
+            q.next_seq += 1;
+            q.pending.push_back((seq, marker));
+            q.dropped = 0;
+        }
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.pending.push_back((seq, event));
+        drop(q);
+        self.bell.notify_one();
+    }
+
+    /// Events dropped from the live stream since the agent started.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped_total
+    }
+
+    /// Events waiting for an acknowledgment.
+    pub fn queued(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    fn batch_after(&self, sent_upto: Option<u64>) -> Option<(u64, Vec<serde_json::Value>)> {
+        let q = self.lock();
+        let mut it = q
+            .pending
+            .iter()
+            .filter(|(s, _)| sent_upto.is_none_or(|u| *s > u))
+            .peekable();
+        let first = it.peek()?.0;
+        Some((first, it.take(BATCH).map(|(_, e)| e.clone()).collect()))
+    }
+
+    fn acked(&self, upto: u64) {
+        let mut q = self.lock();
+        while q.pending.front().is_some_and(|(s, _)| *s <= upto) {
+            q.pending.pop_front();
+        }
+    }
+}
+
+/// Ship events for as long as the agent runs, reconnecting with the shared connector.
+pub async fn ship(shipper: Arc<EventShipper>, connector: Arc<Connector>) {
+    loop {
+        if shipper.queued() == 0 {
+            shipper.bell.notified().await;
+        }
+        let conn = connector.get().await;
+        if let Err(e) = session(&shipper, &conn).await {
+            tracing::warn!(
+                "event stream: {e:#}; resending unacknowledged events on the next connection"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+async fn session(shipper: &EventShipper, conn: &quinn::Connection) -> Result<()> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let (tx, mut acks) = mpsc::channel::<Result<u64>>(64);
+    let reader = tokio::spawn(async move {
+        loop {
+            let r = match read_frame(&mut recv).await {
+                Ok(Some(Frame::Message(Message::EventsAck { upto_seq }))) => Ok(upto_seq),
+                Ok(Some(Frame::Message(Message::Error { code, message }))) => {
+                    Err(anyhow!("collector refused events ({code}): {message}"))
+                }
+                Ok(other) => Err(anyhow!("unexpected answer on the event stream: {other:?}")),
+                Err(e) => Err(e.into()),
+            };
+            let stop = r.is_err();
+            if tx.send(r).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let mut sent_upto: Option<u64> = None;
+    let result: Result<()> = async {
+        loop {
+            while let Ok(a) = acks.try_recv() {
+                shipper.acked(a?);
+            }
+            if let Some((first_seq, events)) = shipper.batch_after(sent_upto) {
+                let n = events.len() as u64;
+                write_message(&mut send, Message::Events { first_seq, events }).await?;
+                sent_upto = Some(first_seq + n - 1);
+                continue;
+            }
+            tokio::select! {
+                a = acks.recv() => shipper.acked(a.ok_or_else(|| anyhow!("event stream closed"))??),
+                _ = shipper.bell.notified() => {}
+            }
+        }
+    }
+    .await;
+    reader.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_queue_reports_what_it_dropped() {
+        let s = EventShipper::new(0); // clamps to 2 batches
+        let cap = s.max_queued;
+        for i in 0..cap + 10 {
+            s.push(serde_json::json!({"n": i}));
+        }
+        assert_eq!(s.dropped(), 10);
+        s.acked(u64::MAX);
+        s.push(serde_json::json!({"n": "after"}));
+        let (_, batch) = s.batch_after(None).unwrap();
+        assert_eq!(batch[0]["kind"], "events_lost");
+        assert_eq!(batch[0]["lost"]["count"], 10);
+        assert_eq!(batch[1]["n"], "after");
+    }
+
+    #[test]
+    fn batches_resume_after_the_last_sent_and_acks_trim() {
+        let s = EventShipper::new(10_000);
+        for i in 0..1000 {
+            s.push(serde_json::json!({"n": i}));
+        }
+        let (first, b) = s.batch_after(None).unwrap();
+        assert_eq!((first, b.len()), (0, BATCH));
+        let (first, b) = s.batch_after(Some(511)).unwrap();
+        assert_eq!((first, b.len()), (512, 488));
+        s.acked(511);
+        assert_eq!(s.queued(), 488);
+        assert!(s.batch_after(Some(999)).is_none());
+    }
+}
