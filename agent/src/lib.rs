@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod collect;
 pub mod config;
+pub mod flight_recorder;
 pub mod identity;
 pub mod offline;
 pub mod sensor;

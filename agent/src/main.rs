@@ -148,7 +148,17 @@ async fn real_main(cli: Cli) -> Result<()> {
                 pid: None,
                 container_id: None,
             };
-            let opts = cairn_agent::collect::CollectOptions::default();
+            let mut opts = cairn_agent::collect::CollectOptions::default();
+            // The recent past, if this host's agent has been recording.
+            if state.journal().is_dir() {
+                opts.journal = Some(cairn_agent::collect::Journal {
+                    recorder: None,
+                    dir: state.journal(),
+                    window: std::time::Duration::from_secs(
+                        state.load().map(|c| c.journal_window_secs).unwrap_or(3600),
+                    ),
+                });
+            }
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let out2 = out.clone();
             let s = tokio::task::spawn_blocking(move || {
@@ -196,16 +206,18 @@ fn events(
 ) -> Result<()> {
     use cairn_agent::sensor::{RunningMode, Sensor, SensorConfig, SensorMode};
     use std::io::Write;
-    let mut cfg = SensorConfig::default();
-    cfg.mode = match mode {
+    let mode = match mode {
         "auto" => SensorMode::Auto,
         "ebpf" => SensorMode::Ebpf,
         "procfs" => SensorMode::Procfs,
         other => anyhow::bail!("unknown --mode {other:?} (auto, ebpf or procfs)"),
     };
-    if let Some(b) = ring_buffer_bytes {
-        cfg.ring_buffer_bytes = b;
-    }
+    let defaults = SensorConfig::default();
+    let cfg = SensorConfig {
+        mode,
+        ring_buffer_bytes: ring_buffer_bytes.unwrap_or(defaults.ring_buffer_bytes),
+        ..defaults
+    };
     let sensor = Sensor::start(cfg)?;
     let rx = sensor.subscribe();
     let st = sensor.status();

@@ -109,6 +109,11 @@ pub fn load(cfg: &SensorConfig) -> Result<Loaded, String> {
     let mut missing = Vec::new();
     for (prog, category, name) in TRACEPOINTS {
         let result = (|| -> Result<(), String> {
+            if !tracepoint_exists(category, name) {
+                return Err(format!(
+                    "tracepoint {category}/{name} is not in this kernel"
+                ));
+            }
             let p: &mut TracePoint = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| format!("program {prog} is not in the object"))?
@@ -142,6 +147,18 @@ pub fn load(cfg: &SensorConfig) -> Result<Loaded, String> {
         attached,
         missing,
     })
+}
+
+fn tracepoint_exists(category: &str, name: &str) -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|t| {
+            Path::new(t)
+                .join("events")
+                .join(category)
+                .join(name)
+                .is_dir()
+        })
 }
 
 fn verifier_error(prog: &str, e: &aya::programs::ProgramError) -> String {

@@ -212,7 +212,11 @@ impl Enricher {
                     name: name.into(),
                     args: args.iter().take(arity).copied().collect(),
                     text: Some(text).filter(|s| !s.is_empty()),
-                    detail: (syscall == 1).then(|| ptrace_request(args[0])),
+                    detail: match syscall {
+                        1 => Some(ptrace_request(args[0])),
+                        13 => Some("BPF_PROG_LOAD".into()),
+                        _ => None,
+                    },
                 });
                 e.process = Some(p);
                 e

@@ -363,9 +363,13 @@ fn ebpf_loop(mut l: ebpf::Loaded, en: &mut Enricher, hub: &Hub, stop: &AtomicBoo
                     }
                 }
             }
+            // Under a flood, still look at the drop counters now and then.
             n += 1;
-            if n % 4096 == 0 && last_check.elapsed() > Duration::from_millis(500) {
-                break;
+            if n >= 4096 {
+                if last_check.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                n = 0;
             }
         }
         if last_check.elapsed() > Duration::from_millis(250) {

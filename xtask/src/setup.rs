@@ -1,0 +1,141 @@
+//! `cargo xtask setup`: what a fresh machine needs before the build and the tests, as root.
+//!
+//! - Debian packages: clang and libbpf-dev (the eBPF build: `ebpf/build.rs` compiles C with
+//!   clang against libbpf's headers) and the tools the tests run; one `apt-get update`, then one
+//!   `apt-get install`, only for what is missing.
+//! - tracefs at /sys/kernel/tracing and bpffs at /sys/fs/bpf, mounted if absent (the sensor
+//!   attaches tracepoints through tracefs).
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::procs::{have_command, run_inherit, section};
+
+/// What the build needs: (how to tell it is there, Debian package).
+enum Need {
+    Command(&'static str),
+    File(&'static str),
+}
+
+const BUILD_NEEDS: &[(Need, &str)] = &[
+    (Need::Command("clang"), "clang"),
+    (Need::File("/usr/include/bpf/bpf_helpers.h"), "libbpf-dev"),
+];
+
+fn present(n: &Need) -> bool {
+    match n {
+        Need::Command(c) => have_command(c),
+        Need::File(f) => Path::new(f).is_file(),
+    }
+}
+
+fn describe(n: &Need) -> &'static str {
+    match n {
+        Need::Command(c) | Need::File(c) => c,
+    }
+}
+
+fn is_root() -> bool {
+    nix_like_euid() == Some(0)
+}
+
+/// The effective uid, from /proc/self/status (no libc dependency in xtask).
+fn nix_like_euid() -> Option<u32> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Installs what is missing of the build's and the tests' packages; mounts tracefs and bpffs.
+pub fn run(test_tools: &[(&str, &str)]) -> Result<()> {
+    section("packages (clang, libbpf-dev, test tools)");
+    let mut missing: Vec<(&str, &str)> = BUILD_NEEDS
+        .iter()
+        .filter(|(n, _)| !present(n))
+        .map(|(n, p)| (describe(n), *p))
+        .collect();
+    missing.extend(test_tools.iter().copied().filter(|(c, _)| !have_command(c)));
+    if missing.is_empty() {
+        println!("all present");
+    } else {
+        let mut pkgs: Vec<&str> = missing.iter().map(|m| m.1).collect();
+        pkgs.sort_unstable();
+        pkgs.dedup();
+        let what = missing.iter().map(|m| m.0).collect::<Vec<_>>().join(", ");
+        if !is_root() || !have_command("apt-get") {
+            bail!(
+                "missing {what}: install the Debian packages {} (as root: `cargo xtask setup`)",
+                pkgs.join(" ")
+            );
+        }
+        let mut update = Command::new("apt-get");
+        update
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run_inherit(update)?;
+        let mut install = Command::new("apt-get");
+        install
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&pkgs)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run_inherit(install)?;
+        let still: Vec<&str> = BUILD_NEEDS
+            .iter()
+            .filter(|(n, _)| !present(n))
+            .map(|(n, _)| describe(n))
+            .chain(
+                test_tools
+                    .iter()
+                    .filter(|(c, _)| !have_command(c))
+                    .map(|t| t.0),
+            )
+            .collect();
+        if !still.is_empty() {
+            bail!("still missing after apt-get install: {}", still.join(", "));
+        }
+    }
+
+    section("tracefs and bpffs");
+    mount_if_absent(
+        "/sys/kernel/tracing",
+        "tracefs",
+        Path::new("/sys/kernel/tracing/events").is_dir()
+            || Path::new("/sys/kernel/debug/tracing/events").is_dir(),
+    )?;
+    mount_if_absent("/sys/fs/bpf", "bpf", is_mounted("/sys/fs/bpf", "bpf"))?;
+    Ok(())
+}
+
+fn is_mounted(point: &str, fstype: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines().any(|l| {
+                let at = l.split_whitespace().nth(4);
+                let ty = l
+                    .split_once(" - ")
+                    .and_then(|(_, p)| p.split_whitespace().next());
+                at == Some(point) && ty == Some(fstype)
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn mount_if_absent(point: &str, fstype: &str, present: bool) -> Result<()> {
+    if present {
+        println!("{fstype}: present");
+        return Ok(());
+    }
+    if !is_root() {
+        println!("warning: {fstype} is not mounted at {point}; as root: mount -t {fstype} {fstype} {point}");
+        return Ok(());
+    }
+    if !Path::new(point).is_dir() {
+        println!("warning: {point} does not exist: this kernel lacks {fstype}");
+        return Ok(());
+    }
+    let mut m = Command::new("mount");
+    m.args(["-t", fstype, fstype, point]);
+    run_inherit(m)
+}
