@@ -14,6 +14,39 @@ use std::io::Read;
 pub struct CollectOptions {
     pub volatile: capture::volatile::VolatileOptions,
     pub pipeline: PipelineOptions,
+    /// The flight recorder whose recent past every collection carries.
+    pub journal: Option<Journal>,
+}
+
+/// Where a collection finds the recent past, and how much of it to take.
+#[derive(Clone)]
+pub struct Journal {
+    /// The running agent's recorder; `None` reads the directory without touching it.
+    pub recorder: Option<std::sync::Arc<std::sync::Mutex<crate::flight_recorder::FlightRecorder>>>,
+    pub dir: std::path::PathBuf,
+    pub window: std::time::Duration,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Journal({}, last {:?})", self.dir.display(), self.window)
+    }
+}
+
+impl Journal {
+    /// The window before now as JSON lines, and the window's bounds.
+    fn slice(&self) -> anyhow::Result<(Vec<u8>, i64, i64)> {
+        let to = crate::flight_recorder::now_ns();
+        let from = to - self.window.as_nanos().min(i64::MAX as u128) as i64;
+        let bytes = match &self.recorder {
+            Some(r) => r
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .slice(from, to)?,
+            None => crate::flight_recorder::read_slice(&self.dir, from, to)?,
+        };
+        Ok((bytes, from, to))
+    }
 }
 
 enum Body {
@@ -104,6 +137,29 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
             PROFILES.join(", ")
         )),
     }
+    // Every collection carries the flight recorder's recent past: what ran before the trigger.
+    if let Some(j) = &opts.journal {
+        match j.slice() {
+            Ok((bytes, from, to)) => {
+                let mut details = serde_json::Map::new();
+                details.insert("window_start".into(), rfc3339_ns(from).into());
+                details.insert("window_end".into(), rfc3339_ns(to).into());
+                details.insert("events".into(), bytecount_lines(&bytes).into());
+                let source = Source {
+                    name: "events.jsonl".into(),
+                    path: Some(j.dir.display().to_string()),
+                    media_type: Some("application/x-ndjson".into()),
+                    details,
+                    ..Default::default()
+                };
+                items.push(PlannedItem {
+                    header: header(req, ItemKind::EventJournal, source),
+                    body: Body::Bytes(bytes),
+                });
+            }
+            Err(e) => errors.push(format!("flight recorder: {e:#}")),
+        }
+    }
     Plan { items, errors }
 }
 
@@ -174,6 +230,20 @@ impl PlannedItem {
             tool: crate::tool_version(),
         })
     }
+}
+
+fn bytecount_lines(b: &[u8]) -> u64 {
+    b.iter().filter(|&&c| c == b'\n').count() as u64
+}
+
+fn rfc3339_ns(ns: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 struct FailingReader(Option<String>);

@@ -6,6 +6,7 @@
 //!       agent.pem     its certificate, signed by the collector's CA
 //!       ca.pem        the collector's CA, pinned at enrollment by its SHA-256
 //!       spool/        chunks not yet acknowledged by the collector
+//!       journal/      the flight recorder: recent events, zstd segments
 //! ```
 
 use anyhow::{Context, Result};
@@ -33,6 +34,33 @@ pub struct AgentConfig {
     pub metadata: String,
     #[serde(default)]
     pub metadata_url: Option<String>,
+    /// Run the sensor (process and network events) while connected: `true` by default.
+    #[serde(default = "default_true")]
+    pub sensor_enabled: bool,
+    #[serde(default)]
+    pub sensor: crate::sensor::SensorConfig,
+    /// Flight recorder bound: bytes on disk.
+    #[serde(default = "default_journal_bytes")]
+    pub journal_max_bytes: u64,
+    /// Flight recorder bound: age, in seconds.
+    #[serde(default = "default_journal_age")]
+    pub journal_max_age_secs: u64,
+    /// How much of the recent past every collection carries, in seconds.
+    #[serde(default = "default_journal_window")]
+    pub journal_window_secs: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_journal_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_journal_age() -> u64 {
+    24 * 3600
+}
+fn default_journal_window() -> u64 {
+    3600
 }
 
 fn default_spool_max() -> u64 {
@@ -62,6 +90,9 @@ impl StateDir {
     }
     pub fn spool(&self) -> PathBuf {
         self.path("spool")
+    }
+    pub fn journal(&self) -> PathBuf {
+        self.path("journal")
     }
 
     pub fn load(&self) -> Result<AgentConfig> {
@@ -99,6 +130,11 @@ impl AgentConfig {
             reconnect_max_secs: default_backoff(),
             metadata: default_metadata_mode(),
             metadata_url: None,
+            sensor_enabled: true,
+            sensor: crate::sensor::SensorConfig::default(),
+            journal_max_bytes: default_journal_bytes(),
+            journal_max_age_secs: default_journal_age(),
+            journal_window_secs: default_journal_window(),
         }
     }
 

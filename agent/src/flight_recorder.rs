@@ -185,7 +185,36 @@ impl FlightRecorder {
     }
 }
 
-fn now_ns() -> i64 {
+/// Read a window of a journal without touching it (for `cairn-agent collect` while an agent
+/// may be writing it): closed segments and the complete frames of the active one.
+pub fn read_slice(dir: &Path, from_ns: i64, to_ns: i64) -> Result<Vec<u8>> {
+    let mut segs = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if let Some((a, b)) = parse_segment_name(&e.file_name().to_string_lossy()) {
+                segs.push((a, b, e.path()));
+            }
+        }
+    }
+    segs.sort();
+    let mut out = Vec::new();
+    for (first, last, path) in segs {
+        if last >= from_ns && first <= to_ns {
+            filter_segment(&path, from_ns, to_ns, &mut out)?;
+        }
+    }
+    filter_segment(&dir.join(ACTIVE), from_ns, to_ns, &mut out)?;
+    Ok(out)
+}
+
+/// Unix time in nanoseconds of an RFC 3339 timestamp (an event's `time`).
+pub fn time_ns(rfc3339: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp_nanos().clamp(0, i64::MAX as i128) as i64)
+}
+
+pub fn now_ns() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos()).clamp(0, i64::MAX as i128) as i64
 }
 

@@ -3,13 +3,15 @@
 mod bench;
 mod demo;
 mod procs;
+mod setup;
+mod vm;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use procs::{cargo, ensure_tools, run_inherit, section};
+use procs::{cargo, run_inherit, section};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +33,9 @@ enum Cmd {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings`, as CI runs them.
     Lint,
+    /// Prepare this machine (as root): install clang, libbpf-dev and the tools the tests use
+    /// (one apt-get update, only what is missing), mount tracefs and bpffs if absent.
+    Setup,
     /// Start a collector and an agent on loopback, collect volatile evidence and verify it.
     Demo {
         /// Leave the collector and the agent running at the end (prints their pids).
@@ -46,10 +51,11 @@ enum Cmd {
         #[arg(long)]
         size_mib: Option<u64>,
     },
-    /// Kernel matrix in QEMU guests (not yet implemented).
+    /// A second kernel (Debian's 6.1 cloud kernel) in a QEMU guest (TCG, no network):
+    /// `prepare`, `smoke`, `sensor`, `run SCRIPT`.
     Vm {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        cmd: vm::VmCmd,
     },
 }
 
@@ -61,8 +67,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 ];
 
 fn test(args: &[String]) -> Result<()> {
-    section("tools the tests use");
-    ensure_tools(TEST_TOOLS)?;
+    setup::run(TEST_TOOLS)?;
     section("cargo build --workspace --bins");
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
+        Cmd::Setup => setup::run(TEST_TOOLS),
         Cmd::Demo { keep_running } => demo::run(keep_running),
         Cmd::Bench { name, size_mib } => match name.as_str() {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
@@ -114,10 +120,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        Cmd::Vm { .. } => {
-            eprintln!("error: `cargo xtask vm` is not yet implemented");
-            return ExitCode::from(2);
-        }
+        Cmd::Vm { cmd } => vm::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, Notify};
 
 pub struct Agent {
     pub cfg: AgentConfig,
+    pub state: StateDir,
+    /// Events for the collector's live stream.
+    pub shipper: Arc<super::events::EventShipper>,
     pub connector: Arc<Connector>,
     pub spool: Arc<Spool>,
     pub options: CollectOptions,
@@ -39,7 +42,16 @@ impl Agent {
         let spool = Spool::new(state.spool(), cfg.spool_max_bytes);
         let mut options = CollectOptions::default();
         options.volatile.metadata = cfg.metadata_config();
+        // Collections read the journal from disk; the recorder itself is opened by `run`,
+        // which alone writes it.
+        options.journal = Some(crate::collect::Journal {
+            recorder: None,
+            dir: state.journal(),
+            window: Duration::from_secs(cfg.journal_window_secs),
+        });
         Ok(Arc::new(Agent {
+            state: state.clone(),
+            shipper: super::events::EventShipper::new(100_000),
             cfg,
             connector,
             spool,
@@ -60,13 +72,77 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Run forever: stay connected, execute commands.
+/// Start the sensor and the flight recorder: every event goes to the journal on disk and to
+/// the live stream. Returns the sensor, which runs until dropped.
+fn start_recording(agent: &Arc<Agent>) -> Result<Option<crate::sensor::Sensor>> {
+    if !agent.cfg.sensor_enabled {
+        tracing::info!("sensor disabled in agent.toml (sensor_enabled = false)");
+        return Ok(None);
+    }
+    let mut recorder = crate::flight_recorder::FlightRecorder::open(
+        &agent.state.journal(),
+        crate::flight_recorder::RecorderConfig {
+            max_bytes: agent.cfg.journal_max_bytes,
+            max_age: Duration::from_secs(agent.cfg.journal_max_age_secs),
+            ..Default::default()
+        },
+    )?;
+    let sensor = crate::sensor::Sensor::start(agent.cfg.sensor.clone())?;
+    let status = sensor.status().clone();
+    match &status.reason {
+        None => tracing::info!(
+            "sensor running: {:?}, {} tracepoints",
+            status.mode,
+            status.tracepoints.len()
+        ),
+        Some(r) => tracing::warn!("sensor running in {:?} mode: {r}", status.mode),
+    }
+    let events = sensor.subscribe();
+    let shipper = agent.shipper.clone();
+    std::thread::Builder::new()
+        .name("flight-recorder".into())
+        .spawn(move || loop {
+            match events.recv_timeout(Duration::from_secs(1)) {
+                Ok(ev) => {
+                    let Ok(value) = serde_json::to_value(&ev) else {
+                        continue;
+                    };
+                    let t = crate::flight_recorder::time_ns(&ev.time)
+                        .unwrap_or_else(crate::flight_recorder::now_ns);
+                    if let Ok(line) = serde_json::to_vec(&value) {
+                        if let Err(e) = recorder.append(t, &line) {
+                            tracing::warn!("flight recorder: {e:#}");
+                        }
+                    }
+                    shipper.push(value);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = recorder.flush() {
+                        tracing::warn!("flight recorder: {e:#}");
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = recorder.flush();
+                    return;
+                }
+            }
+        })?;
+    Ok(Some(sensor))
+}
+
+/// Run forever: record events, stay connected, execute commands.
 pub async fn run(agent: Arc<Agent>) -> Result<()> {
     tracing::info!(
         "agent {} starting; collector {}",
         agent.cfg.agent_id,
         agent.cfg.collector
     );
+    let a = agent.clone();
+    let _sensor = tokio::task::spawn_blocking(move || start_recording(&a)).await??;
+    tokio::spawn(super::events::ship(
+        agent.shipper.clone(),
+        agent.connector.clone(),
+    ));
     loop {
         let conn = agent.connector.get().await;
         if let Err(e) = control_session(&agent, &conn).await {

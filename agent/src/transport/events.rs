@@ -72,7 +72,7 @@ impl EventShipper {
     }
 
     /// Events dropped from the live stream since the agent started.
-    pub fn dropped(&self) -> u64 {
+    pub fn dropped_total(&self) -> u64 {
         self.lock().dropped_total
     }
 
@@ -169,7 +169,7 @@ mod tests {
         for i in 0..cap + 10 {
             s.push(serde_json::json!({"n": i}));
         }
-        assert_eq!(s.dropped(), 10);
+        assert_eq!(s.dropped_total(), 10);
         s.acked(u64::MAX);
         s.push(serde_json::json!({"n": "after"}));
         let (_, batch) = s.batch_after(None).unwrap();
