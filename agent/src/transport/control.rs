@@ -32,6 +32,8 @@ pub struct Agent {
     running: Mutex<HashSet<String>>,
     outbox: Mutex<Vec<Message>>,
     outbox_bell: Notify,
+    /// The flight recorder, once `run` opened it: collections slice it (flushing first).
+    recorder: std::sync::OnceLock<Arc<Mutex<crate::flight_recorder::FlightRecorder>>>,
 }
 
 impl Agent {
@@ -60,6 +62,7 @@ impl Agent {
             running: Mutex::new(HashSet::new()),
             outbox: Mutex::new(Vec::new()),
             outbox_bell: Notify::new(),
+            recorder: std::sync::OnceLock::new(),
         }))
     }
 
@@ -79,7 +82,7 @@ fn start_recording(agent: &Arc<Agent>) -> Result<Option<crate::sensor::Sensor>> 
         tracing::info!("sensor disabled in agent.toml (sensor_enabled = false)");
         return Ok(None);
     }
-    let mut recorder = crate::flight_recorder::FlightRecorder::open(
+    let recorder = crate::flight_recorder::FlightRecorder::open(
         &agent.state.journal(),
         crate::flight_recorder::RecorderConfig {
             max_bytes: agent.cfg.journal_max_bytes,
@@ -99,6 +102,8 @@ fn start_recording(agent: &Arc<Agent>) -> Result<Option<crate::sensor::Sensor>> 
     }
     let events = sensor.subscribe();
     let shipper = agent.shipper.clone();
+    let recorder = Arc::new(Mutex::new(recorder));
+    let _ = agent.recorder.set(recorder.clone());
     std::thread::Builder::new()
         .name("flight-recorder".into())
         .spawn(move || loop {
@@ -110,19 +115,19 @@ fn start_recording(agent: &Arc<Agent>) -> Result<Option<crate::sensor::Sensor>> 
                     let t = crate::flight_recorder::time_ns(&ev.time)
                         .unwrap_or_else(crate::flight_recorder::now_ns);
                     if let Ok(line) = serde_json::to_vec(&value) {
-                        if let Err(e) = recorder.append(t, &line) {
+                        if let Err(e) = lock(&recorder).append(t, &line) {
                             tracing::warn!("flight recorder: {e:#}");
                         }
                     }
                     shipper.push(value);
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(e) = recorder.flush() {
+                    if let Err(e) = lock(&recorder).flush() {
                         tracing::warn!("flight recorder: {e:#}");
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = recorder.flush();
+                    let _ = lock(&recorder).flush();
                     return;
                 }
             }
@@ -302,7 +307,10 @@ async fn collect_and_upload(
     agent: &Arc<Agent>,
     req: &CollectRequest,
 ) -> (Vec<String>, Vec<String>) {
-    let opts = agent.options.clone();
+    let mut opts = agent.options.clone();
+    if let (Some(j), Some(rec)) = (opts.journal.as_mut(), agent.recorder.get()) {
+        j.recorder = Some(rec.clone());
+    }
     let r = req.clone();
     let planned = tokio::task::spawn_blocking(move || {
         let host = crate::identity::host_identity(&opts.volatile.metadata);
