@@ -5,13 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cairn_agent::sensor::{
-    Event, EventKind, RunningMode, Sensor, SensorConfig, SensorMode, Source,
+    Event, EventKind, RunningMode, Sensor, SensorConfig, SensorMode, Source, Subscription,
 };
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::Receiver;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,7 @@ fn start(cfg: SensorConfig) -> Sensor {
 
 /// Collects events until `done` holds for the collection or `timeout` passes (then panics).
 fn collect(
-    rx: &Receiver<Event>,
+    rx: &Subscription,
     timeout: Duration,
     what: &str,
     mut done: impl FnMut(&[Event]) -> bool,

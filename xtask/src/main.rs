@@ -1,6 +1,7 @@
 //! `cargo xtask`: cairn's build, test, demo and benchmark driver.
 
 mod bench;
+mod bench_sensor;
 mod demo;
 mod procs;
 mod setup;
@@ -42,14 +43,20 @@ enum Cmd {
         #[arg(long)]
         keep_running: bool,
     },
-    /// Benchmarks against a baseline tool on the same data (`ingest`; later sensor, memory,
-    /// disk, timeline).
+    /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`;
+    /// later memory, disk, timeline).
     Bench {
         /// Which benchmark.
         name: String,
         /// Size of the test data in MiB (ingest: default 1024).
         #[arg(long)]
         size_mib: Option<u64>,
+        /// sensor: how many execs of /bin/true in the exec storm.
+        #[arg(long, default_value_t = 20_000)]
+        execs: u32,
+        /// sensor: how many TCP connects in the connect storm.
+        #[arg(long, default_value_t = 5_000)]
+        connects: u32,
     },
     /// A second kernel (Debian's 6.1 cloud kernel) in a QEMU guest (TCG, no network):
     /// `prepare`, `smoke`, `sensor`, `run SCRIPT`.
@@ -106,16 +113,22 @@ fn main() -> ExitCode {
         Cmd::Lint => lint(),
         Cmd::Setup => setup::run(TEST_TOOLS),
         Cmd::Demo { keep_running } => demo::run(keep_running),
-        Cmd::Bench { name, size_mib } => match name.as_str() {
+        Cmd::Bench {
+            name,
+            size_mib,
+            execs,
+            connects,
+        } => match name.as_str() {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
-            "sensor" | "memory" | "disk" | "timeline" => {
+            "sensor" => bench_sensor::run(execs, connects),
+            "memory" | "disk" | "timeline" => {
                 eprintln!("error: `cargo xtask bench {name}` is not yet implemented");
                 return ExitCode::from(2);
             }
             other => {
                 eprintln!(
-                    "error: unknown benchmark {other:?} (known: ingest; not yet implemented: \
-                     sensor, memory, disk, timeline)"
+                    "error: unknown benchmark {other:?} (known: ingest, sensor; not yet \
+                     implemented: memory, disk, timeline)"
                 );
                 return ExitCode::from(2);
             }

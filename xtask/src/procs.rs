@@ -334,6 +334,10 @@ impl Managed {
         Ok(())
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Leaves the process running; returns its pid.
     pub fn detach(&mut self) -> Option<u32> {
         self.child.take().map(|c| c.id())

@@ -65,7 +65,7 @@ impl Default for SensorConfig {
     fn default() -> Self {
         SensorConfig {
             mode: SensorMode::Auto,
-            ring_buffer_bytes: 16 * 1024 * 1024,
+            ring_buffer_bytes: 8 * 1024 * 1024,
             max_processes: 65_536,
             exited_linger_secs: 60,
             procfs_poll_ms: 100,
@@ -104,7 +104,7 @@ pub enum SensorError {
 }
 
 struct Subscriber {
-    tx: SyncSender<Event>,
+    tx: SyncSender<Box<Event>>,
     /// Not delivered since the last `events_lost` it received.
     pending_lost: u64,
     total_lost: u64,
@@ -131,7 +131,7 @@ impl Hub {
                     count: s.pending_lost,
                     total: s.total_lost,
                 });
-                match s.tx.try_send(l) {
+                match s.tx.try_send(Box::new(l)) {
                     Ok(()) => s.pending_lost = 0,
                     Err(TrySendError::Full(_)) => {}
                     Err(TrySendError::Disconnected(_)) => return false,
@@ -143,7 +143,7 @@ impl Hub {
                 newly_lost += 1;
                 return true;
             }
-            match s.tx.try_send(ev.clone()) {
+            match s.tx.try_send(Box::new(ev.clone())) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
                     s.pending_lost += 1;
@@ -170,6 +170,24 @@ impl Hub {
         if let Ok(mut l) = self.lost.lock() {
             l.insert(kind.to_string(), total);
         }
+    }
+}
+
+/// A subscriber's end. Events travel boxed: the channel's slots are allocated up front, and
+/// 65,536 slots of a whole `Event` would be ~60 MB of resident memory for an idle agent.
+pub struct Subscription(Receiver<Box<Event>>);
+
+impl Subscription {
+    pub fn recv(&self) -> Result<Event, std::sync::mpsc::RecvError> {
+        self.0.recv().map(|b| *b)
+    }
+
+    pub fn recv_timeout(&self, d: Duration) -> Result<Event, std::sync::mpsc::RecvTimeoutError> {
+        self.0.recv_timeout(d).map(|b| *b)
+    }
+
+    pub fn try_recv(&self) -> Result<Event, std::sync::mpsc::TryRecvError> {
+        self.0.try_recv().map(|b| *b)
     }
 }
 
@@ -262,7 +280,7 @@ impl Sensor {
     }
 
     /// A new receiver of every event from now on.
-    pub fn subscribe(&self) -> Receiver<Event> {
+    pub fn subscribe(&self) -> Subscription {
         let (tx, rx) = sync_channel(self.capacity);
         if let Ok(mut s) = self.hub.subs.lock() {
             s.push(Subscriber {
@@ -271,7 +289,7 @@ impl Sensor {
                 total_lost: 0,
             });
         }
-        rx
+        Subscription(rx)
     }
 
     pub fn status(&self) -> &SensorStatus {

@@ -91,6 +91,12 @@ fn start_recording(agent: &Arc<Agent>) -> Result<Option<crate::sensor::Sensor>> 
         },
     )?;
     let sensor = crate::sensor::Sensor::start(agent.cfg.sensor.clone())?;
+    // Loading parses the kernel's BTF (tens of MB, freed once the programs are in); give
+    // that memory back to the system instead of keeping it as the agent's resident set.
+    // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let status = sensor.status().clone();
     match &status.reason {
         None => tracing::info!(
