@@ -214,24 +214,8 @@ async fn control_session(agent: &Arc<Agent>, conn: &quinn::Connection) -> Result
         }
         other => bail!("unexpected answer to hello: {other:?}"),
     }
-    let (tx, mut incoming) = mpsc::channel::<Result<Message>>(64);
-    let reader = tokio::spawn(async move {
-        loop {
-            let m = match read_frame(&mut recv).await {
-                Ok(Some(Frame::Message(m))) => Ok(m),
-                Ok(Some(Frame::Chunk(_))) => Err(anyhow!("chunk on the control stream")),
-                Ok(None) => Err(anyhow!("collector closed the control stream")),
-                Err(e) => Err(e.into()),
-            };
-            let stop = m.is_err();
-            if tx.send(m).await.is_err() || stop {
-                return;
-            }
-        }
-    });
-    let result = control_loop(agent, &mut send, &mut incoming).await;
-    reader.abort();
-    result
+    let (mut incoming, _reader) = super::read_messages(recv, "control stream", 64);
+    control_loop(agent, &mut send, &mut incoming).await
 }
 
 async fn control_loop(

@@ -7,12 +7,12 @@
 
 use super::connection::Connector;
 use anyhow::{anyhow, Result};
-use cairn_protocol::wire::aio::{read_frame, write_message};
-use cairn_protocol::wire::{Frame, Message};
+use cairn_protocol::wire::aio::write_message;
+use cairn_protocol::wire::Message;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 const BATCH: usize = 512;
 
@@ -117,29 +117,13 @@ pub async fn ship(shipper: Arc<EventShipper>, connector: Arc<Connector>) {
 }
 
 async fn session(shipper: &EventShipper, conn: &quinn::Connection) -> Result<()> {
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let (tx, mut acks) = mpsc::channel::<Result<u64>>(64);
-    let reader = tokio::spawn(async move {
-        loop {
-            let r = match read_frame(&mut recv).await {
-                Ok(Some(Frame::Message(Message::EventsAck { upto_seq }))) => Ok(upto_seq),
-                Ok(Some(Frame::Message(Message::Error { code, message }))) => {
-                    Err(anyhow!("collector refused events ({code}): {message}"))
-                }
-                Ok(other) => Err(anyhow!("unexpected answer on the event stream: {other:?}")),
-                Err(e) => Err(e.into()),
-            };
-            let stop = r.is_err();
-            if tx.send(r).await.is_err() || stop {
-                return;
-            }
-        }
-    });
+    let (mut send, recv) = conn.open_bi().await?;
+    let (mut replies, _reader) = super::read_messages(recv, "event stream", 64);
     let mut sent_upto: Option<u64> = None;
     let result: Result<()> = async {
         loop {
-            while let Ok(a) = acks.try_recv() {
-                shipper.acked(a?);
+            while let Ok(m) = replies.try_recv() {
+                shipper.acked(ack(m)?);
             }
             if let Some((first_seq, events)) = shipper.batch_after(sent_upto) {
                 let n = events.len() as u64;
@@ -148,14 +132,23 @@ async fn session(shipper: &EventShipper, conn: &quinn::Connection) -> Result<()>
                 continue;
             }
             tokio::select! {
-                a = acks.recv() => shipper.acked(a.ok_or_else(|| anyhow!("event stream closed"))??),
+                m = replies.recv() => shipper.acked(ack(m.ok_or_else(|| anyhow!("event stream closed"))?)?),
                 _ = shipper.bell.notified() => {}
             }
         }
     }
     .await;
-    reader.abort();
     result
+}
+
+fn ack(m: Result<Message>) -> Result<u64> {
+    match m? {
+        Message::EventsAck { upto_seq } => Ok(upto_seq),
+        Message::Error { code, message } => {
+            Err(anyhow!("collector refused events ({code}): {message}"))
+        }
+        other => Err(anyhow!("unexpected {} on the event stream", other.name())),
+    }
 }
 
 #[cfg(test)]

@@ -13,3 +13,42 @@ pub mod enroll;
 pub mod events;
 pub mod tls;
 pub mod upload;
+
+use anyhow::{anyhow, Result};
+use cairn_protocol::wire::{aio::read_frame, Frame, Message};
+
+/// Messages from the collector on one stream, read by their own task and handed over a
+/// channel: a frame read cut short by `select!` would lose bytes, a channel receive does not.
+/// The channel ends with the first error (or the end of the stream, named `stream`).
+/// Dropping the returned guard stops the task.
+pub(crate) fn read_messages(
+    mut recv: quinn::RecvStream,
+    stream: &'static str,
+    depth: usize,
+) -> (tokio::sync::mpsc::Receiver<Result<Message>>, ReaderGuard) {
+    let (tx, rx) = tokio::sync::mpsc::channel(depth);
+    let task = tokio::spawn(async move {
+        loop {
+            let m = match read_frame(&mut recv).await {
+                Ok(Some(Frame::Message(m))) => Ok(m),
+                Ok(Some(Frame::Chunk(_))) => Err(anyhow!("collector sent a chunk on the {stream}")),
+                Ok(None) => Err(anyhow!("collector closed the {stream}")),
+                Err(e) => Err(e.into()),
+            };
+            let stop = m.is_err();
+            if tx.send(m).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    (rx, ReaderGuard(task))
+}
+
+/// Aborts the reader task when dropped.
+pub(crate) struct ReaderGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

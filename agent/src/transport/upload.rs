@@ -12,8 +12,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use cairn_protocol::chunk::{Chunk, ChunkHeader, HEADER_LEN};
 use cairn_protocol::manifest::{ItemHeader, ItemManifest};
-use cairn_protocol::wire::aio::{read_frame, write_message};
-use cairn_protocol::wire::{Frame, Message, KIND_CHUNK};
+use cairn_protocol::wire::aio::write_message;
+use cairn_protocol::wire::{Message, KIND_CHUNK};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,27 +165,10 @@ impl Upload {
     }
 
     async fn attempt(&mut self, conn: &quinn::Connection) -> Result<Sealed, AttemptError> {
-        let (mut send, mut recv) = conn.open_bi().await?;
+        let (mut send, recv) = conn.open_bi().await?;
         write_message(&mut send, Message::ItemBegin(Box::new(self.header.clone()))).await?;
-        // Replies are read by their own task: a read cut short by select! would lose bytes.
-        let (reply_tx, mut replies) = mpsc::channel::<Result<Message>>(256);
-        let reader = tokio::spawn(async move {
-            loop {
-                let m = match read_frame(&mut recv).await {
-                    Ok(Some(Frame::Message(m))) => Ok(m),
-                    Ok(Some(Frame::Chunk(_))) => Err(anyhow!("collector sent a chunk")),
-                    Ok(None) => Err(anyhow!("collector closed the item stream")),
-                    Err(e) => Err(e.into()),
-                };
-                let stop = m.is_err();
-                if reply_tx.send(m).await.is_err() || stop {
-                    return;
-                }
-            }
-        });
-        let result = self.exchange(&mut send, &mut replies).await;
-        reader.abort();
-        result
+        let (mut replies, _reader) = super::read_messages(recv, "item stream", 256);
+        self.exchange(&mut send, &mut replies).await
     }
 
     async fn exchange(
