@@ -127,6 +127,8 @@ static __always_inline void read_cwd(struct task_struct *task, struct exec_event
 	struct mount *mnt = (void *)vm - bpf_core_field_offset(struct mount, mnt);
 	bool done = false;
 
+	/* Unrolled: 6.1's verifier rejects this loop's back-edge as clang lays it out. */
+#pragma unroll
 	for (int i = 0; i < CWD_MAX_DEPTH; i++) {
 		if (d == root.dentry && vm == root.mnt) {
 			done = true;
@@ -361,7 +363,9 @@ int sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
 		e->sock_id = (u64)sk;
 		if (ret == 0 || ret == -EINPROGRESS) {
 			u64 key = (u64)sk;
-			bpf_map_update_elem(&sock_owner, &key, &e->hdr.task, BPF_ANY);
+			/* Kernels before 6.2 refuse ring-buffer memory as a map value: copy it first. */
+			struct task_info owner = e->hdr.task;
+			bpf_map_update_elem(&sock_owner, &key, &owner, BPF_ANY);
 		}
 		bpf_ringbuf_submit(e, 0);
 		return 0;
@@ -397,7 +401,9 @@ static __always_inline int on_accept(struct trace_event_raw_sys_exit *ctx)
 	tuple_from_sock(e, sk);
 	e->result = fd;
 	e->sock_id = key;
-	bpf_map_update_elem(&sock_owner, &key, &e->hdr.task, BPF_ANY);
+	/* Kernels before 6.2 refuse ring-buffer memory as a map value: copy it first. */
+	struct task_info owner = e->hdr.task;
+	bpf_map_update_elem(&sock_owner, &key, &owner, BPF_ANY);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

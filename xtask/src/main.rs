@@ -82,9 +82,21 @@ fn test(args: &[String]) -> Result<()> {
     section("cargo test --workspace");
     let mut t = cargo();
     t.args(["test", "--workspace", "--no-fail-fast"]).args(args);
-    run_inherit(t)?;
-    section("tests passed");
-    Ok(())
+    let unit = run_inherit(t);
+    // The sensor on a second kernel: Debian's 6.1 cloud kernel in a QEMU guest.
+    section("vm sensor: the eBPF sensor on Debian's 6.1 cloud kernel (QEMU, TCG)");
+    let guest = vm::vm_sensor_check();
+    match (unit, guest) {
+        (Ok(()), Ok(())) => {
+            section("tests passed");
+            Ok(())
+        }
+        (Err(e), Ok(())) => Err(e),
+        (Ok(()), Err(e)) => Err(e.context("the sensor check on the second kernel failed")),
+        (Err(a), Err(b)) => Err(a.context(format!(
+            "and the sensor check on the second kernel failed: {b:#}"
+        ))),
+    }
 }
 
 fn lint() -> Result<()> {

@@ -69,6 +69,18 @@ pub enum VmCmd {
         /// Seconds before QEMU is killed.
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
+        /// Extra files, `HOST_PATH:GUEST_PATH`.
+        #[arg(long = "file")]
+        files: Vec<String>,
+        /// A raw disk image for the guest (/dev/vda; the virtio modules are loaded).
+        #[arg(long)]
+        disk: Option<PathBuf>,
+        /// A unix socket path for QMP (e.g. for `dump-guest-memory`).
+        #[arg(long)]
+        qmp: Option<PathBuf>,
+        /// Print the whole serial console, not only the script's output.
+        #[arg(long)]
+        console: bool,
     },
 }
 
@@ -86,15 +98,34 @@ pub fn run(cmd: VmCmd) -> Result<()> {
             binaries,
             memory_mib,
             timeout_secs,
+            files,
+            disk,
+            qmp,
+            console,
         } => {
+            let files = files
+                .iter()
+                .map(|f| {
+                    f.split_once(':')
+                        .map(|(h, g)| (PathBuf::from(h), PathBuf::from(g)))
+                        .ok_or_else(|| anyhow!("--file wants HOST_PATH:GUEST_PATH, got {f:?}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let r = run_guest(&GuestSpec {
                 script,
                 binaries,
                 memory_mib,
                 timeout: Duration::from_secs(timeout_secs),
+                disk,
+                files,
+                qmp,
                 ..GuestSpec::default()
             })?;
-            print!("{}", r.script_output);
+            if console {
+                print!("{}", r.console);
+            } else {
+                print!("{}", r.script_output);
+            }
             println!(
                 "(exit code {}, boot {:.1} s, total {:.1} s)",
                 r.exit_code, r.boot_seconds, r.total_seconds
@@ -233,19 +264,19 @@ pub fn prepare() -> Result<Kernel> {
             if !have_command("apt-get") {
                 bail!("no apt-get: cannot download the guest kernel");
             }
-            let mut name = newest_kernel_package()?;
-            if name.is_none() && !updated {
-                if !is_root() {
-                    bail!("no {KERNEL_PATTERN} in the package lists; run as root (apt-get update)");
-                }
+            // Old package lists may name a kernel the mirror no longer has: update them once.
+            if !updated && is_root() {
                 apt(&["update", "-q"], None)?;
-                name = newest_kernel_package()?;
             }
-            let name = name.ok_or_else(|| {
+            let name = newest_kernel_package()?.ok_or_else(|| {
                 anyhow!("no package matches {KERNEL_PATTERN} after apt-get update")
             })?;
             section(&format!("apt-get download {name}"));
-            apt(&["download", "-q", &name], Some(&dir))?;
+            // Downloading into target/ as root: apt's _apt sandbox user could not write there.
+            apt(
+                &["download", "-q", "-o", "APT::Sandbox::User=root", &name],
+                Some(&dir),
+            )?;
             find_file(&dir, |n| n.starts_with(&name) && n.ends_with(".deb"))?.ok_or_else(|| {
                 anyhow!("apt-get download {name} left no .deb in {}", dir.display())
             })?
@@ -320,11 +351,17 @@ fn kernel_in(kroot: &Path) -> Result<Kernel> {
 fn find_module(k: &Kernel, name: &str) -> Result<PathBuf> {
     let base = k.root.join("lib/modules").join(&k.release).join("kernel");
     let mut stack = vec![base.clone()];
-    let wanted = [
-        format!("{name}.ko"),
-        format!("{name}.ko.xz"),
-        format!("{name}.ko.zst"),
-    ];
+    let dashed = name.replace('_', "-");
+    let wanted: Vec<String> = [name, dashed.as_str()]
+        .iter()
+        .flat_map(|n| {
+            [
+                format!("{n}.ko"),
+                format!("{n}.ko.xz"),
+                format!("{n}.ko.zst"),
+            ]
+        })
+        .collect();
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
             let e = e?;
@@ -369,6 +406,41 @@ fn install_module(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Installs module `name` and, first, the modules its `depends=` names (recursively), into
+/// `dir`; `order` receives them in an order `insmod` accepts.
+fn add_module(k: &Kernel, name: &str, dir: &Path, order: &mut Vec<String>) -> Result<()> {
+    if order.iter().any(|m| m == name) {
+        return Ok(());
+    }
+    let dst = dir.join(format!("{name}.ko"));
+    install_module(&find_module(k, name)?, &dst)?;
+    let bytes = fs::read(&dst)?;
+    for dep in module_depends(&bytes) {
+        if order.len() > 64 {
+            bail!("kernel module dependencies of {name} do not end");
+        }
+        add_module(k, &dep, dir, order)?;
+    }
+    if !order.iter().any(|m| m == name) {
+        order.push(name.to_string());
+    }
+    Ok(())
+}
+
+/// The `depends=a,b` entry of a module's `.modinfo` (NUL-terminated strings).
+fn module_depends(ko: &[u8]) -> Vec<String> {
+    ko.split(|b| *b == 0)
+        .filter_map(|s| s.strip_prefix(b"depends="))
+        .flat_map(|d| {
+            String::from_utf8_lossy(d)
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Creates `path` in the initramfs tree `root` (an absolute guest path) with its parents.
@@ -443,7 +515,7 @@ fn write_exec(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn init_script(modules: &[String]) -> String {
+fn init_script(modules: &[String], disk: bool) -> String {
     let mut s = String::from(
         r#"#!/bin/sh
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
@@ -460,6 +532,13 @@ mount -t bpf bpf /sys/fs/bpf || echo "cairn-vm: cannot mount bpffs"
         s.push_str(&format!(
             "insmod /lib/modules/{m}.ko || echo \"cairn-vm: insmod {m} failed\"\n"
         ));
+    }
+    if disk {
+        // The disk's device node appears asynchronously after virtio_blk binds.
+        s.push_str(
+            "i=0; while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
+             [ -b /dev/vda ] || echo \"cairn-vm: no /dev/vda\"\n",
+        );
     }
     s.push_str(&format!(
         r#"cd /
@@ -488,6 +567,7 @@ pub fn build_initramfs(k: &Kernel, spec: &GuestSpec, work: &Path) -> Result<Path
         "sys",
         "tmp",
         "root",
+        "mnt",
         "etc",
         "cairn",
         "lib/modules",
@@ -558,14 +638,15 @@ pub fn build_initramfs(k: &Kernel, spec: &GuestSpec, work: &Path) -> Result<Path
             modules.push(m.clone());
         }
     }
+    let mut order = Vec::new();
     for m in &modules {
-        install_module(
-            &find_module(k, m)?,
-            &root.join("lib/modules").join(format!("{m}.ko")),
-        )?;
+        add_module(k, m, &root.join("lib/modules"), &mut order)?;
     }
 
-    write_exec(&root.join("init"), &init_script(&modules))?;
+    write_exec(
+        &root.join("init"),
+        &init_script(&order, spec.disk.is_some()),
+    )?;
     write_exec(&root.join("cairn/script.sh"), &spec.script)?;
 
     let out = work.join("initramfs.cpio.gz");
@@ -657,6 +738,9 @@ pub fn run_guest(spec: &GuestSpec) -> Result<GuestResult> {
     let status = loop {
         while let Ok((at, b)) = rx.recv_timeout(Duration::from_millis(50)) {
             collect(&mut console, &mut boot_at, at, b);
+            if Instant::now() > deadline {
+                break;
+            }
         }
         if let Some(s) = child.try_wait()? {
             break s;
@@ -806,9 +890,11 @@ fn marker() -> String {
 /// the guest must report the exec of `/bin/true a "b c"` (exact argv, parent = the script's
 /// shell, after the `/bin/sh -c` and `/usr/bin/env` execs of the same pid) and its exit.
 pub fn vm_sensor_check() -> Result<()> {
-    section("cargo build --bins -p cairn-agent");
+    section("cargo build --workspace --bins");
     let mut build = cargo();
-    build.args(["build", "--bins", "-p", "cairn-agent"]);
+    // The same selection as `cargo xtask test`: reuses what it built (per-package builds
+    // unify features differently and would rebuild dependencies).
+    build.args(["build", "--workspace", "--bins"]);
     run_inherit(build)?;
     let agent = target_dir().join("debug/cairn-agent");
     if !agent.is_file() {
