@@ -240,12 +240,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 return Ok(0);
             }
             println!(
-                "{:<36}  {:<20} {:<20} {:<22} {:<26} CONNECTED",
-                "ID", "HOSTNAME", "INSTANCE", "AGENT", "LAST SEEN"
+                "{:<36}  {:<20} {:<20} {:<20} {:<31} {:<9} {:<7} LOST",
+                "ID", "HOSTNAME", "INSTANCE", "AGENT", "LAST SEEN", "CONNECTED", "SENSOR"
             );
             for h in v["hosts"].as_array().into_iter().flatten() {
+                let st = &h["status"];
                 println!(
-                    "{:<36}  {:<20} {:<20} {:<22} {:<26} {}",
+                    "{:<36}  {:<20} {:<20} {:<20} {:<31} {:<9} {:<7} {}",
                     s(&h["id"]),
                     s(&h["hostname"]),
                     s(&h["instance_id"]),
@@ -255,8 +256,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
                         "yes"
                     } else {
                         "no"
-                    }
+                    },
+                    s(&st["sensor_mode"]),
+                    s(&st["events_lost"]),
                 );
+                if let Some(r) = st["sensor_reason"].as_str() {
+                    println!("{:<38}sensor: {r}", "");
+                }
             }
         }
         Cmd::Collect {

@@ -56,6 +56,8 @@ pub struct HostRow {
     pub enrolled_at: String,
     pub last_seen: Option<String>,
     pub origin: String,
+    /// The agent's last reported status (sensor mode, events lost).
+    pub status: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,7 +123,7 @@ CREATE TABLE IF NOT EXISTS enroll_tokens (
 CREATE TABLE IF NOT EXISTS hosts (
     id TEXT PRIMARY KEY, hostname TEXT NOT NULL, machine_id TEXT, instance_id TEXT, kernel TEXT,
     agent_version TEXT, identity_json TEXT, cert_sha256 TEXT UNIQUE, enrolled_at TEXT NOT NULL,
-    last_seen TEXT, origin TEXT NOT NULL);
+    last_seen TEXT, origin TEXT NOT NULL, status_json TEXT);
 CREATE TABLE IF NOT EXISTS collections (
     id TEXT PRIMARY KEY, host_id TEXT NOT NULL REFERENCES hosts(id), profile TEXT NOT NULL,
     reason TEXT NOT NULL, requested_by TEXT NOT NULL, request_json TEXT NOT NULL,
@@ -168,7 +170,24 @@ impl Db {
         db.lock()
             .execute_batch(SCHEMA)
             .context("creating the schema")?;
+        db.migrate()?;
         Ok(db)
+    }
+
+    /// Columns added after a table first shipped: added to older databases on open.
+    fn migrate(&self) -> Result<()> {
+        let conn = self.lock();
+        for (table, column, ty) in [("hosts", "status_json", "TEXT")] {
+            let exists = conn
+                .prepare(&format!(
+                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+                ))?
+                .exists(params![column])?;
+            if !exists {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn open(path: &Path) -> Result<Db> {
@@ -306,6 +325,18 @@ impl Db {
         Ok(())
     }
 
+    pub fn set_host_status(
+        &self,
+        id: &str,
+        status: &cairn_protocol::wire::AgentStatus,
+    ) -> Result<()> {
+        self.lock().execute(
+            "UPDATE hosts SET status_json = ?2, last_seen = ?3 WHERE id = ?1",
+            params![id, serde_json::to_string(status)?, now()],
+        )?;
+        Ok(())
+    }
+
     pub fn touch_host(&self, id: &str) -> Result<()> {
         self.lock().execute(
             "UPDATE hosts SET last_seen = ?2 WHERE id = ?1",
@@ -365,11 +396,12 @@ impl Db {
             enrolled_at: r.get(6)?,
             last_seen: r.get(7)?,
             origin: r.get(8)?,
+            status: json_col(r.get(9)?),
         })
     }
 
     const HOST_COLS: &'static str =
-        "id, hostname, machine_id, instance_id, kernel, agent_version, enrolled_at, last_seen, origin";
+        "id, hostname, machine_id, instance_id, kernel, agent_version, enrolled_at, last_seen, origin, status_json";
 
     pub fn list_hosts(&self) -> Result<Vec<HostRow>> {
         let conn = self.lock();

@@ -289,7 +289,10 @@ async fn control_loop(
                 let Some(frame) = frame? else { return Ok(()) };
                 state.db().touch_host(host_id)?;
                 match frame {
-                    Frame::Message(Message::Heartbeat { .. }) => {
+                    Frame::Message(Message::Heartbeat { status, .. }) => {
+                        if let Some(s) = status {
+                            state.db().set_host_status(host_id, &s)?;
+                        }
                         write_message(send, Message::HeartbeatAck { time: cairn_protocol::now_rfc3339() }).await?;
                     }
                     Frame::Message(Message::CommandAccepted { collection_id }) => {

@@ -53,6 +53,9 @@ pub enum Message {
     },
     Heartbeat {
         time: String,
+        /// How the agent is doing, when it has something to say.
+        #[serde(default)]
+        status: Option<AgentStatus>,
     },
     HeartbeatAck {
         time: String,
@@ -130,6 +133,23 @@ impl Message {
             Message::Error { .. } => "error",
         }
     }
+}
+
+/// What an agent reports about itself with each heartbeat: enough for `cairn hosts` to show
+/// a host whose sensor fell back to /proc or is losing events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// `ebpf`, `procfs` (fallback) or `off`.
+    pub sensor_mode: String,
+    /// Why the sensor is not on eBPF, when it is not.
+    #[serde(default)]
+    pub sensor_reason: Option<String>,
+    /// Events lost since the agent started (ring buffer, subscribers, live stream).
+    #[serde(default)]
+    pub events_lost: u64,
+    /// Events waiting for the collector's acknowledgment.
+    #[serde(default)]
+    pub events_queued: u64,
 }
 
 /// One decoded frame.

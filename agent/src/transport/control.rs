@@ -34,6 +34,10 @@ pub struct Agent {
     outbox_bell: Notify,
     /// The flight recorder, once `run` opened it: collections slice it (flushing first).
     recorder: std::sync::OnceLock<Arc<Mutex<crate::flight_recorder::FlightRecorder>>>,
+    /// Sensor mode and the reason for a fallback, for the heartbeat.
+    sensor_status: Mutex<(String, Option<String>)>,
+    /// Events the sensor reported lost (sum of `events_lost` counts seen).
+    sensor_lost: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Agent {
@@ -63,7 +67,21 @@ impl Agent {
             outbox: Mutex::new(Vec::new()),
             outbox_bell: Notify::new(),
             recorder: std::sync::OnceLock::new(),
+            sensor_status: Mutex::new(("off".into(), None)),
+            sensor_lost: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }))
+    }
+
+    /// What the heartbeat reports.
+    pub fn status(&self) -> cairn_protocol::wire::AgentStatus {
+        let sensor = lock(&self.sensor_status).clone();
+        cairn_protocol::wire::AgentStatus {
+            sensor_mode: sensor.0,
+            sensor_reason: sensor.1,
+            events_lost: self.sensor_lost.load(std::sync::atomic::Ordering::Relaxed)
+                + self.shipper.dropped_total(),
+            events_queued: self.shipper.queued() as u64,
+        }
     }
 
     fn host(&self) -> cairn_protocol::manifest::HostIdentity {
@@ -106,6 +124,14 @@ fn start_recording(agent: &Arc<Agent>) -> Result<Option<crate::sensor::Sensor>> 
         ),
         Some(r) => tracing::warn!("sensor running in {:?} mode: {r}", status.mode),
     }
+    *lock(&agent.sensor_status) = (
+        match status.mode {
+            crate::sensor::RunningMode::Ebpf => "ebpf".into(),
+            crate::sensor::RunningMode::Procfs => "procfs".into(),
+        },
+        status.reason.clone(),
+    );
+    let lost = agent.sensor_lost.clone();
     let events = sensor.subscribe();
     let shipper = agent.shipper.clone();
     let recorder = Arc::new(Mutex::new(recorder));
@@ -115,6 +141,9 @@ fn start_recording(agent: &Arc<Agent>) -> Result<Option<crate::sensor::Sensor>> 
         .spawn(move || loop {
             match events.recv_timeout(Duration::from_secs(1)) {
                 Ok(ev) => {
+                    if let Some(l) = &ev.lost {
+                        lost.fetch_add(l.count, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let Ok(value) = serde_json::to_value(&ev) else {
                         continue;
                     };
@@ -264,10 +293,10 @@ async fn control_loop(
                 for m in new {
                     write_message(send, m).await?;
                 }
-                write_message(send, Message::Heartbeat { time: cairn_protocol::now_rfc3339() }).await?;
+                write_message(send, Message::Heartbeat { time: cairn_protocol::now_rfc3339(), status: None }).await?;
             }
             _ = heartbeat.tick() => {
-                write_message(send, Message::Heartbeat { time: cairn_protocol::now_rfc3339() }).await?;
+                write_message(send, Message::Heartbeat { time: cairn_protocol::now_rfc3339(), status: Some(agent.status()) }).await?;
             }
         }
     }
