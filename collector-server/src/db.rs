@@ -114,6 +114,9 @@ pub enum EnrollRefusal {
     Exhausted(u32),
 }
 
+/// `(table, column, type)` added since the table first shipped.
+const MIGRATIONS: &[(&str, &str, &str)] = &[("hosts", "status_json", "TEXT")];
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS api_tokens (
     token_sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created_at TEXT NOT NULL);
@@ -177,7 +180,7 @@ impl Db {
     /// Columns added after a table first shipped: added to older databases on open.
     fn migrate(&self) -> Result<()> {
         let conn = self.lock();
-        for (table, column, ty) in [("hosts", "status_json", "TEXT")] {
+        for (table, column, ty) in MIGRATIONS {
             let exists = conn
                 .prepare(&format!(
                     "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
