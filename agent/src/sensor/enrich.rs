@@ -62,6 +62,11 @@ impl Enricher {
             return;
         }
         p.cgroup_id = Some(cgroup_id);
+        // The process moved (or is new): what the cache knew of its old cgroup is stale.
+        p.cgroup = None;
+        p.container_id = None;
+        p.container_runtime = None;
+        p.pod_uid = None;
         if !self.cgroup_info.contains_key(&cgroup_id) {
             let Some(path) = self.cgroups.resolve(cgroup_id) else {
                 return;

@@ -264,9 +264,10 @@ impl Sensor {
                 };
                 let (h, s) = (hub.clone(), stop.clone());
                 let interval = Duration::from_millis(cfg.procfs_poll_ms.max(10));
+                let alive: HashSet<u32> = list_pids(&cfg.proc_root).into_iter().collect();
                 let worker = std::thread::Builder::new()
                     .name("sensor-procfs".into())
-                    .spawn(move || procfs_loop(&mut enricher, interval, &h, &s))?;
+                    .spawn(move || procfs_loop(&mut enricher, alive, interval, &h, &s))?;
                 (status, worker)
             }
         };
@@ -400,10 +401,17 @@ fn ebpf_loop(mut l: ebpf::Loaded, en: &mut Enricher, hub: &Hub, stop: &AtomicBoo
     check_drops(&l, &mut seen_drops);
 }
 
-fn procfs_loop(en: &mut Enricher, interval: Duration, hub: &Hub, stop: &AtomicBool) {
+/// `alive` is the pid set taken before `Sensor::start` returned: a process started after that
+/// must be reported even if this thread is scheduled late.
+fn procfs_loop(
+    en: &mut Enricher,
+    mut alive: HashSet<u32>,
+    interval: Duration,
+    hub: &Hub,
+    stop: &AtomicBool,
+) {
     let clock = en.clock;
     let now = move || clock.now();
-    let mut alive: HashSet<u32> = list_pids(&en.proc_root).into_iter().collect();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(interval);
         let current: HashSet<u32> = list_pids(&en.proc_root).into_iter().collect();

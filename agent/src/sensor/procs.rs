@@ -288,6 +288,8 @@ pub struct CgroupResolver {
     root: Option<PathBuf>,
     ids: HashMap<u64, String>,
     last_scan: Option<Instant>,
+    /// Ids that a scan did not find, and when.
+    misses: HashMap<u64, Instant>,
 }
 
 impl CgroupResolver {
@@ -306,6 +308,7 @@ impl CgroupResolver {
             root,
             ids: HashMap::new(),
             last_scan: None,
+            misses: HashMap::new(),
         };
         r.scan();
         r
@@ -340,11 +343,19 @@ impl CgroupResolver {
         if let Some(p) = self.ids.get(&id) {
             return Some(p.clone());
         }
-        if self
-            .last_scan
-            .is_none_or(|t| t.elapsed() > Duration::from_millis(100))
-        {
+        // An unknown id is usually a cgroup created since the last scan (a container that
+        // just started): rescan for it, but at most once a second per id, so ids that never
+        // resolve cannot turn an exec storm into a scan storm.
+        let retry = self
+            .misses
+            .get(&id)
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+        if retry {
             self.scan();
+            if self.misses.len() > 10_000 {
+                self.misses.clear();
+            }
+            self.misses.insert(id, Instant::now());
         }
         self.ids.get(&id).cloned()
     }
