@@ -710,9 +710,11 @@ impl Db {
 
     // ---- events ----
 
-    /// Store a batch of live events; returns how many were stored (events without a readable
-    /// `time` are kept with the time they arrived, and flagged).
-    pub fn insert_events(&self, host_id: &str, events: &[serde_json::Value]) -> Result<usize> {
+    /// Store a batch of live events given as JSON lines; returns how many lines were stored.
+    /// An event without a readable `time` is kept with the time it arrived; a line that is not
+    /// JSON is kept as text under kind `unparsed` rather than failing the batch.
+    pub fn insert_events(&self, host_id: &str, jsonl: &str) -> Result<usize> {
+        let mut stored = 0;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         {
@@ -720,7 +722,11 @@ impl Db {
                 "INSERT INTO events(host_id, time_ns, kind, pid, ppid, uid, comm, exe, container_id, source, json)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
-            for e in events {
+            for raw in jsonl.lines().filter(|l| !l.trim().is_empty()) {
+                // Stored as sent; parsed only for the indexed fields.
+                let e: serde_json::Value = serde_json::from_str(raw)
+                    .unwrap_or_else(|_| serde_json::json!({"kind": "unparsed"}));
+                stored += 1;
                 let time_ns = e["time"]
                     .as_str()
                     .and_then(|t| {
@@ -746,12 +752,12 @@ impl Db {
                     p["exe"].as_str(),
                     p["container_id"].as_str(),
                     e["source"].as_str(),
-                    serde_json::to_string(e)?,
+                    raw,
                 ])?;
             }
         }
         tx.commit()?;
-        Ok(events.len())
+        Ok(stored)
     }
 
     /// Events of a host in `[from_ns, to_ns]`, oldest first, optionally of one kind.

@@ -132,8 +132,8 @@ async fn handle(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
                 Ok(Some(Frame::Message(hello @ Message::Hello { .. }))) => {
                     control(state, &host_id, hello, send, recv).await
                 }
-                Ok(Some(Frame::Message(Message::Events { first_seq, events }))) => {
-                    events_stream(state, &host_id, first_seq, events, send, recv).await
+                Ok(Some(Frame::Message(Message::Events { first_seq, jsonl }))) => {
+                    events_stream(state, &host_id, first_seq, jsonl, send, recv).await
                 }
                 Ok(Some(Frame::Message(Message::ItemBegin(header)))) => {
                     item_stream(state, &host_id, *header, send, recv).await
@@ -422,15 +422,15 @@ async fn events_stream(
     state: Arc<State>,
     host_id: &str,
     mut first_seq: u64,
-    mut events: Vec<serde_json::Value>,
+    mut events: String,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<()> {
     loop {
-        let n = events.len() as u64;
         let st = state.clone();
         let hid = host_id.to_string();
-        tokio::task::spawn_blocking(move || st.db().insert_events(&hid, &events)).await??;
+        let n = tokio::task::spawn_blocking(move || st.db().insert_events(&hid, &events)).await??
+            as u64;
         if n > 0 {
             write_message(
                 &mut send,
@@ -443,7 +443,7 @@ async fn events_stream(
         match read_frame(&mut recv).await? {
             Some(Frame::Message(Message::Events {
                 first_seq: f,
-                events: e,
+                jsonl: e,
             })) => {
                 first_seq = f;
                 events = e;

@@ -89,8 +89,10 @@ pub enum Message {
     Events {
         /// Sequence number of the first event in the batch; numbers are per agent process.
         first_seq: u64,
-        /// Events as the sensor wrote them (see docs/events.md); each has `time` and `kind`.
-        events: Vec<serde_json::Value>,
+        /// Events as the sensor wrote them (see docs/events.md), one JSON object per line;
+        /// each has `time` and `kind`. Text, not a JSON array: the agent serialises each event
+        /// once, and `RawValue` cannot live inside this internally tagged enum.
+        jsonl: String,
     },
     EventsAck {
         /// Every event up to this sequence number (inclusive) is stored.
@@ -132,6 +134,29 @@ impl Message {
             Message::EventsAck { .. } => "events_ack",
             Message::Error { .. } => "error",
         }
+    }
+}
+
+/// One event as JSON text, carried without being parsed into a tree: the agent serialises
+/// each event once, for its journal and the wire alike.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawEvent(pub Box<serde_json::value::RawValue>);
+
+impl RawEvent {
+    /// From JSON text; fails if it is not a single JSON value.
+    pub fn from_json(text: String) -> Result<RawEvent, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text).map(RawEvent)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawEvent {
+    fn eq(&self, other: &RawEvent) -> bool {
+        self.get() == other.get()
     }
 }
 

@@ -57,7 +57,8 @@ impl Agent {
         });
         Ok(Arc::new(Agent {
             state: state.clone(),
-            shipper: super::events::EventShipper::new(100_000),
+            // 32 MiB of event JSON (~50,000 events) rides out a collector restart.
+            shipper: super::events::EventShipper::new(32 << 20),
             cfg,
             connector,
             spool,
@@ -144,17 +145,18 @@ fn start_recording(agent: &Arc<Agent>) -> Result<Option<crate::sensor::Sensor>> 
                     if let Some(l) = &ev.lost {
                         lost.fetch_add(l.count, std::sync::atomic::Ordering::Relaxed);
                     }
-                    let Ok(value) = serde_json::to_value(&ev) else {
+                    // Serialised once: the same text goes to the journal and the wire.
+                    let Ok(line) = serde_json::to_string(&ev) else {
                         continue;
                     };
                     let t = crate::flight_recorder::time_ns(&ev.time)
                         .unwrap_or_else(crate::flight_recorder::now_ns);
-                    if let Ok(line) = serde_json::to_vec(&value) {
-                        if let Err(e) = lock(&recorder).append(t, &line) {
-                            tracing::warn!("flight recorder: {e:#}");
-                        }
+                    if let Err(e) = lock(&recorder).append(t, line.as_bytes()) {
+                        tracing::warn!("flight recorder: {e:#}");
                     }
-                    shipper.push(value);
+                    if let Ok(raw) = cairn_protocol::wire::RawEvent::from_json(line) {
+                        shipper.push(raw);
+                    }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     if let Err(e) = lock(&recorder).flush() {

@@ -8,18 +8,22 @@
 use super::connection::Connector;
 use anyhow::{anyhow, Result};
 use cairn_protocol::wire::aio::write_message;
-use cairn_protocol::wire::Message;
+use cairn_protocol::wire::{Message, RawEvent};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
 const BATCH: usize = 512;
+/// Longest a partial batch waits for company.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Default)]
 struct Queue {
     next_seq: u64,
-    pending: VecDeque<(u64, serde_json::Value)>,
+    pending: VecDeque<(u64, RawEvent)>,
+    /// Bytes of JSON in `pending`.
+    bytes: usize,
     /// Dropped since the last `events_lost` marker.
     dropped: u64,
     dropped_total: u64,
@@ -28,15 +32,16 @@ struct Queue {
 pub struct EventShipper {
     queue: Mutex<Queue>,
     bell: Notify,
-    max_queued: usize,
+    max_bytes: usize,
 }
 
 impl EventShipper {
-    pub fn new(max_queued: usize) -> Arc<EventShipper> {
+    /// A queue holding at most `max_bytes` of event JSON (at least 1 MiB).
+    pub fn new(max_bytes: usize) -> Arc<EventShipper> {
         Arc::new(EventShipper {
             queue: Mutex::new(Queue::default()),
             bell: Notify::new(),
-            max_queued: max_queued.max(BATCH * 2),
+            max_bytes: max_bytes.max(1 << 20),
         })
     }
 
@@ -44,14 +49,18 @@ impl EventShipper {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queue an event for the collector.
-    pub fn push(&self, event: serde_json::Value) {
+    /// Queue an event (its JSON) for the collector.
+    pub fn push(&self, event: RawEvent) {
         let mut q = self.lock();
-        if q.pending.len() >= self.max_queued {
-            q.pending.pop_front();
+        while q.bytes + event.get().len() > self.max_bytes {
+            let Some((_, old)) = q.pending.pop_front() else {
+                break;
+            };
+            q.bytes -= old.get().len();
             q.dropped += 1;
             q.dropped_total += 1;
-        } else if q.dropped > 0 && q.pending.len() + 1 < self.max_queued {
+        }
+        if q.dropped > 0 && q.bytes + event.get().len() + 512 <= self.max_bytes {
             let marker = serde_json::json!({
                 "time": cairn_protocol::now_rfc3339(),
                 "kind": "events_lost",
@@ -59,13 +68,17 @@ impl EventShipper {
                 "lost": {"kind": "live_stream", "count": q.dropped,
                          "note": "dropped from the live stream while the collector was unreachable; still in the host's flight recorder"},
             });
-            let seq = q.next_seq;
-            q.next_seq += 1;
-            q.pending.push_back((seq, marker));
-            q.dropped = 0;
+            if let Ok(marker) = RawEvent::from_json(marker.to_string()) {
+                let seq = q.next_seq;
+                q.next_seq += 1;
+                q.bytes += marker.get().len();
+                q.pending.push_back((seq, marker));
+                q.dropped = 0;
+            }
         }
         let seq = q.next_seq;
         q.next_seq += 1;
+        q.bytes += event.get().len();
         q.pending.push_back((seq, event));
         drop(q);
         self.bell.notify_one();
@@ -81,7 +94,7 @@ impl EventShipper {
         self.lock().pending.len()
     }
 
-    fn batch_after(&self, sent_upto: Option<u64>) -> Option<(u64, Vec<serde_json::Value>)> {
+    fn batch_after(&self, sent_upto: Option<u64>) -> Option<(u64, Vec<RawEvent>)> {
         let q = self.lock();
         let mut it = q
             .pending
@@ -95,7 +108,9 @@ impl EventShipper {
     fn acked(&self, upto: u64) {
         let mut q = self.lock();
         while q.pending.front().is_some_and(|(s, _)| *s <= upto) {
-            q.pending.pop_front();
+            if let Some((_, e)) = q.pending.pop_front() {
+                q.bytes -= e.get().len();
+            }
         }
     }
 }
@@ -127,8 +142,19 @@ async fn session(shipper: &EventShipper, conn: &quinn::Connection) -> Result<()>
             }
             if let Some((first_seq, events)) = shipper.batch_after(sent_upto) {
                 let n = events.len() as u64;
-                write_message(&mut send, Message::Events { first_seq, events }).await?;
+                let mut jsonl =
+                    String::with_capacity(events.iter().map(|e| e.get().len() + 1).sum());
+                for e in &events {
+                    jsonl.push_str(e.get());
+                    jsonl.push('\n');
+                }
+                write_message(&mut send, Message::Events { first_seq, jsonl }).await?;
                 sent_upto = Some(first_seq + n - 1);
+                if (n as usize) < BATCH {
+                    // A partial batch: let more gather before the next one, so a busy host
+                    // sends few large batches rather than one small one per event.
+                    tokio::time::sleep(LINGER).await;
+                }
                 continue;
             }
             tokio::select! {
@@ -155,27 +181,37 @@ fn ack(m: Result<Message>) -> Result<u64> {
 mod tests {
     use super::*;
 
+    fn ev(v: serde_json::Value) -> RawEvent {
+        RawEvent::from_json(v.to_string()).unwrap()
+    }
+
+    fn parsed(e: &RawEvent) -> serde_json::Value {
+        serde_json::from_str(e.get()).unwrap()
+    }
+
     #[test]
     fn bounded_queue_reports_what_it_dropped() {
-        let s = EventShipper::new(0); // clamps to 2 batches
-        let cap = s.max_queued;
-        for i in 0..cap + 10 {
-            s.push(serde_json::json!({"n": i}));
+        let s = EventShipper::new(0); // clamps to 1 MiB
+        let pad = "x".repeat(1000);
+        let one = ev(serde_json::json!({"n": 0, "pad": pad})).get().len();
+        let fit = s.max_bytes / one;
+        for i in 0..fit + 10 {
+            s.push(ev(serde_json::json!({"n": i % 10, "pad": pad})));
         }
         assert_eq!(s.dropped_total(), 10);
         s.acked(u64::MAX);
-        s.push(serde_json::json!({"n": "after"}));
+        s.push(ev(serde_json::json!({"n": "after"})));
         let (_, batch) = s.batch_after(None).unwrap();
-        assert_eq!(batch[0]["kind"], "events_lost");
-        assert_eq!(batch[0]["lost"]["count"], 10);
-        assert_eq!(batch[1]["n"], "after");
+        assert_eq!(parsed(&batch[0])["kind"], "events_lost");
+        assert_eq!(parsed(&batch[0])["lost"]["count"], 10);
+        assert_eq!(parsed(&batch[1])["n"], "after");
     }
 
     #[test]
     fn batches_resume_after_the_last_sent_and_acks_trim() {
-        let s = EventShipper::new(10_000);
+        let s = EventShipper::new(1 << 20);
         for i in 0..1000 {
-            s.push(serde_json::json!({"n": i}));
+            s.push(ev(serde_json::json!({"n": i})));
         }
         let (first, b) = s.batch_after(None).unwrap();
         assert_eq!((first, b.len()), (0, BATCH));
