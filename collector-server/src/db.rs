@@ -210,6 +210,19 @@ impl Db {
         })
     }
 
+    /// Every row of a query, mapped.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let conn = self.lock();
+        let mut st = conn.prepare(sql)?;
+        let rows = st.query_map(params, map)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent: keep serving.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -407,24 +420,26 @@ impl Db {
         "id, hostname, machine_id, instance_id, kernel, agent_version, enrolled_at, last_seen, origin, status_json";
 
     pub fn list_hosts(&self) -> Result<Vec<HostRow>> {
-        let conn = self.lock();
-        let mut st = conn.prepare(&format!(
-            "SELECT {} FROM hosts ORDER BY hostname, id",
-            Self::HOST_COLS
-        ))?;
-        let rows = st.query_map([], Self::host_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        self.rows(
+            &format!(
+                "SELECT {} FROM hosts ORDER BY hostname, id",
+                Self::HOST_COLS
+            ),
+            [],
+            Self::host_from_row,
+        )
     }
 
     /// Hosts matching an id, hostname, instance id or machine id.
     pub fn find_hosts(&self, query: &str) -> Result<Vec<HostRow>> {
-        let conn = self.lock();
-        let mut st = conn.prepare(&format!(
-            "SELECT {} FROM hosts WHERE id = ?1 OR hostname = ?1 OR instance_id = ?1 OR machine_id = ?1 ORDER BY last_seen DESC",
-            Self::HOST_COLS
-        ))?;
-        let rows = st.query_map(params![query], Self::host_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        self.rows(
+            &format!(
+                "SELECT {} FROM hosts WHERE id = ?1 OR hostname = ?1 OR instance_id = ?1 OR machine_id = ?1 ORDER BY last_seen DESC",
+                Self::HOST_COLS
+            ),
+            params![query],
+            Self::host_from_row,
+        )
     }
 
     pub fn get_host(&self, id: &str) -> Result<Option<HostRow>> {
@@ -606,28 +621,28 @@ impl Db {
     }
 
     pub fn items_of_collection(&self, collection_id: &str) -> Result<Vec<ItemRow>> {
-        let conn = self.lock();
-        let mut st = conn.prepare(&format!(
-            "SELECT {} FROM items WHERE collection_id = ?1 ORDER BY started_at, name",
-            Self::ITEM_COLS
-        ))?;
-        let rows = st.query_map(params![collection_id], Self::item_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        self.rows(
+            &format!(
+                "SELECT {} FROM items WHERE collection_id = ?1 ORDER BY started_at, name",
+                Self::ITEM_COLS
+            ),
+            params![collection_id],
+            Self::item_from_row,
+        )
     }
 
     pub fn item_chunks(&self, item_id: &str) -> Result<Vec<ChunkRow>> {
-        let conn = self.lock();
-        let mut st = conn.prepare(
+        self.rows(
             "SELECT idx, sha256, raw_len FROM item_chunks WHERE item_id = ?1 ORDER BY idx",
-        )?;
-        let rows = st.query_map(params![item_id], |r| {
-            Ok(ChunkRow {
-                index: r.get(0)?,
-                sha256: r.get(1)?,
-                raw_len: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            params![item_id],
+            |r| {
+                Ok(ChunkRow {
+                    index: r.get(0)?,
+                    sha256: r.get(1)?,
+                    raw_len: r.get(2)?,
+                })
+            },
+        )
     }
 
     pub fn blob_codec(&self, sha256: &str) -> Result<Option<(String, u64)>> {
