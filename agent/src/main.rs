@@ -74,6 +74,13 @@ enum Cmd {
 }
 
 fn main() {
+    // One malloc arena per thread (glibc's default) lets a busy sensor thread, the recorder
+    // and the runtime each keep tens of MB of freed memory resident; two arenas are plenty
+    // for an agent whose work is I/O.
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
