@@ -137,8 +137,9 @@ impl Message {
     }
 }
 
-/// One event as JSON text, carried without being parsed into a tree: the agent serialises
-/// each event once, for its journal and the wire alike.
+/// One event as validated JSON text, kept without being parsed into a tree: the agent
+/// serialises each event once and queues that text for its journal and the live stream (which
+/// carries it as JSON lines in [`Message::Events`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RawEvent(pub Box<serde_json::value::RawValue>);
