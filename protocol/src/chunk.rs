@@ -227,18 +227,7 @@ impl Chunk {
     /// Verify without copying an uncompressed payload: the raw bytes, borrowed when they are
     /// the payload itself.
     pub fn verify(&self) -> Result<std::borrow::Cow<'_, [u8]>, ChunkError> {
-        if self.header.codec == Codec::None {
-            if self.payload.len() != self.header.stored_len as usize {
-                return Err(ChunkError::PayloadLength {
-                    index: self.header.index,
-                    expected: self.header.stored_len.into(),
-                    actual: self.payload.len() as u64,
-                });
-            }
-            check(&self.header, &self.payload)?;
-            return Ok(std::borrow::Cow::Borrowed(&self.payload));
-        }
-        open_payload(&self.header, &self.payload).map(std::borrow::Cow::Owned)
+        decode_checked(&self.header, &self.payload)
     }
 
     pub fn write_to<W: Write>(&self, w: &mut W) -> io::Result<()> {
@@ -356,6 +345,16 @@ fn check(header: &ChunkHeader, raw: &[u8]) -> Result<(), ChunkError> {
 
 /// Decode a stored payload and verify it against its header.
 pub fn open_payload(header: &ChunkHeader, payload: &[u8]) -> Result<Vec<u8>, ChunkError> {
+    decode_checked(header, payload).map(std::borrow::Cow::into_owned)
+}
+
+/// The raw bytes of a payload, checked for length and SHA-256; borrowed when the payload is
+/// stored uncompressed (no copy on the hot path).
+fn decode_checked<'a>(
+    header: &ChunkHeader,
+    payload: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, ChunkError> {
+    use std::borrow::Cow;
     let index = header.index;
     if payload.len() != header.stored_len as usize {
         return Err(ChunkError::PayloadLength {
@@ -365,9 +364,9 @@ pub fn open_payload(header: &ChunkHeader, payload: &[u8]) -> Result<Vec<u8>, Chu
         });
     }
     let raw = match header.codec {
-        Codec::None => payload.to_vec(),
-        Codec::Zero => vec![0u8; header.raw_len as usize],
-        Codec::Zstd => decompress(payload, index)?,
+        Codec::None => Cow::Borrowed(payload),
+        Codec::Zero => Cow::Owned(vec![0u8; header.raw_len as usize]),
+        Codec::Zstd => Cow::Owned(decompress(payload, index)?),
     };
     // A zero chunk is verified too: the header's hash must be that of the zeros it stands for.
     check(header, &raw)?;
