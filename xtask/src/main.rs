@@ -71,6 +71,18 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("sha256sum", "coreutils"),
     ("sleep", "coreutils"),
     ("curl", "curl"),
+    ("gdb", "gdb"),
+    ("readelf", "binutils"),
+    ("zstd", "zstd"),
+    ("openssl", "openssl"),
+    ("fls", "sleuthkit"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("losetup", "mount"),
+    ("cloud-init", "cloud-init"),
+    ("systemd-analyze", "systemd"),
+    ("capsh", "libcap2-bin"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("cpio", "cpio"),
 ];
 
 fn test(args: &[String]) -> Result<()> {
@@ -82,6 +94,11 @@ fn test(args: &[String]) -> Result<()> {
     section("cargo test --workspace");
     let mut t = cargo();
     t.args(["test", "--workspace", "--no-fail-fast"]).args(args);
+    // The Python tools `setup` installed (volatility3, kubernetes-validate) come first.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![setup::pytools_dir().join("bin")];
+    dirs.extend(std::env::split_paths(&path));
+    t.env("PATH", std::env::join_paths(dirs)?);
     let unit = run_inherit(t);
     // The sensor on a second kernel: Debian's 6.1 cloud kernel in a QEMU guest.
     section("vm sensor: the eBPF sensor on Debian's 6.1 cloud kernel (QEMU, TCG)");

@@ -3,6 +3,9 @@
 //! - Debian packages: clang and libbpf-dev (the eBPF build: `ebpf/build.rs` compiles C with
 //!   clang against libbpf's headers) and the tools the tests run; one `apt-get update`, then one
 //!   `apt-get install`, only for what is missing.
+//! - Python tools the tests run (volatility3, kubernetes-validate), in a virtualenv at
+//!   `target/pytools` so that nothing is installed into the system's Python; `cargo xtask test`
+//!   puts its `bin/` first on the tests' PATH.
 //! - tracefs at /sys/kernel/tracing and bpffs at /sys/fs/bpf, mounted if absent (the sensor
 //!   attaches tracepoints through tracefs).
 
@@ -97,6 +100,8 @@ pub fn run(test_tools: &[(&str, &str)]) -> Result<()> {
         }
     }
 
+    python_tools()?;
+
     section("tracefs and bpffs");
     mount_if_absent(
         "/sys/kernel/tracing",
@@ -138,4 +143,43 @@ fn mount_if_absent(point: &str, fstype: &str, present: bool) -> Result<()> {
     let mut m = Command::new("mount");
     m.args(["-t", fstype, fstype, point]);
     run_inherit(m)
+}
+
+/// Python tools the tests run: (command, PyPI package).
+const PYTHON_TOOLS: &[(&str, &str)] = &[
+    ("vol", "volatility3"),
+    ("kubernetes-validate", "kubernetes-validate"),
+];
+
+/// The virtualenv that holds [`PYTHON_TOOLS`]: `target/pytools`.
+pub fn pytools_dir() -> std::path::PathBuf {
+    crate::procs::target_dir().join("pytools")
+}
+
+/// Creates the virtualenv if needed and pip-installs what is missing from it.
+fn python_tools() -> Result<()> {
+    section("python tools (volatility3, kubernetes-validate) in target/pytools");
+    let dir = pytools_dir();
+    let bin = dir.join("bin");
+    let missing: Vec<&str> = PYTHON_TOOLS
+        .iter()
+        .filter(|(c, _)| !bin.join(c).is_file())
+        .map(|t| t.1)
+        .collect();
+    if missing.is_empty() {
+        println!("all present in {}", bin.display());
+        return Ok(());
+    }
+    if !bin.join("pip").is_file() {
+        let mut venv = Command::new("python3");
+        venv.args(["-m", "venv"]).arg(&dir);
+        run_inherit(venv).map_err(|e| {
+            e.context("cannot create a Python virtualenv: install python3 and python3-venv")
+        })?;
+    }
+    let mut pip = Command::new(bin.join("pip"));
+    pip.args(["install", "-q", "--disable-pip-version-check"])
+        .args(&missing);
+    run_inherit(pip)?;
+    Ok(())
 }
