@@ -53,6 +53,23 @@ enum Cmd {
         #[arg(long, default_value = "offline collection")]
         reason: String,
     },
+    /// Capture one kind of evidence now, into an offline collection (`cairn import DIR`).
+    Capture {
+        #[command(subcommand)]
+        what: CaptureCmd,
+    },
+    /// Write an item of an offline collection back to a file (a core for gdb, a LiME image for
+    /// Volatility), checking every chunk and the whole item against its manifest.
+    Unpack {
+        /// The offline collection directory (`collect --out` / `capture --out`).
+        dir: PathBuf,
+        /// Item id, or its name as listed (`core.1234.nginx`, `physical-memory.lime`).
+        #[arg(long)]
+        item: String,
+        /// Where to write the raw bytes.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Show process and network events on this host as they happen (eBPF sensor; as root).
     Events {
         /// Keep showing events until interrupted (without it: for --seconds, then stop).
@@ -70,6 +87,42 @@ enum Cmd {
         /// auto (eBPF, else /proc polling), ebpf (fail without BPF) or procfs.
         #[arg(long, default_value = "auto")]
         mode: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaptureCmd {
+    /// Process cores (ELF, for gdb and lldb) and, with --physical, an image of all RAM.
+    ///
+    /// Each thread is stopped only while its registers are read (ptrace seize + interrupt);
+    /// memory is then read while the process runs. Unreadable pages are recorded as gaps.
+    #[command(group(clap::ArgGroup::new("target").multiple(true).required(true)
+        .args(["pid", "container", "all", "physical"])))]
+    Memory {
+        /// The process to capture (repeatable).
+        #[arg(long)]
+        pid: Vec<u32>,
+        /// Also every descendant of each --pid.
+        #[arg(long, requires = "pid")]
+        tree: bool,
+        /// Every process of this container (full id or a 12+ character prefix).
+        #[arg(long)]
+        container: Option<String>,
+        /// Every user process on the host (except this agent).
+        #[arg(long)]
+        all: bool,
+        /// Physical memory as well (/proc/kcore, /dev/crash or /dev/mem).
+        #[arg(long)]
+        physical: bool,
+        /// Physical image format: lime (LiME v1, what Volatility reads), raw or padded.
+        #[arg(long, default_value = "lime")]
+        format: cairn_agent::capture::memory::Format,
+        /// Output directory (created; must not hold a collection already).
+        #[arg(long)]
+        out: PathBuf,
+        /// Why: recorded in the collection.
+        #[arg(long, default_value = "memory capture")]
+        reason: String,
     },
 }
 
@@ -166,27 +219,68 @@ async fn real_main(cli: Cli) -> Result<()> {
                     ),
                 });
             }
-            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let out2 = out.clone();
-            let s = tokio::task::spawn_blocking(move || {
-                cairn_agent::offline::collect_to_dir(&req, &opts, &out2, progress)
-            })
-            .await??;
-            println!(
-                "collection {} written to {} [{:?}]",
-                s.record.request.collection_id,
-                out.display(),
-                s.record.status
-            );
-            for (id, name, len, sha) in &s.items {
-                println!("  {id}  {name:<20} {len:>12}  {sha}");
+            offline(req, opts, out).await?;
+        }
+        Cmd::Capture { what } => match what {
+            CaptureCmd::Memory {
+                pid,
+                tree,
+                container,
+                all,
+                physical,
+                format,
+                out,
+                reason,
+            } => {
+                use cairn_agent::capture::memory::targets;
+                let proc_root = std::path::Path::new("/proc");
+                let mut pids = Vec::new();
+                for p in &pid {
+                    if !proc_root.join(p.to_string()).is_dir() {
+                        anyhow::bail!("process {p} does not exist");
+                    }
+                    if tree {
+                        pids.extend(targets::tree(proc_root, *p));
+                    } else {
+                        pids.push(*p);
+                    }
+                }
+                if let Some(c) = &container {
+                    let found = targets::container(proc_root, c).map_err(anyhow::Error::msg)?;
+                    if found.is_empty() {
+                        anyhow::bail!("no running process belongs to container {c}");
+                    }
+                    pids.extend(found);
+                }
+                if all {
+                    pids.extend(targets::all(proc_root));
+                }
+                let req = CollectRequest {
+                    collection_id: uuid::Uuid::new_v4().to_string(),
+                    profile: "memory".into(),
+                    reason,
+                    requested_by: format!("local:{}", whoami()),
+                    paths: Vec::new(),
+                    pid: pid.first().copied(),
+                    container_id: container,
+                };
+                let mut opts = cairn_agent::collect::CollectOptions::default();
+                opts.memory.pids = Some(pids);
+                opts.memory.physical = physical;
+                opts.memory.format = format;
+                opts.memory.volatile = false;
+                offline(req, opts, out).await?;
             }
-            for e in &s.record.errors {
-                println!("  error: {e}");
-            }
+        },
+        Cmd::Unpack { dir, item, to } => {
+            let m = cairn_agent::offline::unpack(&dir, &item, &to)?;
             println!(
-                "load it into a collector with: cairn import {}",
-                out.display()
+                "{}: {} bytes, SHA-256 {} verified [{:?}, {} gap(s)]",
+                to.display(),
+                m.raw_len,
+                m.sha256,
+                m.status,
+                m.gaps.len()
             );
         }
         Cmd::Events {
@@ -201,6 +295,37 @@ async fn real_main(cli: Cli) -> Result<()> {
                 .await??;
         }
     }
+    Ok(())
+}
+
+/// Runs a collection into `out` and prints what it holds.
+async fn offline(
+    req: CollectRequest,
+    opts: cairn_agent::collect::CollectOptions,
+    out: PathBuf,
+) -> Result<()> {
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let out2 = out.clone();
+    let s = tokio::task::spawn_blocking(move || {
+        cairn_agent::offline::collect_to_dir(&req, &opts, &out2, progress)
+    })
+    .await??;
+    println!(
+        "collection {} written to {} [{:?}]",
+        s.record.request.collection_id,
+        out.display(),
+        s.record.status
+    );
+    for (id, name, len, sha) in &s.items {
+        println!("  {id}  {name:<20} {len:>12}  {sha}");
+    }
+    for e in &s.record.errors {
+        println!("  error: {e}");
+    }
+    println!(
+        "load it into a collector with: cairn import {}",
+        out.display()
+    );
     Ok(())
 }
 

@@ -49,7 +49,8 @@ enum Cmd {
     /// Request a collection from a host (agent id, hostname, cloud instance id or machine id).
     Collect {
         host: String,
-        /// volatile, or file (with --path).
+        /// volatile, file (with --path), memory (with --pid or --container) or full
+        /// (volatile, memory and physical memory).
         #[arg(long, default_value = "volatile")]
         profile: String,
         /// Why: recorded in the chain of custody.
@@ -58,6 +59,12 @@ enum Cmd {
         /// Files to collect with the file profile (repeatable).
         #[arg(long = "path")]
         paths: Vec<String>,
+        /// The process to capture (memory, full): its core and its ancestors' cores.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The container to capture (memory, full): a core of each of its processes.
+        #[arg(long)]
+        container: Option<String>,
         /// Wait until the collection is finished, showing progress.
         #[arg(long)]
         wait: bool,
@@ -270,13 +277,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
             profile,
             reason,
             paths,
+            pid,
+            container,
             wait,
             timeout,
         } => {
             let v = api
                 .post(
                     "/api/v1/collections",
-                    &json!({"host": host, "profile": profile, "reason": reason, "paths": paths}),
+                    &json!({"host": host, "profile": profile, "reason": reason, "paths": paths,
+                            "pid": pid, "container_id": container}),
                 )
                 .await?;
             let id = s(&v["id"]);
@@ -348,10 +358,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     s(&v["acquisition_end"])
                 );
                 println!(
-                    "  raw bytes:  {} in {} chunks   status: {}",
+                    "  raw bytes:  {} in {} chunks   acquisition: {}",
                     s(&v["raw_len"]),
                     s(&v["chunk_count"]),
-                    s(&v["status"])
+                    s(&v["acquisition_status"])
                 );
                 println!("  SHA-256:    {}", s(&v["sha256"]));
                 for g in v["gaps"].as_array().into_iter().flatten() {

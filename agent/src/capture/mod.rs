@@ -5,6 +5,7 @@
 //! collection runner feeds through the hash + compress pipeline.
 
 pub mod file;
+pub mod memory;
 pub mod volatile;
 
 /// A small piece of evidence produced in memory, such as a JSON description of every process.
