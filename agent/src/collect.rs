@@ -60,6 +60,16 @@ pub struct PlannedItem {
     body: Body,
 }
 
+impl PlannedItem {
+    /// An item of bytes already in memory (the self-test's probe item).
+    pub fn from_bytes(header: ItemHeader, bytes: Vec<u8>) -> PlannedItem {
+        PlannedItem {
+            header,
+            body: Body::Bytes(bytes),
+        }
+    }
+}
+
 /// What a profile yields: items, and errors about what it could not even start.
 pub struct Plan {
     pub items: Vec<PlannedItem>,
@@ -112,7 +122,7 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
                 errors.push("profile file needs at least one path".into());
             }
             for p in &req.paths {
-                match capture::file::open(p) {
+                match capture::file::open_in(&opts.volatile.host_root, p) {
                     Ok(f) => {
                         let source = Source {
                             name: std::path::Path::new(p)

@@ -138,6 +138,13 @@ async fn handle(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
                 Ok(Some(Frame::Message(Message::ItemBegin(header)))) => {
                     item_stream(state, &host_id, *header, send, recv).await
                 }
+                Ok(Some(Frame::Message(Message::Readiness(report)))) => {
+                    crate::selftest::readiness_stream(state, &host_id, *report, send).await
+                }
+                Ok(Some(Frame::Message(Message::SelftestBegin { collection_id }))) => {
+                    crate::selftest::round_trip_stream(state, &host_id, collection_id, send, recv)
+                        .await
+                }
                 Ok(Some(Frame::Message(m))) => {
                     refuse(
                         send,
@@ -164,7 +171,7 @@ async fn handle(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
     }
 }
 
-async fn refuse(mut send: SendStream, code: &str, message: String) -> Result<()> {
+pub(crate) async fn refuse(mut send: SendStream, code: &str, message: String) -> Result<()> {
     write_message(&mut send, Message::error(code, message.clone())).await?;
     let _ = send.finish();
     anyhow::bail!("{code}: {message}")
