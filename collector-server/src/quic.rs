@@ -273,6 +273,13 @@ async fn control(
         },
     )
     .await?;
+    if active_collections.is_none() {
+        // A probe (`cairn-agent ping`, the self-test): answered, but it takes no commands, so
+        // it must not stand in for the agent's own control stream.
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv)).await;
+        return Ok(());
+    }
     let (token, bell) = state.sessions.register(host_id);
     tracing::info!("agent {host_id} ({}) connected", host.hostname);
     let result = control_loop(&state, host_id, &bell, &mut send, &mut recv).await;
