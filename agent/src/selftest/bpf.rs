@@ -61,6 +61,30 @@ fn capabilities() -> Verdict {
     }
 }
 
+/// An error with its causes: aya's messages leave the kernel's errno to the source chain.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(&format!(": {s}"));
+        }
+        cur = c.source();
+    }
+    text
+}
+
+/// Whether the effective capabilities allow BPF: CAP_BPF with CAP_PERFMON, or CAP_SYS_ADMIN.
+fn bpf_allowed() -> bool {
+    effective_caps()
+        .map(|eff| {
+            let has = |bit: u32| eff & (1u64 << bit) != 0;
+            (has(39) && has(38)) || has(21)
+        })
+        .unwrap_or(false)
+}
+
 /// What the probe showed: hits counted by the program, and whether our record came back
 /// through the ring buffer.
 struct ProbeRun {
@@ -79,19 +103,19 @@ fn run_probe(btf: Option<&std::path::Path>) -> Result<ProbeRun, String> {
     let mut loader = EbpfLoader::new();
     if let Some(path) = btf {
         parsed = Btf::parse_file(path, aya::Endianness::default())
-            .map_err(|e| format!("--btf {}: {e}", path.display()))?;
+            .map_err(|e| format!("--btf {}: {}", path.display(), chain(&e)))?;
         loader.btf(Some(&parsed));
     }
     let mut ebpf = loader
         .load(cairn_ebpf::selftest_object())
-        .map_err(|e| format!("loading the probe's maps failed: {e}"))?;
+        .map_err(|e| format!("loading the probe's maps failed: {}", chain(&e)))?;
     let prog: &mut TracePoint = ebpf
         .program_mut(probe::PROGRAM)
         .ok_or("the probe program is missing from its object")?
         .try_into()
         .map_err(|e| format!("{}: {e}", probe::PROGRAM))?;
     prog.load()
-        .map_err(|e| format!("loading {} failed: {e}", probe::PROGRAM))?;
+        .map_err(|e| format!("loading {} failed: {}", probe::PROGRAM, chain(&e)))?;
     prog.attach(probe::CATEGORY, probe::TRACEPOINT)
         .map_err(|e| {
             format!(
@@ -135,11 +159,8 @@ fn run_probe(btf: Option<&std::path::Path>) -> Result<ProbeRun, String> {
 }
 
 fn bpf_remediation(error: &str) -> String {
-    if error.contains("Operation not permitted")
-        || error.contains("EPERM")
-        || error.contains("os error 1)")
-    {
-        format!("the kernel refused BPF to this process: grant CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN before kernel 5.8). {CAP_REMEDIATION}. Without them the agent falls back to polling /proc")
+    if !bpf_allowed() || error.contains("os error 1)") {
+        format!("the kernel refused BPF to this process: grant CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN before kernel 5.8); {CAP_REMEDIATION}. Without them the agent falls back to polling /proc")
     } else if error.contains("BTF") || error.contains("btf") {
         "the kernel's BTF is missing or unusable: use a kernel with CONFIG_DEBUG_INFO_BTF=y or pass --btf FILE".into()
     } else {
