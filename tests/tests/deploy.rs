@@ -310,3 +310,42 @@ fn user_data_installs_enrolls_starts_and_reports_readiness() {
     )
     .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", tail_file(&log, 30)));
 }
+
+#[test]
+fn host_root_resolves_collected_paths_inside_the_host() {
+    // A container's view: the host's root file system mounted at ROOT.
+    let work = workdir("deploy-hostroot").unwrap();
+    let root = work.path().join("host");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let marker = "host-root-marker\n";
+    std::fs::write(root.join("etc/hostname"), marker).unwrap();
+    // An absolute symlink on the host points at the host's file, not the container's.
+    std::os::unix::fs::symlink("/etc/hostname", root.join("etc/link")).unwrap();
+    let out_dir = work.path().join("out");
+    let mut cmd = Command::new(bin("cairn-agent").unwrap());
+    cmd.env_remove("CAIRN_AGENT_STATE")
+        .arg("--host-root")
+        .arg(&root)
+        .args(["--state-dir"])
+        .arg(work.path().join("state"))
+        .args([
+            "collect",
+            "--profile",
+            "file",
+            "--path",
+            "/etc/link",
+            "--path",
+            "/../../etc/hostname",
+            "--out",
+        ])
+        .arg(&out_dir);
+    let out = run(cmd, CLI_TIMEOUT).unwrap().ok().unwrap();
+    let want = sha256_bytes(marker.as_bytes());
+    let lines: Vec<&str> = out.stdout.lines().filter(|l| l.contains(&want)).collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "both paths should be the host root's file:\n{}",
+        out.stdout
+    );
+}
