@@ -15,6 +15,9 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// More checks than any agent runs: a report beyond it is refused, not stored.
+const MAX_CHECKS: usize = 256;
+
 /// How long the agent has to upload the probe item and ask for the read-back.
 const ROUND_TRIP_LIMIT: Duration = Duration::from_secs(120);
 
@@ -24,12 +27,15 @@ pub async fn readiness_stream(
     report: SelftestReport,
     mut send: SendStream,
 ) -> Result<()> {
-    if report.schema_version > SCHEMA_VERSION || report.checks.is_empty() {
+    if report.schema_version > SCHEMA_VERSION
+        || report.checks.is_empty()
+        || report.checks.len() > MAX_CHECKS
+    {
         return refuse(
             send,
             "bad_request",
             format!(
-                "readiness report of schema {} with {} checks; this collector reads schema {SCHEMA_VERSION} with at least one check",
+                "readiness report of schema {} with {} checks; this collector reads schema {SCHEMA_VERSION} with 1 to {MAX_CHECKS} checks",
                 report.schema_version,
                 report.checks.len()
             ),

@@ -200,7 +200,7 @@ fn serve_over_http(body: Vec<u8>) -> String {
 }
 
 /// Runs deploy/cloud-init/user-data.sh with its variables set for a temporary root.
-fn user_data(root: &Path, url: &str, sha: &str, c: &Collector) -> Output {
+fn user_data(root: &Path, url: &str, sha: &str, c: &Collector, env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new("sh");
     cmd.arg(deploy("cloud-init/user-data.sh"))
         .env_remove("CAIRN_AGENT_STATE")
@@ -211,6 +211,9 @@ fn user_data(root: &Path, url: &str, sha: &str, c: &Collector) -> Output {
         .env("CAIRN_COLLECTOR", c.quic_addr())
         .env("CAIRN_CA_SHA256", &c.init.ca_sha256)
         .env("CAIRN_ENROLL_TOKEN", &c.init.enrollment_token);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     run(cmd, Duration::from_secs(120)).unwrap()
 }
 
@@ -241,7 +244,7 @@ fn user_data_installs_enrolls_starts_and_reports_readiness() {
 
     // A wrong SHA-256 installs nothing.
     let refused = work.path().join("refused");
-    let out = user_data(&refused, &url, &"0".repeat(64), &collector);
+    let out = user_data(&refused, &url, &"0".repeat(64), &collector, &[]);
     assert!(
         !out.success(),
         "{}",
@@ -252,7 +255,7 @@ fn user_data_installs_enrolls_starts_and_reports_readiness() {
 
     let root = work.path().join("root");
     let _agent = StartedAgent(root.join("run/cairn-agent.pid"));
-    let out = user_data(&root, &url, &sha, &collector);
+    let out = user_data(&root, &url, &sha, &collector, &[]);
     assert!(out.success(), "{}", out.describe("failed"));
     let installed = root.join("usr/local/bin/cairn-agent");
     assert_eq!(sha256_file(&installed).unwrap(), sha);
@@ -309,6 +312,62 @@ fn user_data_installs_enrolls_starts_and_reports_readiness() {
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", tail_file(&log, 30)));
+
+    // The token from SSM Parameter Store: an `aws` on PATH that answers like the real CLI
+    // for this parameter, and records how it was asked.
+    let fake = work.path().join("fake-aws");
+    std::fs::create_dir_all(&fake).unwrap();
+    let asked = work.path().join("aws-args");
+    let aws = fake.join("aws");
+    std::fs::write(
+        &aws,
+        format!(
+            "#!/bin/sh\necho \"$*\" > {}\n[ \"$*\" = \"ssm get-parameter --with-decryption --name /cairn/token --query Parameter.Value --output text\" ] || exit 255\necho {}\n",
+            asked.display(),
+            collector.init.enrollment_token
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&aws, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ssm_root = work.path().join("ssm-root");
+    let _ssm_agent = StartedAgent(ssm_root.join("run/cairn-agent.pid"));
+    let path = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = user_data(
+        &ssm_root,
+        &url,
+        &sha,
+        &collector,
+        &[
+            ("CAIRN_ENROLL_TOKEN", String::new()),
+            ("CAIRN_TOKEN_SSM_PARAMETER", "/cairn/token".into()),
+            ("PATH", path),
+        ],
+    );
+    assert!(
+        out.success(),
+        "{}",
+        out.describe("failed with the token from SSM")
+    );
+    assert!(std::fs::read_to_string(&asked)
+        .unwrap()
+        .contains("--name /cairn/token"));
+    wait_for(
+        "both agents to report readiness",
+        Duration::from_secs(60),
+        || {
+            let hosts = collector.hosts()?;
+            let ready = hosts
+                .iter()
+                .filter(|h| h["connected"] == true && h["readiness"].is_string())
+                .count();
+            Ok((ready == 2).then_some(()))
+        },
+    )
+    .unwrap();
 }
 
 #[test]

@@ -61,16 +61,23 @@ fn process_memory() -> Verdict {
     let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
         .map(|s| s.trim().to_string())
         .ok();
-    // SAFETY: the child only calls async-signal-safe pause() and _exit(); it touches no lock
+    // SAFETY: the child only calls async-signal-safe prctl() and pause(); it touches no lock
     // another thread of ours might have held at the fork.
     let child =
         match unsafe { nix::unistd::fork() } {
-            Ok(nix::unistd::ForkResult::Child) => loop {
-                // SAFETY: pause and _exit are async-signal-safe.
+            Ok(nix::unistd::ForkResult::Child) => {
+                // SAFETY: prctl and pause are async-signal-safe system calls. PDEATHSIG: the
+                // child goes with us if we die before we kill it.
                 unsafe {
-                    libc::pause();
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 }
-            },
+                loop {
+                    // SAFETY: as above.
+                    unsafe {
+                        libc::pause();
+                    }
+                }
+            }
             Ok(nix::unistd::ForkResult::Parent { child }) => child,
             Err(e) => return Verdict::fail(
                 format!("cannot start a child process: {e}"),
