@@ -105,6 +105,10 @@ impl StateDir {
     pub fn journal(&self) -> PathBuf {
         self.path("journal")
     }
+    /// Live events waiting for the collector that did not fit in memory.
+    pub fn event_spool(&self) -> PathBuf {
+        self.path("event-spool")
+    }
 
     pub fn load(&self) -> Result<AgentConfig> {
         let p = self.path("agent.toml");

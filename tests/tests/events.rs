@@ -90,3 +90,74 @@ fn exec_reaches_live_events_and_the_collection_journal() {
     assert_eq!(exec["process"]["args"][2], "two words");
     assert_eq!(sha256_file(&out).unwrap(), s(&journal, "sha256").unwrap());
 }
+
+#[test]
+fn events_made_while_the_collector_is_down_wait_on_disk_and_arrive_when_it_returns() {
+    let work = workdir("events-spool").unwrap();
+    let (mut collector, agent, host) = collector_with_agent(work.path()).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    collector.kill();
+
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("cairn-spool-{nanos}-");
+    // ~25,000 events (fork, exec, exit per echo): more than the 4 MiB the agent keeps in memory.
+    let n = 8000;
+    let status = Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!("i=0; while [ $i -lt {n} ]; do /bin/echo {prefix}$i; i=$((i+1)); done"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let spool = agent.state.join("event-spool");
+    let spooled = wait_for(
+        "the agent to spill events to its on-disk spool",
+        Duration::from_secs(30),
+        || {
+            let files = std::fs::read_dir(&spool)
+                .map(|d| d.flatten().count())
+                .unwrap_or(0);
+            Ok((files > 0).then_some(files))
+        },
+    )
+    .unwrap();
+
+    collector.restart().unwrap();
+    let seen = wait_for(
+        "every exec made during the outage in the collector's events",
+        Duration::from_secs(180),
+        || {
+            let v = collector.api_get(&format!(
+                "/api/v1/hosts/{host}/events?kind=process_exec&limit=1000000"
+            ))?;
+            let marks: std::collections::BTreeSet<String> = v["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["process"]["args"][1].as_str())
+                .filter(|a| a.starts_with(&prefix))
+                .map(str::to_string)
+                .collect();
+            Ok((marks.len() == n).then_some(marks.len()))
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, n);
+    let left = wait_for(
+        "the spool to empty once the collector acknowledged",
+        Duration::from_secs(60),
+        || {
+            let files = std::fs::read_dir(&spool)
+                .map(|d| d.flatten().count())
+                .unwrap_or(0);
+            Ok((files == 0).then_some(files))
+        },
+    )
+    .unwrap();
+    assert_eq!(left, 0, "{spooled} spool file(s) during the outage");
+}

@@ -166,6 +166,8 @@ pub struct GuestSpec {
     /// block chain ([`VIRTIO_BLK_MODULES`]) is loaded first without being listed here.
     pub modules: Vec<String>,
     pub memory_mib: u32,
+    /// Virtual CPUs (multi-threaded TCG: each one a host thread).
+    pub cpus: u32,
     /// A raw image attached as a virtio disk: `/dev/vda` in the guest.
     pub disk: Option<PathBuf>,
     /// A unix socket path for QMP (`-qmp unix:PATH,server=on,wait=off`).
@@ -187,6 +189,7 @@ impl Default for GuestSpec {
             files: Vec::new(),
             modules: Vec::new(),
             memory_mib: 512,
+            cpus: 1,
             disk: None,
             qmp: None,
             dump_at: None,
@@ -690,6 +693,8 @@ pub fn run_guest(spec: &GuestSpec) -> Result<GuestResult> {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-cpu", "max", "-m"])
         .arg(spec.memory_mib.to_string())
+        .arg("-smp")
+        .arg(spec.cpus.max(1).to_string())
         .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
         .arg(&k.vmlinuz)
         .arg("-initrd")

@@ -178,7 +178,7 @@ pub fn capture_in_guest(
             binaries.push(p.to_path_buf());
             r#"
 u0=$(cut -d' ' -f1 /proc/uptime)
-avml /mnt/avml.lime > /mnt/avml.out 2>&1
+avml acquire /mnt/avml.lime > /mnt/avml.out 2>&1
 echo "avml_rc=$?"
 u1=$(cut -d' ' -f1 /proc/uptime)
 echo "avml_seconds $u0 $u1"
@@ -207,6 +207,8 @@ umount /mnt
         script,
         binaries,
         memory_mib,
+        // Two vCPUs, as small cloud instances have: cairn's pipeline uses them, AVML cannot.
+        cpus: 2,
         disk: Some(disk.clone()),
         qmp: Some(work.path().join("qmp.sock")),
         dump_at: Some((DUMP_LINE.to_string(), qemu_dump.clone())),

@@ -70,10 +70,20 @@ impl Agent {
             dir: state.journal(),
             window: Duration::from_secs(cfg.journal_window_secs),
         });
+        // 4 MiB of event JSON in memory; beyond it events wait on disk (256 MiB, about
+        // 400,000 events: hours of a busy host without its collector).
+        let shipper =
+            match super::events::EventShipper::with_spool(4 << 20, &state.event_spool(), 256 << 20)
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("{e:#}; live events wait in memory only (32 MiB)");
+                    super::events::EventShipper::new(32 << 20)
+                }
+            };
         Ok(Arc::new(Agent {
             state: state.clone(),
-            // 32 MiB of event JSON (~50,000 events) rides out a collector restart.
-            shipper: super::events::EventShipper::new(32 << 20),
+            shipper,
             cfg,
             connector,
             spool,

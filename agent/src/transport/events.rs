@@ -1,15 +1,20 @@
 //! The live event stream: sensor events, batched, numbered, acknowledged.
 //!
-//! Events wait in a bounded in-memory queue until the collector acknowledges them; while it is
-//! unreachable the queue fills, and past its bound the oldest are dropped from the *live*
-//! stream — they stay in the flight recorder on disk, and the drop is sent as an explicit
-//! `events_lost` event, never a silent gap.
+//! Events wait for the collector's acknowledgment in a small in-memory queue; when it
+//! overflows (the collector is unreachable or slower than the host), the oldest events spill
+//! to an on-disk spool in the agent's state directory, and are sent from there, in order,
+//! before the ones still in memory. The spool survives an agent restart. Only past its bound
+//! (default 256 MiB) are the oldest spooled events dropped from the live stream — they stay
+//! in the flight recorder — and the drop is sent as an explicit `events_lost` event, never a
+//! silent gap.
 
 use super::connection::Connector;
 use anyhow::{anyhow, Result};
 use cairn_protocol::wire::aio::write_message;
 use cairn_protocol::wire::{Message, RawEvent};
 use std::collections::VecDeque;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -17,6 +22,231 @@ use tokio::sync::Notify;
 const BATCH: usize = 512;
 /// Longest a partial batch waits for company.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+/// A spool file is closed and a new one started past this size.
+const SEGMENT_BYTES: u64 = 4 << 20;
+
+/// One spool file: `<first seq>.spool`, lines of `SEQ<TAB>JSON`.
+#[derive(Debug)]
+struct Segment {
+    first: u64,
+    last: u64,
+    count: u64,
+    bytes: u64,
+    path: PathBuf,
+}
+
+/// Events that did not fit in memory, on disk, oldest first.
+struct Spool {
+    dir: PathBuf,
+    segments: VecDeque<Segment>,
+    /// The newest segment, still being appended to.
+    writer: Option<std::io::BufWriter<std::fs::File>>,
+    bytes: u64,
+    max_bytes: u64,
+    /// The segment being sent, read once: (its first seq, its events).
+    cache: Option<(u64, Vec<(u64, RawEvent)>)>,
+}
+
+impl Spool {
+    /// Opens the spool directory, picking up what a previous run left.
+    fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Spool> {
+        std::fs::create_dir_all(dir)?;
+        let mut segments = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            let path = e?.path();
+            let Some(first) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".spool"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let events = read_segment(&path)?;
+            let bytes = std::fs::metadata(&path)?.len();
+            match events.last() {
+                Some(&(last, _)) => segments.push(Segment {
+                    first,
+                    last,
+                    count: events.len() as u64,
+                    bytes,
+                    path,
+                }),
+                None => std::fs::remove_file(&path)?,
+            }
+        }
+        segments.sort_by_key(|s| s.first);
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            bytes: segments.iter().map(|s| s.bytes).sum(),
+            segments: segments.into(),
+            writer: None,
+            max_bytes,
+            cache: None,
+        })
+    }
+
+    fn count(&self) -> u64 {
+        self.segments.iter().map(|s| s.count).sum()
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.segments.back().map(|s| s.last + 1).unwrap_or(0)
+    }
+
+    fn append(&mut self, seq: u64, e: &RawEvent) -> std::io::Result<()> {
+        let full = self
+            .segments
+            .back()
+            .is_none_or(|s| s.bytes >= SEGMENT_BYTES);
+        if self.writer.is_none() || full {
+            self.seal()?;
+            let path = self.dir.join(format!("{seq}.spool"));
+            self.writer = Some(std::io::BufWriter::new(std::fs::File::create(&path)?));
+            self.segments.push_back(Segment {
+                first: seq,
+                last: seq,
+                count: 0,
+                bytes: 0,
+                path,
+            });
+        }
+        let line = format!("{seq}\t{}\n", e.get());
+        if let Some(w) = self.writer.as_mut() {
+            w.write_all(line.as_bytes())?;
+        }
+        if let Some(s) = self.segments.back_mut() {
+            s.last = seq;
+            s.count += 1;
+            s.bytes += line.len() as u64;
+        }
+        self.bytes += line.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes what was appended to the segment being written.
+    fn seal_keep_open(&mut self) -> std::io::Result<()> {
+        match self.writer.as_mut() {
+            Some(w) if !w.buffer().is_empty() => w.flush(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes the segment being written: it is about to be read, or a new one starts.
+    fn seal(&mut self) -> std::io::Result<()> {
+        if let Some(mut w) = self.writer.take() {
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest segment unsent; returns (events it held, events its loss markers
+    /// reported), for the next marker.
+    fn drop_oldest(&mut self) -> (u64, u64) {
+        let Some(front) = self.segments.front() else {
+            return (0, 0);
+        };
+        let (mut events, mut reported) = (0, 0);
+        match read_segment(&front.path) {
+            Ok(all) => {
+                for (_, e) in &all {
+                    match lost_count(e) {
+                        Some(n) => reported += n,
+                        None => events += 1,
+                    }
+                }
+            }
+            Err(_) => events = front.count,
+        }
+        self.remove_oldest();
+        (events, reported)
+    }
+
+    /// Deletes the oldest segment's file.
+    fn remove_oldest(&mut self) {
+        let Some(s) = self.segments.pop_front() else {
+            return;
+        };
+        if self.segments.is_empty() {
+            self.writer = None;
+        }
+        let _ = std::fs::remove_file(&s.path);
+        self.bytes -= s.bytes;
+        if self.cache.as_ref().is_some_and(|c| c.0 == s.first) {
+            self.cache = None;
+        }
+    }
+
+    /// Up to BATCH spooled events after `after`, oldest first.
+    fn batch_after(&mut self, after: Option<u64>) -> Option<(u64, Vec<RawEvent>)> {
+        let i = self
+            .segments
+            .iter()
+            .position(|s| after.is_none_or(|a| s.last > a))?;
+        if i + 1 == self.segments.len() && self.writer.is_some() {
+            // Sending from the segment still being written: close it first.
+            if let Err(e) = self.seal() {
+                tracing::warn!("event spool: {e}");
+            }
+        }
+        let first = self.segments[i].first;
+        if self.cache.as_ref().is_none_or(|c| c.0 != first) {
+            match read_segment(&self.segments[i].path) {
+                Ok(events) => self.cache = Some((first, events)),
+                Err(e) => {
+                    tracing::warn!("event spool {}: {e}", self.segments[i].path.display());
+                    return None;
+                }
+            }
+        }
+        let (_, events) = self.cache.as_ref()?;
+        let mut it = events
+            .iter()
+            .filter(|(s, _)| after.is_none_or(|a| *s > a))
+            .peekable();
+        let first_seq = it.peek()?.0;
+        Some((first_seq, it.take(BATCH).map(|(_, e)| e.clone()).collect()))
+    }
+
+    /// Deletes segments the collector has all of. An event sent from memory may be spilled
+    /// before its acknowledgment arrives, so the segment being written can be done too.
+    fn acked(&mut self, upto: u64) {
+        while self.segments.front().is_some_and(|s| s.last <= upto) {
+            self.remove_oldest();
+        }
+    }
+}
+
+/// The count an `events_lost` marker of the live stream reports (`None` for other events).
+fn lost_count(e: &RawEvent) -> Option<u64> {
+    if !e.get().contains("\"events_lost\"") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(e.get()).ok()?;
+    if v["kind"] != "events_lost" || v["lost"]["kind"] != "live_stream" {
+        return None;
+    }
+    v["lost"]["count"].as_u64()
+}
+
+/// A spool file's events; a torn last line (the agent died mid-write) is skipped.
+fn read_segment(path: &Path) -> std::io::Result<Vec<(u64, RawEvent)>> {
+    let f = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut out = Vec::new();
+    for line in f.split(b'\n') {
+        let line = line?;
+        let Ok(text) = std::str::from_utf8(&line) else {
+            continue;
+        };
+        let Some((seq, json)) = text.split_once('\t') else {
+            continue;
+        };
+        if let (Ok(seq), Ok(e)) = (seq.parse(), RawEvent::from_json(json.to_string())) {
+            out.push((seq, e));
+        }
+    }
+    Ok(out)
+}
 
 #[derive(Default)]
 struct Queue {
@@ -24,6 +254,9 @@ struct Queue {
     pending: VecDeque<(u64, RawEvent)>,
     /// Bytes of JSON in `pending`.
     bytes: usize,
+    spool: Option<Spool>,
+    /// Everything up to here was acknowledged (a resend after a reconnect starts after it).
+    acked: Option<u64>,
     /// Dropped since the last `events_lost` marker.
     dropped: u64,
     dropped_total: u64,
@@ -36,13 +269,34 @@ pub struct EventShipper {
 }
 
 impl EventShipper {
-    /// A queue holding at most `max_bytes` of event JSON (at least 1 MiB).
+    /// A queue holding at most `max_bytes` of event JSON in memory (at least 1 MiB); without a
+    /// spool, what does not fit is dropped (and reported).
     pub fn new(max_bytes: usize) -> Arc<EventShipper> {
         Arc::new(EventShipper {
             queue: Mutex::new(Queue::default()),
             bell: Notify::new(),
             max_bytes: max_bytes.max(1 << 20),
         })
+    }
+
+    /// Like [`EventShipper::new`], spilling to `dir` (at most `spool_bytes`) what does not fit
+    /// in memory, and resuming what a previous run left there.
+    pub fn with_spool(max_bytes: usize, dir: &Path, spool_bytes: u64) -> Result<Arc<EventShipper>> {
+        let spool = Spool::open(dir, spool_bytes)
+            .map_err(|e| anyhow!("cannot open the event spool {}: {e}", dir.display()))?;
+        let s = EventShipper::new(max_bytes);
+        {
+            let mut q = s.lock();
+            q.next_seq = spool.next_seq();
+            if spool.count() > 0 {
+                tracing::info!(
+                    "event spool: {} event(s) from a previous run will be sent first",
+                    spool.count()
+                );
+            }
+            q.spool = Some(spool);
+        }
+        Ok(s)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -52,36 +306,74 @@ impl EventShipper {
     /// Queue an event (its JSON) for the collector.
     pub fn push(&self, event: RawEvent) {
         let mut q = self.lock();
-        while q.bytes + event.get().len() > self.max_bytes {
-            let Some((_, old)) = q.pending.pop_front() else {
-                break;
-            };
-            q.bytes -= old.get().len();
-            q.dropped += 1;
-            q.dropped_total += 1;
+        let q = &mut *q;
+        self.make_room(q, event.get().len());
+        if let Some(sp) = q.spool.as_mut() {
+            while sp.bytes > sp.max_bytes && sp.segments.len() > 1 {
+                // A dropped loss marker's count is reported again by the next marker.
+                let (events, reported) = sp.drop_oldest();
+                q.dropped += events + reported;
+                q.dropped_total += events;
+            }
         }
-        if q.dropped > 0 && q.bytes + event.get().len() + 512 <= self.max_bytes {
+        if q.dropped > 0 {
+            // Reported before any newer event, so the stream says where the hole is.
             let marker = serde_json::json!({
                 "time": cairn_protocol::now_rfc3339(),
                 "kind": "events_lost",
                 "source": "agent",
                 "lost": {"kind": "live_stream", "count": q.dropped,
-                         "note": "dropped from the live stream while the collector was unreachable; still in the host's flight recorder"},
+                         "note": "dropped from the live stream (its spool was full while the collector was unreachable); still in the host's flight recorder"},
             });
             if let Ok(marker) = RawEvent::from_json(marker.to_string()) {
-                let seq = q.next_seq;
-                q.next_seq += 1;
-                q.bytes += marker.get().len();
-                q.pending.push_back((seq, marker));
                 q.dropped = 0;
+                self.make_room(q, marker.get().len());
+                Self::enqueue(q, marker);
             }
         }
+        Self::enqueue(q, event);
+        // What spilled reaches the file now: a crash of the agent must not lose it.
+        if let Some(Err(e)) = q.spool.as_mut().map(|sp| sp.seal_keep_open()) {
+            tracing::warn!("event spool: cannot write: {e}");
+        }
+        self.bell.notify_one();
+    }
+
+    fn enqueue(q: &mut Queue, e: RawEvent) {
         let seq = q.next_seq;
         q.next_seq += 1;
-        q.bytes += event.get().len();
-        q.pending.push_back((seq, event));
-        drop(q);
-        self.bell.notify_one();
+        q.bytes += e.get().len();
+        q.pending.push_back((seq, e));
+    }
+
+    /// Moves the oldest events to the spool (or drops them without one) until `len` more
+    /// bytes fit in memory.
+    fn make_room(&self, q: &mut Queue, len: usize) {
+        while q.bytes + len > self.max_bytes {
+            let Some((old_seq, old)) = q.pending.pop_front() else {
+                break;
+            };
+            q.bytes -= old.get().len();
+            let spilled = match q.spool.as_mut() {
+                Some(sp) => match sp.append(old_seq, &old) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!("event spool: cannot write: {e}; the event is dropped");
+                        false
+                    }
+                },
+                None => false,
+            };
+            if !spilled {
+                match lost_count(&old) {
+                    Some(n) => q.dropped += n,
+                    None => {
+                        q.dropped += 1;
+                        q.dropped_total += 1;
+                    }
+                }
+            }
+        }
     }
 
     /// Events dropped from the live stream since the agent started.
@@ -89,17 +381,25 @@ impl EventShipper {
         self.lock().dropped_total
     }
 
-    /// Events waiting for an acknowledgment.
+    /// Events waiting for an acknowledgment, in memory and spooled.
     pub fn queued(&self) -> usize {
-        self.lock().pending.len()
+        let q = self.lock();
+        q.pending.len() + q.spool.as_ref().map(|s| s.count() as usize).unwrap_or(0)
     }
 
     fn batch_after(&self, sent_upto: Option<u64>) -> Option<(u64, Vec<RawEvent>)> {
-        let q = self.lock();
+        let mut q = self.lock();
+        let after = match (sent_upto, q.acked) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(b) = q.spool.as_mut().and_then(|sp| sp.batch_after(after)) {
+            return Some(b);
+        }
         let mut it = q
             .pending
             .iter()
-            .filter(|(s, _)| sent_upto.is_none_or(|u| *s > u))
+            .filter(|(s, _)| after.is_none_or(|u| *s > u))
             .peekable();
         let first = it.peek()?.0;
         Some((first, it.take(BATCH).map(|(_, e)| e.clone()).collect()))
@@ -107,6 +407,10 @@ impl EventShipper {
 
     fn acked(&self, upto: u64) {
         let mut q = self.lock();
+        q.acked = Some(q.acked.map_or(upto, |a| a.max(upto)));
+        if let Some(sp) = q.spool.as_mut() {
+            sp.acked(upto);
+        }
         while q.pending.front().is_some_and(|(s, _)| *s <= upto) {
             if let Some((_, e)) = q.pending.pop_front() {
                 q.bytes -= e.get().len();
@@ -190,21 +494,32 @@ mod tests {
     }
 
     #[test]
-    fn bounded_queue_reports_what_it_dropped() {
+    fn without_a_spool_the_queue_reports_what_it_dropped() {
         let s = EventShipper::new(0); // clamps to 1 MiB
         let pad = "x".repeat(1000);
         let one = ev(serde_json::json!({"n": 0, "pad": pad})).get().len();
-        let fit = s.max_bytes / one;
-        for i in 0..fit + 10 {
-            s.push(ev(serde_json::json!({"n": i % 10, "pad": pad})));
+        let total = s.max_bytes / one + 10;
+        for i in 0..total {
+            s.push(ev(serde_json::json!({"n": i, "pad": pad})));
         }
-        assert_eq!(s.dropped_total(), 10);
-        s.acked(u64::MAX);
-        s.push(ev(serde_json::json!({"n": "after"})));
-        let (_, batch) = s.batch_after(None).unwrap();
-        assert_eq!(parsed(&batch[0])["kind"], "events_lost");
-        assert_eq!(parsed(&batch[0])["lost"]["count"], 10);
-        assert_eq!(parsed(&batch[1])["n"], "after");
+        let dropped = s.dropped_total();
+        assert!(dropped >= 10, "{dropped}");
+        let (mut lost, mut seen) = (0, 0);
+        let (first, batch) = s.batch_after(None).unwrap();
+        let mut sent = Some(first + batch.len() as u64 - 1);
+        let mut batches = vec![batch];
+        while let Some((first, b)) = s.batch_after(sent) {
+            sent = Some(first + b.len() as u64 - 1);
+            batches.push(b);
+        }
+        for e in batches.iter().flatten() {
+            match parsed(e)["lost"]["count"].as_u64() {
+                Some(n) => lost += n,
+                None => seen += 1,
+            }
+        }
+        assert_eq!(lost, dropped, "every drop is reported");
+        assert_eq!(seen + dropped as usize, total);
     }
 
     #[test]
@@ -220,5 +535,117 @@ mod tests {
         s.acked(511);
         assert_eq!(s.queued(), 488);
         assert!(s.batch_after(Some(999)).is_none());
+        // After a reconnect (nothing sent yet on the new stream), acked events are not resent.
+        assert_eq!(s.batch_after(None).unwrap().0, 512);
+    }
+
+    /// Sends everything the way a session does, acknowledging each batch; returns the `n`s.
+    fn drain(s: &EventShipper) -> Vec<serde_json::Value> {
+        let mut got = Vec::new();
+        let mut sent = None;
+        while let Some((first, b)) = s.batch_after(sent) {
+            sent = Some(first + b.len() as u64 - 1);
+            got.extend(b.iter().map(|e| parsed(e)["n"].clone()));
+            s.acked(first + b.len() as u64 - 1);
+        }
+        got
+    }
+
+    #[test]
+    fn overflow_spills_to_disk_in_order_and_acks_delete_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EventShipper::with_spool(1 << 20, dir.path(), 64 << 20).unwrap();
+        let pad = "p".repeat(300);
+        let n = 20_000; // ~6 MiB: most of it spills
+        for i in 0..n {
+            s.push(ev(serde_json::json!({"n": i, "pad": pad})));
+        }
+        assert_eq!(s.dropped_total(), 0);
+        assert_eq!(s.queued(), n);
+        assert!(std::fs::read_dir(dir.path()).unwrap().count() >= 1);
+        let got = drain(&s);
+        assert_eq!(got.len(), n, "every event once");
+        assert!(got.iter().enumerate().all(|(i, v)| v == i), "in order");
+        assert_eq!(s.queued(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "spool emptied"
+        );
+    }
+
+    #[test]
+    fn the_spool_survives_a_restart_and_numbering_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let pad = "q".repeat(500);
+        {
+            let s = EventShipper::with_spool(1 << 20, dir.path(), 64 << 20).unwrap();
+            for i in 0..5000 {
+                s.push(ev(serde_json::json!({"n": i, "pad": pad})));
+            }
+            // Flush what is being written, as a stopping agent does when its BufWriter drops.
+        }
+        let s = EventShipper::with_spool(1 << 20, dir.path(), 64 << 20).unwrap();
+        let spooled = s.queued();
+        assert!(spooled > 1000, "{spooled} events found on disk");
+        s.push(ev(serde_json::json!({"n": "new"})));
+        let got = drain(&s);
+        assert_eq!(got.len(), spooled + 1);
+        assert_eq!(got[0], 0);
+        assert_eq!(got.last().unwrap(), "new");
+    }
+
+    #[test]
+    fn a_full_spool_drops_its_oldest_and_says_how_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EventShipper::with_spool(1 << 20, dir.path(), 9 << 20).unwrap();
+        let pad = "r".repeat(1000);
+        for i in 0..20_000 {
+            s.push(ev(serde_json::json!({"n": i, "pad": pad})));
+        }
+        let dropped = s.dropped_total();
+        assert!(dropped > 0);
+        let mut sent = None;
+        let mut lost = 0;
+        let mut seen = 0;
+        while let Some((first, b)) = s.batch_after(sent) {
+            sent = Some(first + b.len() as u64 - 1);
+            for e in &b {
+                let v = parsed(e);
+                if v["kind"] == "events_lost" {
+                    lost += v["lost"]["count"].as_u64().unwrap();
+                } else {
+                    seen += 1;
+                }
+            }
+            s.acked(sent.unwrap());
+        }
+        assert_eq!(lost, dropped, "every drop is reported");
+        assert_eq!(seen + dropped, 20_000);
+    }
+
+    #[test]
+    fn events_spilled_after_they_were_sent_are_removed_by_their_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EventShipper::with_spool(1 << 20, dir.path(), 64 << 20).unwrap();
+        for i in 0..100 {
+            s.push(ev(serde_json::json!({"n": i})));
+        }
+        let (first, b) = s.batch_after(None).unwrap();
+        let sent = first + b.len() as u64 - 1;
+        // Before the ack arrives, a burst pushes the sent events out to the spool.
+        let pad = "s".repeat(1000);
+        let spilled_before = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(spilled_before, 0);
+        for _ in 0..1100 {
+            s.push(ev(serde_json::json!({"n": "burst", "pad": pad})));
+        }
+        s.acked(sent);
+        let left = drain(&s);
+        assert!(
+            left.iter().all(|v| v == "burst"),
+            "nothing acked is sent again"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
