@@ -14,6 +14,8 @@ use std::io::Read;
 pub struct CollectOptions {
     pub volatile: capture::volatile::VolatileOptions,
     pub pipeline: PipelineOptions,
+    /// Triage root and profile locations (`triage`, `minimal`, `disk`, the user's own).
+    pub disk: capture::disk::DiskOptions,
     /// The flight recorder whose recent past every collection carries.
     pub journal: Option<Journal>,
 }
@@ -52,6 +54,8 @@ impl Journal {
 enum Body {
     Bytes(Vec<u8>),
     File(capture::file::OpenedFile),
+    /// Opened only when produced: triage plans thousands of files, too many to hold open.
+    Triage(capture::disk::triage::CopyFile),
 }
 
 /// An item decided on but not yet read.
@@ -77,8 +81,8 @@ fn header(req: &CollectRequest, kind: ItemKind, source: Source) -> ItemHeader {
     }
 }
 
-/// Profiles this agent can run.
-pub const PROFILES: &[&str] = &["volatile", "file"];
+/// Profiles this agent can run (besides profile files in `STATE/profiles`).
+pub const PROFILES: &[&str] = &["volatile", "file", "triage", "minimal", "disk"];
 
 /// Blocking: the volatile profile reads /proc, which takes a moment.
 pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
@@ -132,10 +136,16 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
                 }
             }
         }
-        other => errors.push(format!(
-            "unknown profile {other:?}; this agent knows {}",
-            PROFILES.join(", ")
-        )),
+        other => match capture::disk::plan(req, &opts.disk) {
+            Some(p) => {
+                errors.extend(p.errors);
+                items.extend(p.items.into_iter().map(|i| disk_item(req, i)));
+            }
+            None => errors.push(format!(
+                "unknown profile {other:?}; this agent knows {} and profile files in its profiles directory",
+                PROFILES.join(", ")
+            )),
+        },
     }
     // Every collection carries the flight recorder's recent past: what ran before the trigger.
     if let Some(j) = &opts.journal {
@@ -163,6 +173,21 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
     Plan { items, errors }
 }
 
+fn disk_item(req: &CollectRequest, item: capture::disk::DiskItem) -> PlannedItem {
+    use capture::disk::DiskItem;
+    let (kind, source, body) = match item {
+        DiskItem::File { source, file } => (ItemKind::File, source, Body::Triage(file)),
+        DiskItem::Document { source, bytes } => {
+            (ItemKind::ArtifactBundle, source, Body::Bytes(bytes))
+        }
+        DiskItem::Device { source, file } => (ItemKind::DiskImage, source, Body::File(file)),
+    };
+    PlannedItem {
+        header: header(req, kind, source),
+        body,
+    }
+}
+
 impl PlannedItem {
     /// Read the source through the pipeline, handing each chunk to `sink` in order; `sink`
     /// returns false to abandon the item. Returns the manifest, or None if abandoned.
@@ -173,14 +198,21 @@ impl PlannedItem {
         mut sink: impl FnMut(Chunk) -> bool,
     ) -> Option<ItemManifest> {
         let PlannedItem { header, body } = self;
-        let (reader, file): (Box<dyn Read + Send>, Option<capture::file::OpenedFile>) = match body {
-            Body::Bytes(b) => (Box::new(std::io::Cursor::new(b)), None),
-            Body::File(f) => match f.file.try_clone() {
-                Ok(clone) => (Box::new(clone), Some(f)),
+        let file_reader = |f: capture::file::OpenedFile| -> (Box<dyn Read + Send>, _) {
+            match f.reader() {
+                Ok(r) => (r, Some(f)),
                 Err(e) => {
                     let msg = format!("{}: cannot read: {e}", f.path);
                     (Box::new(FailingReader(Some(msg))), Some(f))
                 }
+            }
+        };
+        let (reader, file): (Box<dyn Read + Send>, Option<capture::file::OpenedFile>) = match body {
+            Body::Bytes(b) => (Box::new(std::io::Cursor::new(b)), None),
+            Body::File(f) => file_reader(f),
+            Body::Triage(t) => match t.open() {
+                Ok(f) => file_reader(f),
+                Err(msg) => (Box::new(FailingReader(Some(msg))), None),
             },
         };
         let mut stream = ChunkStream::new(reader, opts);

@@ -7,6 +7,7 @@
 //!       ca.pem        the collector's CA, pinned at enrollment by its SHA-256
 //!       spool/        chunks not yet acknowledged by the collector
 //!       journal/      the flight recorder: recent events, zstd segments
+//!       profiles/     the user's own triage profiles (NAME.toml), for `--profile NAME`
 //! ```
 
 use anyhow::{Context, Result};
@@ -93,6 +94,10 @@ impl StateDir {
     }
     pub fn journal(&self) -> PathBuf {
         self.path("journal")
+    }
+    /// The user's own triage profiles, `NAME.toml`.
+    pub fn profiles(&self) -> PathBuf {
+        self.path("profiles")
     }
 
     pub fn load(&self) -> Result<AgentConfig> {

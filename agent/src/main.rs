@@ -40,18 +40,34 @@ enum Cmd {
     Ping,
     /// Collect without a collector, into a directory (`cairn import DIR` loads it later).
     Collect {
-        /// volatile, or file (with --path).
+        /// volatile, file (with --path), triage, minimal, disk (with --device), or the name of
+        /// a profile file (--profile-file, or STATE/profiles/NAME.toml).
         #[arg(long, default_value = "volatile")]
         profile: String,
         /// Files for the file profile (repeatable).
         #[arg(long = "path")]
         paths: Vec<String>,
+        /// A triage profile file (TOML); its `name` becomes the profile unless --profile is given.
+        #[arg(long)]
+        profile_file: Option<PathBuf>,
+        /// Triage this directory as the filesystem root instead of / (a mounted image, a
+        /// container's root).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Block devices for the disk profile (repeatable).
+        #[arg(long = "device")]
+        devices: Vec<String>,
         /// Output directory (created; must not hold a collection already).
         #[arg(long)]
         out: PathBuf,
         /// Why: recorded in the collection.
         #[arg(long, default_value = "offline collection")]
         reason: String,
+    },
+    /// Capture one kind of evidence into a directory, without a collector.
+    Capture {
+        #[command(subcommand)]
+        what: CaptureCmd,
     },
     /// Show process and network events on this host as they happen (eBPF sensor; as root).
     Events {
@@ -70,6 +86,23 @@ enum Cmd {
         /// auto (eBPF, else /proc polling), ebpf (fail without BPF) or procfs.
         #[arg(long, default_value = "auto")]
         mode: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaptureCmd {
+    /// Image block devices (raw, hashed, zero blocks stored as nothing) into DIR; The Sleuth
+    /// Kit reads the exported image (`cairn export ITEM -o disk.raw`).
+    Disk {
+        /// The device to image (repeatable): /dev/nvme1n1, /dev/loop0.
+        #[arg(long = "device", required = true)]
+        devices: Vec<String>,
+        /// Output directory (created; must not hold a collection already).
+        #[arg(long)]
+        out: PathBuf,
+        /// Why: recorded in the collection.
+        #[arg(long, default_value = "disk capture")]
+        reason: String,
     },
 }
 
@@ -141,53 +174,37 @@ async fn real_main(cli: Cli) -> Result<()> {
             );
         }
         Cmd::Collect {
-            profile,
+            mut profile,
             paths,
+            profile_file,
+            root,
+            devices,
             out,
             reason,
         } => {
-            let req = CollectRequest {
-                collection_id: uuid::Uuid::new_v4().to_string(),
-                profile,
-                reason,
-                requested_by: format!("local:{}", whoami()),
-                paths,
-                pid: None,
-                container_id: None,
-            };
-            let mut opts = cairn_agent::collect::CollectOptions::default();
-            // The recent past, if this host's agent has been recording.
-            if state.journal().is_dir() {
-                opts.journal = Some(cairn_agent::collect::Journal {
-                    recorder: None,
-                    dir: state.journal(),
-                    window: std::time::Duration::from_secs(
-                        state.load().map(|c| c.journal_window_secs).unwrap_or(3600),
-                    ),
-                });
+            if let Some(f) = &profile_file {
+                // The file's own name is the profile, unless --profile names it differently.
+                let p = cairn_agent::capture::disk::profile::load_file(f)?;
+                if profile == "volatile" {
+                    profile = p.name;
+                }
             }
-            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let out2 = out.clone();
-            let s = tokio::task::spawn_blocking(move || {
-                cairn_agent::offline::collect_to_dir(&req, &opts, &out2, progress)
-            })
-            .await??;
-            println!(
-                "collection {} written to {} [{:?}]",
-                s.record.request.collection_id,
-                out.display(),
-                s.record.status
-            );
-            for (id, name, len, sha) in &s.items {
-                println!("  {id}  {name:<20} {len:>12}  {sha}");
-            }
-            for e in &s.record.errors {
-                println!("  error: {e}");
-            }
-            println!(
-                "load it into a collector with: cairn import {}",
-                out.display()
-            );
+            let mut opts = collect_options(&state);
+            opts.disk.root = root;
+            opts.disk.profile_file = profile_file;
+            let req = local_request(profile, reason, paths, devices);
+            offline(req, opts, out).await?;
+        }
+        Cmd::Capture {
+            what:
+                CaptureCmd::Disk {
+                    devices,
+                    out,
+                    reason,
+                },
+        } => {
+            let req = local_request("disk".into(), reason, Vec::new(), devices);
+            offline(req, collect_options(&state), out).await?;
         }
         Cmd::Events {
             follow,
@@ -201,6 +218,72 @@ async fn real_main(cli: Cli) -> Result<()> {
                 .await??;
         }
     }
+    Ok(())
+}
+
+fn local_request(
+    profile: String,
+    reason: String,
+    paths: Vec<String>,
+    devices: Vec<String>,
+) -> CollectRequest {
+    CollectRequest {
+        collection_id: uuid::Uuid::new_v4().to_string(),
+        profile,
+        reason,
+        requested_by: format!("local:{}", whoami()),
+        paths,
+        pid: None,
+        container_id: None,
+        devices,
+    }
+}
+
+/// Options for a local collection: the recent past if this host's agent has been recording,
+/// and the agent's own profile directory.
+fn collect_options(state: &StateDir) -> cairn_agent::collect::CollectOptions {
+    let mut opts = cairn_agent::collect::CollectOptions::default();
+    if state.journal().is_dir() {
+        opts.journal = Some(cairn_agent::collect::Journal {
+            recorder: None,
+            dir: state.journal(),
+            window: std::time::Duration::from_secs(
+                state.load().map(|c| c.journal_window_secs).unwrap_or(3600),
+            ),
+        });
+    }
+    opts.disk.profile_dirs = vec![state.profiles()];
+    opts
+}
+
+/// `collect --out` and `capture --out`: write the collection and say what is in it.
+async fn offline(
+    req: CollectRequest,
+    opts: cairn_agent::collect::CollectOptions,
+    out: PathBuf,
+) -> Result<()> {
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let out2 = out.clone();
+    let s = tokio::task::spawn_blocking(move || {
+        cairn_agent::offline::collect_to_dir(&req, &opts, &out2, progress)
+    })
+    .await??;
+    println!(
+        "collection {} written to {} [{:?}]",
+        s.record.request.collection_id,
+        out.display(),
+        s.record.status
+    );
+    for (id, name, len, sha) in &s.items {
+        println!("  {id}  {name:<20} {len:>12}  {sha}");
+    }
+    for e in &s.record.errors {
+        println!("  error: {e}");
+    }
+    println!(
+        "load it into a collector with: cairn import {}",
+        out.display()
+    );
     Ok(())
 }
 

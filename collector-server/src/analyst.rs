@@ -49,7 +49,7 @@ enum Cmd {
     /// Request a collection from a host (agent id, hostname, cloud instance id or machine id).
     Collect {
         host: String,
-        /// volatile, or file (with --path).
+        /// volatile, file (with --path), triage, minimal, or disk (with --device).
         #[arg(long, default_value = "volatile")]
         profile: String,
         /// Why: recorded in the chain of custody.
@@ -58,6 +58,9 @@ enum Cmd {
         /// Files to collect with the file profile (repeatable).
         #[arg(long = "path")]
         paths: Vec<String>,
+        /// Block devices to image with the disk profile (repeatable): /dev/nvme1n1.
+        #[arg(long = "device")]
+        devices: Vec<String>,
         /// Wait until the collection is finished, showing progress.
         #[arg(long)]
         wait: bool,
@@ -270,13 +273,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
             profile,
             reason,
             paths,
+            devices,
             wait,
             timeout,
         } => {
             let v = api
                 .post(
                     "/api/v1/collections",
-                    &json!({"host": host, "profile": profile, "reason": reason, "paths": paths}),
+                    &json!({"host": host, "profile": profile, "reason": reason, "paths": paths, "devices": devices}),
                 )
                 .await?;
             let id = s(&v["id"]);

@@ -239,7 +239,7 @@ async fn host_events(
 }
 
 /// Profiles the agent knows; anything else is refused before a command is sent.
-pub const PROFILES: &[&str] = &["volatile", "file"];
+pub const PROFILES: &[&str] = &["volatile", "file", "triage", "minimal", "disk"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +253,9 @@ struct CollectionBody {
     pid: Option<u32>,
     #[serde(default)]
     container_id: Option<String>,
+    /// Block devices for the `disk` profile.
+    #[serde(default)]
+    devices: Vec<String>,
 }
 
 async fn request_collection(
@@ -276,6 +279,12 @@ async fn request_collection(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "profile \"file\" needs at least one entry in \"paths\"",
+        ));
+    }
+    if b.profile == "disk" && b.devices.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "profile \"disk\" needs at least one entry in \"devices\" (e.g. \"/dev/nvme0n1\")",
         ));
     }
     if b.reason.trim().is_empty() {
@@ -313,6 +322,7 @@ async fn request_collection(
         paths: b.paths,
         pid: b.pid,
         container_id: b.container_id,
+        devices: b.devices,
     };
     state
         .db()
@@ -322,7 +332,7 @@ async fn request_collection(
         &req.collection_id,
         &caller.actor(),
         "trigger_received",
-        json!({"host_id": host.id, "hostname": host.hostname, "profile": req.profile, "reason": req.reason, "paths": req.paths, "pid": req.pid, "container_id": req.container_id}),
+        json!({"host_id": host.id, "hostname": host.hostname, "profile": req.profile, "reason": req.reason, "paths": req.paths, "pid": req.pid, "container_id": req.container_id, "devices": req.devices}),
     )?;
     let connected = state.sessions.wake(&host.id);
     Ok((

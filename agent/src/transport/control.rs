@@ -48,6 +48,7 @@ impl Agent {
         let spool = Spool::new(state.spool(), cfg.spool_max_bytes);
         let mut options = CollectOptions::default();
         options.volatile.metadata = cfg.metadata_config();
+        options.disk.profile_dirs = vec![state.profiles()];
         // Collections read the journal from disk; the recorder itself is opened by `run`,
         // which alone writes it.
         options.journal = Some(crate::collect::Journal {
