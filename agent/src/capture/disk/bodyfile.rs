@@ -43,13 +43,13 @@ pub fn mode_string(mode: u32) -> String {
         EntryType::Unknown => '-',
     };
     let bit = |m: u32, c: char| if mode & m != 0 { c } else { '-' };
-    let exec = |x: u32, special: u32, set: char, unset: char| match (mode & x != 0, mode & special != 0)
-    {
-        (true, true) => set,
-        (false, true) => unset,
-        (true, false) => 'x',
-        (false, false) => '-',
-    };
+    let exec =
+        |x: u32, special: u32, set: char, unset: char| match (mode & x != 0, mode & special != 0) {
+            (true, true) => set,
+            (false, true) => unset,
+            (true, false) => 'x',
+            (false, false) => '-',
+        };
     let mut s = format!("{t}/{t}");
     s.push(bit(0o400, 'r'));
     s.push(bit(0o200, 'w'));
@@ -112,7 +112,10 @@ mod tests {
         assert_eq!(l, "0|/var/log/a\\x7cb|7|r/rrw-r--r--|1000|100|42|1|2|3|0\n");
         assert_eq!(l.trim_end().split('|').count(), 11);
         let l = line(b"/tmp/l", Some(b"/etc/shadow"), &stat(0o120777));
-        assert!(l.starts_with("0|/tmp/l -> /etc/shadow|7|l/lrwxrwxrwx|"), "{l}");
+        assert!(
+            l.starts_with("0|/tmp/l -> /etc/shadow|7|l/lrwxrwxrwx|"),
+            "{l}"
+        );
     }
 
     #[test]

@@ -149,7 +149,10 @@ mod tests {
     fn slashes_need_double_star() {
         assert!(!matches(b"/var/*", b"/var/log/syslog"));
         assert!(matches(b"/var/**", b"/var/log/syslog"));
-        assert!(matches(b"/var/log/journal/**", b"/var/log/journal/abc/system.journal"));
+        assert!(matches(
+            b"/var/log/journal/**",
+            b"/var/log/journal/abc/system.journal"
+        ));
         assert!(matches(b"**/*.gz", b"/var/log/a/b.gz"));
         assert!(!matches(b"*.gz", b"/var/log/a/b.gz"));
     }

@@ -34,9 +34,7 @@ pub fn open(device: &str) -> Result<(OpenedFile, Map<String, Value>), String> {
         d.insert("minor".into(), minor.into());
         let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
         sysfs_details(&sys, &mut d);
-        block_size(&file).or_else(|| {
-            sysfs_u64(&sys.join("size")).map(|s| s * 512)
-        })
+        block_size(&file).or_else(|| sysfs_u64(&sys.join("size")).map(|s| s * 512))
     } else if ft.is_file() {
         d.insert("type".into(), "image_file".into());
         Some(meta.len())
@@ -51,7 +49,10 @@ pub fn open(device: &str) -> Result<(OpenedFile, Map<String, Value>), String> {
         .get("logical_sector_size")
         .and_then(Value::as_u64)
         .unwrap_or(512);
-    d.insert("partition_table".into(), partition_table(&file, sector, size));
+    d.insert(
+        "partition_table".into(),
+        partition_table(&file, sector, size),
+    );
     let opened = OpenedFile::from_file(file, device.to_string(), None)?;
     Ok((opened, d))
 }
@@ -98,7 +99,10 @@ fn sysfs_details(sys: &Path, d: &mut Map<String, Value>) {
     for (key, files) in [
         ("model", &["device/model", "model"][..]),
         ("vendor", &["device/vendor"][..]),
-        ("serial", &["device/serial", "serial", "device/wwid", "wwid"][..]),
+        (
+            "serial",
+            &["device/serial", "serial", "device/wwid", "wwid"][..],
+        ),
         ("loop_backing_file", &["loop/backing_file"][..]),
     ] {
         if let Some(v) = files.iter().find_map(|f| sysfs_str(&sys.join(f))) {

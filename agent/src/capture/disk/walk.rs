@@ -249,10 +249,13 @@ pub fn open_dir_in_root(root: BorrowedFd<'_>, components: &[Vec<u8>]) -> io::Res
     let rel = components.join(&b'/');
     let how = nix::fcntl::OpenHow::new()
         .flags(
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
         )
         .resolve(
-            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
         );
     match nix::fcntl::openat2(root, rel.as_slice(), how) {
         Ok(fd) => Ok(fd),
@@ -320,8 +323,14 @@ mod tests {
         let e = open_file_at(root.as_fd(), b"link").unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
         let e = open_dir_at(root.as_fd(), b"dirlink").unwrap_err();
-        assert!(matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)), "{e}");
-        assert_eq!(stat_at(root.as_fd(), b"link").unwrap().kind(), EntryType::Symlink);
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)),
+            "{e}"
+        );
+        assert_eq!(
+            stat_at(root.as_fd(), b"link").unwrap().kind(),
+            EntryType::Symlink
+        );
         assert_eq!(
             read_link_at(root.as_fd(), b"link").unwrap(),
             outside.path().join("secret").as_os_str().as_encoded_bytes()
@@ -335,7 +344,10 @@ mod tests {
         let tree = tempfile::tempdir().unwrap();
         nix::unistd::mkfifo(&tree.path().join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         let root = dirfd(tree.path());
-        assert_eq!(stat_at(root.as_fd(), b"pipe").unwrap().kind(), EntryType::Fifo);
+        assert_eq!(
+            stat_at(root.as_fd(), b"pipe").unwrap().kind(),
+            EntryType::Fifo
+        );
         // O_NONBLOCK: opening a FIFO with no writer returns at once; the type check refuses it.
         let e = open_file_at(root.as_fd(), b"pipe").unwrap_err();
         assert!(e.to_string().contains("fifo"), "{e}");
