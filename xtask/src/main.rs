@@ -1,6 +1,7 @@
 //! `cargo xtask`: cairn's build, test, demo and benchmark driver.
 
 mod bench;
+mod bench_disk;
 mod bench_sensor;
 mod demo;
 mod procs;
@@ -43,12 +44,12 @@ enum Cmd {
         #[arg(long)]
         keep_running: bool,
     },
-    /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`;
-    /// later memory, disk, timeline).
+    /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`,
+    /// `disk`; later memory, timeline).
     Bench {
         /// Which benchmark.
         name: String,
-        /// Size of the test data in MiB (ingest: default 1024).
+        /// Size of the test data in MiB (ingest: default 1024; disk: default 2048 per device).
         #[arg(long)]
         size_mib: Option<u64>,
         /// sensor: how many execs of /bin/true in the exec storm.
@@ -76,6 +77,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("zstd", "zstd"),
     ("openssl", "openssl"),
     ("fls", "sleuthkit"),
+    ("icat", "sleuthkit"),
+    ("mactime", "sleuthkit"),
+    ("mount", "mount"),
     ("mkfs.ext4", "e2fsprogs"),
     ("losetup", "mount"),
     ("cloud-init", "cloud-init"),
@@ -150,14 +154,15 @@ fn main() -> ExitCode {
         } => match name.as_str() {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
             "sensor" => bench_sensor::run(execs, connects),
-            "memory" | "disk" | "timeline" => {
+            "disk" => bench_disk::run(size_mib.unwrap_or(2048)),
+            "memory" | "timeline" => {
                 eprintln!("error: `cargo xtask bench {name}` is not yet implemented");
                 return ExitCode::from(2);
             }
             other => {
                 eprintln!(
-                    "error: unknown benchmark {other:?} (known: ingest, sensor; not yet \
-                     implemented: memory, disk, timeline)"
+                    "error: unknown benchmark {other:?} (known: ingest, sensor, disk; not yet \
+                     implemented: memory, timeline)"
                 );
                 return ExitCode::from(2);
             }
