@@ -13,11 +13,40 @@ use std::io::Read;
 #[derive(Debug, Clone, Default)]
 pub struct CollectOptions {
     pub volatile: capture::volatile::VolatileOptions,
+    pub memory: MemoryOptions,
     pub pipeline: PipelineOptions,
     /// Triage root and profile locations (`triage`, `minimal`, `disk`, the user's own).
     pub disk: capture::disk::DiskOptions,
     /// The flight recorder whose recent past every collection carries.
     pub journal: Option<Journal>,
+}
+
+/// What the `memory` and `full` profiles capture beyond what the request names.
+#[derive(Debug, Clone)]
+pub struct MemoryOptions {
+    /// Processes to core, already chosen (`capture memory --tree/--all`); `None`: the request's
+    /// pid and its ancestors, and its container's processes.
+    pub pids: Option<Vec<u32>>,
+    /// Physical memory too (always for `full`).
+    pub physical: bool,
+    pub format: capture::memory::Format,
+    /// The volatile documents too (the profiles do; `capture memory` does not).
+    pub volatile: bool,
+    pub proc_root: std::path::PathBuf,
+    pub dev_root: std::path::PathBuf,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        MemoryOptions {
+            pids: None,
+            physical: false,
+            format: capture::memory::Format::Lime,
+            volatile: true,
+            proc_root: "/proc".into(),
+            dev_root: "/dev".into(),
+        }
+    }
 }
 
 /// Where a collection finds the recent past, and how much of it to take.
@@ -54,8 +83,26 @@ impl Journal {
 enum Body {
     Bytes(Vec<u8>),
     File(capture::file::OpenedFile),
+    /// Planned when the item is produced, not before: a core's registers and maps must be
+    /// read just before its memory, not when the collection started.
+    Deferred(Box<dyn FnOnce() -> Result<Streamed, Failure> + Send>),
     /// Opened only when produced: triage plans thousands of files, too many to hold open.
     Triage(capture::disk::triage::CopyFile),
+}
+
+/// A source read through a [`capture::memory::stream::PieceReader`]: its facts, known once
+/// planned, and the report of what could not be read.
+pub struct Streamed {
+    pub details: serde_json::Map<String, serde_json::Value>,
+    pub memory_source: Option<String>,
+    pub reader: Box<dyn Read + Send>,
+    pub report: capture::memory::stream::SharedReport,
+}
+
+/// Why a deferred item produced nothing.
+pub struct Failure {
+    pub status: ItemStatus,
+    pub error: String,
 }
 
 /// An item decided on but not yet read.
@@ -81,35 +128,46 @@ fn header(req: &CollectRequest, kind: ItemKind, source: Source) -> ItemHeader {
     }
 }
 
-/// Profiles this agent can run (besides profile files in `STATE/profiles`).
-pub const PROFILES: &[&str] = &["volatile", "file", "triage", "minimal", "disk"];
+/// Profiles this agent can run.
+pub const PROFILES: &[&str] = &[
+    "volatile", "file", "memory", "full", "triage", "minimal", "disk",
+];
+
+fn volatile_items(req: &CollectRequest, opts: &CollectOptions, items: &mut Vec<PlannedItem>) {
+    for a in capture::volatile::collect(&opts.volatile) {
+        // Fields that could not be read are recorded inside each document ("errors");
+        // they do not make the collection partial.
+        if !a.errors.is_empty() {
+            tracing::info!(
+                "{}: {} field(s) could not be read (listed in the document)",
+                a.name,
+                a.errors.len()
+            );
+        }
+        let source = Source {
+            name: a.name.clone(),
+            media_type: Some(a.media_type.clone()),
+            ..Default::default()
+        };
+        items.push(PlannedItem {
+            header: header(req, ItemKind::VolatileArtifact, source),
+            body: Body::Bytes(a.bytes),
+        });
+    }
+}
 
 /// Blocking: the volatile profile reads /proc, which takes a moment.
 pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
     let mut items = Vec::new();
     let mut errors = Vec::new();
     match req.profile.as_str() {
-        "volatile" => {
-            for a in capture::volatile::collect(&opts.volatile) {
-                // Fields that could not be read are recorded inside each document ("errors");
-                // they do not make the collection partial.
-                if !a.errors.is_empty() {
-                    tracing::info!(
-                        "{}: {} field(s) could not be read (listed in the document)",
-                        a.name,
-                        a.errors.len()
-                    );
-                }
-                let source = Source {
-                    name: a.name.clone(),
-                    media_type: Some(a.media_type.clone()),
-                    ..Default::default()
-                };
-                items.push(PlannedItem {
-                    header: header(req, ItemKind::VolatileArtifact, source),
-                    body: Body::Bytes(a.bytes),
-                });
+        "volatile" => volatile_items(req, opts, &mut items),
+        "memory" | "full" => {
+            if opts.memory.volatile {
+                volatile_items(req, opts, &mut items);
             }
+            let full = req.profile == "full";
+            memory_items(req, opts, full, &mut items, &mut errors);
         }
         "file" => {
             if req.paths.is_empty() {
@@ -173,6 +231,134 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
     Plan { items, errors }
 }
 
+/// Cores of the processes the request (or the caller) names; physical memory for `full`.
+fn memory_items(
+    req: &CollectRequest,
+    opts: &CollectOptions,
+    full: bool,
+    items: &mut Vec<PlannedItem>,
+    errors: &mut Vec<String>,
+) {
+    use capture::memory::targets;
+    let mo = &opts.memory;
+    let pids = match &mo.pids {
+        Some(p) => p.clone(),
+        None => {
+            let mut pids = Vec::new();
+            if let Some(pid) = req.pid {
+                if mo.proc_root.join(pid.to_string()).is_dir() {
+                    pids.extend(targets::with_ancestors(&mo.proc_root, pid));
+                } else {
+                    errors.push(format!(
+                        "process {pid} named by the trigger does not exist (it exited before the capture)"
+                    ));
+                }
+            }
+            if let Some(c) = &req.container_id {
+                match targets::container(&mo.proc_root, c) {
+                    Ok(found) if found.is_empty() => {
+                        errors.push(format!("no running process belongs to container {c}"))
+                    }
+                    Ok(found) => pids.extend(found),
+                    Err(e) => errors.push(e),
+                }
+            }
+            if req.pid.is_none() && req.container_id.is_none() && !full {
+                errors.push(
+                    "profile memory needs a process (pid) or a container id from the trigger; \
+                     use `cairn collect HOST --profile memory --pid P` or `cairn-agent capture \
+                     memory --pid P`"
+                        .into(),
+                );
+            }
+            pids
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let cache = std::sync::Arc::new(std::sync::Mutex::new(
+        capture::memory::files::FileCache::default(),
+    ));
+    for pid in pids.into_iter().filter(|p| seen.insert(*p)) {
+        let comm = std::fs::read_to_string(mo.proc_root.join(pid.to_string()).join("comm"))
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_default();
+        let safe: String = comm
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut source = Source {
+            name: if safe.is_empty() {
+                format!("core.{pid}")
+            } else {
+                format!("core.{pid}.{safe}")
+            },
+            pid: Some(pid),
+            memory_source: Some(format!("/proc/{pid}/mem")),
+            media_type: Some("application/x-coredump".into()),
+            ..Default::default()
+        };
+        source.details.insert("comm".into(), comm.into());
+        let proc_root = mo.proc_root.clone();
+        let cache = cache.clone();
+        items.push(PlannedItem {
+            header: header(req, ItemKind::ProcessCore, source),
+            body: Body::Deferred(Box::new(move || {
+                let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+                match capture::memory::process::plan(&proc_root, pid, &mut cache) {
+                    Ok(core) => Ok(Streamed {
+                        details: core.details,
+                        memory_source: None,
+                        reader: Box::new(core.reader),
+                        report: core.report,
+                    }),
+                    Err(e @ capture::memory::process::CoreError::Gone { .. }) => Err(Failure {
+                        status: ItemStatus::SourceVanished,
+                        error: format!("{e} before its capture started"),
+                    }),
+                    Err(e) => Err(Failure {
+                        status: ItemStatus::Failed,
+                        error: e.to_string(),
+                    }),
+                }
+            })),
+        });
+    }
+    if full || mo.physical {
+        let source = Source {
+            name: format!("physical-memory.{}", mo.format.as_str()),
+            media_type: Some(match mo.format {
+                capture::memory::Format::Lime => "application/x-lime".into(),
+                _ => "application/octet-stream".into(),
+            }),
+            ..Default::default()
+        };
+        let (format, proc_root, dev_root) = (mo.format, mo.proc_root.clone(), mo.dev_root.clone());
+        items.push(PlannedItem {
+            header: header(req, ItemKind::PhysicalMemory, source),
+            body: Body::Deferred(Box::new(move || {
+                match capture::memory::physical::plan(format, &proc_root, &dev_root) {
+                    Ok(img) => Ok(Streamed {
+                        details: img.details,
+                        memory_source: Some(img.source),
+                        reader: Box::new(img.reader),
+                        report: img.report,
+                    }),
+                    Err(e) => Err(Failure {
+                        status: ItemStatus::Failed,
+                        error: e.to_string(),
+                    }),
+                }
+            })),
+        });
+    }
+}
+
 fn disk_item(req: &CollectRequest, item: capture::disk::DiskItem) -> PlannedItem {
     use capture::disk::DiskItem;
     let (kind, source, body) = match item {
@@ -197,7 +383,9 @@ impl PlannedItem {
         opts: &PipelineOptions,
         mut sink: impl FnMut(Chunk) -> bool,
     ) -> Option<ItemManifest> {
-        let PlannedItem { header, body } = self;
+        let PlannedItem { mut header, body } = self;
+        let mut report = None;
+        let mut failure = None;
         let file_reader = |f: capture::file::OpenedFile| -> (Box<dyn Read + Send>, _) {
             match f.reader() {
                 Ok(r) => (r, Some(f)),
@@ -209,6 +397,20 @@ impl PlannedItem {
         };
         let (reader, file): (Box<dyn Read + Send>, Option<capture::file::OpenedFile>) = match body {
             Body::Bytes(b) => (Box::new(std::io::Cursor::new(b)), None),
+            Body::Deferred(start) => match start() {
+                Ok(s) => {
+                    header.source.details.extend(s.details);
+                    if s.memory_source.is_some() {
+                        header.source.memory_source = s.memory_source;
+                    }
+                    report = Some(s.report);
+                    (s.reader, None)
+                }
+                Err(f) => {
+                    failure = Some(f);
+                    (Box::new(std::io::empty()), None)
+                }
+            },
             Body::File(f) => file_reader(f),
             Body::Triage(t) => match t.open() {
                 Ok(f) => file_reader(f),
@@ -237,7 +439,28 @@ impl PlannedItem {
         } else {
             ItemStatus::Complete
         };
-        let mut header = header;
+        let mut gaps = Vec::new();
+        if let Some(f) = failure {
+            status = f.status;
+            error = Some(f.error);
+        }
+        if let Some(r) = report {
+            let r = r.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            apply_range_hashes(&mut header.source.details, &r.slot_sha256);
+            if !r.gaps.is_empty() {
+                header
+                    .source
+                    .details
+                    .insert("unreadable_bytes".into(), r.unreadable_bytes.into());
+            }
+            gaps = r.gaps;
+            if let Some(why) = r.gone {
+                status = ItemStatus::SourceVanished;
+                error = Some(error.map(|e| format!("{e}; {why}")).unwrap_or(why));
+            } else if !gaps.is_empty() && status == ItemStatus::Complete {
+                status = ItemStatus::Partial;
+            }
+        }
         if let Some(note) = file.as_ref().and_then(|f| f.changed_since_open()) {
             header
                 .source
@@ -256,11 +479,25 @@ impl PlannedItem {
             sha256: summary.sha256,
             chunk_count: summary.chunk_sha256.len() as u64,
             chunk_sha256: summary.chunk_sha256,
-            gaps: Vec::new(),
+            gaps,
             status,
             error,
             tool: crate::tool_version(),
         })
+    }
+}
+
+/// Physical images list their ranges in `details.ranges`; each gets the SHA-256 of its bytes.
+fn apply_range_hashes(
+    details: &mut serde_json::Map<String, serde_json::Value>,
+    hashes: &[Option<String>],
+) {
+    if let Some(serde_json::Value::Array(ranges)) = details.get_mut("ranges") {
+        for (r, h) in ranges.iter_mut().zip(hashes) {
+            if let (Some(obj), Some(h)) = (r.as_object_mut(), h) {
+                obj.insert("sha256".into(), h.clone().into());
+            }
+        }
     }
 }
 

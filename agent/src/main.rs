@@ -40,8 +40,8 @@ enum Cmd {
     Ping,
     /// Collect without a collector, into a directory (`cairn import DIR` loads it later).
     Collect {
-        /// volatile, file (with --path), triage, minimal, disk (with --device), or the name of
-        /// a profile file (--profile-file, or STATE/profiles/NAME.toml).
+        /// volatile, file (with --path), memory, full, triage, minimal, disk (with --device),
+        /// or the name of a profile file (--profile-file, or STATE/profiles/NAME.toml).
         #[arg(long, default_value = "volatile")]
         profile: String,
         /// Files for the file profile (repeatable).
@@ -64,10 +64,22 @@ enum Cmd {
         #[arg(long, default_value = "offline collection")]
         reason: String,
     },
-    /// Capture one kind of evidence into a directory, without a collector.
+    /// Capture one kind of evidence now, into an offline collection (`cairn import DIR`).
     Capture {
         #[command(subcommand)]
         what: CaptureCmd,
+    },
+    /// Write an item of an offline collection back to a file (a core for gdb, a LiME image for
+    /// Volatility), checking every chunk and the whole item against its manifest.
+    Unpack {
+        /// The offline collection directory (`collect --out` / `capture --out`).
+        dir: PathBuf,
+        /// Item id, or its name as listed (`core.1234.nginx`, `physical-memory.lime`).
+        #[arg(long)]
+        item: String,
+        /// Where to write the raw bytes.
+        #[arg(long)]
+        to: PathBuf,
     },
     /// Show process and network events on this host as they happen (eBPF sensor; as root).
     Events {
@@ -102,6 +114,38 @@ enum CaptureCmd {
         out: PathBuf,
         /// Why: recorded in the collection.
         #[arg(long, default_value = "disk capture")]
+        reason: String,
+    },
+    /// Process cores (ELF, for gdb and lldb) and, with --physical, an image of all RAM.
+    ///
+    /// Each thread is stopped only while its registers are read (ptrace seize + interrupt);
+    /// memory is then read while the process runs. Unreadable pages are recorded as gaps.
+    #[command(group(clap::ArgGroup::new("target").multiple(true).required(true)
+        .args(["pid", "container", "all", "physical"])))]
+    Memory {
+        /// The process to capture (repeatable).
+        #[arg(long)]
+        pid: Vec<u32>,
+        /// Also every descendant of each --pid.
+        #[arg(long, requires = "pid")]
+        tree: bool,
+        /// Every process of this container (full id or a 12+ character prefix).
+        #[arg(long)]
+        container: Option<String>,
+        /// Every user process on the host (except this agent).
+        #[arg(long)]
+        all: bool,
+        /// Physical memory as well (/proc/kcore, /dev/crash or /dev/mem).
+        #[arg(long)]
+        physical: bool,
+        /// Physical image format: lime (LiME v1, what Volatility reads), raw or padded.
+        #[arg(long, default_value = "lime")]
+        format: cairn_agent::capture::memory::Format,
+        /// Output directory (created; must not hold a collection already).
+        #[arg(long)]
+        out: PathBuf,
+        /// Why: recorded in the collection.
+        #[arg(long, default_value = "memory capture")]
         reason: String,
     },
 }
@@ -195,16 +239,76 @@ async fn real_main(cli: Cli) -> Result<()> {
             let req = local_request(profile, reason, paths, devices);
             offline(req, opts, out).await?;
         }
-        Cmd::Capture {
-            what:
-                CaptureCmd::Disk {
-                    devices,
-                    out,
+        Cmd::Capture { what } => match what {
+            CaptureCmd::Disk {
+                devices,
+                out,
+                reason,
+            } => {
+                let req = local_request("disk".into(), reason, Vec::new(), devices);
+                offline(req, collect_options(&state), out).await?;
+            }
+            CaptureCmd::Memory {
+                pid,
+                tree,
+                container,
+                all,
+                physical,
+                format,
+                out,
+                reason,
+            } => {
+                use cairn_agent::capture::memory::targets;
+                let proc_root = std::path::Path::new("/proc");
+                let mut pids = Vec::new();
+                for p in &pid {
+                    if !proc_root.join(p.to_string()).is_dir() {
+                        anyhow::bail!("process {p} does not exist");
+                    }
+                    if tree {
+                        pids.extend(targets::tree(proc_root, *p));
+                    } else {
+                        pids.push(*p);
+                    }
+                }
+                if let Some(c) = &container {
+                    let found = targets::container(proc_root, c).map_err(anyhow::Error::msg)?;
+                    if found.is_empty() {
+                        anyhow::bail!("no running process belongs to container {c}");
+                    }
+                    pids.extend(found);
+                }
+                if all {
+                    pids.extend(targets::all(proc_root));
+                }
+                let req = CollectRequest {
+                    collection_id: uuid::Uuid::new_v4().to_string(),
+                    profile: "memory".into(),
                     reason,
-                },
-        } => {
-            let req = local_request("disk".into(), reason, Vec::new(), devices);
-            offline(req, collect_options(&state), out).await?;
+                    requested_by: format!("local:{}", whoami()),
+                    paths: Vec::new(),
+                    pid: pid.first().copied(),
+                    container_id: container,
+                    devices: Vec::new(),
+                };
+                let mut opts = cairn_agent::collect::CollectOptions::default();
+                opts.memory.pids = Some(pids);
+                opts.memory.physical = physical;
+                opts.memory.format = format;
+                opts.memory.volatile = false;
+                offline(req, opts, out).await?;
+            }
+        },
+        Cmd::Unpack { dir, item, to } => {
+            let m = cairn_agent::offline::unpack(&dir, &item, &to)?;
+            println!(
+                "{}: {} bytes, SHA-256 {} verified [{:?}, {} gap(s)]",
+                to.display(),
+                m.raw_len,
+                m.sha256,
+                m.status,
+                m.gaps.len()
+            );
         }
         Cmd::Events {
             follow,
@@ -256,7 +360,7 @@ fn collect_options(state: &StateDir) -> cairn_agent::collect::CollectOptions {
     opts
 }
 
-/// `collect --out` and `capture --out`: write the collection and say what is in it.
+/// Runs a collection into `out` and prints what it holds.
 async fn offline(
     req: CollectRequest,
     opts: cairn_agent::collect::CollectOptions,

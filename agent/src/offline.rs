@@ -137,3 +137,82 @@ pub fn collect_to_dir(
         items: summary,
     })
 }
+
+/// `cairn-agent unpack`: an item of an offline collection back to its raw bytes, each chunk
+/// and the whole item checked against the manifest — for a responder who must look at a core
+/// or an image before it reaches a collector.
+pub fn unpack(dir: &Path, item: &str, to: &Path) -> Result<cairn_protocol::manifest::ItemManifest> {
+    use cairn_protocol::manifest::ItemManifest;
+    use sha2::{Digest, Sha256};
+    let items = dir.join("items");
+    // By id, or by the source name (`core.1234.nginx`).
+    let mut chosen = None;
+    for e in
+        std::fs::read_dir(&items).with_context(|| format!("cannot read {}", items.display()))?
+    {
+        let p = e?.path();
+        let Some(stem) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".manifest.json"))
+        else {
+            continue;
+        };
+        let m: ItemManifest = serde_json::from_slice(&std::fs::read(&p)?)
+            .with_context(|| format!("{} is not an item manifest", p.display()))?;
+        if stem == item || m.header.source.name == item {
+            chosen = Some(m);
+            break;
+        }
+    }
+    let Some(manifest) = chosen else {
+        bail!(
+            "no item {item:?} in {} (give an item id or a name as the collection lists it)",
+            dir.display()
+        );
+    };
+    let frames = items.join(format!("{}.cairn", manifest.header.item_id));
+    let mut r = std::io::BufReader::new(
+        std::fs::File::open(&frames)
+            .with_context(|| format!("cannot open {}", frames.display()))?,
+    );
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(to).with_context(|| format!("cannot create {}", to.display()))?,
+    );
+    let mut whole = Sha256::new();
+    let mut next = 0u64;
+    while let Some(f) = Frame::read_from(&mut r).with_context(|| format!("{}", frames.display()))? {
+        let Frame::Chunk(c) = f else { continue };
+        if c.header.index != next {
+            bail!(
+                "{}: chunk {} where {next} was expected",
+                frames.display(),
+                c.header.index
+            );
+        }
+        let want = manifest.chunk_sha256.get(next as usize).map(String::as_str);
+        if want != Some(c.header.sha256_hex().as_str()) {
+            bail!(
+                "{}: chunk {next} does not match the manifest",
+                frames.display()
+            );
+        }
+        let raw = c
+            .verify()
+            .with_context(|| format!("{}: chunk {next}", frames.display()))?;
+        whole.update(&raw);
+        out.write_all(&raw)?;
+        next += 1;
+    }
+    out.flush()?;
+    let sha = hex::encode(whole.finalize());
+    if next != manifest.chunk_count || sha != manifest.sha256 {
+        bail!(
+            "{}: {next} of {} chunks, SHA-256 {sha} where the manifest says {}",
+            frames.display(),
+            manifest.chunk_count,
+            manifest.sha256
+        );
+    }
+    Ok(manifest)
+}

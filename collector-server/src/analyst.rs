@@ -49,7 +49,8 @@ enum Cmd {
     /// Request a collection from a host (agent id, hostname, cloud instance id or machine id).
     Collect {
         host: String,
-        /// volatile, file (with --path), triage, minimal, or disk (with --device).
+        /// volatile, file (with --path), memory (with --pid or --container), full
+        /// (volatile, memory and physical memory), triage, minimal, or disk (with --device).
         #[arg(long, default_value = "volatile")]
         profile: String,
         /// Why: recorded in the chain of custody.
@@ -58,6 +59,12 @@ enum Cmd {
         /// Files to collect with the file profile (repeatable).
         #[arg(long = "path")]
         paths: Vec<String>,
+        /// The process to capture (memory, full): its core and its ancestors' cores.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The container to capture (memory, full): a core of each of its processes.
+        #[arg(long)]
+        container: Option<String>,
         /// Block devices to image with the disk profile (repeatable): /dev/nvme1n1.
         #[arg(long = "device")]
         devices: Vec<String>,
@@ -273,6 +280,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             profile,
             reason,
             paths,
+            pid,
+            container,
             devices,
             wait,
             timeout,
@@ -280,7 +289,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let v = api
                 .post(
                     "/api/v1/collections",
-                    &json!({"host": host, "profile": profile, "reason": reason, "paths": paths, "devices": devices}),
+                    &json!({"host": host, "profile": profile, "reason": reason, "paths": paths,
+                            "pid": pid, "container_id": container, "devices": devices}),
                 )
                 .await?;
             let id = s(&v["id"]);
@@ -352,10 +362,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     s(&v["acquisition_end"])
                 );
                 println!(
-                    "  raw bytes:  {} in {} chunks   status: {}",
+                    "  raw bytes:  {} in {} chunks   acquisition: {}",
                     s(&v["raw_len"]),
                     s(&v["chunk_count"]),
-                    s(&v["status"])
+                    s(&v["acquisition_status"])
                 );
                 println!("  SHA-256:    {}", s(&v["sha256"]));
                 for g in v["gaps"].as_array().into_iter().flatten() {

@@ -239,7 +239,9 @@ async fn host_events(
 }
 
 /// Profiles the agent knows; anything else is refused before a command is sent.
-pub const PROFILES: &[&str] = &["volatile", "file", "triage", "minimal", "disk"];
+pub const PROFILES: &[&str] = &[
+    "volatile", "file", "memory", "full", "triage", "minimal", "disk",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,6 +281,12 @@ async fn request_collection(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "profile \"file\" needs at least one entry in \"paths\"",
+        ));
+    }
+    if b.profile == "memory" && b.pid.is_none() && b.container_id.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "profile \"memory\" needs \"pid\" or \"container_id\": the process (and its ancestors) or container to capture",
         ));
     }
     if b.profile == "disk" && b.devices.is_empty() {
@@ -473,6 +481,11 @@ async fn show_item(
         Some(m) => serde_json::to_value(m).map_err(anyhow::Error::from)?,
         None => serde_json::to_value(&item.header).map_err(anyhow::Error::from)?,
     };
+    // `status` is the collector's (sealed, rejected…); how acquisition on the host ended
+    // (complete, partial with gaps, source_vanished) stays visible beside it.
+    if let Some(m) = &item.manifest {
+        v["acquisition_status"] = json!(m.status);
+    }
     v["status"] = json!(item.status);
     v["chunks_received"] = json!(item.chunks_received);
     v["duplicate_chunks"] = json!(item.duplicate_chunks);

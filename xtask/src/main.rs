@@ -2,11 +2,13 @@
 
 mod bench;
 mod bench_disk;
+mod bench_memory;
 mod bench_sensor;
 mod demo;
 mod procs;
 mod setup;
 mod vm;
+mod vm_memory;
 
 use std::process::ExitCode;
 
@@ -45,11 +47,12 @@ enum Cmd {
         keep_running: bool,
     },
     /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`,
-    /// `disk`; later memory, timeline).
+    /// `memory`, `disk`; later timeline).
     Bench {
         /// Which benchmark.
         name: String,
-        /// Size of the test data in MiB (ingest: default 1024; disk: default 2048 per device).
+        /// Size of the test data in MiB (ingest: default 1024; memory: the process's resident
+        /// memory, default 1024; disk: each loop device, default 2048).
         #[arg(long)]
         size_mib: Option<u64>,
         /// sensor: how many execs of /bin/true in the exec storm.
@@ -58,6 +61,9 @@ enum Cmd {
         /// sensor: how many TCP connects in the connect storm.
         #[arg(long, default_value_t = 5_000)]
         connects: u32,
+        /// memory: RAM of the QEMU guest whose physical memory is captured.
+        #[arg(long, default_value_t = 512)]
+        guest_mib: u32,
     },
     /// A second kernel (Debian's 6.1 cloud kernel) in a QEMU guest (TCG, no network):
     /// `prepare`, `smoke`, `sensor`, `run SCRIPT`.
@@ -106,17 +112,24 @@ fn test(args: &[String]) -> Result<()> {
     let unit = run_inherit(t);
     // The sensor on a second kernel: Debian's 6.1 cloud kernel in a QEMU guest.
     section("vm sensor: the eBPF sensor on Debian's 6.1 cloud kernel (QEMU, TCG)");
-    let guest = vm::vm_sensor_check();
+    let sensor = vm::vm_sensor_check();
+    section("vm memory: physical memory of the 6.1 cloud kernel to LiME (QEMU, TCG)");
+    let memory = vm_memory::vm_memory_check();
+    let guest = match (sensor, memory) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(a.context(format!("and: {b:#}"))),
+    };
     match (unit, guest) {
         (Ok(()), Ok(())) => {
             section("tests passed");
             Ok(())
         }
         (Err(e), Ok(())) => Err(e),
-        (Ok(()), Err(e)) => Err(e.context("the sensor check on the second kernel failed")),
-        (Err(a), Err(b)) => Err(a.context(format!(
-            "and the sensor check on the second kernel failed: {b:#}"
-        ))),
+        (Ok(()), Err(e)) => Err(e.context("a check on the second kernel failed")),
+        (Err(a), Err(b)) => {
+            Err(a.context(format!("and a check on the second kernel failed: {b:#}")))
+        }
     }
 }
 
@@ -151,18 +164,20 @@ fn main() -> ExitCode {
             size_mib,
             execs,
             connects,
+            guest_mib,
         } => match name.as_str() {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
             "sensor" => bench_sensor::run(execs, connects),
+            "memory" => bench_memory::run(size_mib.unwrap_or(1024), guest_mib),
             "disk" => bench_disk::run(size_mib.unwrap_or(2048)),
-            "memory" | "timeline" => {
+            "timeline" => {
                 eprintln!("error: `cargo xtask bench {name}` is not yet implemented");
                 return ExitCode::from(2);
             }
             other => {
                 eprintln!(
-                    "error: unknown benchmark {other:?} (known: ingest, sensor, disk; not yet \
-                     implemented: memory, timeline)"
+                    "error: unknown benchmark {other:?} (known: ingest, sensor, memory, \
+                     disk; not yet implemented: timeline)"
                 );
                 return ExitCode::from(2);
             }

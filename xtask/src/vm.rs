@@ -56,6 +56,9 @@ pub enum VmCmd {
     Smoke,
     /// The eBPF sensor test (exec argv, ppid, exit) inside the 6.1 guest.
     Sensor,
+    /// Physical memory to LiME in the 6.1 guest, checked against iomem, Volatility 3 and
+    /// QEMU's dump-guest-memory.
+    Memory,
     /// Run a shell script in the guest and print its output (for ad-hoc checks).
     Run {
         /// The script (sh), run as root in the guest.
@@ -93,6 +96,7 @@ pub fn run(cmd: VmCmd) -> Result<()> {
         }
         VmCmd::Smoke => smoke(),
         VmCmd::Sensor => vm_sensor_check(),
+        VmCmd::Memory => crate::vm_memory::vm_memory_check(),
         VmCmd::Run {
             script,
             binaries,
@@ -166,6 +170,11 @@ pub struct GuestSpec {
     pub disk: Option<PathBuf>,
     /// A unix socket path for QMP (`-qmp unix:PATH,server=on,wait=off`).
     pub qmp: Option<PathBuf>,
+    /// When the console prints this line, QEMU's `dump-guest-memory` (through `qmp`) writes
+    /// the guest's physical memory to the path, an ELF of physical ranges: the oracle memory
+    /// captures are compared with. The guest is paused meanwhile; its script should give the
+    /// host a few seconds after printing the line.
+    pub dump_at: Option<(String, PathBuf)>,
     /// QEMU is killed after this long (an error carrying the console tail).
     pub timeout: Duration,
 }
@@ -180,6 +189,7 @@ impl Default for GuestSpec {
             memory_mib: 512,
             disk: None,
             qmp: None,
+            dump_at: None,
             timeout: Duration::from_secs(300),
         }
     }
@@ -735,9 +745,22 @@ pub fn run_guest(spec: &GuestSpec) -> Result<GuestResult> {
     let mut console: Vec<u8> = Vec::new();
     let mut boot_at: Option<Instant> = None;
     let deadline = started + spec.timeout;
+    let mut dumped = spec.dump_at.is_none();
     let status = loop {
         while let Ok((at, b)) = rx.recv_timeout(Duration::from_millis(50)) {
             collect(&mut console, &mut boot_at, at, b);
+            if let (false, Some((line, out)), Some(sock)) = (dumped, &spec.dump_at, &spec.qmp) {
+                if memmem(&console, format!("\n{line}").as_bytes()) {
+                    dumped = true;
+                    let t = Instant::now();
+                    qmp_dump(sock, out)?;
+                    println!(
+                        "dump-guest-memory → {} in {:.1} s",
+                        out.display(),
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+            }
             if Instant::now() > deadline {
                 break;
             }
@@ -786,6 +809,41 @@ pub fn run_guest(spec: &GuestSpec) -> Result<GuestResult> {
         initramfs_seconds,
         total_seconds,
     })
+}
+
+/// QEMU's own image of the guest's physical memory (`dump-guest-memory`, no paging).
+fn qmp_dump(sock: &Path, out: &Path) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(sock)
+        .with_context(|| format!("cannot connect to QMP at {}", sock.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    let mut w = stream.try_clone()?;
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line)?; // greeting
+    let mut call = |cmd: String| -> Result<()> {
+        writeln!(w, "{cmd}")?;
+        loop {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                bail!("QMP closed the connection after {cmd}");
+            }
+            let v: Value =
+                serde_json::from_str(&line).with_context(|| format!("QMP sent {line:?}"))?;
+            if v.get("return").is_some() {
+                return Ok(());
+            }
+            if let Some(e) = v.get("error") {
+                bail!("QMP {cmd}: {e}");
+            }
+            // Events (DUMP_COMPLETED, STOP, RESUME) are skipped.
+        }
+    };
+    call(r#"{"execute":"qmp_capabilities"}"#.to_string())?;
+    call(format!(
+        r#"{{"execute":"dump-guest-memory","arguments":{{"paging":false,"protocol":"file:{}"}}}}"#,
+        out.display()
+    ))
 }
 
 /// Appends console bytes; notes when the script's begin marker first appears.

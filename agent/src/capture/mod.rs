@@ -6,6 +6,7 @@
 
 pub mod disk;
 pub mod file;
+pub mod memory;
 pub mod volatile;
 
 /// A small piece of evidence produced in memory, such as a JSON description of every process.
