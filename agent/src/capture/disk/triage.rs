@@ -527,31 +527,18 @@ pub fn resolve_root(
     let Some(id) = container_id else {
         return Ok(default_root.to_path_buf());
     };
+    // The first process of the container (they share its mount namespace and root).
     let id = id.trim().to_ascii_lowercase();
-    let id = id.rsplit("://").next().unwrap_or(&id).to_string();
-    if id.len() < 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "container id {id:?}: give the full id or at least 12 hex characters"
-        ));
+    let id = id.rsplit("://").next().unwrap_or(&id);
+    match crate::capture::memory::targets::container(Path::new("/proc"), id)?
+        .into_iter()
+        .min()
+    {
+        Some(pid) => resolve_root(default_root, Some(pid), None),
+        None => Err(format!(
+            "no running process belongs to container {id}; it may have exited"
+        )),
     }
-    let procs = std::fs::read_dir("/proc").map_err(|e| format!("cannot list /proc: {e}"))?;
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-            continue;
-        };
-        let found = cg.lines().any(|l| {
-            crate::identity::container_from_cgroup(l).is_some_and(|c| c.id.starts_with(&id))
-        });
-        if found {
-            return resolve_root(default_root, Some(pid), None);
-        }
-    }
-    Err(format!(
-        "no running process belongs to container {id}; it may have exited"
-    ))
 }
 
 #[cfg(test)]
@@ -712,7 +699,7 @@ action = "hash"
         let e = resolve_root(Path::new("/"), Some(u32::MAX - 1), None).unwrap_err();
         assert!(e.contains("/proc/"), "{e}");
         let e = resolve_root(Path::new("/"), None, Some("abc")).unwrap_err();
-        assert!(e.contains("12 hex"), "{e}");
+        assert!(e.contains("12 hexadecimal"), "{e}");
         assert_eq!(
             resolve_root(Path::new("/"), None, None).unwrap(),
             PathBuf::from("/")
