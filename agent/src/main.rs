@@ -246,7 +246,10 @@ async fn real_main(cli: Cli) -> Result<()> {
                 reason,
             } => {
                 let req = local_request("disk".into(), reason, Vec::new(), devices);
-                offline(req, collect_options(&state), out).await?;
+                let status = offline(req, collect_options(&state), out).await?;
+                if status == cairn_protocol::manifest::CollectionStatus::Failed {
+                    anyhow::bail!("no device could be imaged (errors above)");
+                }
             }
             CaptureCmd::Memory {
                 pid,
@@ -365,7 +368,7 @@ async fn offline(
     req: CollectRequest,
     opts: cairn_agent::collect::CollectOptions,
     out: PathBuf,
-) -> Result<()> {
+) -> Result<cairn_protocol::manifest::CollectionStatus> {
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let out2 = out.clone();
     let s = tokio::task::spawn_blocking(move || {
@@ -388,7 +391,7 @@ async fn offline(
         "load it into a collector with: cairn import {}",
         out.display()
     );
-    Ok(())
+    Ok(s.record.status)
 }
 
 /// `cairn-agent events`: runs the sensor and prints what it sees.

@@ -476,3 +476,42 @@ fn a_file_growing_while_it_is_collected_is_recorded_as_changed() {
         serde_json::from_slice(&std::fs::read(dir.join("collection.json")).unwrap()).unwrap();
     assert_eq!(record["status"], "partial", "{record:#}");
 }
+
+#[test]
+fn minimal_triage_through_the_collector_copies_files_with_their_hashes() {
+    let work = workdir("disk-live-triage").unwrap();
+    let (collector, _agent, host) = collector_with_agent(work.path()).unwrap();
+    let collection = collector
+        .collect_wait(
+            &host,
+            "minimal",
+            "e2e live triage",
+            &[],
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    // Live logs may change while read (then the collection is partial, and says why).
+    assert!(
+        matches!(collection["status"].as_str(), Some("sealed" | "partial")),
+        "{}",
+        summary(&collection)
+    );
+    let passwd = item_named(&collection, "/etc/passwd")
+        .unwrap_or_else(|| panic!("no /etc/passwd item: {}", summary(&collection)));
+    assert_eq!(passwd["kind"], "file");
+    assert_eq!(passwd["status"], "sealed", "{passwd:#}");
+    assert_eq!(
+        s(&passwd, "sha256").unwrap(),
+        sha256sum_cli(Path::new("/etc/passwd")).unwrap()
+    );
+    let body = item_named(&collection, "bodyfile").unwrap();
+    assert_eq!(body["source"]["media_type"], "text/x-bodyfile");
+    let out = work.path().join("bodyfile");
+    collector.export(&s(&body, "id").unwrap(), &out).unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("0|/etc/passwd|")),
+        "{text}"
+    );
+    assert!(item_named(&collection, "triage-index.json").is_some());
+}
