@@ -197,6 +197,9 @@ impl Walker<'_> {
         p: &PathPattern,
         start: Vec<Vec<u8>>,
     ) {
+        // Below a home directory its user decides what is a link, so only the home itself is
+        // resolved through links; a `~/.config -> /etc` is recorded, not entered.
+        let resolvable = if p.user_home { start.len() } else { usize::MAX };
         let mut full = start;
         full.extend(p.components.iter().cloned());
         // The literal prefix is opened as the root resolves it; the last component is always
@@ -205,7 +208,7 @@ impl Walker<'_> {
             .iter()
             .position(|c| glob::has_wildcard(c))
             .unwrap_or(full.len());
-        let prefix_len = literal.min(full.len().saturating_sub(1));
+        let prefix_len = literal.min(full.len().saturating_sub(1)).min(resolvable);
         let (prefix, rest) = full.split_at(prefix_len);
         let mut prefix_path = b"/".to_vec();
         prefix_path.extend_from_slice(&prefix.join(&b'/'));
@@ -663,6 +666,22 @@ action = "hash"
             .read_to_string(&mut s)
             .unwrap();
         assert_eq!(s, "sshd: accepted\n");
+    }
+
+    #[test]
+    fn links_inside_a_home_are_recorded_not_resolved() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("etc/systemd/user")).unwrap();
+        std::fs::create_dir_all(r.join("home/bob")).unwrap();
+        std::fs::write(r.join("etc/systemd/user/evil.service"), b"[Unit]").unwrap();
+        std::fs::write(r.join("etc/passwd"), "bob:x:1001:1001::/home/bob:/bin/sh\n").unwrap();
+        symlink("/etc", r.join("home/bob/.config")).unwrap();
+        let p =
+            profile("name = \"t\"\n[[artifact]]\npaths = [\"%user_home%/.config/systemd/user\"]\n");
+        let t = run(&p, r).unwrap();
+        assert!(t.files.is_empty(), "followed bob's link: {:#}", t.index);
+        assert_eq!(entry(&t, "/home/bob/.config")["action"], "link_recorded");
     }
 
     #[test]
