@@ -32,8 +32,6 @@ pub struct MemoryOptions {
     pub format: capture::memory::Format,
     /// The volatile documents too (the profiles do; `capture memory` does not).
     pub volatile: bool,
-    pub proc_root: std::path::PathBuf,
-    pub dev_root: std::path::PathBuf,
 }
 
 impl Default for MemoryOptions {
@@ -43,8 +41,6 @@ impl Default for MemoryOptions {
             physical: false,
             format: capture::memory::Format::Lime,
             volatile: true,
-            proc_root: "/proc".into(),
-            dev_root: "/dev".into(),
         }
     }
 }
@@ -111,6 +107,16 @@ pub struct PlannedItem {
     body: Body,
 }
 
+impl PlannedItem {
+    /// An item of bytes already in memory (the self-test's probe item).
+    pub fn from_bytes(header: ItemHeader, bytes: Vec<u8>) -> PlannedItem {
+        PlannedItem {
+            header,
+            body: Body::Bytes(bytes),
+        }
+    }
+}
+
 /// What a profile yields: items, and errors about what it could not even start.
 pub struct Plan {
     pub items: Vec<PlannedItem>,
@@ -174,7 +180,7 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
                 errors.push("profile file needs at least one path".into());
             }
             for p in &req.paths {
-                match capture::file::open(p) {
+                match capture::file::open_in(&opts.volatile.host_root, p) {
                     Ok(f) => {
                         let source = Source {
                             name: std::path::Path::new(p)
@@ -241,13 +247,16 @@ fn memory_items(
 ) {
     use capture::memory::targets;
     let mo = &opts.memory;
+    // Inside a container (`--host-root /host`), the host's /proc and /dev.
+    let proc_root = &opts.volatile.proc_root;
+    let dev_root = opts.volatile.host_root.join("dev");
     let pids = match &mo.pids {
         Some(p) => p.clone(),
         None => {
             let mut pids = Vec::new();
             if let Some(pid) = req.pid {
-                if mo.proc_root.join(pid.to_string()).is_dir() {
-                    pids.extend(targets::with_ancestors(&mo.proc_root, pid));
+                if proc_root.join(pid.to_string()).is_dir() {
+                    pids.extend(targets::with_ancestors(proc_root, pid));
                 } else {
                     errors.push(format!(
                         "process {pid} named by the trigger does not exist (it exited before the capture)"
@@ -255,7 +264,7 @@ fn memory_items(
                 }
             }
             if let Some(c) = &req.container_id {
-                match targets::container(&mo.proc_root, c) {
+                match targets::container(proc_root, c) {
                     Ok(found) if found.is_empty() => {
                         errors.push(format!("no running process belongs to container {c}"))
                     }
@@ -279,7 +288,7 @@ fn memory_items(
         capture::memory::files::FileCache::default(),
     ));
     for pid in pids.into_iter().filter(|p| seen.insert(*p)) {
-        let comm = std::fs::read_to_string(mo.proc_root.join(pid.to_string()).join("comm"))
+        let comm = std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
             .map(|c| c.trim_end().to_string())
             .unwrap_or_default();
         let safe: String = comm
@@ -304,7 +313,7 @@ fn memory_items(
             ..Default::default()
         };
         source.details.insert("comm".into(), comm.into());
-        let proc_root = mo.proc_root.clone();
+        let proc_root = proc_root.clone();
         let cache = cache.clone();
         items.push(PlannedItem {
             header: header(req, ItemKind::ProcessCore, source),
@@ -338,7 +347,7 @@ fn memory_items(
             }),
             ..Default::default()
         };
-        let (format, proc_root, dev_root) = (mo.format, mo.proc_root.clone(), mo.dev_root.clone());
+        let (format, proc_root) = (mo.format, proc_root.clone());
         items.push(PlannedItem {
             header: header(req, ItemKind::PhysicalMemory, source),
             body: Body::Deferred(Box::new(move || {

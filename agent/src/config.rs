@@ -49,6 +49,17 @@ pub struct AgentConfig {
     /// How much of the recent past every collection carries, in seconds.
     #[serde(default = "default_journal_window")]
     pub journal_window_secs: u64,
+    /// The host's root file system when the agent runs in a container (`/host`): /proc and
+    /// collected paths resolve inside it. `--host-root` overrides it.
+    #[serde(default)]
+    pub host_root: Option<PathBuf>,
+    /// Seconds between readiness self-tests while running (also run at start); 0: only at start.
+    #[serde(default = "default_selftest_interval")]
+    pub selftest_interval_secs: u64,
+}
+
+fn default_selftest_interval() -> u64 {
+    6 * 3600
 }
 
 fn default_true() -> bool {
@@ -140,6 +151,8 @@ impl AgentConfig {
             journal_max_bytes: default_journal_bytes(),
             journal_max_age_secs: default_journal_age(),
             journal_window_secs: default_journal_window(),
+            host_root: None,
+            selftest_interval_secs: default_selftest_interval(),
         }
     }
 

@@ -57,6 +57,15 @@ pub fn host_identity(cfg: &MetadataConfig) -> HostIdentity {
     id
 }
 
+/// As [`host_identity`], for an agent whose host's root file system is at `host_root` (`/host`
+/// in a container): /proc and /etc are read inside it.
+pub fn host_identity_in(cfg: &MetadataConfig, host_root: &Path) -> HostIdentity {
+    if host_root == Path::new("/") {
+        return host_identity(cfg);
+    }
+    host_identity_at(cfg, &host_root.join("proc"), Path::new("/sys"), host_root).0
+}
+
 /// As [`host_identity`], with the host's procfs, sysfs and root file system mounted elsewhere
 /// (an agent in a container sees the host at `/host`). Also returns why the cloud identity
 /// is missing when the metadata service was asked and failed.

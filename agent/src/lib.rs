@@ -5,6 +5,7 @@
 //! - [`collect`]: runs a profile and turns its captures into items through the evidence pipeline.
 //! - [`transport`]: enrollment, the QUIC connection to the collector, uploads with resume, spool.
 //! - [`offline`]: the same collection written to a directory for air-gapped hosts.
+//! - [`selftest`]: the readiness self-test (`cairn-agent selftest`).
 
 pub mod capture;
 pub mod collect;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod flight_recorder;
 pub mod identity;
 pub mod offline;
+pub mod selftest;
 pub mod sensor;
 pub mod transport;
 

@@ -16,6 +16,10 @@ struct Cli {
     /// Where the agent keeps its key, certificate, configuration and spool.
     #[arg(long, env = "CAIRN_AGENT_STATE", default_value = DEFAULT_STATE_DIR, global = true)]
     state_dir: PathBuf,
+    /// The host's root file system when the agent runs in a container (e.g. `/host`): /proc and
+    /// collected paths resolve inside it. Overrides `host_root` in agent.toml.
+    #[arg(long, env = "CAIRN_HOST_ROOT", global = true)]
+    host_root: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -50,10 +54,10 @@ enum Cmd {
         /// A triage profile file (TOML); its `name` becomes the profile unless --profile is given.
         #[arg(long)]
         profile_file: Option<PathBuf>,
-        /// Triage this directory as the filesystem root instead of / (a mounted image, a
-        /// container's root).
-        #[arg(long, default_value = "/")]
-        root: PathBuf,
+        /// Triage this directory as the filesystem root instead of / (or --host-root): a
+        /// mounted image, another system's root.
+        #[arg(long)]
+        root: Option<PathBuf>,
         /// Block devices for the disk profile (repeatable).
         #[arg(long = "device")]
         devices: Vec<String>,
@@ -80,6 +84,18 @@ enum Cmd {
         /// Where to write the raw bytes.
         #[arg(long)]
         to: PathBuf,
+    },
+    /// Readiness self-test: can this host be collected from? Exits 1 if any check fails.
+    Selftest {
+        /// The report as JSON (schema in docs/selftest.md) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux (e.g. from BTFHub).
+        #[arg(long)]
+        btf: Option<PathBuf>,
+        /// Do not send the report to the collector.
+        #[arg(long)]
+        no_report: bool,
     },
     /// Show process and network events on this host as they happen (eBPF sensor; as root).
     Events {
@@ -169,7 +185,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match tokio::runtime::Runtime::new() {
         Ok(rt) => match rt.block_on(real_main(cli)) {
-            Ok(()) => 0,
+            Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 1
@@ -183,7 +199,7 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn real_main(cli: Cli) -> Result<()> {
+async fn real_main(cli: Cli) -> Result<i32> {
     let state = StateDir::new(&cli.state_dir);
     match cli.cmd {
         Cmd::Enroll {
@@ -201,7 +217,9 @@ async fn real_main(cli: Cli) -> Result<()> {
             );
         }
         Cmd::Run => {
-            let agent = cairn_agent::transport::control::Agent::new(&state).await?;
+            let agent =
+                cairn_agent::transport::control::Agent::with_host_root(&state, cli.host_root)
+                    .await?;
             tokio::select! {
                 r = cairn_agent::transport::control::run(agent) => r?,
                 _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
@@ -233,8 +251,10 @@ async fn real_main(cli: Cli) -> Result<()> {
                     profile = p.name;
                 }
             }
-            let mut opts = collect_options(&state);
-            opts.disk.root = root;
+            let mut opts = collect_options(&state, cli.host_root.as_deref());
+            if let Some(root) = root {
+                opts.disk.root = root;
+            }
             opts.disk.profile_file = profile_file;
             let req = local_request(profile, reason, paths, devices);
             offline(req, opts, out).await?;
@@ -246,7 +266,8 @@ async fn real_main(cli: Cli) -> Result<()> {
                 reason,
             } => {
                 let req = local_request("disk".into(), reason, Vec::new(), devices);
-                let status = offline(req, collect_options(&state), out).await?;
+                let opts = collect_options(&state, cli.host_root.as_deref());
+                let status = offline(req, opts, out).await?;
                 if status == cairn_protocol::manifest::CollectionStatus::Failed {
                     anyhow::bail!("no device could be imaged (errors above)");
                 }
@@ -262,7 +283,8 @@ async fn real_main(cli: Cli) -> Result<()> {
                 reason,
             } => {
                 use cairn_agent::capture::memory::targets;
-                let proc_root = std::path::Path::new("/proc");
+                let host_root = cli.host_root.clone().unwrap_or_else(|| "/".into());
+                let proc_root = &host_root.join("proc");
                 let mut pids = Vec::new();
                 for p in &pid {
                     if !proc_root.join(p.to_string()).is_dir() {
@@ -299,6 +321,8 @@ async fn real_main(cli: Cli) -> Result<()> {
                 opts.memory.physical = physical;
                 opts.memory.format = format;
                 opts.memory.volatile = false;
+                opts.volatile.proc_root = proc_root.clone();
+                opts.volatile.host_root = host_root;
                 offline(req, opts, out).await?;
             }
         },
@@ -324,8 +348,58 @@ async fn real_main(cli: Cli) -> Result<()> {
             tokio::task::spawn_blocking(move || events(limit, json, ring_buffer_bytes, &mode))
                 .await??;
         }
+        Cmd::Selftest {
+            json,
+            btf,
+            no_report,
+        } => return selftest(&state, cli.host_root, btf, json, no_report).await,
     }
-    Ok(())
+    Ok(0)
+}
+
+/// `cairn-agent selftest`: run every check, print, report to the collector when enrolled.
+async fn selftest(
+    state: &StateDir,
+    host_root: Option<PathBuf>,
+    btf: Option<PathBuf>,
+    json: bool,
+    no_report: bool,
+) -> Result<i32> {
+    use cairn_agent::selftest;
+    let host_root = host_root
+        .or_else(|| state.load().ok().and_then(|c| c.host_root))
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let opts = selftest::SelftestOptions {
+        state: state.clone(),
+        host_root,
+        btf,
+    };
+    let report = selftest::run(&opts).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", selftest::render(&report));
+    }
+    if !no_report && state.path("agent.toml").exists() {
+        let pending = state.path(selftest::collector::PENDING_FILE);
+        // The collector just did not answer: keep the report without waiting for it again.
+        let sent = if selftest::collector::reached(&report) {
+            selftest::collector::report(&opts, None, Some(&report)).await
+        } else {
+            selftest::collector::queue(&opts, &report)
+                .and_then(|()| Err(anyhow::anyhow!("the collector did not answer")))
+        };
+        match sent {
+            Ok(n) => eprintln!("readiness reported to the collector ({n} report(s) delivered)"),
+            Err(e) => eprintln!(
+                "readiness not reported to the collector: {e:#}; kept in {} for the next run",
+                pending.display()
+            ),
+        }
+    }
+    Ok(i32::from(
+        report.status == cairn_protocol::readiness::CheckStatus::Fail,
+    ))
 }
 
 fn local_request(
@@ -346,10 +420,19 @@ fn local_request(
     }
 }
 
-/// Options for a local collection: the recent past if this host's agent has been recording,
-/// and the agent's own profile directory.
-fn collect_options(state: &StateDir) -> cairn_agent::collect::CollectOptions {
+/// Options for a local collection: the host's root (`--host-root`), the recent past if this
+/// host's agent has been recording, and the agent's own profile directory.
+fn collect_options(
+    state: &StateDir,
+    host_root: Option<&std::path::Path>,
+) -> cairn_agent::collect::CollectOptions {
     let mut opts = cairn_agent::collect::CollectOptions::default();
+    if let Some(root) = host_root {
+        opts.volatile.proc_root = root.join("proc");
+        opts.volatile.host_root = root.to_path_buf();
+        opts.disk.root = root.to_path_buf();
+        opts.disk.proc_root = root.join("proc");
+    }
     if state.journal().is_dir() {
         opts.journal = Some(cairn_agent::collect::Journal {
             recorder: None,

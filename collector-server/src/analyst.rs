@@ -250,13 +250,21 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 return Ok(0);
             }
             println!(
-                "{:<36}  {:<20} {:<20} {:<20} {:<31} {:<9} {:<7} LOST",
-                "ID", "HOSTNAME", "INSTANCE", "AGENT", "LAST SEEN", "CONNECTED", "SENSOR"
+                "{:<36}  {:<20} {:<20} {:<20} {:<31} {:<9} {:<7} {:<6} {:<9} SINCE",
+                "ID",
+                "HOSTNAME",
+                "INSTANCE",
+                "AGENT",
+                "LAST SEEN",
+                "CONNECTED",
+                "SENSOR",
+                "LOST",
+                "READINESS"
             );
             for h in v["hosts"].as_array().into_iter().flatten() {
                 let st = &h["status"];
                 println!(
-                    "{:<36}  {:<20} {:<20} {:<20} {:<31} {:<9} {:<7} {}",
+                    "{:<36}  {:<20} {:<20} {:<20} {:<31} {:<9} {:<7} {:<6} {:<9} {}",
                     s(&h["id"]),
                     s(&h["hostname"]),
                     s(&h["instance_id"]),
@@ -269,6 +277,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     },
                     s(&st["sensor_mode"]),
                     s(&st["events_lost"]),
+                    s(&h["readiness"]),
+                    s(&h["readiness_since"]),
                 );
                 if let Some(r) = st["sensor_reason"].as_str() {
                     println!("{:<38}sensor: {r}", "");

@@ -92,6 +92,8 @@ pub fn router(state: S) -> Router {
         .route("/api/v1/collections/{id}/custody", get(custody_log))
         .route("/api/v1/collections/{id}/verify", post(verify_collection))
         .route("/api/v1/hosts/{id}/events", get(host_events))
+        .route("/api/v1/hosts/{id}/readiness", get(host_readiness))
+        .route("/api/v1/readiness", get(fleet_readiness))
         .route("/api/v1/items/{id}", get(show_item))
         .route("/api/v1/items/{id}/raw", get(download_item))
         .route("/api/v1/import/collections", post(import_collection))
@@ -235,6 +237,60 @@ async fn host_events(
     )?;
     Ok(Json(
         json!({"host_id": host.id, "count": events.len(), "events": events}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ReadinessQuery {
+    limit: Option<u32>,
+    days: Option<u32>,
+}
+
+/// A host's readiness history (self-test reports, newest first).
+async fn host_readiness(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(q): Query<ReadinessQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    let host = match state.db().find_hosts(&id)?.as_slice() {
+        [h] => h.clone(),
+        [] => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no host matches {id:?}"),
+            ))
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{id:?} matches several hosts; use an agent id"),
+            ))
+        }
+    };
+    let history = state
+        .db()
+        .readiness_history(&host.id, q.limit.unwrap_or(100).min(10_000))?;
+    Ok(Json(json!({
+        "host_id": host.id,
+        "hostname": host.hostname,
+        "readiness": host.readiness,
+        "since": host.readiness_since,
+        "history": history,
+    })))
+}
+
+/// The fleet's readiness per day: hosts that passed, warned, failed (last report of the day).
+async fn fleet_readiness(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ReadinessQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    let days = q.days.unwrap_or(30).clamp(1, 3660);
+    Ok(Json(
+        json!({"days": days, "per_day": state.db().fleet_readiness(days)?}),
     ))
 }
 

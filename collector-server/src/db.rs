@@ -12,6 +12,9 @@ use serde::Serialize;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+mod readiness;
+pub use readiness::READINESS_SCHEMA;
+
 pub struct Db {
     conn: Mutex<Connection>,
 }
@@ -58,6 +61,11 @@ pub struct HostRow {
     pub origin: String,
     /// The agent's last reported status (sensor mode, events lost).
     pub status: Option<serde_json::Value>,
+    /// The last self-test's verdict (pass, warn, fail), since when it has been that, and when
+    /// the last report arrived.
+    pub readiness: Option<String>,
+    pub readiness_since: Option<String>,
+    pub readiness_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,7 +123,12 @@ pub enum EnrollRefusal {
 }
 
 /// `(table, column, type)` added since the table first shipped.
-const MIGRATIONS: &[(&str, &str, &str)] = &[("hosts", "status_json", "TEXT")];
+const MIGRATIONS: &[(&str, &str, &str)] = &[
+    ("hosts", "status_json", "TEXT"),
+    ("hosts", "readiness", "TEXT"),
+    ("hosts", "readiness_since", "TEXT"),
+    ("hosts", "readiness_at", "TEXT"),
+];
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS api_tokens (
@@ -173,6 +186,9 @@ impl Db {
         db.lock()
             .execute_batch(SCHEMA)
             .context("creating the schema")?;
+        db.lock()
+            .execute_batch(READINESS_SCHEMA)
+            .context("creating the readiness tables")?;
         db.migrate()?;
         Ok(db)
     }
@@ -413,11 +429,14 @@ impl Db {
             last_seen: r.get(7)?,
             origin: r.get(8)?,
             status: json_col(r.get(9)?),
+            readiness: r.get(10)?,
+            readiness_since: r.get(11)?,
+            readiness_at: r.get(12)?,
         })
     }
 
     const HOST_COLS: &'static str =
-        "id, hostname, machine_id, instance_id, kernel, agent_version, enrolled_at, last_seen, origin, status_json";
+        "id, hostname, machine_id, instance_id, kernel, agent_version, enrolled_at, last_seen, origin, status_json, readiness, readiness_since, readiness_at";
 
     pub fn list_hosts(&self) -> Result<Vec<HostRow>> {
         self.rows(
@@ -548,7 +567,7 @@ impl Db {
         let ids: Vec<String> = {
             let conn = self.lock();
             let mut st = conn.prepare(
-                "SELECT id FROM collections WHERE (?1 IS NULL OR host_id = ?1) ORDER BY requested_at DESC LIMIT ?2",
+                "SELECT id FROM collections WHERE (?1 IS NULL OR host_id = ?1) AND origin != 'selftest' ORDER BY requested_at DESC LIMIT ?2",
             )?;
             let rows = st.query_map(params![host_id, limit], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?

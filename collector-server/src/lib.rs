@@ -16,6 +16,7 @@
 //! - [`custody`]: the signed, hash-chained log of everything that happened to a collection.
 //! - [`quic`]: the agent-facing QUIC server: enrollment, control stream, item streams.
 //! - [`api`]: the HTTP API for people and detection systems.
+//! - [`selftest`]: agents' readiness reports and the self-test's evidence round trip.
 //! - [`analyst`]: `cairn`, the analyst CLI over the API.
 
 pub mod analyst;
@@ -26,6 +27,7 @@ pub mod datadir;
 pub mod db;
 pub mod ingest;
 pub mod quic;
+pub mod selftest;
 pub mod server;
 pub mod sessions;
 pub mod store;

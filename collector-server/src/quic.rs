@@ -138,6 +138,13 @@ async fn handle(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
                 Ok(Some(Frame::Message(Message::ItemBegin(header)))) => {
                     item_stream(state, &host_id, *header, send, recv).await
                 }
+                Ok(Some(Frame::Message(Message::Readiness(report)))) => {
+                    crate::selftest::readiness_stream(state, &host_id, *report, send).await
+                }
+                Ok(Some(Frame::Message(Message::SelftestBegin { collection_id }))) => {
+                    crate::selftest::round_trip_stream(state, &host_id, collection_id, send, recv)
+                        .await
+                }
                 Ok(Some(Frame::Message(m))) => {
                     refuse(
                         send,
@@ -164,7 +171,7 @@ async fn handle(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
     }
 }
 
-async fn refuse(mut send: SendStream, code: &str, message: String) -> Result<()> {
+pub(crate) async fn refuse(mut send: SendStream, code: &str, message: String) -> Result<()> {
     write_message(&mut send, Message::error(code, message.clone())).await?;
     let _ = send.finish();
     anyhow::bail!("{code}: {message}")
@@ -266,6 +273,13 @@ async fn control(
         },
     )
     .await?;
+    if active_collections.is_none() {
+        // A probe (`cairn-agent ping`, the self-test): answered, but it takes no commands, so
+        // it must not stand in for the agent's own control stream.
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv)).await;
+        return Ok(());
+    }
     let (token, bell) = state.sessions.register(host_id);
     tracing::info!("agent {host_id} ({}) connected", host.hostname);
     let result = control_loop(&state, host_id, &bell, &mut send, &mut recv).await;

@@ -19,6 +19,25 @@ pub fn cairn_object() -> &'static [u8] {
     &CAIRN.bytes
 }
 
+static SELFTEST: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/selftest.bpf.o")),
+};
+
+/// The readiness self-test's probe (`bpf/selftest.bpf.c`): one tracepoint program on
+/// `syscalls/sys_enter_getppid` that counts hits and writes the caller's tgid to a ring buffer.
+pub fn selftest_object() -> &'static [u8] {
+    &SELFTEST.bytes
+}
+
+/// The self-test probe's program, maps and tracepoint.
+pub mod selftest {
+    pub const PROGRAM: &str = "selftest_getppid";
+    pub const HITS_MAP: &str = "selftest_hits";
+    pub const RING_MAP: &str = "selftest_ring";
+    pub const CATEGORY: &str = "syscalls";
+    pub const TRACEPOINT: &str = "sys_enter_getppid";
+}
+
 /// Name of the ring buffer map (its size is set by the loader before load).
 pub const RINGBUF_MAP: &str = "events";
 /// Name of the per-CPU drop counter array, indexed by record kind.

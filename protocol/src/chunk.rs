@@ -149,14 +149,20 @@ impl Chunk {
     /// Hash and encode raw bytes. `level` is the zstd level; the chunk is stored uncompressed
     /// when compression does not make it smaller, and as [`Codec::Zero`] when it is all zeros.
     pub fn seal(index: u64, raw: &[u8], level: i32) -> Result<Chunk, ChunkError> {
-        let sha256 = raw_sha256(raw);
+        let sha256: [u8; 32] = Sha256::digest(raw).into();
         Self::seal_hashed(index, raw, sha256, level)
     }
 
     /// Like [`Chunk::seal`], taking ownership: an incompressible chunk's bytes become its
     /// payload without a copy. The pipeline's hot path.
     pub fn seal_owned(index: u64, raw: Vec<u8>, level: i32) -> Result<Chunk, ChunkError> {
-        let sha256 = raw_sha256(&raw);
+        let zero = is_zero(&raw);
+        // Memory and disk images are mostly zero chunks: their hash is a constant.
+        let sha256: [u8; 32] = if zero && raw.len() == crate::CHUNK_SIZE {
+            zero_chunk_sha256()
+        } else {
+            Sha256::digest(&raw).into()
+        };
         if raw.len() > crate::CHUNK_SIZE {
             return Err(ChunkError::TooLarge {
                 index,
@@ -165,7 +171,7 @@ impl Chunk {
             });
         }
         let raw_len = raw.len() as u32;
-        let (codec, payload) = if is_zero(&raw) {
+        let (codec, payload) = if zero {
             (Codec::Zero, Vec::new())
         } else {
             match compress(&raw, level)? {
@@ -387,19 +393,13 @@ pub fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usiz
     Ok(filled)
 }
 
-/// SHA-256 of a chunk's raw bytes. A full all-zero chunk (an empty disk region, unused
-/// memory) has one known hash, computed once: imaging mostly empty disks costs a zero check
-/// per chunk, not a hash.
-fn raw_sha256(raw: &[u8]) -> [u8; 32] {
-    static FULL_ZERO: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
-    if raw.len() == crate::CHUNK_SIZE && is_zero(raw) {
-        *FULL_ZERO.get_or_init(|| Sha256::digest(vec![0u8; crate::CHUNK_SIZE]).into())
-    } else {
-        Sha256::digest(raw).into()
-    }
+/// True when every byte is zero; word-at-a-time, so it costs far less than hashing.
+/// SHA-256 of a full chunk of zeros, computed once.
+fn zero_chunk_sha256() -> [u8; 32] {
+    static SHA: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    *SHA.get_or_init(|| Sha256::digest(vec![0u8; crate::CHUNK_SIZE]).into())
 }
 
-/// True when every byte is zero; word-at-a-time, so it costs far less than hashing.
 pub fn is_zero(b: &[u8]) -> bool {
     let (prefix, words, suffix) = {
         // SAFETY: u64 has no invalid bit patterns; align_to only reinterprets aligned middle bytes.
@@ -430,13 +430,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_zero_chunk_has_the_hash_of_its_bytes() {
-        let zeros = vec![0u8; crate::CHUNK_SIZE];
-        for _ in 0..2 {
-            let c = Chunk::seal(0, &zeros, 1).unwrap();
-            assert_eq!(c.header.codec, Codec::Zero);
-            assert_eq!(c.header.sha256_hex(), crate::sha256_hex(&zeros));
-        }
+    fn zero_chunks_carry_the_hash_of_their_bytes() {
+        let raw = vec![0u8; crate::CHUNK_SIZE];
+        let c = Chunk::seal_owned(3, raw.clone(), 1).unwrap();
+        assert_eq!(c.header.codec, Codec::Zero);
+        let want: [u8; 32] = Sha256::digest(&raw).into();
+        assert_eq!(c.header.sha256, want);
+        assert_eq!(c.open().unwrap(), raw);
+        // A shorter zero chunk is hashed, not given the full chunk's constant.
+        let short = Chunk::seal_owned(4, vec![0u8; 100], 1).unwrap();
+        let want: [u8; 32] = Sha256::digest([0u8; 100]).into();
+        assert_eq!(short.header.sha256, want);
     }
 
     #[test]

@@ -10,11 +10,13 @@
 //! - [`manifest`]: what an item and a collection are (host identity, source, gaps, hashes).
 //! - [`wire`]: versioned messages and the length-prefixed frame they travel in.
 //! - [`custody`]: chain-of-custody records and how their hash chain is computed.
+//! - [`readiness`]: the self-test report an agent sends and the collector keeps as history.
 
 pub mod chunk;
 pub mod custody;
 pub mod manifest;
 pub mod pipeline;
+pub mod readiness;
 pub mod wire;
 
 /// Raw size of every chunk but the last of an item.

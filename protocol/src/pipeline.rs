@@ -1,7 +1,8 @@
 //! The hash + compress pipeline: any `Read` in, framed chunks out, in order.
 //!
-//! One thread reads fixed-size blocks and feeds the whole-item SHA-256 (it must see the bytes in
-//! order); a small pool hashes and compresses each block on its own. Memory is bounded by the
+//! One thread reads fixed-size blocks, a second feeds them in order to the whole-item SHA-256,
+//! and a small pool hashes and compresses each block on its own: reading, the item hash and
+//! the chunk work overlap on as many cores as there are. Memory is bounded by the
 //! channel depths (a few chunks per worker), never by the item's size, so a 64 GiB source
 //! streams through a few tens of MiB.
 
@@ -64,8 +65,12 @@ impl ChunkStream {
         let (sum_tx, sum_rx) = mpsc::sync_channel(1);
         let mut threads = Vec::new();
         let chunk_size = opts.chunk_size.clamp(1, crate::CHUNK_SIZE);
+        let (hash_tx, hash_rx) = mpsc::sync_channel::<Block>(2);
         threads.push(std::thread::spawn(move || {
-            read_blocks(reader, chunk_size, work_tx, sum_tx)
+            read_blocks(reader, chunk_size, hash_tx)
+        }));
+        threads.push(std::thread::spawn(move || {
+            hash_blocks(hash_rx, work_tx, sum_tx)
         }));
         let work_rx = std::sync::Arc::new(std::sync::Mutex::new(work_rx));
         for _ in 0..workers {
@@ -79,7 +84,7 @@ impl ChunkStream {
                 };
                 let Ok((index, raw)) = job else { return };
                 if res_tx
-                    .send((index, Chunk::seal(index, &raw, level)))
+                    .send((index, Chunk::seal_owned(index, raw, level)))
                     .is_err()
                 {
                     return;
@@ -143,13 +148,15 @@ impl Iterator for ChunkStream {
     }
 }
 
-fn read_blocks<R: Read>(
-    mut reader: R,
-    chunk_size: usize,
-    work: SyncSender<Work>,
-    summary: SyncSender<(u64, String, Option<String>)>,
-) {
-    let mut hasher = Sha256::new();
+/// What the reader hands the item hasher.
+enum Block {
+    Data(u64, Vec<u8>),
+    /// The stream ended: its length, and the read error that ended it early, if any.
+    End(u64, Option<String>),
+}
+
+/// Reads blocks in order and hands them to the item hasher.
+fn read_blocks<R: Read>(mut reader: R, chunk_size: usize, out: SyncSender<Block>) {
     let mut total = 0u64;
     let mut index = 0u64;
     let mut error = None;
@@ -159,10 +166,9 @@ fn read_blocks<R: Read>(
             Ok(0) => break,
             Ok(n) => {
                 buf.truncate(n);
-                hasher.update(&buf);
                 total += n as u64;
-                if work.send((index, buf)).is_err() {
-                    break;
+                if out.send(Block::Data(index, buf)).is_err() {
+                    return;
                 }
                 index += 1;
                 if n < chunk_size {
@@ -175,8 +181,31 @@ fn read_blocks<R: Read>(
             }
         }
     }
-    drop(work);
-    let _ = summary.send((total, hex::encode(hasher.finalize()), error));
+    let _ = out.send(Block::End(total, error));
+}
+
+/// Feeds the whole-item SHA-256 in order, then passes each block on to the workers.
+fn hash_blocks(
+    blocks: Receiver<Block>,
+    work: SyncSender<Work>,
+    summary: SyncSender<(u64, String, Option<String>)>,
+) {
+    let mut hasher = Sha256::new();
+    for b in blocks {
+        match b {
+            Block::Data(index, buf) => {
+                hasher.update(&buf);
+                if work.send((index, buf)).is_err() {
+                    return;
+                }
+            }
+            Block::End(total, error) => {
+                drop(work);
+                let _ = summary.send((total, hex::encode(hasher.finalize()), error));
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -99,6 +99,35 @@ pub enum Message {
         upto_seq: u64,
     },
 
+    // Readiness (a stream of its own, opened by `cairn-agent selftest` or the running agent):
+    // agent → Readiness, collector → ReadinessAck once stored.
+    Readiness(Box<crate::readiness::SelftestReport>),
+    ReadinessAck {
+        /// The host's readiness before this report, so the agent can log a change.
+        previous: Option<crate::readiness::CheckStatus>,
+    },
+    // The self-test's evidence round trip (a stream of its own): agent → SelftestBegin,
+    // collector → SelftestReady (a `selftest` collection now exists); the agent uploads one
+    // item into it through the normal item stream, then → SelftestReadBack, and the collector
+    // re-reads every stored chunk and answers SelftestReadBackResult.
+    SelftestBegin {
+        collection_id: String,
+    },
+    SelftestReady {
+        collection_id: String,
+    },
+    SelftestReadBack {
+        item_id: String,
+    },
+    SelftestReadBackResult {
+        item_id: String,
+        ok: bool,
+        /// SHA-256 of the bytes the collector read back from its store.
+        sha256: Option<String>,
+        bytes_checked: u64,
+        error: Option<String>,
+    },
+
     /// Any refusal; `code` is stable (`bad_token`, `bad_request`, `item_rejected`, …).
     Error {
         code: String,
@@ -132,6 +161,12 @@ impl Message {
             Message::ItemSealed { .. } => "item_sealed",
             Message::Events { .. } => "events",
             Message::EventsAck { .. } => "events_ack",
+            Message::Readiness(_) => "readiness",
+            Message::ReadinessAck { .. } => "readiness_ack",
+            Message::SelftestBegin { .. } => "selftest_begin",
+            Message::SelftestReady { .. } => "selftest_ready",
+            Message::SelftestReadBack { .. } => "selftest_read_back",
+            Message::SelftestReadBackResult { .. } => "selftest_read_back_result",
             Message::Error { .. } => "error",
         }
     }

@@ -32,11 +32,43 @@ fn time_ns(secs: i64, nsec: i64) -> serde_json::Value {
 
 /// Open a regular file for evidence. The error says what the path is when it is not a file.
 pub fn open(path: &str) -> Result<OpenedFile, String> {
-    let open = |flags: i32| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(flags | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(Path::new(path))
+    open_in(Path::new("/"), path)
+}
+
+/// Open `path` as the host sees it, the host's root file system being at `host_root` (`/host`
+/// when the agent runs in a container). Below another root the path is resolved with
+/// `openat2(RESOLVE_IN_ROOT)`, so `..` and absolute symlinks on the host stay inside it.
+pub fn open_in(host_root: &Path, path: &str) -> Result<OpenedFile, String> {
+    let in_root = host_root != Path::new("/");
+    let root_dir = if in_root {
+        Some(std::fs::File::open(host_root).map_err(|e| {
+            format!(
+                "{path}: cannot open the host root {}: {e}",
+                host_root.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    let open = |flags: i32| -> std::io::Result<File> {
+        let flags = flags | libc::O_NONBLOCK | libc::O_NOCTTY;
+        match &root_dir {
+            None => std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(Path::new(path)),
+            Some(dir) => {
+                use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+                let how = OpenHow::new()
+                    .flags(OFlag::from_bits_truncate(
+                        flags | libc::O_RDONLY | libc::O_CLOEXEC,
+                    ))
+                    .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+                let fd = openat2(dir, path.trim_start_matches('/'), how)
+                    .map_err(std::io::Error::from)?;
+                Ok(File::from(fd))
+            }
+        }
     };
     // O_NOATIME is refused (EPERM) for files we do not own unless we have CAP_FOWNER.
     let file = match open(libc::O_NOATIME) {

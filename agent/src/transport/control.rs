@@ -42,13 +42,30 @@ pub struct Agent {
 
 impl Agent {
     pub async fn new(state: &StateDir) -> Result<Arc<Agent>> {
-        let cfg = state.load()?;
+        Self::with_host_root(state, None).await
+    }
+
+    /// As [`Agent::new`], with `--host-root` overriding agent.toml's `host_root`.
+    pub async fn with_host_root(
+        state: &StateDir,
+        host_root: Option<std::path::PathBuf>,
+    ) -> Result<Arc<Agent>> {
+        let mut cfg = state.load()?;
+        if host_root.is_some() {
+            cfg.host_root = host_root;
+        }
         let connector = Arc::new(Connector::new(state, &cfg).await?);
         std::fs::create_dir_all(state.spool())?;
         let spool = Spool::new(state.spool(), cfg.spool_max_bytes);
         let mut options = CollectOptions::default();
         options.volatile.metadata = cfg.metadata_config();
         options.disk.profile_dirs = vec![state.profiles()];
+        if let Some(root) = &cfg.host_root {
+            options.volatile.proc_root = root.join("proc");
+            options.volatile.host_root = root.clone();
+            options.disk.root = root.clone();
+            options.disk.proc_root = root.join("proc");
+        }
         // Collections read the journal from disk; the recorder itself is opened by `run`,
         // which alone writes it.
         options.journal = Some(crate::collect::Journal {
@@ -87,7 +104,22 @@ impl Agent {
     }
 
     fn host(&self) -> cairn_protocol::manifest::HostIdentity {
-        crate::identity::host_identity(&self.options.volatile.metadata)
+        crate::identity::host_identity_in(
+            &self.options.volatile.metadata,
+            &self.options.volatile.host_root,
+        )
+    }
+
+    /// What the self-test needs to know about this agent.
+    pub fn selftest_options(
+        &self,
+        btf: Option<std::path::PathBuf>,
+    ) -> crate::selftest::SelftestOptions {
+        crate::selftest::SelftestOptions {
+            state: self.state.clone(),
+            host_root: self.options.volatile.host_root.clone(),
+            btf,
+        }
     }
 }
 
@@ -186,6 +218,7 @@ pub async fn run(agent: Arc<Agent>) -> Result<()> {
         agent.shipper.clone(),
         agent.connector.clone(),
     ));
+    tokio::spawn(readiness_schedule(agent.clone()));
     loop {
         let conn = agent.connector.get().await;
         if let Err(e) = control_session(&agent, &conn).await {
@@ -195,15 +228,104 @@ pub async fn run(agent: Arc<Agent>) -> Result<()> {
     }
 }
 
+/// The readiness self-test at start and then every `selftest_interval_secs`, each report sent
+/// to the collector; reports it could not take are retried every minute.
+async fn readiness_schedule(agent: Arc<Agent>) {
+    let opts = agent.selftest_options(None);
+    let interval = Duration::from_secs(agent.cfg.selftest_interval_secs);
+    loop {
+        let report = crate::selftest::run(&opts).await;
+        let (p, w, f) = report.counts();
+        tracing::info!(
+            "readiness self-test: {} ({p} pass, {w} warn, {f} fail) in {} ms",
+            report.status.as_str(),
+            report.duration_ms
+        );
+        for c in report
+            .checks
+            .iter()
+            .filter(|c| c.status != cairn_protocol::readiness::CheckStatus::Pass)
+        {
+            tracing::warn!(
+                "self-test {} {}: {} → {}",
+                c.id,
+                c.status.as_str(),
+                c.measured,
+                c.remediation
+            );
+        }
+        let mut outcome =
+            crate::selftest::collector::report(&opts, Some(&agent.connector), Some(&report)).await;
+        let next = Instant::now() + interval;
+        while let Err(e) = &outcome {
+            tracing::warn!("readiness report not delivered (kept for later): {e:#}");
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            outcome = crate::selftest::collector::report(&opts, Some(&agent.connector), None).await;
+        }
+        if interval.is_zero() {
+            return;
+        }
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+/// What a probe's hello round trip learned.
+#[derive(Debug, Clone)]
+pub struct Pong {
+    pub rtt: Duration,
+    /// The collector's clock when it answered (RFC 3339).
+    pub server_time: String,
+    /// Our clock half-way through the round trip, to compare with `server_time`.
+    pub local_mid: time::OffsetDateTime,
+    pub collector_version: String,
+}
+
 /// One hello round trip over mutual TLS: proves enrollment, certificates and reachability.
 pub async fn ping(agent: &Agent) -> Result<Duration> {
+    Ok(probe(&agent.connector, agent.host()).await?.rtt)
+}
+
+/// A hello round trip on a connection of its own, with a 10 s limit on each step.
+pub async fn probe(
+    connector: &Connector,
+    host: cairn_protocol::manifest::HostIdentity,
+) -> Result<Pong> {
+    let limit = Duration::from_secs(10);
+    let conn = tokio::time::timeout(limit, connector.connect_once())
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "no QUIC handshake with the collector at {} within {} s (nothing answered on UDP)",
+                connector.collector,
+                limit.as_secs()
+            )
+        })??;
     let start = Instant::now();
-    let conn = agent.connector.connect_once().await?;
+    let local_start = time::OffsetDateTime::now_utc();
     let (mut send, mut recv) = conn.open_bi().await?;
-    write_message(&mut send, hello(agent, true)).await?;
-    let reply = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv)).await;
+    write_message(
+        &mut send,
+        Message::Hello {
+            protocol_version: cairn_protocol::PROTOCOL_VERSION,
+            agent_version: crate::tool_version(),
+            host,
+            active_collections: None,
+        },
+    )
+    .await?;
+    let reply = tokio::time::timeout(limit, read_frame(&mut recv)).await;
+    let rtt = start.elapsed();
     let result = match reply {
-        Ok(Ok(Some(Frame::Message(Message::Welcome { .. })))) => Ok(start.elapsed()),
+        Ok(Ok(Some(Frame::Message(Message::Welcome {
+            server_time,
+            collector_version,
+            ..
+        })))) => Ok(Pong {
+            rtt,
+            server_time,
+            local_mid: local_start + rtt / 2,
+            collector_version,
+        }),
         Ok(Ok(Some(Frame::Message(Message::Error { code, message })))) => {
             Err(anyhow!("collector refused us ({code}): {message}"))
         }
@@ -215,11 +337,11 @@ pub async fn ping(agent: &Agent) -> Result<Duration> {
         )),
         Err(_) => Err(anyhow!("no answer from the collector within 10 s")),
     };
-    conn.close(0u32.into(), b"ping done");
+    conn.close(0u32.into(), b"probe done");
     result
 }
 
-fn hello(agent: &Agent, probe: bool) -> Message {
+fn hello(agent: &Agent) -> Message {
     let mut active: Vec<String> = lock(&agent.running).iter().cloned().collect();
     for m in lock(&agent.outbox).iter() {
         if let Message::CollectionDone { collection_id, .. } = m {
@@ -230,13 +352,13 @@ fn hello(agent: &Agent, probe: bool) -> Message {
         protocol_version: cairn_protocol::PROTOCOL_VERSION,
         agent_version: crate::tool_version(),
         host: agent.host(),
-        active_collections: (!probe).then_some(active),
+        active_collections: Some(active),
     }
 }
 
 async fn control_session(agent: &Arc<Agent>, conn: &quinn::Connection) -> Result<()> {
     let (mut send, mut recv) = conn.open_bi().await?;
-    write_message(&mut send, hello(agent, false)).await?;
+    write_message(&mut send, hello(agent)).await?;
     match read_frame(&mut recv).await? {
         Some(Frame::Message(Message::Welcome { agent_id, .. })) => {
             tracing::info!("collector welcomed us as {agent_id}");
@@ -325,6 +447,32 @@ async fn run_collection(agent: Arc<Agent>, req: CollectRequest) {
     agent.outbox_bell.notify_one();
 }
 
+/// Hash, compress and upload one item: a blocking producer runs the pipeline while the
+/// upload streams its chunks. Returns once the collector sealed it.
+pub async fn send_item(
+    connector: &Arc<Connector>,
+    spool: &Arc<Spool>,
+    pipeline: &cairn_protocol::pipeline::PipelineOptions,
+    item: crate::collect::PlannedItem,
+    host: &cairn_protocol::manifest::HostIdentity,
+) -> Result<upload::Sealed> {
+    let header = item.header.clone();
+    let (tx, rx) = mpsc::channel::<Produced>(4);
+    let host = host.clone();
+    let popts = pipeline.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        let manifest = item.produce(&host, &popts, |c| {
+            tx.blocking_send(Produced::Chunk(c)).is_ok()
+        });
+        if let Some(m) = manifest {
+            let _ = tx.blocking_send(Produced::Done(Box::new(m)));
+        }
+    });
+    let sealed = upload::upload(connector.clone(), spool.clone(), header, rx).await;
+    let _ = producer.await;
+    sealed
+}
+
 async fn collect_and_upload(
     agent: &Arc<Agent>,
     req: &CollectRequest,
@@ -335,7 +483,8 @@ async fn collect_and_upload(
     }
     let r = req.clone();
     let planned = tokio::task::spawn_blocking(move || {
-        let host = crate::identity::host_identity(&opts.volatile.metadata);
+        let host =
+            crate::identity::host_identity_in(&opts.volatile.metadata, &opts.volatile.host_root);
         (plan(&r, &opts), host)
     })
     .await;
@@ -346,21 +495,17 @@ async fn collect_and_upload(
     let mut errors = plan.errors;
     let mut items = Vec::new();
     for item in plan.items {
-        let header = item.header.clone();
-        let name = header.source.name.clone();
-        items.push(header.item_id.clone());
-        let (tx, rx) = mpsc::channel::<Produced>(4);
-        let host = host.clone();
-        let popts = agent.options.pipeline.clone();
-        let producer = tokio::task::spawn_blocking(move || {
-            let manifest = item.produce(&host, &popts, |c| {
-                tx.blocking_send(Produced::Chunk(c)).is_ok()
-            });
-            if let Some(m) = manifest {
-                let _ = tx.blocking_send(Produced::Done(Box::new(m)));
-            }
-        });
-        match upload::upload(agent.connector.clone(), agent.spool.clone(), header, rx).await {
+        let name = item.header.source.name.clone();
+        items.push(item.header.item_id.clone());
+        match send_item(
+            &agent.connector,
+            &agent.spool,
+            &agent.options.pipeline,
+            item,
+            &host,
+        )
+        .await
+        {
             Ok(s) => tracing::info!(
                 "item {name} sealed: {} ({} chunks sent, {} resume(s))",
                 s.sha256,
@@ -372,7 +517,6 @@ async fn collect_and_upload(
                 errors.push(format!("{name}: {e:#}"));
             }
         }
-        let _ = producer.await;
     }
     (items, errors)
 }

@@ -20,6 +20,8 @@ pub struct DiskOptions {
     /// The filesystem root triage collects from (`/`; a mounted image or another root for
     /// offline work). A request's `pid` or `container_id` replaces it by `/proc/PID/root`.
     pub root: PathBuf,
+    /// Where processes are (`/proc`, or `HOST_ROOT/proc`), for a request's `pid`/`container_id`.
+    pub proc_root: PathBuf,
     /// Directories holding `NAME.toml` profiles (the agent's `STATE/profiles`).
     pub profile_dirs: Vec<PathBuf>,
     /// A profile file given on the command line; used when its name is the requested profile.
@@ -30,6 +32,7 @@ impl Default for DiskOptions {
     fn default() -> Self {
         DiskOptions {
             root: PathBuf::from("/"),
+            proc_root: PathBuf::from("/proc"),
             profile_dirs: Vec::new(),
             profile_file: None,
         }
@@ -79,7 +82,12 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
             return Some(DiskPlan { items, errors });
         }
     };
-    let root = match triage::resolve_root(&opts.root, req.pid, req.container_id.as_deref()) {
+    let root = match triage::resolve_root(
+        &opts.root,
+        &opts.proc_root,
+        req.pid,
+        req.container_id.as_deref(),
+    ) {
         Ok(r) => r,
         Err(e) => {
             errors.push(e);

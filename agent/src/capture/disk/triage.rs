@@ -518,11 +518,12 @@ fn hash_file(dir: BorrowedFd<'_>, name: &[u8], cap: u64) -> std::io::Result<Stri
 /// (`container_id`, a full id or a prefix of at least 12 characters) the request names.
 pub fn resolve_root(
     default_root: &Path,
+    proc_root: &Path,
     pid: Option<u32>,
     container_id: Option<&str>,
 ) -> Result<PathBuf, String> {
     if let Some(pid) = pid {
-        let r = PathBuf::from(format!("/proc/{pid}/root"));
+        let r = proc_root.join(pid.to_string()).join("root");
         return std::fs::read_dir(&r)
             .map(|_| r.clone())
             .map_err(|e| format!("process {pid}: cannot open {}: {e}", r.display()));
@@ -533,11 +534,11 @@ pub fn resolve_root(
     // The first process of the container (they share its mount namespace and root).
     let id = id.trim().to_ascii_lowercase();
     let id = id.rsplit("://").next().unwrap_or(&id);
-    match crate::capture::memory::targets::container(Path::new("/proc"), id)?
+    match crate::capture::memory::targets::container(proc_root, id)?
         .into_iter()
         .min()
     {
-        Some(pid) => resolve_root(default_root, Some(pid), None),
+        Some(pid) => resolve_root(default_root, proc_root, Some(pid), None),
         None => Err(format!(
             "no running process belongs to container {id}; it may have exited"
         )),
@@ -715,13 +716,20 @@ action = "hash"
 
     #[test]
     fn a_missing_process_root_is_a_clear_error() {
-        let e = resolve_root(Path::new("/"), Some(u32::MAX - 1), None).unwrap_err();
+        let (root, proc) = (Path::new("/"), Path::new("/proc"));
+        let e = resolve_root(root, proc, Some(u32::MAX - 1), None).unwrap_err();
         assert!(e.contains("/proc/"), "{e}");
-        let e = resolve_root(Path::new("/"), None, Some("abc")).unwrap_err();
+        let e = resolve_root(root, proc, None, Some("abc")).unwrap_err();
         assert!(e.contains("12 hexadecimal"), "{e}");
         assert_eq!(
-            resolve_root(Path::new("/"), None, None).unwrap(),
+            resolve_root(root, proc, None, None).unwrap(),
             PathBuf::from("/")
+        );
+        // Our own process's root is the root we run in.
+        let me = resolve_root(root, proc, Some(std::process::id()), None).unwrap();
+        assert_eq!(
+            me,
+            PathBuf::from(format!("/proc/{}/root", std::process::id()))
         );
     }
 

@@ -25,6 +25,12 @@ const LIME_VERSION: u32 = 1;
 /// Kernel text and module mappings in kcore also carry physical addresses, duplicating RAM
 /// that the direct map covers; the direct map is preferred.
 const KERNEL_TEXT_BASE: u64 = 0xffff_ffff_8000_0000;
+/// STRICT_DEVMEM still lets /dev/mem read the first megabyte (BIOS and legacy areas), which
+/// is where kcore leaves out the partial last page of the first RAM range.
+const DEVMEM_OPEN_LIMIT: u64 = 1 << 20;
+/// Marks a piece's `at` as a /dev/mem offset rather than a /proc/kcore one (kcore offsets
+/// never reach 2^63).
+const VIA_DEVMEM: u64 = 1 << 63;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
@@ -105,11 +111,16 @@ enum Access {
 
 pub struct PhysicalSource {
     file: File,
+    /// /dev/mem, for what kcore leaves out of the first megabyte.
+    devmem: Option<File>,
 }
 
 impl MemorySource for PhysicalSource {
     fn read_at(&mut self, at: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.file.read_at(buf, at)
+        match (&self.devmem, at & VIA_DEVMEM != 0) {
+            (Some(d), true) => d.read_at(buf, at & !VIA_DEVMEM),
+            _ => self.file.read_at(buf, at),
+        }
     }
     fn gone(&self) -> Option<String> {
         None
@@ -186,6 +197,7 @@ fn range_pieces(access: &Access, r: &RamRange, slot: usize, out: &mut Vec<Piece>
                             .unwrap_or(end)
                             .min(end);
                         out.push(Piece::Missing {
+                            addr: at,
                             hash_slot: Some(slot),
                             len: stop - at,
                             reason: format!(
@@ -199,6 +211,45 @@ fn range_pieces(access: &Access, r: &RamRange, slot: usize, out: &mut Vec<Piece>
             }
         }
     }
+}
+
+/// Reads what kcore does not map below 1 MiB from /dev/mem instead, when /dev/mem gives it.
+fn low_memory_from_devmem(pieces: &mut [Piece], devmem: &Path) -> Option<File> {
+    let low: Vec<usize> = pieces
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Piece::Missing { addr, len, .. } if addr + len <= DEVMEM_OPEN_LIMIT => Some(i),
+            _ => None,
+        })
+        .collect();
+    if low.is_empty() {
+        return None;
+    }
+    let f = File::open(devmem).ok()?;
+    let mut used = false;
+    for i in low {
+        let (addr, len, slot) = match &pieces[i] {
+            Piece::Missing {
+                addr,
+                len,
+                hash_slot,
+                ..
+            } => (*addr, *len, *hash_slot),
+            _ => continue,
+        };
+        let mut probe = vec![0u8; len.min(4096) as usize];
+        if f.read_exact_at(&mut probe, addr).is_ok() {
+            pieces[i] = Piece::Source {
+                at: addr | VIA_DEVMEM,
+                addr,
+                len,
+                hash_slot: slot,
+            };
+            used = true;
+        }
+    }
+    used.then_some(f)
 }
 
 /// A physical memory image decided on.
@@ -322,6 +373,10 @@ pub fn plan(
         }));
         cursor = r.end + 1;
     }
+    let devmem = match access {
+        Access::Kcore(_) => low_memory_from_devmem(&mut pieces, &dev_root.join("mem")),
+        Access::Direct => None,
+    };
     let len = PieceReader::<PhysicalSource>::len(&pieces);
     let banner = std::fs::read_to_string(proc_root.join("version"))
         .map(|s| s.trim_end().to_string())
@@ -336,7 +391,7 @@ pub fn plan(
     details.insert("ranges".into(), ranges.into());
     details.insert("sources_tried".into(), tried.into());
     details.insert("lockdown".into(), lockdown().into());
-    let (reader, report) = PieceReader::new(PhysicalSource { file }, pieces);
+    let (reader, report) = PieceReader::new(PhysicalSource { file, devmem }, pieces);
     Ok(PlannedImage {
         source,
         details,

@@ -33,6 +33,8 @@ pub enum Piece {
     Zeros(u64),
     /// A range known to be unreadable before reading starts: zeros, recorded as a gap.
     Missing {
+        /// The address the range starts at, as gap reasons name it.
+        addr: u64,
         len: u64,
         reason: String,
         hash_slot: Option<usize>,
