@@ -15,6 +15,8 @@ pub struct CollectOptions {
     pub volatile: capture::volatile::VolatileOptions,
     pub memory: MemoryOptions,
     pub pipeline: PipelineOptions,
+    /// Triage root and profile locations (`triage`, `minimal`, `disk`, the user's own).
+    pub disk: capture::disk::DiskOptions,
     /// The flight recorder whose recent past every collection carries.
     pub journal: Option<Journal>,
 }
@@ -80,6 +82,8 @@ enum Body {
     /// Planned when the item is produced, not before: a core's registers and maps must be
     /// read just before its memory, not when the collection started.
     Deferred(Box<dyn FnOnce() -> Result<Streamed, Failure> + Send>),
+    /// Opened only when produced: triage plans thousands of files, too many to hold open.
+    Triage(capture::disk::triage::CopyFile),
 }
 
 /// A source read through a [`capture::memory::stream::PieceReader`]: its facts, known once
@@ -131,7 +135,9 @@ fn header(req: &CollectRequest, kind: ItemKind, source: Source) -> ItemHeader {
 }
 
 /// Profiles this agent can run.
-pub const PROFILES: &[&str] = &["volatile", "file", "memory", "full"];
+pub const PROFILES: &[&str] = &[
+    "volatile", "file", "memory", "full", "triage", "minimal", "disk",
+];
 
 fn volatile_items(req: &CollectRequest, opts: &CollectOptions, items: &mut Vec<PlannedItem>) {
     for a in capture::volatile::collect(&opts.volatile) {
@@ -194,10 +200,16 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
                 }
             }
         }
-        other => errors.push(format!(
-            "unknown profile {other:?}; this agent knows {}",
-            PROFILES.join(", ")
-        )),
+        other => match capture::disk::plan(req, &opts.disk) {
+            Some(p) => {
+                errors.extend(p.errors);
+                items.extend(p.items.into_iter().map(|i| disk_item(req, i)));
+            }
+            None => errors.push(format!(
+                "unknown profile {other:?}; this agent knows {} and profile files in its profiles directory",
+                PROFILES.join(", ")
+            )),
+        },
     }
     // Every collection carries the flight recorder's recent past: what ran before the trigger.
     if let Some(j) = &opts.journal {
@@ -356,6 +368,21 @@ fn memory_items(
     }
 }
 
+fn disk_item(req: &CollectRequest, item: capture::disk::DiskItem) -> PlannedItem {
+    use capture::disk::DiskItem;
+    let (kind, source, body) = match item {
+        DiskItem::File { source, file } => (ItemKind::File, source, Body::Triage(file)),
+        DiskItem::Document { source, bytes } => {
+            (ItemKind::ArtifactBundle, source, Body::Bytes(bytes))
+        }
+        DiskItem::Device { source, file } => (ItemKind::DiskImage, source, Body::File(file)),
+    };
+    PlannedItem {
+        header: header(req, kind, source),
+        body,
+    }
+}
+
 impl PlannedItem {
     /// Read the source through the pipeline, handing each chunk to `sink` in order; `sink`
     /// returns false to abandon the item. Returns the manifest, or None if abandoned.
@@ -368,6 +395,15 @@ impl PlannedItem {
         let PlannedItem { mut header, body } = self;
         let mut report = None;
         let mut failure = None;
+        let file_reader = |f: capture::file::OpenedFile| -> (Box<dyn Read + Send>, _) {
+            match f.reader() {
+                Ok(r) => (r, Some(f)),
+                Err(e) => {
+                    let msg = format!("{}: cannot read: {e}", f.path);
+                    (Box::new(FailingReader(Some(msg))), Some(f))
+                }
+            }
+        };
         let (reader, file): (Box<dyn Read + Send>, Option<capture::file::OpenedFile>) = match body {
             Body::Bytes(b) => (Box::new(std::io::Cursor::new(b)), None),
             Body::Deferred(start) => match start() {
@@ -384,12 +420,10 @@ impl PlannedItem {
                     (Box::new(std::io::empty()), None)
                 }
             },
-            Body::File(f) => match f.file.try_clone() {
-                Ok(clone) => (Box::new(clone), Some(f)),
-                Err(e) => {
-                    let msg = format!("{}: cannot read: {e}", f.path);
-                    (Box::new(FailingReader(Some(msg))), Some(f))
-                }
+            Body::File(f) => file_reader(f),
+            Body::Triage(t) => match t.open() {
+                Ok(f) => file_reader(f),
+                Err(msg) => (Box::new(FailingReader(Some(msg))), None),
             },
         };
         let mut stream = ChunkStream::new(reader, opts);

@@ -7,6 +7,7 @@
 //!       ca.pem        the collector's CA, pinned at enrollment by its SHA-256
 //!       spool/        chunks not yet acknowledged by the collector
 //!       journal/      the flight recorder: recent events, zstd segments
+//!       profiles/     the user's own triage profiles (NAME.toml), for `--profile NAME`
 //! ```
 
 use anyhow::{Context, Result};
@@ -108,6 +109,10 @@ impl StateDir {
     /// Live events waiting for the collector that did not fit in memory.
     pub fn event_spool(&self) -> PathBuf {
         self.path("event-spool")
+    }
+    /// The user's own triage profiles, `NAME.toml`.
+    pub fn profiles(&self) -> PathBuf {
+        self.path("profiles")
     }
 
     pub fn load(&self) -> Result<AgentConfig> {

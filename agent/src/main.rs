@@ -44,12 +44,23 @@ enum Cmd {
     Ping,
     /// Collect without a collector, into a directory (`cairn import DIR` loads it later).
     Collect {
-        /// volatile, or file (with --path).
+        /// volatile, file (with --path), memory, full, triage, minimal, disk (with --device),
+        /// or the name of a profile file (--profile-file, or STATE/profiles/NAME.toml).
         #[arg(long, default_value = "volatile")]
         profile: String,
         /// Files for the file profile (repeatable).
         #[arg(long = "path")]
         paths: Vec<String>,
+        /// A triage profile file (TOML); its `name` becomes the profile unless --profile is given.
+        #[arg(long)]
+        profile_file: Option<PathBuf>,
+        /// Triage this directory as the filesystem root instead of / (or --host-root): a
+        /// mounted image, another system's root.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Block devices for the disk profile (repeatable).
+        #[arg(long = "device")]
+        devices: Vec<String>,
         /// Output directory (created; must not hold a collection already).
         #[arg(long)]
         out: PathBuf,
@@ -108,6 +119,19 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum CaptureCmd {
+    /// Image block devices (raw, hashed, zero blocks stored as nothing) into DIR; The Sleuth
+    /// Kit reads the exported image (`cairn export ITEM -o disk.raw`).
+    Disk {
+        /// The device to image (repeatable): /dev/nvme1n1, /dev/loop0.
+        #[arg(long = "device", required = true)]
+        devices: Vec<String>,
+        /// Output directory (created; must not hold a collection already).
+        #[arg(long)]
+        out: PathBuf,
+        /// Why: recorded in the collection.
+        #[arg(long, default_value = "disk capture")]
+        reason: String,
+    },
     /// Process cores (ELF, for gdb and lldb) and, with --physical, an image of all RAM.
     ///
     /// Each thread is stopped only while its registers are read (ptrace seize + interrupt);
@@ -212,38 +236,42 @@ async fn real_main(cli: Cli) -> Result<i32> {
             );
         }
         Cmd::Collect {
-            profile,
+            mut profile,
             paths,
+            profile_file,
+            root,
+            devices,
             out,
             reason,
         } => {
-            let req = CollectRequest {
-                collection_id: uuid::Uuid::new_v4().to_string(),
-                profile,
-                reason,
-                requested_by: format!("local:{}", whoami()),
-                paths,
-                pid: None,
-                container_id: None,
-            };
-            let mut opts = cairn_agent::collect::CollectOptions::default();
-            if let Some(root) = &cli.host_root {
-                opts.volatile.proc_root = root.join("proc");
-                opts.volatile.host_root = root.clone();
+            if let Some(f) = &profile_file {
+                // The file's own name is the profile, unless --profile names it differently.
+                let p = cairn_agent::capture::disk::profile::load_file(f)?;
+                if profile == "volatile" {
+                    profile = p.name;
+                }
             }
-            // The recent past, if this host's agent has been recording.
-            if state.journal().is_dir() {
-                opts.journal = Some(cairn_agent::collect::Journal {
-                    recorder: None,
-                    dir: state.journal(),
-                    window: std::time::Duration::from_secs(
-                        state.load().map(|c| c.journal_window_secs).unwrap_or(3600),
-                    ),
-                });
+            let mut opts = collect_options(&state, cli.host_root.as_deref());
+            if let Some(root) = root {
+                opts.disk.root = root;
             }
+            opts.disk.profile_file = profile_file;
+            let req = local_request(profile, reason, paths, devices);
             offline(req, opts, out).await?;
         }
         Cmd::Capture { what } => match what {
+            CaptureCmd::Disk {
+                devices,
+                out,
+                reason,
+            } => {
+                let req = local_request("disk".into(), reason, Vec::new(), devices);
+                let opts = collect_options(&state, cli.host_root.as_deref());
+                let status = offline(req, opts, out).await?;
+                if status == cairn_protocol::manifest::CollectionStatus::Failed {
+                    anyhow::bail!("no device could be imaged (errors above)");
+                }
+            }
             CaptureCmd::Memory {
                 pid,
                 tree,
@@ -286,6 +314,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
                     paths: Vec::new(),
                     pid: pid.first().copied(),
                     container_id: container,
+                    devices: Vec::new(),
                 };
                 let mut opts = cairn_agent::collect::CollectOptions::default();
                 opts.memory.pids = Some(pids);
@@ -373,12 +402,56 @@ async fn selftest(
     ))
 }
 
+fn local_request(
+    profile: String,
+    reason: String,
+    paths: Vec<String>,
+    devices: Vec<String>,
+) -> CollectRequest {
+    CollectRequest {
+        collection_id: uuid::Uuid::new_v4().to_string(),
+        profile,
+        reason,
+        requested_by: format!("local:{}", whoami()),
+        paths,
+        pid: None,
+        container_id: None,
+        devices,
+    }
+}
+
+/// Options for a local collection: the host's root (`--host-root`), the recent past if this
+/// host's agent has been recording, and the agent's own profile directory.
+fn collect_options(
+    state: &StateDir,
+    host_root: Option<&std::path::Path>,
+) -> cairn_agent::collect::CollectOptions {
+    let mut opts = cairn_agent::collect::CollectOptions::default();
+    if let Some(root) = host_root {
+        opts.volatile.proc_root = root.join("proc");
+        opts.volatile.host_root = root.to_path_buf();
+        opts.disk.root = root.to_path_buf();
+        opts.disk.proc_root = root.join("proc");
+    }
+    if state.journal().is_dir() {
+        opts.journal = Some(cairn_agent::collect::Journal {
+            recorder: None,
+            dir: state.journal(),
+            window: std::time::Duration::from_secs(
+                state.load().map(|c| c.journal_window_secs).unwrap_or(3600),
+            ),
+        });
+    }
+    opts.disk.profile_dirs = vec![state.profiles()];
+    opts
+}
+
 /// Runs a collection into `out` and prints what it holds.
 async fn offline(
     req: CollectRequest,
     opts: cairn_agent::collect::CollectOptions,
     out: PathBuf,
-) -> Result<()> {
+) -> Result<cairn_protocol::manifest::CollectionStatus> {
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let out2 = out.clone();
     let s = tokio::task::spawn_blocking(move || {
@@ -401,7 +474,7 @@ async fn offline(
         "load it into a collector with: cairn import {}",
         out.display()
     );
-    Ok(())
+    Ok(s.record.status)
 }
 
 /// `cairn-agent events`: runs the sensor and prints what it sees.

@@ -19,6 +19,28 @@ pub struct OfflineSummary {
     pub items: Vec<(String, String, u64, String)>,
 }
 
+/// Bytes read so far: a bar with rate and time left when the size is known (a disk image),
+/// a spinner otherwise.
+fn progress_bar(h: &cairn_protocol::manifest::ItemHeader, show: bool) -> indicatif::ProgressBar {
+    let size = h.source.details.get("size").and_then(|v| v.as_u64());
+    let bar = match size {
+        Some(n) if h.kind == cairn_protocol::manifest::ItemKind::DiskImage => {
+            let b = indicatif::ProgressBar::new(n);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b
+        }
+        _ => indicatif::ProgressBar::new_spinner(),
+    };
+    if !show {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
 pub fn collect_to_dir(
     req: &CollectRequest,
     opts: &CollectOptions,
@@ -51,15 +73,13 @@ pub fn collect_to_dir(
         );
         Frame::Message(Message::ItemBegin(Box::new(item.header.clone()))).write_to(&mut f)?;
         let mut write_err = None;
-        let bar = indicatif::ProgressBar::new_spinner();
-        if !progress {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
+        let bar = progress_bar(&item.header, progress);
         bar.set_message(name.clone());
         let manifest = item.produce(&host, &opts.pipeline, |c| {
+            let raw_len = u64::from(c.header.raw_len);
             match Frame::Chunk(c).write_to(&mut f) {
                 Ok(()) => {
-                    bar.inc(1);
+                    bar.inc(raw_len);
                     true
                 }
                 Err(e) => {

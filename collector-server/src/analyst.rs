@@ -49,8 +49,8 @@ enum Cmd {
     /// Request a collection from a host (agent id, hostname, cloud instance id or machine id).
     Collect {
         host: String,
-        /// volatile, file (with --path), memory (with --pid or --container) or full
-        /// (volatile, memory and physical memory).
+        /// volatile, file (with --path), memory (with --pid or --container), full
+        /// (volatile, memory and physical memory), triage, minimal, or disk (with --device).
         #[arg(long, default_value = "volatile")]
         profile: String,
         /// Why: recorded in the chain of custody.
@@ -65,6 +65,9 @@ enum Cmd {
         /// The container to capture (memory, full): a core of each of its processes.
         #[arg(long)]
         container: Option<String>,
+        /// Block devices to image with the disk profile (repeatable): /dev/nvme1n1.
+        #[arg(long = "device")]
+        devices: Vec<String>,
         /// Wait until the collection is finished, showing progress.
         #[arg(long)]
         wait: bool,
@@ -289,6 +292,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             paths,
             pid,
             container,
+            devices,
             wait,
             timeout,
         } => {
@@ -296,7 +300,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 .post(
                     "/api/v1/collections",
                     &json!({"host": host, "profile": profile, "reason": reason, "paths": paths,
-                            "pid": pid, "container_id": container}),
+                            "pid": pid, "container_id": container, "devices": devices}),
                 )
                 .await?;
             let id = s(&v["id"]);

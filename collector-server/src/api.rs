@@ -295,7 +295,9 @@ async fn fleet_readiness(
 }
 
 /// Profiles the agent knows; anything else is refused before a command is sent.
-pub const PROFILES: &[&str] = &["volatile", "file", "memory", "full"];
+pub const PROFILES: &[&str] = &[
+    "volatile", "file", "memory", "full", "triage", "minimal", "disk",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -309,6 +311,9 @@ struct CollectionBody {
     pid: Option<u32>,
     #[serde(default)]
     container_id: Option<String>,
+    /// Block devices for the `disk` profile.
+    #[serde(default)]
+    devices: Vec<String>,
 }
 
 async fn request_collection(
@@ -338,6 +343,12 @@ async fn request_collection(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "profile \"memory\" needs \"pid\" or \"container_id\": the process (and its ancestors) or container to capture",
+        ));
+    }
+    if b.profile == "disk" && b.devices.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "profile \"disk\" needs at least one entry in \"devices\" (e.g. \"/dev/nvme0n1\")",
         ));
     }
     if b.reason.trim().is_empty() {
@@ -375,6 +386,7 @@ async fn request_collection(
         paths: b.paths,
         pid: b.pid,
         container_id: b.container_id,
+        devices: b.devices,
     };
     state
         .db()
@@ -384,7 +396,7 @@ async fn request_collection(
         &req.collection_id,
         &caller.actor(),
         "trigger_received",
-        json!({"host_id": host.id, "hostname": host.hostname, "profile": req.profile, "reason": req.reason, "paths": req.paths, "pid": req.pid, "container_id": req.container_id}),
+        json!({"host_id": host.id, "hostname": host.hostname, "profile": req.profile, "reason": req.reason, "paths": req.paths, "pid": req.pid, "container_id": req.container_id, "devices": req.devices}),
     )?;
     let connected = state.sessions.wake(&host.id);
     Ok((

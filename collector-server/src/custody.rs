@@ -195,6 +195,7 @@ mod tests {
             paths: vec![],
             pid: None,
             container_id: None,
+            devices: Vec::new(),
         };
         db.insert_collection("h1", &req, "requested", "live")
             .unwrap();

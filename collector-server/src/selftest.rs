@@ -88,6 +88,7 @@ pub async fn round_trip_stream(
         paths: Vec::new(),
         pid: None,
         container_id: None,
+        devices: Vec::new(),
     };
     state
         .db()

@@ -208,6 +208,9 @@ pub struct CollectRequest {
     pub pid: Option<u32>,
     #[serde(default)]
     pub container_id: Option<String>,
+    /// Block devices to image, for the `disk` profile (`/dev/nvme1n1`).
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 /// The record an offline collection directory starts with (`collection.json`).

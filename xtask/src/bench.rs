@@ -168,7 +168,34 @@ fn baseline_once(file: &Path) -> Result<Duration> {
     Ok(elapsed)
 }
 
-fn mbps(bytes: u64, d: Duration) -> f64 {
+/// Writes `len` random (incompressible) bytes into `path` at `offset`, creating the file if
+/// needed and keeping what is before `offset` (a sparse hole stays a hole).
+pub fn make_random_file(path: &Path, offset: u64, len: u64, seed: u64) -> Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut w = BufWriter::with_capacity(4 << 20, f);
+    let mut rng = Rng::new(seed);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            word.copy_from_slice(&rng.next().to_le_bytes());
+        }
+        let take = usize::try_from(left.min(buf.len() as u64))?;
+        w.write_all(&buf[..take])?;
+        left -= take as u64;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+pub fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9)
 }
 

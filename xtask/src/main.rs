@@ -1,6 +1,7 @@
 //! `cargo xtask`: cairn's build, test, demo and benchmark driver.
 
 mod bench;
+mod bench_disk;
 mod bench_memory;
 mod bench_sensor;
 mod demo;
@@ -45,13 +46,13 @@ enum Cmd {
         #[arg(long)]
         keep_running: bool,
     },
-    /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`;
-    /// later memory, disk, timeline).
+    /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`,
+    /// `memory`, `disk`; later timeline).
     Bench {
         /// Which benchmark.
         name: String,
         /// Size of the test data in MiB (ingest: default 1024; memory: the process's resident
-        /// memory, default 1024).
+        /// memory, default 1024; disk: each loop device, default 2048).
         #[arg(long)]
         size_mib: Option<u64>,
         /// sensor: how many execs of /bin/true in the exec storm.
@@ -82,6 +83,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("zstd", "zstd"),
     ("openssl", "openssl"),
     ("fls", "sleuthkit"),
+    ("icat", "sleuthkit"),
+    ("mactime", "sleuthkit"),
+    ("mount", "mount"),
     ("mkfs.ext4", "e2fsprogs"),
     ("losetup", "mount"),
     ("cloud-init", "cloud-init"),
@@ -165,14 +169,15 @@ fn main() -> ExitCode {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
             "sensor" => bench_sensor::run(execs, connects),
             "memory" => bench_memory::run(size_mib.unwrap_or(1024), guest_mib),
-            "disk" | "timeline" => {
+            "disk" => bench_disk::run(size_mib.unwrap_or(2048)),
+            "timeline" => {
                 eprintln!("error: `cargo xtask bench {name}` is not yet implemented");
                 return ExitCode::from(2);
             }
             other => {
                 eprintln!(
-                    "error: unknown benchmark {other:?} (known: ingest, sensor; not yet \
-                     implemented: memory, disk, timeline)"
+                    "error: unknown benchmark {other:?} (known: ingest, sensor, memory, \
+                     disk; not yet implemented: timeline)"
                 );
                 return ExitCode::from(2);
             }

@@ -8,10 +8,13 @@ use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+#[derive(Debug)]
 pub struct OpenedFile {
     pub file: File,
     pub path: String,
     before: std::fs::Metadata,
+    /// Read at most this many bytes (triage caps a growing file at its size when opened).
+    limit: Option<u64>,
 }
 
 fn time_ns(secs: i64, nsec: i64) -> serde_json::Value {
@@ -100,10 +103,34 @@ pub fn open_in(host_root: &Path, path: &str) -> Result<OpenedFile, String> {
         file,
         path: path.to_string(),
         before,
+        limit: None,
     })
 }
 
 impl OpenedFile {
+    /// An already opened file or device (triage opens by descriptor, images open devices).
+    pub fn from_file(file: File, path: String, limit: Option<u64>) -> Result<OpenedFile, String> {
+        let before = file
+            .metadata()
+            .map_err(|e| format!("{path}: cannot stat: {e}"))?;
+        Ok(OpenedFile {
+            file,
+            path,
+            before,
+            limit,
+        })
+    }
+
+    /// A reader over the content (a second handle, so the file stays open for the final stat).
+    pub fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        use std::io::Read;
+        let clone = self.file.try_clone()?;
+        Ok(match self.limit {
+            Some(n) => Box::new(clone.take(n)),
+            None => Box::new(clone),
+        })
+    }
+
     /// Facts about the file as it was when opened.
     pub fn details(&self) -> serde_json::Map<String, serde_json::Value> {
         let m = &self.before;

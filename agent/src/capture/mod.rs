@@ -4,6 +4,7 @@
 //! [`Artifact`]s (small, in memory) or readers (large: files, memory, devices) that the
 //! collection runner feeds through the hash + compress pipeline.
 
+pub mod disk;
 pub mod file;
 pub mod memory;
 pub mod volatile;

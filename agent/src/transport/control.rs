@@ -59,9 +59,12 @@ impl Agent {
         let spool = Spool::new(state.spool(), cfg.spool_max_bytes);
         let mut options = CollectOptions::default();
         options.volatile.metadata = cfg.metadata_config();
+        options.disk.profile_dirs = vec![state.profiles()];
         if let Some(root) = &cfg.host_root {
             options.volatile.proc_root = root.join("proc");
             options.volatile.host_root = root.clone();
+            options.disk.root = root.clone();
+            options.disk.proc_root = root.join("proc");
         }
         // Collections read the journal from disk; the recorder itself is opened by `run`,
         // which alone writes it.
