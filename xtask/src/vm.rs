@@ -964,8 +964,16 @@ pub fn vm_sensor_check() -> Result<()> {
         bail!("{} was not built", agent.display());
     }
     let mark = marker();
+    // A 64-hex container id for the cgroup check, from the marker.
+    let cid: String = mark.replace('-', "").repeat(2).chars().take(64).collect();
     let script = format!(
         r#"echo "script_pid=$$"
+ip link set lo up
+mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup
+# Older than the agent: its exit must still carry its lineage (seeded from /proc).
+sleep 1000 &
+OLD=$!
+echo "old_pid=$OLD"
 cairn-agent events --follow --json --mode ebpf >/tmp/ev.jsonl 2>/tmp/ev.err &
 AGENT=$!
 i=0
@@ -978,14 +986,55 @@ done
 echo "agent_ready_after_polls=$i"
 /bin/sh -c 'exec /usr/bin/env CAIRN_MARK={mark} /bin/true a "b c"'
 echo "trigger_rc=$?"
+kill $OLD
+# TCP on loopback: busybox nc listens, another nc connects.
+nc -l -p 9100 >/dev/null &
+LPID=$!
+echo "listener_pid=$LPID"
+sleep 1
+echo hi | nc -w 2 127.0.0.1 9100 &
+CPID=$!
+echo "client_pid=$CPID"
+wait $CPID
+wait $LPID
+# A process moved into a Docker-like cgroup.
+mkdir -p /sys/fs/cgroup/docker/{cid}
+/bin/sh -c 'echo $$ > /sys/fs/cgroup/docker/{cid}/cgroup.procs; exec /bin/true in-a-container'
 sleep 5
 kill $AGENT 2>/dev/null
 wait $AGENT
 echo "agent_rc=$?"
+# A tiny ring buffer under an exec storm must report its drops.
+cairn-agent events --follow --json --mode ebpf --ring-buffer-bytes 4096 >/tmp/drop.jsonl 2>/tmp/drop.err &
+TINY=$!
+i=0
+while [ $i -lt 240 ]; do
+  grep -q '^sensor:' /tmp/drop.err 2>/dev/null && break
+  sleep 0.5
+  i=$((i+1))
+done
+storm() {{ i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done; }}
+# Under TCG the consumer keeps up with any storm a shell makes: stop it while the kernel
+# fills the ring buffer, as a busy host would, then let it read and count.
+kill -STOP $TINY
+storm &
+S1=$!
+storm &
+S2=$!
+wait $S1
+wait $S2
+kill -CONT $TINY
+sleep 3
+kill $TINY 2>/dev/null
+wait $TINY
 echo "----- ev.jsonl"
 cat /tmp/ev.jsonl
 echo "----- ev.err"
 cat /tmp/ev.err
+echo "----- drop.jsonl"
+grep events_lost /tmp/drop.jsonl
+echo "----- drop.err"
+cat /tmp/drop.err
 echo "----- end"
 "#
     );
@@ -999,7 +1048,10 @@ echo "----- end"
         "initramfs {:.1} s, boot to script {:.1} s, QEMU total {:.1} s",
         r.initramfs_seconds, r.boot_seconds, r.total_seconds
     );
-    let report = check_sensor_output(&r.script_output, &mark);
+    let report = check_sensor_output(&r.script_output, &mark).and_then(|mut ok| {
+        ok.extend(check_tcp_cgroup_drops(&r.script_output, &cid)?);
+        Ok(ok)
+    });
     let section_of = |name: &str| -> String {
         let start = format!("----- {name}\n");
         r.script_output
@@ -1147,6 +1199,95 @@ fn check_sensor_output(out: &str, mark: &str) -> Result<Vec<String>> {
         bail!("process_exit for pid {pid} has exit code {code:?}, expected 0: {exit}");
     }
     ok.push(format!("process_exit pid {pid} code 0"));
+    Ok(ok)
+}
+
+fn output_section<'a>(out: &'a str, name: &str) -> &'a str {
+    out.split_once(&format!("----- {name}\n"))
+        .map(|(_, rest)| rest.split("\n----- ").next().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn script_value(out: &str, key: &str) -> Result<i64> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow!("the guest script did not print {key}"))
+}
+
+/// The rest of the host's sensor tests, on the guest kernel: TCP connect/accept/close with
+/// their processes, a container id from a Docker-like cgroup, and counted drops from a tiny
+/// ring buffer.
+fn check_tcp_cgroup_drops(out: &str, cid: &str) -> Result<Vec<String>> {
+    let events: Vec<Value> = output_section(out, "ev.jsonl")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let listener = script_value(out, "listener_pid")?;
+    let client = script_value(out, "client_pid")?;
+    let tcp = |kind: &str, pid: i64, port_field: &str| {
+        events.iter().find(|e| {
+            field_str(e, &["kind"]) == Some(kind)
+                && field_i64(e, &["process", "pid"]) == Some(pid)
+                && field_i64(e, &["socket", port_field]) == Some(9100)
+        })
+    };
+    let mut ok = Vec::new();
+    let old = script_value(out, "old_pid")?;
+    let script_pid = script_value(out, "script_pid")?;
+    let exit = events
+        .iter()
+        .find(|e| {
+            field_str(e, &["kind"]) == Some("process_exit")
+                && field_i64(e, &["process", "pid"]) == Some(old)
+        })
+        .ok_or_else(|| anyhow!("no process_exit for the process older than the agent ({old})"))?;
+    if field_i64(exit, &["process", "ppid"]) != Some(script_pid)
+        || args_of(exit) != ["sleep", "1000"]
+    {
+        bail!("the older process's exit lacks its lineage (ppid {script_pid}, sleep 1000): {exit}");
+    }
+    ok.push(format!(
+        "process older than the agent: exit of pid {old} with ppid and argv"
+    ));
+    let c = tcp("tcp_connect", client, "dport")
+        .ok_or_else(|| anyhow!("no tcp_connect to port 9100 by the client nc (pid {client})"))?;
+    if field_str(c, &["socket", "daddr"]) != Some("127.0.0.1") {
+        bail!("tcp_connect has the wrong destination: {c}");
+    }
+    ok.push(format!("tcp_connect 127.0.0.1:9100 by pid {client}"));
+    tcp("tcp_accept", listener, "sport")
+        .ok_or_else(|| anyhow!("no tcp_accept on port 9100 by the listener (pid {listener})"))?;
+    ok.push(format!("tcp_accept on :9100 by pid {listener}"));
+    tcp("tcp_close", client, "dport")
+        .ok_or_else(|| anyhow!("no tcp_close attributed to the client (pid {client})"))?;
+    tcp("tcp_close", listener, "sport")
+        .ok_or_else(|| anyhow!("no tcp_close attributed to the listener (pid {listener})"))?;
+    ok.push("tcp_close for both ends, attributed to their processes".into());
+    let exec = events
+        .iter()
+        .find(|e| {
+            field_str(e, &["kind"]) == Some("process_exec")
+                && args_of(e) == ["/bin/true", "in-a-container"]
+        })
+        .ok_or_else(|| anyhow!("no exec of /bin/true in-a-container"))?;
+    if field_str(exec, &["process", "container_id"]) != Some(cid) {
+        bail!("the exec in the Docker-like cgroup lacks container id {cid}: {exec}");
+    }
+    ok.push("container id from a Docker-like cgroup".into());
+    let lost: u64 = output_section(out, "drop.jsonl")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| field_str(e, &["kind"]) == Some("events_lost"))
+        .filter_map(|e| e.get("lost")?.get("count")?.as_u64())
+        .sum();
+    if lost == 0 {
+        bail!(
+            "a 4096-byte ring buffer under an exec storm reported no events_lost; stderr:\n{}",
+            output_section(out, "drop.err")
+        );
+    }
+    ok.push(format!("tiny ring buffer: {lost} events reported lost"));
     Ok(ok)
 }
 
