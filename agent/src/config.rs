@@ -48,6 +48,10 @@ pub struct AgentConfig {
     /// How much of the recent past every collection carries, in seconds.
     #[serde(default = "default_journal_window")]
     pub journal_window_secs: u64,
+    /// Report the containers (and pods) running here with each heartbeat, so that triggers
+    /// naming a container or pod find this host: `true` by default.
+    #[serde(default = "default_true")]
+    pub report_containers: bool,
 }
 
 fn default_true() -> bool {
@@ -135,6 +139,7 @@ impl AgentConfig {
             journal_max_bytes: default_journal_bytes(),
             journal_max_age_secs: default_journal_age(),
             journal_window_secs: default_journal_window(),
+            report_containers: true,
         }
     }
 

@@ -16,6 +16,9 @@
 //! - [`custody`]: the signed, hash-chained log of everything that happened to a collection.
 //! - [`quic`]: the agent-facing QUIC server: enrollment, control stream, item streams.
 //! - [`api`]: the HTTP API for people and detection systems.
+//! - [`timeline`]: one table of events from every source (sensor, logs, histories, file
+//!   times, snapshots): parsers, query with facets, export.
+//! - [`triggers`]: GuardDuty, Falco and plain JSON alerts → collections on the right host.
 //! - [`analyst`]: `cairn`, the analyst CLI over the API.
 
 pub mod analyst;
@@ -29,6 +32,8 @@ pub mod quic;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod timeline;
+pub mod triggers;
 
 /// `cairn-collector <version>`
 pub fn tool_version() -> String {

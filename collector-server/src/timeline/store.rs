@@ -1,0 +1,147 @@
+//! The timeline table: writing events, recording what each item gave, saved searches.
+//!
+//! An event's `dedup` key is mixed with its host before it is stored, so the unique index is
+//! one 64-bit column: the same event read twice for a host is stored once (`INSERT OR IGNORE`).
+
+use super::Event;
+use crate::db::Db;
+use anyhow::Result;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+
+/// Insert events for a host inside the caller's transaction; returns how many were new.
+pub fn insert_with(
+    conn: &Connection,
+    host_id: &str,
+    item_id: Option<&str>,
+    events: &[Event],
+) -> Result<usize> {
+    let host_mix = super::dedup_key(&[b"host", host_id.as_bytes()]);
+    let mut st = conn.prepare_cached(
+        "INSERT OR IGNORE INTO timeline(host_id, time_ns, source, kind, pid, ppid, exe, argv, user,
+         container, pod, message, attrs, path, item_id, dedup)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?;
+    let mut new = 0;
+    for e in events {
+        let argv = e.argv.as_ref().map(serde_json::to_string).transpose()?;
+        let attrs = (!e.attrs.is_empty())
+            .then(|| serde_json::to_string(&e.attrs))
+            .transpose()?;
+        new += st.execute(params![
+            host_id,
+            e.time_ns,
+            e.source,
+            e.kind,
+            e.pid,
+            e.ppid,
+            e.exe,
+            argv,
+            e.user,
+            e.container,
+            e.pod,
+            e.message,
+            attrs,
+            e.path,
+            item_id,
+            e.dedup ^ host_mix,
+        ])?;
+    }
+    Ok(new)
+}
+
+impl Db {
+    /// Insert events for a host in one transaction; returns how many were new.
+    pub fn insert_timeline(
+        &self,
+        host_id: &str,
+        item_id: Option<&str>,
+        events: &[Event],
+    ) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = insert_with(&tx, host_id, item_id, events)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// What building the timeline from an item gave: parser, events, unparsed lines, error.
+    pub fn record_timeline_item(
+        &self,
+        item_id: &str,
+        host_id: &str,
+        parser: &str,
+        events: u64,
+        unparsed: u64,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.lock().execute(
+            "INSERT OR REPLACE INTO timeline_items(item_id, host_id, parser, events, unparsed, error, built_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![item_id, host_id, parser, events, unparsed, error, cairn_protocol::now_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// The items a host's timeline was built from, newest first.
+    pub fn timeline_items(&self, host_id: Option<&str>) -> Result<Vec<Value>> {
+        let conn = self.lock();
+        let mut st = conn.prepare(
+            "SELECT t.item_id, t.host_id, t.parser, t.events, t.unparsed, t.error, t.built_at, i.name
+             FROM timeline_items t LEFT JOIN items i ON i.id = t.item_id
+             WHERE ?1 IS NULL OR t.host_id = ?1 ORDER BY t.built_at DESC",
+        )?;
+        let rows = st.query_map(params![host_id], |r| {
+            Ok(serde_json::json!({
+                "item_id": r.get::<_, String>(0)?, "host_id": r.get::<_, String>(1)?,
+                "parser": r.get::<_, String>(2)?, "events": r.get::<_, i64>(3)?,
+                "unparsed": r.get::<_, i64>(4)?, "error": r.get::<_, Option<String>>(5)?,
+                "built_at": r.get::<_, String>(6)?, "name": r.get::<_, Option<String>>(7)?,
+            }))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn save_search(&self, name: &str, query: &Value, by: &str) -> Result<()> {
+        self.lock().execute(
+            "INSERT OR REPLACE INTO saved_searches(name, query_json, created_by, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![name, serde_json::to_string(query)?, by, cairn_protocol::now_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    pub fn saved_search(&self, name: &str) -> Result<Option<Value>> {
+        let s: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT query_json FROM saved_searches WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    pub fn saved_searches(&self) -> Result<Vec<Value>> {
+        let conn = self.lock();
+        let mut st = conn.prepare(
+            "SELECT name, query_json, created_by, created_at FROM saved_searches ORDER BY name",
+        )?;
+        let rows = st.query_map([], |r| {
+            let q: String = r.get(1)?;
+            Ok(serde_json::json!({
+                "name": r.get::<_, String>(0)?,
+                "query": serde_json::from_str::<Value>(&q).unwrap_or(Value::String(q)),
+                "created_by": r.get::<_, String>(2)?, "created_at": r.get::<_, String>(3)?,
+            }))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn delete_saved_search(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .lock()
+            .execute("DELETE FROM saved_searches WHERE name = ?1", params![name])?
+            == 1)
+    }
+}
