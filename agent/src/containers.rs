@@ -48,12 +48,17 @@ pub fn running_containers(proc_root: &Path) -> Vec<ContainerInfo> {
             entry.pod_name = hostname_env(&pdir.join("environ"));
         }
         if entry.pod_uid.is_some() && entry.pod_namespace.is_none() {
-            entry.pod_namespace = std::fs::read_to_string(
-                pdir.join("root/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
-            )
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
+            // `/var/run` is often a symlink to `/run` in the image, and an absolute symlink
+            // under /proc/PID/root would resolve in our root, not the container's: try both.
+            entry.pod_namespace = ["root/run", "root/var/run"].iter().find_map(|run| {
+                std::fs::read_to_string(
+                    pdir.join(run)
+                        .join("secrets/kubernetes.io/serviceaccount/namespace"),
+                )
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+            });
         }
         if found.len() >= MAX_CONTAINERS {
             break;
