@@ -149,13 +149,13 @@ CREATE TABLE IF NOT EXISTS events (
     host_id TEXT NOT NULL, time_ns INTEGER NOT NULL, kind TEXT NOT NULL, pid INTEGER, ppid INTEGER,
     uid INTEGER, comm TEXT, exe TEXT, container_id TEXT, source TEXT, json TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_host_time ON events(host_id, time_ns);
+CREATE TABLE IF NOT EXISTS timeline_hosts (n INTEGER PRIMARY KEY, host_id TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS timeline (
-    id INTEGER PRIMARY KEY, host_id TEXT NOT NULL, time_ns INTEGER NOT NULL, source TEXT NOT NULL,
-    kind TEXT NOT NULL, pid INTEGER, ppid INTEGER, exe TEXT, argv TEXT, user TEXT, container TEXT,
-    pod TEXT, message TEXT NOT NULL, attrs TEXT, path TEXT, item_id TEXT, dedup INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS timeline_host_time ON timeline(host_id, time_ns);
+    id INTEGER PRIMARY KEY, host INTEGER NOT NULL, time_ns INTEGER NOT NULL,
+    source TEXT NOT NULL, kind TEXT NOT NULL, pid INTEGER, ppid INTEGER, exe TEXT, argv TEXT, user TEXT,
+    container TEXT, pod TEXT, message TEXT NOT NULL, attrs TEXT, path TEXT, item_id TEXT, dedup INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS timeline_host_time ON timeline(host, time_ns, dedup);
 CREATE INDEX IF NOT EXISTS timeline_time ON timeline(time_ns);
-CREATE UNIQUE INDEX IF NOT EXISTS timeline_dedup ON timeline(dedup);
 CREATE TABLE IF NOT EXISTS timeline_items (
     item_id TEXT PRIMARY KEY, host_id TEXT NOT NULL, parser TEXT NOT NULL, events INTEGER NOT NULL,
     unparsed INTEGER NOT NULL, error TEXT, built_at TEXT NOT NULL);
@@ -215,7 +215,8 @@ impl Db {
         // WAL + NORMAL: a committed row survives the process being killed (the WAL is in the OS
         // page cache); chunk payloads themselves are fsynced before they are acknowledged.
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;
+             PRAGMA cache_size=-262144;",
         )?;
         Ok(Db {
             conn: Mutex::new(conn),

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_sensor;
+mod bench_timeline;
 mod demo;
 mod procs;
 mod setup;
@@ -43,8 +44,8 @@ enum Cmd {
         #[arg(long)]
         keep_running: bool,
     },
-    /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`;
-    /// later memory, disk, timeline).
+    /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`,
+    /// `timeline`; later memory, disk).
     Bench {
         /// Which benchmark.
         name: String,
@@ -57,6 +58,12 @@ enum Cmd {
         /// sensor: how many TCP connects in the connect storm.
         #[arg(long, default_value_t = 5_000)]
         connects: u32,
+        /// timeline: how many events to ingest.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// timeline: how many trigger-to-first-chunk runs.
+        #[arg(long, default_value_t = 20)]
+        triggers: u32,
     },
     /// A second kernel (Debian's 6.1 cloud kernel) in a QEMU guest (TCG, no network):
     /// `prepare`, `smoke`, `sensor`, `run SCRIPT`.
@@ -147,17 +154,20 @@ fn main() -> ExitCode {
             size_mib,
             execs,
             connects,
+            events,
+            triggers,
         } => match name.as_str() {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
             "sensor" => bench_sensor::run(execs, connects),
-            "memory" | "disk" | "timeline" => {
+            "timeline" => bench_timeline::run(events, triggers),
+            "memory" | "disk" => {
                 eprintln!("error: `cargo xtask bench {name}` is not yet implemented");
                 return ExitCode::from(2);
             }
             other => {
                 eprintln!(
-                    "error: unknown benchmark {other:?} (known: ingest, sensor; not yet \
-                     implemented: memory, disk, timeline)"
+                    "error: unknown benchmark {other:?} (known: ingest, sensor, timeline; not yet \
+                     implemented: memory, disk)"
                 );
                 return ExitCode::from(2);
             }

@@ -7,6 +7,7 @@
 //! `unparsed` event and is counted, and the rest of the file is read.
 
 pub mod api;
+pub mod bench;
 pub mod bodyfile;
 pub mod builder;
 pub mod ebpf;

@@ -105,7 +105,10 @@ fn where_clause(f: &Filter, after: Option<Cursor>) -> (String, Vec<Sql>) {
             .iter()
             .map(|h| bind(&mut p, Sql::Text(h.clone())))
             .collect();
-        w.push(format!("host_id IN ({})", marks.join(",")));
+        w.push(format!(
+            "host IN (SELECT n FROM timeline_hosts WHERE host_id IN ({}))",
+            marks.join(",")
+        ));
     }
     if let Some(t) = f.from_ns {
         w.push(format!("time_ns >= {}", bind(&mut p, Sql::Integer(t))));
@@ -195,7 +198,7 @@ pub fn page(
     let (w, mut p) = where_clause(f, after);
     p.push(Sql::Integer(i64::from(limit) + 1));
     let sql = format!(
-        "SELECT id, time_ns, host_id, source, kind, pid, ppid, exe, argv, user, container, pod, message, attrs, path, item_id
+        "SELECT id, time_ns, (SELECT host_id FROM timeline_hosts WHERE n = host), source, kind, pid, ppid, exe, argv, user, container, pod, message, attrs, path, item_id
          FROM timeline {w} ORDER BY time_ns, id LIMIT ?{}",
         p.len()
     );
@@ -235,13 +238,18 @@ const FACET_TOP: usize = 20;
 pub fn facets(db: &Db, f: &Filter) -> Result<Facets> {
     let (w, p) = where_clause(f, None);
     let sql = format!(
-        "SELECT host_id, kind, user, container, source FROM timeline {w} LIMIT {}",
+        "SELECT host, kind, user, container, source FROM timeline {w} LIMIT {}",
         FACET_SCAN_MAX + 1
     );
     let conn = db.lock();
+    let host_ids: HashMap<i64, String> = conn
+        .prepare_cached("SELECT n, host_id FROM timeline_hosts")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut hosts: HashMap<i64, u64> = HashMap::new();
     let mut st = conn.prepare_cached(&sql)?;
     let mut rows = st.query(rusqlite::params_from_iter(p))?;
-    let mut counts: [HashMap<String, u64>; 5] = Default::default();
+    let mut counts: [HashMap<String, u64>; 4] = Default::default();
     let mut total = 0u64;
     while let Some(r) = rows.next()? {
         total += 1;
@@ -249,9 +257,10 @@ pub fn facets(db: &Db, f: &Filter) -> Result<Facets> {
             total -= 1;
             break;
         }
+        *hosts.entry(r.get(0)?).or_insert(0) += 1;
         for (i, c) in counts.iter_mut().enumerate() {
             // Borrowed text avoids an allocation per row for values already counted.
-            let v = match r.get_ref(i)? {
+            let v = match r.get_ref(i + 1)? {
                 rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).unwrap_or("?"),
                 _ => continue,
             };
@@ -269,7 +278,16 @@ pub fn facets(db: &Db, f: &Filter) -> Result<Facets> {
         v.truncate(FACET_TOP);
         v
     };
-    let [host, kind, user, container, source] = counts;
+    let host = hosts
+        .into_iter()
+        .map(|(n, c)| {
+            (
+                host_ids.get(&n).cloned().unwrap_or_else(|| n.to_string()),
+                c,
+            )
+        })
+        .collect();
+    let [kind, user, container, source] = counts;
     Ok(Facets {
         exact: total < FACET_SCAN_MAX,
         total,
