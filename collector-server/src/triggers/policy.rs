@@ -19,22 +19,48 @@ pub const PROFILES: &[&str] = &[
     "full", "memory", "disk", "triage", "minimal", "volatile", "file",
 ];
 
-/// Severity or rule → profile for one alert source.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// Severity or rule → profile for one alert source. In `triggers.toml` every key is optional
+/// and what is given is laid over the defaults.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct Mapping {
     /// Severity (GuardDuty band, Falco priority, or a plain request's `severity`) → profile.
-    #[serde(default)]
     pub severity: BTreeMap<String, String>,
     /// Finding-type or rule prefix → profile; the longest matching prefix wins over severity.
-    #[serde(default)]
     pub rules: BTreeMap<String, String>,
     /// When nothing else matches.
     pub default: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+impl Mapping {
+    fn over(mut self, given: Mapping) -> Mapping {
+        self.severity.extend(
+            given
+                .severity
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+        );
+        self.rules.extend(given.rules);
+        if !given.default.is_empty() {
+            self.default = given.default;
+        }
+        self
+    }
+}
+
+/// `triggers.toml` as written: every key optional.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+struct ConfigFile {
+    dedup_window_secs: Option<u64>,
+    rate_limit_per_host: Option<u32>,
+    rate_window_secs: Option<u64>,
+    guardduty: Mapping,
+    falco: Mapping,
+    generic: Mapping,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct TriggerConfig {
     /// Alerts with the same key (GuardDuty finding id; Falco rule + host + container; a plain
     /// request's `dedup_key`) within this many seconds start one collection.
@@ -101,12 +127,21 @@ impl Default for TriggerConfig {
 impl TriggerConfig {
     /// `DATA/triggers.toml`, or the defaults when it does not exist.
     pub fn load(path: &Path) -> Result<TriggerConfig> {
-        let cfg: TriggerConfig = match std::fs::read_to_string(path) {
+        let file: ConfigFile = match std::fs::read_to_string(path) {
             Ok(text) => toml::from_str(&text).with_context(|| {
                 format!("{} is not a valid trigger configuration", path.display())
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => TriggerConfig::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigFile::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let d = TriggerConfig::default();
+        let cfg = TriggerConfig {
+            dedup_window_secs: file.dedup_window_secs.unwrap_or(d.dedup_window_secs),
+            rate_limit_per_host: file.rate_limit_per_host.unwrap_or(d.rate_limit_per_host),
+            rate_window_secs: file.rate_window_secs.unwrap_or(d.rate_window_secs),
+            guardduty: d.guardduty.over(file.guardduty),
+            falco: d.falco.over(file.falco),
+            generic: d.generic.over(file.generic),
         };
         for (name, m) in [
             ("guardduty", &cfg.guardduty),
@@ -256,8 +291,21 @@ mod tests {
         std::fs::write(&p, "dedup_window_secs = 5\n[falco]\ndefault = \"memory\"\n[falco.severity]\ncritical = \"everything\"\n").unwrap();
         let e = TriggerConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("everything"), "{e}");
-        std::fs::write(&p, "dedup_window_secs = 5\n").unwrap();
-        assert_eq!(TriggerConfig::load(&p).unwrap().dedup_window_secs, 5);
+        std::fs::write(&p, "dedup_window_secs = 5\n[guardduty]\nrules = { \"CryptoCurrency:\" = \"memory\" }\n[guardduty.severity]\nHigh = \"memory\"\n").unwrap();
+        let cfg = TriggerConfig::load(&p).unwrap();
+        assert_eq!(cfg.dedup_window_secs, 5);
+        assert_eq!(cfg.rate_limit_per_host, 6);
+        // Laid over the defaults: high changed, critical kept.
+        assert_eq!(cfg.guardduty.severity["high"], "memory");
+        assert_eq!(cfg.guardduty.severity["critical"], "full");
+        assert_eq!(
+            cfg.profile_for(&alert(
+                "guardduty",
+                "CryptoCurrency:EC2/BitcoinTool.B!DNS",
+                "critical"
+            )),
+            "memory"
+        );
     }
 
     #[test]
