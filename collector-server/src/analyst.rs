@@ -91,7 +91,7 @@ enum Cmd {
     Import { dir: PathBuf },
     /// The timeline of a host (or --all): `cairn timeline HOST|--all [--from] [--to] [--kind]
     /// [--grep]`, `cairn timeline export -o FILE`, `cairn timeline searches`.
-    Timeline(timeline::TimelineArgs),
+    Timeline(Box<timeline::TimelineArgs>),
 }
 
 #[derive(Subcommand)]

@@ -19,6 +19,8 @@ pub struct TimelineArgs {
     save: Option<String>,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum TimelineCmd {
     /// Write the timeline to a file: Timesketch JSONL (default), Timesketch CSV or plain JSONL.
