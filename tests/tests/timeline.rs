@@ -236,6 +236,32 @@ fn timeline_holds_exec_login_history_and_file_time_in_order_and_exports_for_time
         "{table}"
     );
 
+    // A saved search runs again by name, with the same filters.
+    let mut cmd = collector
+        .cairn_cmd(Some(&collector.init.admin_token))
+        .unwrap();
+    cmd.args([
+        "timeline",
+        &host,
+        "--kind",
+        "ssh_login,sudo",
+        "--grep",
+        "alice",
+        "--save",
+        "alice-auth",
+    ]);
+    run(cmd, Duration::from_secs(30)).unwrap().ok().unwrap();
+    let saved = collector
+        .cli_json(&["timeline", "--saved", "alice-auth"])
+        .unwrap();
+    let kinds: Vec<&str> = saved["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["ssh_login", "sudo"], "{saved}");
+
     // Timesketch: JSONL and CSV, checked by Python's parsers.
     let jsonl = work.path().join("timeline.jsonl");
     let csv = work.path().join("timeline.csv");
