@@ -156,6 +156,7 @@ CREATE TABLE IF NOT EXISTS timeline (
     container TEXT, pod TEXT, message TEXT NOT NULL, attrs TEXT, path TEXT, item_id TEXT, dedup INTEGER NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS timeline_host_time ON timeline(host, time_ns, dedup);
 CREATE INDEX IF NOT EXISTS timeline_time ON timeline(time_ns);
+CREATE INDEX IF NOT EXISTS timeline_kind_time ON timeline(kind, time_ns);
 CREATE TABLE IF NOT EXISTS timeline_items (
     item_id TEXT PRIMARY KEY, host_id TEXT NOT NULL, parser TEXT NOT NULL, events INTEGER NOT NULL,
     unparsed INTEGER NOT NULL, error TEXT, built_at TEXT NOT NULL);

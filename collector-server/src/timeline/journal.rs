@@ -33,6 +33,10 @@ fn parse_json(text: &str, mtime_ns: i64) -> Parsed {
             for (k, val) in obj {
                 let s = match val {
                     serde_json::Value::String(s) => s.clone(),
+                    // A field given several times is an array of its values: keep the first.
+                    serde_json::Value::Array(a) if a.first().is_some_and(|x| x.is_string()) => {
+                        a[0].as_str().unwrap_or_default().to_string()
+                    }
                     // Binary or invalid UTF-8 values are arrays of bytes.
                     serde_json::Value::Array(a) => String::from_utf8_lossy(
                         &a.iter()
@@ -174,7 +178,7 @@ mod tests {
     fn json_export_with_an_ssh_login() {
         let text = r#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1795946281000000","_PID":"4121","SYSLOG_IDENTIFIER":"sshd","MESSAGE":"Accepted password for bob from 192.0.2.5 port 50000 ssh2","_SYSTEMD_UNIT":"ssh.service","_UID":"0"}
 not json
-{"__REALTIME_TIMESTAMP":"1795946282000000","SYSLOG_IDENTIFIER":"kernel","MESSAGE":[104,105]}
+{"__REALTIME_TIMESTAMP":"1795946282000000","SYSLOG_IDENTIFIER":["kernel","k2"],"MESSAGE":[104,105]}
 "#;
         let p = parse(text.as_bytes(), 0);
         assert_eq!(p.unparsed, 1);
