@@ -217,7 +217,7 @@ impl Db {
         // page cache); chunk payloads themselves are fsynced before they are acknowledged.
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;
-             PRAGMA cache_size=-262144;",
+             PRAGMA cache_size=-262144; PRAGMA wal_autocheckpoint=16384;",
         )?;
         Ok(Db {
             conn: Mutex::new(conn),

@@ -13,6 +13,50 @@ use anyhow::Result;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
+/// Rows per multi-row INSERT: one statement step per 32 events instead of one per event.
+const ROWS: usize = 32;
+const COLUMNS: &str = "host, time_ns, source, kind, pid, ppid, exe, argv, user, container, pod, message, attrs, path, item_id, dedup";
+const COLS: usize = 16;
+
+fn insert_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; COLS].join(","));
+    format!(
+        "INSERT OR IGNORE INTO timeline({COLUMNS}) VALUES {}",
+        vec![row; rows].join(",")
+    )
+}
+
+/// Bind one event's columns from parameter `at` (1-based) on.
+fn bind(
+    st: &mut rusqlite::CachedStatement<'_>,
+    at: usize,
+    host: i64,
+    item_id: Option<&str>,
+    e: &Event,
+) -> Result<()> {
+    let argv = e.argv.as_ref().map(serde_json::to_string).transpose()?;
+    let attrs = (!e.attrs.is_empty())
+        .then(|| serde_json::to_string(&e.attrs))
+        .transpose()?;
+    st.raw_bind_parameter(at, host)?;
+    st.raw_bind_parameter(at + 1, e.time_ns)?;
+    st.raw_bind_parameter(at + 2, &e.source)?;
+    st.raw_bind_parameter(at + 3, &e.kind)?;
+    st.raw_bind_parameter(at + 4, e.pid)?;
+    st.raw_bind_parameter(at + 5, e.ppid)?;
+    st.raw_bind_parameter(at + 6, &e.exe)?;
+    st.raw_bind_parameter(at + 7, argv)?;
+    st.raw_bind_parameter(at + 8, &e.user)?;
+    st.raw_bind_parameter(at + 9, &e.container)?;
+    st.raw_bind_parameter(at + 10, &e.pod)?;
+    st.raw_bind_parameter(at + 11, &e.message)?;
+    st.raw_bind_parameter(at + 12, attrs)?;
+    st.raw_bind_parameter(at + 13, &e.path)?;
+    st.raw_bind_parameter(at + 14, item_id)?;
+    st.raw_bind_parameter(at + 15, e.dedup)?;
+    Ok(())
+}
+
 /// Insert events for a host inside the caller's transaction; returns how many were new.
 pub fn insert_with(
     conn: &Connection,
@@ -25,35 +69,21 @@ pub fn insert_with(
     let host: i64 = conn
         .prepare_cached("SELECT n FROM timeline_hosts WHERE host_id = ?1")?
         .query_row(params![host_id], |r| r.get(0))?;
-    let mut st = conn.prepare_cached(
-        "INSERT OR IGNORE INTO timeline(host, time_ns, source, kind, pid, ppid, exe, argv, user,
-         container, pod, message, attrs, path, item_id, dedup)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-    )?;
+    let mut many = conn.prepare_cached(&insert_sql(ROWS))?;
+    let mut one = conn.prepare_cached(&insert_sql(1))?;
     let mut new = 0;
-    for e in events {
-        let argv = e.argv.as_ref().map(serde_json::to_string).transpose()?;
-        let attrs = (!e.attrs.is_empty())
-            .then(|| serde_json::to_string(&e.attrs))
-            .transpose()?;
-        new += st.execute(params![
-            host,
-            e.time_ns,
-            e.source,
-            e.kind,
-            e.pid,
-            e.ppid,
-            e.exe,
-            argv,
-            e.user,
-            e.container,
-            e.pod,
-            e.message,
-            attrs,
-            e.path,
-            item_id,
-            e.dedup,
-        ])?;
+    for chunk in events.chunks(ROWS) {
+        if chunk.len() == ROWS {
+            for (i, e) in chunk.iter().enumerate() {
+                bind(&mut many, 1 + i * COLS, host, item_id, e)?;
+            }
+            new += many.raw_execute()?;
+        } else {
+            for e in chunk {
+                bind(&mut one, 1, host, item_id, e)?;
+                new += one.raw_execute()?;
+            }
+        }
     }
     Ok(new)
 }
