@@ -6,9 +6,11 @@
 //!    (page of 100 + facet counts) with p50/p99. This runs inside the release `cairn-collector`
 //!    (hidden `bench-timeline` subcommand) so the figures are the release build's.
 //! 2. Trigger to first chunk: a collector and an agent on loopback; `POST
-//!    /api/v1/triggers/generic` (profile `volatile`), then the collection is polled every
-//!    millisecond until its first item has a chunk stored. Interleaved with the same measure
-//!    for `POST /api/v1/collections` (the analyst's path) as the baseline.
+//!    /api/v1/triggers/generic` (profiles `file` with a small file, and `volatile`), then the
+//!    collection is polled every millisecond until its first item has a chunk stored.
+//!    Interleaved with the same measure for `POST /api/v1/collections` (the analyst's path) as
+//!    the baseline; the custody log's timestamps split the time between the collector→agent
+//!    command path and the agent's capture before its first item.
 
 use std::time::{Duration, Instant};
 
@@ -39,7 +41,7 @@ pub fn run(events: u64, triggers: u32) -> Result<()> {
     let f = |p: &str| r.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
 
     section(&format!("trigger to first chunk, {triggers} runs each"));
-    let (trig, plain) = trigger_latency(&bins, &tmp.path().join("stack"), triggers)?;
+    let lat = trigger_latency(&bins, &tmp.path().join("stack"), triggers)?;
 
     section("results");
     println!(
@@ -47,7 +49,7 @@ pub fn run(events: u64, triggers: u32) -> Result<()> {
         r["events"]
     );
     println!(
-        "  cairn timeline (3 B-trees: rows, (host,time,key) unique, time): {:>10.0} events/s",
+        "  cairn timeline (rows + indexes (host,time,key) unique, (kind,time), (time)): {:>10.0} events/s",
         f("/cairn_events_per_s")
     );
     println!(
@@ -72,21 +74,17 @@ pub fn run(events: u64, triggers: u32) -> Result<()> {
             r[key]["rows_matched_avg"]
         );
     }
-    println!("trigger to first chunk on loopback (profile volatile):");
-    println!(
-        "  POST /api/v1/triggers/generic  p50 {:>7.1} ms  p99 {:>7.1} ms",
-        pct(&trig, 0.5),
-        pct(&trig, 0.99)
-    );
-    println!(
-        "  POST /api/v1/collections       p50 {:>7.1} ms  p99 {:>7.1} ms  (baseline)",
-        pct(&plain, 0.5),
-        pct(&plain, 0.99)
-    );
-    println!(
-        "  ratio trigger/collections p50: {:.2}",
-        pct(&trig, 0.5) / pct(&plain, 0.5)
-    );
+    println!("trigger to first chunk on loopback ({triggers} runs per line):");
+    for (profile, l) in &lat {
+        println!("  profile {profile}:");
+        println!(
+            "    POST /api/v1/triggers/generic  p50 {:>7.1} ms  p99 {:>7.1} ms",
+            pct(&l.trigger, 0.5),
+            pct(&l.trigger, 0.99)
+        );
+        println!("    POST /api/v1/collections       p50 {:>7.1} ms  p99 {:>7.1} ms  (baseline; ratio {:.2})", pct(&l.plain, 0.5), pct(&l.plain, 0.99), pct(&l.trigger, 0.5) / pct(&l.plain, 0.5));
+        println!("    of the trigger's time: to the agent's command_accepted p50 {:.1} ms, then to its first item p50 {:.1} ms", pct(&l.to_accepted, 0.5), pct(&l.to_item, 0.5));
+    }
     Ok(())
 }
 
@@ -98,7 +96,7 @@ fn pct(v: &[Duration], p: f64) -> f64 {
 }
 
 /// Time from the POST to the first stored chunk of the collection it started.
-fn first_chunk(api: &crate::procs::Api, path: &str, body: &Value) -> Result<Duration> {
+fn first_chunk(api: &crate::procs::Api, path: &str, body: &Value) -> Result<(Duration, String)> {
     let start = Instant::now();
     let resp = api.post(path, body)?;
     let id = resp["id"]
@@ -135,27 +133,81 @@ fn first_chunk(api: &crate::procs::Api, path: &str, body: &Value) -> Result<Dura
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(elapsed)
+    Ok((elapsed, id))
+}
+
+/// Time between two custody records of a collection (by action), from their timestamps.
+fn custody_gap(api: &crate::procs::Api, id: &str, from: &str, to: &str) -> Result<Duration> {
+    let log = api.get(&format!("/api/v1/collections/{id}/custody"))?;
+    let at = |action: &str| -> Result<time::OffsetDateTime> {
+        let rec = log["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["action"] == action)
+            .ok_or_else(|| anyhow!("no {action} in the custody log of {id}"))?;
+        Ok(time::OffsetDateTime::parse(
+            rec["time"].as_str().unwrap_or(""),
+            &time::format_description::well_known::Rfc3339,
+        )?)
+    };
+    Ok((at(to)? - at(from)?).try_into().unwrap_or_default())
+}
+
+/// For one profile: trigger latencies, `POST /collections` latencies, and where the trigger's
+/// time went (collector → agent accepted; accepted → first item opened).
+struct Latencies {
+    trigger: Vec<Duration>,
+    plain: Vec<Duration>,
+    to_accepted: Vec<Duration>,
+    to_item: Vec<Duration>,
 }
 
 fn trigger_latency(
     bins: &Bins,
     dir: &std::path::Path,
     runs: u32,
-) -> Result<(Vec<Duration>, Vec<Duration>)> {
+) -> Result<Vec<(&'static str, Latencies)>> {
     // Every run is a new alert: no dedup, and a rate limit that lets the bench through.
     let stack = Stack::start_with(bins, dir, |data| {
         std::fs::write(data.join("triggers.toml"), "rate_limit_per_host = 100000\n")
             .context("writing triggers.toml")
     })?;
     let api = stack.api()?;
+    let small = dir.join("small-file.txt");
+    std::fs::write(&small, "evidence\n".repeat(100))?;
     std::thread::sleep(Duration::from_secs(2)); // the agent's sensor and first heartbeat
-    let (mut trig, mut plain) = (Vec::new(), Vec::new());
-    for i in 0..runs {
-        let body = json!({"host": stack.host_id, "reason": format!("bench trigger {i}"), "profile": "volatile", "dedup_key": format!("bench-{i}")});
-        trig.push(first_chunk(&api, "/api/v1/triggers/generic", &body)?);
-        let body = json!({"host": stack.host_id, "reason": format!("bench collection {i}"), "profile": "volatile"});
-        plain.push(first_chunk(&api, "/api/v1/collections", &body)?);
+    let mut out = Vec::new();
+    for profile in ["file", "volatile"] {
+        let mut l = Latencies {
+            trigger: Vec::new(),
+            plain: Vec::new(),
+            to_accepted: Vec::new(),
+            to_item: Vec::new(),
+        };
+        let paths = if profile == "file" {
+            json!([small.to_string_lossy()])
+        } else {
+            json!([])
+        };
+        for i in 0..runs {
+            let body = json!({"host": stack.host_id, "reason": format!("bench trigger {i}"), "profile": profile,
+                              "dedup_key": format!("bench-{profile}-{i}"), "paths": paths});
+            let (d, id) = first_chunk(&api, "/api/v1/triggers/generic", &body)?;
+            l.trigger.push(d);
+            l.to_accepted.push(custody_gap(
+                &api,
+                &id,
+                "trigger_received",
+                "command_accepted",
+            )?);
+            l.to_item
+                .push(custody_gap(&api, &id, "command_accepted", "item_started")?);
+            let body = json!({"host": stack.host_id, "reason": format!("bench collection {i}"), "profile": profile, "paths": paths});
+            l.plain
+                .push(first_chunk(&api, "/api/v1/collections", &body)?.0);
+        }
+        out.push((profile, l));
     }
-    Ok((trig, plain))
+    Ok(out)
 }
