@@ -290,6 +290,42 @@ mod tests {
     }
 
     #[test]
+    fn no_parser_panics_on_hostile_bytes() {
+        let parsers = [
+            Parser::Syslog("auth.log"),
+            Parser::Journal,
+            Parser::Utmp("wtmp"),
+            Parser::History("bash_history"),
+            Parser::Bodyfile,
+            Parser::Processes,
+            Parser::Network,
+            Parser::EventJournal,
+        ];
+        let mut x: u64 = 0x1234_5678;
+        for round in 0..200 {
+            let len = (round * 37) % 3000;
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly printable, with newlines, separators and the odd high byte.
+                    let alphabet = b"Jan 1 00:00:0#|:;=\n{}[]\"\xff\x00 9";
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            for p in parsers {
+                let parsed = p.run(&data, None, 0);
+                assert!(parsed.unparsed as usize <= parsed.events.len());
+            }
+        }
+        // A binary journal field claiming an absurd length.
+        let mut j = b"MESSAGE\n".to_vec();
+        j.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(Parser::Journal.run(&j, None, 0).unparsed, 1);
+    }
+
+    #[test]
     fn file_times_from_details() {
         let d = serde_json::json!({"size": 10, "uid": 0, "mtime": "2026-11-29T10:00:00.5Z", "atime": "2026-11-29T10:01:00Z", "ctime": "bad"});
         let ev = file_time_events("/etc/shadow", d.as_object().unwrap());

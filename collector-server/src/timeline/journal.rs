@@ -116,8 +116,8 @@ fn parse_export(data: &[u8], mtime_ns: i64) -> Parsed {
         let mut b = [0u8; 8];
         b.copy_from_slice(len_bytes);
         let len = u64::from_le_bytes(b) as usize;
-        let Some(value) = pos
-            .checked_add(8 + len)
+        let Some(value) = len
+            .checked_add(pos + 8)
             .and_then(|stop| data.get(pos + 8..stop))
         else {
             out.unparsed(last, "journal", &name, "binary field longer than the file");
