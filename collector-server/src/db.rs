@@ -216,8 +216,8 @@ impl Db {
         // WAL + NORMAL: a committed row survives the process being killed (the WAL is in the OS
         // page cache); chunk payloads themselves are fsynced before they are acknowledged.
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;
-             PRAGMA cache_size=-262144; PRAGMA wal_autocheckpoint=16384;",
+            "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+             PRAGMA foreign_keys=ON; PRAGMA cache_size=-262144; PRAGMA wal_autocheckpoint=4096;",
         )?;
         Ok(Db {
             conn: Mutex::new(conn),

@@ -212,7 +212,7 @@ pub fn run(dir: &Path, events: u64, progress: bool) -> Result<Value> {
     let db = Db::create(&dir.join("cairn.db"))?;
     let mut plain = rusqlite::Connection::open(dir.join("baseline.db"))?;
     plain.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-262144; PRAGMA wal_autocheckpoint=16384;
+        "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-262144; PRAGMA wal_autocheckpoint=4096;
          CREATE TABLE plain(host_id TEXT, time_ns INTEGER, source TEXT, kind TEXT, pid INTEGER, ppid INTEGER, exe TEXT, argv TEXT,
          user TEXT, container TEXT, pod TEXT, message TEXT, attrs TEXT, path TEXT, item_id TEXT, dedup INTEGER);",
     )?;
