@@ -103,14 +103,18 @@ pub fn parse(text: &str, source: &str, mtime_ns: i64) -> Parsed {
                 _,
             )) => {
                 match later_month {
-                    // The newest line is not after the file was last written (one day of
-                    // slack for a clock or zone difference); else it is from last year.
+                    // The newest line is the latest date not after the file was last
+                    // written, with a day of slack for a clock or zone difference (a line
+                    // of Jan 1 in a file written on Dec 31 is from next year).
                     None => {
-                        if ns_of(year, *month, *day, *secs, *nanos)
-                            .is_some_and(|t| t > mtime_ns + 86_400_000_000_000)
-                        {
-                            year -= 1;
-                        }
+                        let base = year;
+                        year = [base + 1, base, base - 1]
+                            .into_iter()
+                            .find(|y| {
+                                ns_of(*y, *month, *day, *secs, *nanos)
+                                    .is_some_and(|t| t <= mtime_ns + 86_400_000_000_000)
+                            })
+                            .unwrap_or(base - 1);
                     }
                     Some(later) if *month > later => year -= 1,
                     Some(_) => {}
@@ -364,6 +368,14 @@ Nov 29 10:02:01 ip-10-0-1-17 CRON[4500]: (root) CMD (cd / && run-parts --report 
             ns("2027-01-02T00:00:00Z"),
         );
         assert_eq!(p.events[0].time_ns, ns("2026-12-30T10:00:00Z"));
+        // Written a few seconds before New Year by a clock slightly behind: next year.
+        let p = parse(
+            "Dec 31 23:59:50 h kernel: x\nJan  1 00:00:03 h kernel: y\n",
+            "syslog",
+            ns("2026-12-31T23:59:59Z"),
+        );
+        assert_eq!(p.events[0].time_ns, ns("2026-12-31T23:59:50Z"));
+        assert_eq!(p.events[1].time_ns, ns("2027-01-01T00:00:03Z"));
     }
 
     #[test]
