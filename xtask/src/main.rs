@@ -90,6 +90,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("capsh", "libcap2-bin"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("cpio", "cpio"),
+    ("unshare", "util-linux"),
+    ("python3", "python3"),
 ];
 
 fn test(args: &[String]) -> Result<()> {
