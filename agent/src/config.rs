@@ -56,6 +56,10 @@ pub struct AgentConfig {
     /// Seconds between readiness self-tests while running (also run at start); 0: only at start.
     #[serde(default = "default_selftest_interval")]
     pub selftest_interval_secs: u64,
+    /// Report the containers (and pods) running here with each heartbeat, so that triggers
+    /// naming a container or pod find this host: `true` by default.
+    #[serde(default = "default_true")]
+    pub report_containers: bool,
 }
 
 fn default_selftest_interval() -> u64 {
@@ -157,6 +161,7 @@ impl AgentConfig {
             journal_window_secs: default_journal_window(),
             host_root: None,
             selftest_interval_secs: default_selftest_interval(),
+            report_containers: true,
         }
     }
 

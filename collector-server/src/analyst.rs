@@ -8,6 +8,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+mod timeline;
+
 #[derive(Parser)]
 #[command(
     name = "cairn",
@@ -97,6 +99,9 @@ enum Cmd {
     },
     /// Load an offline collection (`cairn-agent collect --out DIR`) into the collector.
     Import { dir: PathBuf },
+    /// The timeline of a host (or --all): `cairn timeline HOST|--all [--from] [--to] [--kind]
+    /// [--grep]`, `cairn timeline export -o FILE`, `cairn timeline searches`.
+    Timeline(Box<timeline::TimelineArgs>),
 }
 
 #[derive(Subcommand)]
@@ -455,6 +460,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Import { dir } => return import(&api, dir, cli.json).await,
+        Cmd::Timeline(args) => return timeline::run(&api, args, cli.json).await,
     }
     Ok(0)
 }

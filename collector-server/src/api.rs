@@ -25,10 +25,10 @@ use std::sync::Arc;
 type S = Arc<State>;
 
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl ApiError {
-    fn new(code: StatusCode, msg: impl Into<String>) -> ApiError {
+    pub(crate) fn new(code: StatusCode, msg: impl Into<String>) -> ApiError {
         ApiError(code, msg.into())
     }
 }
@@ -49,7 +49,7 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-type ApiResult<T> = std::result::Result<T, ApiError>;
+pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
 
 /// Who is calling, from their token.
 #[derive(Debug, Clone)]
@@ -59,10 +59,10 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn actor(&self) -> String {
+    pub(crate) fn actor(&self) -> String {
         format!("api:{}", self.name)
     }
-    fn require(&self, allowed: &[Role]) -> ApiResult<()> {
+    pub(crate) fn require(&self, allowed: &[Role]) -> ApiResult<()> {
         if allowed.contains(&self.role) {
             Ok(())
         } else {
@@ -78,8 +78,8 @@ impl Caller {
     }
 }
 
-const READERS: &[Role] = &[Role::Admin, Role::Analyst];
-const COLLECTORS: &[Role] = &[Role::Admin, Role::Analyst, Role::Trigger];
+pub(crate) const READERS: &[Role] = &[Role::Admin, Role::Analyst];
+pub(crate) const COLLECTORS: &[Role] = &[Role::Admin, Role::Analyst, Role::Trigger];
 
 pub fn router(state: S) -> Router {
     Router::new()
@@ -105,6 +105,8 @@ pub fn router(state: S) -> Router {
             "/api/v1/import/collections/{cid}/finish",
             post(import_finish),
         )
+        .merge(crate::triggers::routes())
+        .merge(crate::timeline::api::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .fallback(|| async {
             ApiError::new(
@@ -139,7 +141,7 @@ async fn auth(AxState(state): AxState<S>, mut req: Request, next: Next) -> Respo
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -182,7 +184,7 @@ struct EventsQuery {
     limit: Option<u32>,
 }
 
-fn parse_time(s: &str, what: &str) -> ApiResult<i64> {
+pub(crate) fn parse_time(s: &str, what: &str) -> ApiResult<i64> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map(|t| t.unix_timestamp_nanos() as i64)
         .map_err(|e| {
@@ -388,22 +390,37 @@ async fn request_collection(
         container_id: b.container_id,
         devices: b.devices,
     };
-    state
-        .db()
-        .insert_collection(&host.id, &req, "requested", "live")?;
-    state.ctx.custody.append(
-        state.db(),
-        &req.collection_id,
-        &caller.actor(),
-        "trigger_received",
-        json!({"host_id": host.id, "hostname": host.hostname, "profile": req.profile, "reason": req.reason, "paths": req.paths, "pid": req.pid, "container_id": req.container_id, "devices": req.devices}),
-    )?;
-    let connected = state.sessions.wake(&host.id);
+    let connected = start_collection(&state, &host, &req, json!({}))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": req.collection_id, "status": "requested", "host_id": host.id, "agent_connected": connected})),
     )
         .into_response())
+}
+
+/// Store a collection request, log `trigger_received` (with `extra` facts, e.g. the alert)
+/// and wake the host's control loop. Returns whether the agent is connected now.
+pub(crate) fn start_collection(
+    state: &State,
+    host: &crate::db::HostRow,
+    req: &CollectRequest,
+    extra: Value,
+) -> ApiResult<bool> {
+    state
+        .db()
+        .insert_collection(&host.id, req, "requested", "live")?;
+    let mut details = json!({"host_id": host.id, "hostname": host.hostname, "profile": req.profile, "reason": req.reason, "paths": req.paths, "pid": req.pid, "container_id": req.container_id, "devices": req.devices});
+    if let (Some(d), Value::Object(x)) = (details.as_object_mut(), extra) {
+        d.extend(x);
+    }
+    state.ctx.custody.append(
+        state.db(),
+        &req.collection_id,
+        &req.requested_by,
+        "trigger_received",
+        details,
+    )?;
+    Ok(state.sessions.wake(&host.id))
 }
 
 #[derive(Deserialize)]

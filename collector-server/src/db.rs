@@ -162,6 +162,19 @@ CREATE TABLE IF NOT EXISTS events (
     host_id TEXT NOT NULL, time_ns INTEGER NOT NULL, kind TEXT NOT NULL, pid INTEGER, ppid INTEGER,
     uid INTEGER, comm TEXT, exe TEXT, container_id TEXT, source TEXT, json TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_host_time ON events(host_id, time_ns);
+CREATE TABLE IF NOT EXISTS timeline_hosts (n INTEGER PRIMARY KEY, host_id TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS timeline (
+    id INTEGER PRIMARY KEY, host INTEGER NOT NULL, time_ns INTEGER NOT NULL,
+    source TEXT NOT NULL, kind TEXT NOT NULL, pid INTEGER, ppid INTEGER, exe TEXT, argv TEXT, user TEXT,
+    container TEXT, pod TEXT, message TEXT NOT NULL, attrs TEXT, path TEXT, item_id TEXT, dedup INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS timeline_host_time ON timeline(host, time_ns, dedup);
+CREATE INDEX IF NOT EXISTS timeline_time ON timeline(time_ns);
+CREATE INDEX IF NOT EXISTS timeline_kind_time ON timeline(kind, time_ns);
+CREATE TABLE IF NOT EXISTS timeline_items (
+    item_id TEXT PRIMARY KEY, host_id TEXT NOT NULL, parser TEXT NOT NULL, events INTEGER NOT NULL,
+    unparsed INTEGER NOT NULL, error TEXT, built_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS saved_searches (
+    name TEXT PRIMARY KEY, query_json TEXT NOT NULL, created_by TEXT NOT NULL, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS custody (
     collection_id TEXT NOT NULL, seq INTEGER NOT NULL, time TEXT NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, details TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
@@ -219,7 +232,8 @@ impl Db {
         // WAL + NORMAL: a committed row survives the process being killed (the WAL is in the OS
         // page cache); chunk payloads themselves are fsynced before they are acknowledged.
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+             PRAGMA foreign_keys=ON; PRAGMA cache_size=-262144; PRAGMA wal_autocheckpoint=4096;",
         )?;
         Ok(Db {
             conn: Mutex::new(conn),
@@ -239,7 +253,7 @@ impl Db {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent: keep serving.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -746,9 +760,11 @@ impl Db {
 
     /// Store a batch of live events given as JSON lines; returns how many lines were stored.
     /// An event without a readable `time` is kept with the time it arrived; a line that is not
-    /// JSON is kept as text under kind `unparsed` rather than failing the batch.
+    /// JSON is kept as text under kind `unparsed` rather than failing the batch. The same
+    /// transaction writes the events' timeline rows (see `timeline::ebpf`).
     pub fn insert_events(&self, host_id: &str, jsonl: &str) -> Result<usize> {
         let mut stored = 0;
+        let mut timeline = Vec::new();
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         {
@@ -761,19 +777,11 @@ impl Db {
                 let e: serde_json::Value = serde_json::from_str(raw)
                     .unwrap_or_else(|_| serde_json::json!({"kind": "unparsed"}));
                 stored += 1;
+                let arrived = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
                 let time_ns = e["time"]
                     .as_str()
-                    .and_then(|t| {
-                        time::OffsetDateTime::parse(
-                            t,
-                            &time::format_description::well_known::Rfc3339,
-                        )
-                        .ok()
-                    })
-                    .map(|t| t.unix_timestamp_nanos() as i64)
-                    .unwrap_or_else(|| {
-                        time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64
-                    });
+                    .and_then(crate::timeline::parse_rfc3339_ns)
+                    .unwrap_or(arrived);
                 let p = &e["process"];
                 st.execute(params![
                     host_id,
@@ -788,8 +796,20 @@ impl Db {
                     e["source"].as_str(),
                     raw,
                 ])?;
+                match crate::timeline::ebpf::from_line(raw) {
+                    Some(ev) => timeline.push(ev),
+                    None => {
+                        let mut p = crate::timeline::Parsed::default();
+                        p.unparsed(arrived, "ebpf", raw, "not a sensor event with a time");
+                        timeline.extend(p.events.into_iter().map(|mut ev| {
+                            ev.dedup = crate::timeline::dedup_key(&[b"ebpf", raw.as_bytes()]);
+                            ev
+                        }));
+                    }
+                }
             }
         }
+        crate::timeline::store::insert_with(&tx, host_id, None, &timeline)?;
         tx.commit()?;
         Ok(stored)
     }

@@ -82,6 +82,22 @@ pub fn verify_and_store(
     Ok(decoded.unwrap_or(chunk.payload))
 }
 
+/// A stored chunk's raw bytes, verified against its hash on the way out of the store.
+pub fn read_chunk(ctx: &Ctx, c: &crate::db::ChunkRow) -> Result<Vec<u8>, IngestError> {
+    let (codec, _) = ctx
+        .db
+        .blob_codec(&c.sha256)?
+        .ok_or_else(|| IngestError::Storage(format!("chunk {} has no blob row", c.index)))?;
+    ctx.store
+        .get(
+            &c.sha256,
+            codec_parse(&codec).map_err(|e| IngestError::Storage(e.to_string()))?,
+            c.raw_len,
+            c.index,
+        )
+        .map_err(|e| IngestError::Storage(e.to_string()))
+}
+
 /// How an item stream opens.
 pub enum Opened {
     /// Send these chunks again only if they are not listed.
@@ -234,19 +250,7 @@ impl ItemIngest {
     }
 
     fn read_stored(&self, c: &crate::db::ChunkRow) -> Result<Vec<u8>, IngestError> {
-        let (codec, _) =
-            self.ctx.db.blob_codec(&c.sha256)?.ok_or_else(|| {
-                IngestError::Storage(format!("chunk {} has no blob row", c.index))
-            })?;
-        self.ctx
-            .store
-            .get(
-                &c.sha256,
-                codec_parse(&codec).map_err(|e| IngestError::Storage(e.to_string()))?,
-                c.raw_len,
-                c.index,
-            )
-            .map_err(|e| IngestError::Storage(e.to_string()))
+        read_chunk(&self.ctx, c)
     }
 
     /// Check the manifest against what was received and seal the item.
@@ -275,6 +279,11 @@ impl ItemIngest {
                         "verified_by": "collector re-hashed every chunk and the whole item",
                     }),
                 )?;
+                // The timeline is built before the agent hears "sealed", so a finished
+                // collection's events are queryable; a failure is recorded, never fatal.
+                if let Err(e) = crate::timeline::build_for_item(&self.ctx, manifest) {
+                    tracing::warn!("timeline of item {}: {e:#}", manifest.header.item_id);
+                }
                 Ok(manifest.sha256.clone())
             }
             Err(reason) => {

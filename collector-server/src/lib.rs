@@ -17,6 +17,9 @@
 //! - [`quic`]: the agent-facing QUIC server: enrollment, control stream, item streams.
 //! - [`api`]: the HTTP API for people and detection systems.
 //! - [`selftest`]: agents' readiness reports and the self-test's evidence round trip.
+//! - [`timeline`]: one table of events from every source (sensor, logs, histories, file
+//!   times, snapshots): parsers, query with facets, export.
+//! - [`triggers`]: GuardDuty, Falco and plain JSON alerts → collections on the right host.
 //! - [`analyst`]: `cairn`, the analyst CLI over the API.
 
 pub mod analyst;
@@ -31,6 +34,8 @@ pub mod selftest;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod timeline;
+pub mod triggers;
 
 /// `cairn-collector <version>`
 pub fn tool_version() -> String {

@@ -16,6 +16,8 @@ pub struct State {
     pub sessions: Sessions,
     pub authority: crate::authority::Authority,
     pub ca_pem: String,
+    /// Profile mapping, dedup and rate limits for `/api/v1/triggers/...`.
+    pub triggers: crate::triggers::Triggers,
 }
 
 impl State {
@@ -44,6 +46,9 @@ pub fn load_state(data: &DataDir, fsync: bool) -> Result<Arc<State>> {
         sessions: Sessions::default(),
         authority: data.authority()?,
         ca_pem: data.ca_pem()?,
+        triggers: crate::triggers::Triggers::new(crate::triggers::TriggerConfig::load(
+            &data.path("triggers.toml"),
+        )?),
     }))
 }
 

@@ -211,6 +211,27 @@ pub struct AgentStatus {
     /// Events waiting for the collector's acknowledgment.
     #[serde(default)]
     pub events_queued: u64,
+    /// Containers running on the host, so that a trigger naming a container or a pod finds
+    /// this host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerInfo>,
+}
+
+/// A container seen running on the host (from `/proc/PID/cgroup`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    /// The full 64-hex container id.
+    pub id: String,
+    /// `docker`, `containerd`, `cri-o`, `podman` or `unknown`.
+    pub runtime: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// The pod's name (its containers' `HOSTNAME`), when the container is in a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// The pod's namespace (from its service-account mount), when readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
 }
 
 /// One decoded frame.

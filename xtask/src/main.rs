@@ -4,6 +4,7 @@ mod bench;
 mod bench_disk;
 mod bench_memory;
 mod bench_sensor;
+mod bench_timeline;
 mod demo;
 mod procs;
 mod setup;
@@ -47,7 +48,7 @@ enum Cmd {
         keep_running: bool,
     },
     /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`,
-    /// `memory`, `disk`; later timeline).
+    /// `memory`, `disk`, `timeline`).
     Bench {
         /// Which benchmark.
         name: String,
@@ -64,6 +65,12 @@ enum Cmd {
         /// memory: RAM of the QEMU guest whose physical memory is captured.
         #[arg(long, default_value_t = 512)]
         guest_mib: u32,
+        /// timeline: how many events to ingest.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// timeline: how many trigger-to-first-chunk runs.
+        #[arg(long, default_value_t = 20)]
+        triggers: u32,
     },
     /// A second kernel (Debian's 6.1 cloud kernel) in a QEMU guest (TCG, no network):
     /// `prepare`, `smoke`, `sensor`, `run SCRIPT`.
@@ -93,6 +100,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("capsh", "libcap2-bin"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("cpio", "cpio"),
+    ("unshare", "util-linux"),
+    ("python3", "python3"),
 ];
 
 fn test(args: &[String]) -> Result<()> {
@@ -165,19 +174,18 @@ fn main() -> ExitCode {
             execs,
             connects,
             guest_mib,
+            events,
+            triggers,
         } => match name.as_str() {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
             "sensor" => bench_sensor::run(execs, connects),
             "memory" => bench_memory::run(size_mib.unwrap_or(1024), guest_mib),
             "disk" => bench_disk::run(size_mib.unwrap_or(2048)),
-            "timeline" => {
-                eprintln!("error: `cargo xtask bench {name}` is not yet implemented");
-                return ExitCode::from(2);
-            }
+            "timeline" => bench_timeline::run(events, triggers),
             other => {
                 eprintln!(
-                    "error: unknown benchmark {other:?} (known: ingest, sensor, memory, \
-                     disk; not yet implemented: timeline)"
+                    "error: unknown benchmark {other:?} (known: ingest, sensor, memory, disk, \
+                     timeline)"
                 );
                 return ExitCode::from(2);
             }

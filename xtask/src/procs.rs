@@ -377,11 +377,21 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(bins: &Bins, dir: &Path) -> Result<Stack> {
+        Self::start_with(bins, dir, |_| Ok(()))
+    }
+
+    /// As `start`, with `configure(DATA)` run between `init` and `serve` (e.g. triggers.toml).
+    pub fn start_with(
+        bins: &Bins,
+        dir: &Path,
+        configure: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Stack> {
         fs::create_dir_all(dir)?;
         let data = dir.join("collector");
         let mut init = Command::new(&bins.collector);
         init.args(["init", "--data"]).arg(&data).arg("--json");
         let info = run_capture(init, Duration::from_secs(60))?.ok()?.json()?;
+        configure(&data)?;
         let admin_token = str_field(&info, "admin_token")?;
         let ca_cert = info
             .get("ca_cert")

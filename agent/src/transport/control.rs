@@ -110,6 +110,11 @@ impl Agent {
             events_lost: self.sensor_lost.load(std::sync::atomic::Ordering::Relaxed)
                 + self.shipper.dropped_total(),
             events_queued: self.shipper.queued() as u64,
+            containers: if self.cfg.report_containers {
+                crate::containers::running_containers(std::path::Path::new("/proc"))
+            } else {
+                Vec::new()
+            },
         }
     }
 

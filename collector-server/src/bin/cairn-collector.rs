@@ -53,6 +53,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Timeline engine benchmark on synthetic events (used by `cargo xtask bench timeline`).
+    #[command(hide = true)]
+    BenchTimeline {
+        /// A scratch directory for the two databases.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -138,6 +147,10 @@ fn main() -> Result<()> {
                     fsync: !no_fsync,
                 },
             ))?;
+        }
+        Cmd::BenchTimeline { dir, events } => {
+            let report = cairn_collector::timeline::bench::run(&dir, events, true)?;
+            println!("{report}");
         }
         Cmd::Token {
             cmd:
