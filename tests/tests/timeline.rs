@@ -262,7 +262,21 @@ fn timeline_holds_exec_login_history_and_file_time_in_order_and_exports_for_time
         .collect();
     assert_eq!(kinds, ["ssh_login", "sudo"], "{saved}");
 
-    // Timesketch: JSONL and CSV, checked by Python's parsers.
+    // Timesketch: JSONL and CSV, checked by Python's parsers. The two exports must see the same
+    // events, so their window closes in the past: the live stream keeps adding this busy
+    // host's processes to any window still open.
+    let closed = t + 5;
+    loop {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        if now >= closed + 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let to = rfc3339(closed);
     let jsonl = work.path().join("timeline.jsonl");
     let csv = work.path().join("timeline.csv");
     for (format, out) in [("timesketch-jsonl", &jsonl), ("timesketch-csv", &csv)] {
