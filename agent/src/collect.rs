@@ -61,10 +61,14 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// The window before now as JSON lines, and the window's bounds.
-    fn slice(&self) -> anyhow::Result<(Vec<u8>, i64, i64)> {
+    /// Where the window starts for a trigger now.
+    fn window_start(&self) -> i64 {
+        crate::flight_recorder::now_ns() - self.window.as_nanos().min(i64::MAX as u128) as i64
+    }
+
+    /// From `from` until now, as JSON lines, and the bounds.
+    fn slice(&self, from: i64) -> anyhow::Result<(Vec<u8>, i64, i64)> {
         let to = crate::flight_recorder::now_ns();
-        let from = to - self.window.as_nanos().min(i64::MAX as u128) as i64;
         let bytes = match &self.recorder {
             Some(r) => r
                 .lock()
@@ -93,6 +97,18 @@ pub struct Streamed {
     pub memory_source: Option<String>,
     pub reader: Box<dyn Read + Send>,
     pub report: capture::memory::stream::SharedReport,
+}
+
+impl Streamed {
+    /// Bytes already in memory: nothing to report beyond them.
+    fn bytes(b: Vec<u8>) -> Streamed {
+        Streamed {
+            details: serde_json::Map::new(),
+            memory_source: None,
+            reader: Box::new(std::io::Cursor::new(b)),
+            report: Default::default(),
+        }
+    }
 }
 
 /// Why a deferred item produced nothing.
@@ -140,24 +156,34 @@ pub const PROFILES: &[&str] = &[
 ];
 
 fn volatile_items(req: &CollectRequest, opts: &CollectOptions, items: &mut Vec<PlannedItem>) {
-    for a in capture::volatile::collect(&opts.volatile) {
-        // Fields that could not be read are recorded inside each document ("errors");
-        // they do not make the collection partial.
-        if !a.errors.is_empty() {
-            tracing::info!(
-                "{}: {} field(s) could not be read (listed in the document)",
-                a.name,
-                a.errors.len()
-            );
-        }
+    // Read when produced, one after the other: host.json is on the wire within milliseconds of
+    // the trigger while the process table is still being read.
+    let docs = std::sync::Arc::new(capture::volatile::Documents::new(opts.volatile.clone()));
+    for name in capture::volatile::DOCUMENTS {
         let source = Source {
-            name: a.name.clone(),
-            media_type: Some(a.media_type.clone()),
+            name: name.to_string(),
+            media_type: Some("application/json".into()),
             ..Default::default()
         };
+        let docs = docs.clone();
         items.push(PlannedItem {
             header: header(req, ItemKind::VolatileArtifact, source),
-            body: Body::Bytes(a.bytes),
+            body: Body::Deferred(Box::new(move || {
+                let a = docs.produce(name).ok_or_else(|| Failure {
+                    status: ItemStatus::Failed,
+                    error: format!("no volatile document {name}"),
+                })?;
+                // Fields that could not be read are recorded inside each document ("errors");
+                // they do not make the collection partial.
+                if !a.errors.is_empty() {
+                    tracing::info!(
+                        "{}: {} field(s) could not be read (listed in the document)",
+                        a.name,
+                        a.errors.len()
+                    );
+                }
+                Ok(Streamed::bytes(a.bytes))
+            })),
         });
     }
 }
@@ -213,26 +239,32 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
     }
     // Every collection carries the flight recorder's recent past: what ran before the trigger.
     if let Some(j) = &opts.journal {
-        match j.slice() {
-            Ok((bytes, from, to)) => {
-                let mut details = serde_json::Map::new();
-                details.insert("window_start".into(), rfc3339_ns(from).into());
-                details.insert("window_end".into(), rfc3339_ns(to).into());
-                details.insert("events".into(), bytecount_lines(&bytes).into());
-                let source = Source {
-                    name: "events.jsonl".into(),
-                    path: Some(j.dir.display().to_string()),
-                    media_type: Some("application/x-ndjson".into()),
-                    details,
-                    ..Default::default()
-                };
-                items.push(PlannedItem {
-                    header: header(req, ItemKind::EventJournal, source),
-                    body: Body::Bytes(bytes),
-                });
-            }
-            Err(e) => errors.push(format!("flight recorder: {e:#}")),
-        }
+        let source = Source {
+            name: "events.jsonl".into(),
+            path: Some(j.dir.display().to_string()),
+            media_type: Some("application/x-ndjson".into()),
+            ..Default::default()
+        };
+        let j = j.clone();
+        // The window opens `window` before the trigger and closes when the item is produced,
+        // the last of the collection: what happened during the capture is in it too.
+        let from = j.window_start();
+        items.push(PlannedItem {
+            header: header(req, ItemKind::EventJournal, source),
+            body: Body::Deferred(Box::new(move || {
+                let (bytes, from, to) = j.slice(from).map_err(|e| Failure {
+                    status: ItemStatus::Failed,
+                    error: format!("flight recorder: {e:#}"),
+                })?;
+                let events = bytecount_lines(&bytes);
+                let mut s = Streamed::bytes(bytes);
+                s.details.insert("events".into(), events.into());
+                s.details
+                    .insert("window_start".into(), rfc3339_ns(from).into());
+                s.details.insert("window_end".into(), rfc3339_ns(to).into());
+                Ok(s)
+            })),
+        });
     }
     Plan { items, errors }
 }

@@ -373,6 +373,7 @@ async fn selftest(
         state: state.clone(),
         host_root,
         btf,
+        running_sensor: None,
     };
     let report = selftest::run(&opts).await;
     if json {

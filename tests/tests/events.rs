@@ -103,7 +103,7 @@ fn events_made_while_the_collector_is_down_wait_on_disk_and_arrive_when_it_retur
         .unwrap()
         .as_nanos();
     let prefix = format!("cairn-spool-{nanos}-");
-    // ~25,000 events (fork, exec, exit per echo): more than the 4 MiB the agent keeps in memory.
+    // ~25,000 events (fork, exec, exit per echo): more than the 2 MiB the agent keeps in memory.
     let n = 8000;
     let status = Command::new("/bin/sh")
         .args([

@@ -31,6 +31,10 @@ pub struct SelftestOptions {
     pub host_root: PathBuf,
     /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux.
     pub btf: Option<PathBuf>,
+    /// In the running agent: what its eBPF sensor attached. That sensor is the proof the BPF
+    /// checks look for, so no second program (and second parse of the kernel's BTF, tens of
+    /// MB for a moment) is loaded beside it.
+    pub running_sensor: Option<String>,
 }
 
 /// A check's verdict before it is timed and named.

@@ -52,7 +52,10 @@ pub struct SensorConfig {
     pub ring_buffer_bytes: u64,
     /// Most processes kept in the process cache.
     pub max_processes: usize,
-    /// How long an exited process stays in the cache (late events still find their process).
+    /// How long an exited process stays in the cache, so that its late events (a socket
+    /// closed as its file table is torn down, records still in the ring buffer) find it. The
+    /// ring buffer is read within a fraction of a second; longer only costs memory in an exec
+    /// storm (about 1 KB per process).
     pub exited_linger_secs: u64,
     /// Fallback sensor: interval between two reads of /proc.
     pub procfs_poll_ms: u64,
@@ -65,11 +68,11 @@ impl Default for SensorConfig {
     fn default() -> Self {
         SensorConfig {
             mode: SensorMode::Auto,
-            ring_buffer_bytes: 8 * 1024 * 1024,
+            ring_buffer_bytes: 4 * 1024 * 1024,
             max_processes: 65_536,
-            exited_linger_secs: 60,
+            exited_linger_secs: 5,
             procfs_poll_ms: 100,
-            subscriber_capacity: 65_536,
+            subscriber_capacity: 16_384,
             proc_root: PathBuf::from("/proc"),
         }
     }

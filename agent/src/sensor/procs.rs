@@ -264,6 +264,10 @@ impl ProcessCache {
         let linger = self.linger;
         self.map
             .retain(|_, e| e.exited.is_none_or(|t| now.duration_since(t) < linger));
+        // After a storm of short-lived processes the table would stay at its largest size.
+        if self.map.capacity() > 1024 && self.map.len() < self.map.capacity() / 4 {
+            self.map.shrink_to(self.map.len() * 2);
+        }
     }
 
     /// Over the bound: exited entries first, then the least recently touched, down to 90 %.

@@ -36,6 +36,8 @@ pub struct Agent {
     recorder: std::sync::OnceLock<Arc<Mutex<crate::flight_recorder::FlightRecorder>>>,
     /// Sensor mode and the reason for a fallback, for the heartbeat.
     sensor_status: Mutex<(String, Option<String>)>,
+    /// What the eBPF sensor attached, when it runs on eBPF (the self-test's BPF proof).
+    sensor_proof: Mutex<Option<String>>,
     /// Events the sensor reported lost (sum of `events_lost` counts seen).
     sensor_lost: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -97,6 +99,7 @@ impl Agent {
             outbox_bell: Notify::new(),
             recorder: std::sync::OnceLock::new(),
             sensor_status: Mutex::new(("off".into(), None)),
+            sensor_proof: Mutex::new(None),
             sensor_lost: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }))
     }
@@ -133,6 +136,7 @@ impl Agent {
         crate::selftest::SelftestOptions {
             state: self.state.clone(),
             host_root: self.options.volatile.host_root.clone(),
+            running_sensor: lock(&self.sensor_proof).clone(),
             btf,
         }
     }
@@ -172,6 +176,13 @@ fn start_recording(agent: &Arc<Agent>) -> Result<Option<crate::sensor::Sensor>> 
             status.tracepoints.len()
         ),
         Some(r) => tracing::warn!("sensor running in {:?} mode: {r}", status.mode),
+    }
+    if status.mode == crate::sensor::RunningMode::Ebpf {
+        *lock(&agent.sensor_proof) = Some(format!(
+            "the agent's eBPF sensor is loaded and attached to {} tracepoints, reading a {}-byte ring buffer",
+            status.tracepoints.len(),
+            status.ring_buffer_bytes.unwrap_or(0)
+        ));
     }
     *lock(&agent.sensor_status) = (
         match status.mode {
@@ -229,6 +240,8 @@ pub async fn run(agent: Arc<Agent>) -> Result<()> {
     );
     let a = agent.clone();
     let _sensor = tokio::task::spawn_blocking(move || start_recording(&a)).await??;
+    // Loading BPF parses the kernel's BTF (megabytes, needed once): give it back.
+    release_freed_memory();
     tokio::spawn(super::events::ship(
         agent.shipper.clone(),
         agent.connector.clone(),
@@ -243,6 +256,16 @@ pub async fn run(agent: Arc<Agent>) -> Result<()> {
     }
 }
 
+/// Returns memory freed after a one-off burst (BTF parsing, the self-test's probe) to the
+/// system, so the agent's resident size is what it keeps, not what it once needed.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The readiness self-test at start and then every `selftest_interval_secs`, each report sent
 /// to the collector; reports it could not take are retried every minute.
 async fn readiness_schedule(agent: Arc<Agent>) {
@@ -250,6 +273,7 @@ async fn readiness_schedule(agent: Arc<Agent>) {
     let interval = Duration::from_secs(agent.cfg.selftest_interval_secs);
     loop {
         let report = crate::selftest::run(&opts).await;
+        release_freed_memory();
         let (p, w, f) = report.counts();
         tracing::info!(
             "readiness self-test: {} ({p} pass, {w} warn, {f} fail) in {} ms",
@@ -446,6 +470,9 @@ async fn run_collection(agent: Arc<Agent>, req: CollectRequest) {
     let started = Instant::now();
     lock(&agent.running).insert(req.collection_id.clone());
     let (items, errors) = collect_and_upload(&agent, &req).await;
+    // The pipeline's chunk buffers (tens of MiB during a capture) are not needed between
+    // collections.
+    release_freed_memory();
     tracing::info!(
         "collection {} finished in {:.1}s: {} item(s), {} error(s)",
         req.collection_id,

@@ -64,17 +64,65 @@ impl Default for VolatileOptions {
 ///
 /// Never fails as a whole: what could not be read is listed in each document's `errors`.
 pub fn collect(opts: &VolatileOptions) -> Vec<Artifact> {
-    // Processes first: they change fastest, and their fd tables tell who owns each socket.
-    let procs = processes::collect(opts);
-    let net = network::collect(opts, &procs.socket_owners, &procs.net_namespaces);
-    vec![
-        host::collect(opts),
-        procs.artifact,
-        net,
-        kernel::collect(opts),
-        mounts::collect(opts),
-        users::collect(opts),
-    ]
+    let docs = Documents::new(opts.clone());
+    DOCUMENTS.iter().filter_map(|n| docs.produce(n)).collect()
+}
+
+/// The volatile documents, in the order a collection sends them.
+pub const DOCUMENTS: [&str; 6] = [
+    "host.json",
+    "processes.json",
+    "network.json",
+    "kernel.json",
+    "mounts.json",
+    "users.json",
+];
+
+/// The volatile documents, each read when its item is produced: the first (host.json, a few
+/// milliseconds) is on its way to the collector while the rest are read. Processes and
+/// network share one pass (the processes' fd tables tell who owns each socket).
+pub struct Documents {
+    opts: VolatileOptions,
+    /// network.json, read with processes.json and waiting for its turn.
+    network: std::sync::Mutex<Option<Artifact>>,
+}
+
+impl Documents {
+    pub fn new(opts: VolatileOptions) -> Documents {
+        Documents {
+            opts,
+            network: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// One document of [`DOCUMENTS`] (`None` for another name).
+    pub fn produce(&self, name: &str) -> Option<Artifact> {
+        let opts = &self.opts;
+        let mut network = self.network.lock().unwrap_or_else(|p| p.into_inner());
+        Some(match name {
+            "host.json" => host::collect(opts),
+            "processes.json" => {
+                let procs = processes::collect(opts);
+                *network = Some(network::collect(
+                    opts,
+                    &procs.socket_owners,
+                    &procs.net_namespaces,
+                ));
+                procs.artifact
+            }
+            "network.json" => match network.take() {
+                Some(n) => n,
+                None => {
+                    let procs = processes::collect(opts);
+                    network::collect(opts, &procs.socket_owners, &procs.net_namespaces)
+                }
+            },
+            "kernel.json" => kernel::collect(opts),
+            "mounts.json" => mounts::collect(opts),
+            "users.json" => users::collect(opts),
+            _ => return None,
+        })
+    }
 }
 
 /// One thing that could not be read, as it appears in a document's `errors` array.
