@@ -195,6 +195,21 @@ pub(crate) fn parse_time(s: &str, what: &str) -> ApiResult<i64> {
         })
 }
 
+/// The one host `id` names (agent id, hostname, instance id or machine id).
+fn one_host(state: &S, id: &str) -> ApiResult<crate::db::HostRow> {
+    match state.db().find_hosts(id)?.as_slice() {
+        [h] => Ok(h.clone()),
+        [] => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no host matches {id:?}"),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{id:?} matches several hosts; use an agent id"),
+        )),
+    }
+}
+
 /// Live events a host's sensor sent, by time.
 async fn host_events(
     AxState(state): AxState<S>,
@@ -203,21 +218,7 @@ async fn host_events(
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
-    let host = match state.db().find_hosts(&id)?.as_slice() {
-        [h] => h.clone(),
-        [] => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no host matches {id:?}"),
-            ))
-        }
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("{id:?} matches several hosts; use an agent id"),
-            ))
-        }
-    };
+    let host = one_host(&state, &id)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
     let from = q
         .from
@@ -256,21 +257,7 @@ async fn host_readiness(
     Query(q): Query<ReadinessQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
-    let host = match state.db().find_hosts(&id)?.as_slice() {
-        [h] => h.clone(),
-        [] => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no host matches {id:?}"),
-            ))
-        }
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("{id:?} matches several hosts; use an agent id"),
-            ))
-        }
-    };
+    let host = one_host(&state, &id)?;
     let history = state
         .db()
         .readiness_history(&host.id, q.limit.unwrap_or(100).min(10_000))?;

@@ -8,7 +8,6 @@ use super::bodyfile;
 use super::glob;
 use super::profile::{Action, Artifact, PathPattern, Profile};
 use super::walk::{self, EntryType, Stat};
-use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -501,17 +500,7 @@ impl Walker<'_> {
 
 fn hash_file(dir: BorrowedFd<'_>, name: &[u8], cap: u64) -> std::io::Result<String> {
     let f = walk::open_file_at(dir, name)?;
-    let mut h = Sha256::new();
-    let mut r = f.take(cap);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    crate::capture::sha256_of(f.take(cap))
 }
 
 /// The root to collect from: `/`, or the root of the process (`pid`) or container

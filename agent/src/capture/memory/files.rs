@@ -7,12 +7,10 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::maps::Mapping;
 
@@ -103,19 +101,6 @@ pub fn build_id(f: &File) -> Option<String> {
     None
 }
 
-fn sha256_of(mut f: &File) -> std::io::Result<String> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 /// The distinct files among `maps`, identified.
 pub fn identify(
     proc_root: &Path,
@@ -155,7 +140,7 @@ pub fn identify(
                     Some(v) => v.clone(),
                     None => {
                         let b = build_id(&f);
-                        let s = match sha256_of(&f) {
+                        let s = match crate::capture::sha256_of(&f) {
                             Ok(s) => Some(s),
                             Err(e) => {
                                 entry.error = Some(format!("cannot hash: {e}"));
