@@ -120,13 +120,22 @@ impl Enricher {
         let mut c = p.clone();
         c.tid = None;
         let start = (start_ns != 0).then_some(start_ns);
+        // An exec under the pid of an exited process is a new process (pid reuse): its own
+        // exit must not look like a repeat.
+        let reused = self.cache.is_exited(p.pid);
         match self.cache.get_mut(p.pid) {
-            Some(slot) => *slot = c,
-            None => self.cache.insert(c, start),
+            Some(slot) if !reused => *slot = c,
+            _ => self.cache.insert(c, start),
         }
         if let Some(s) = start {
             self.cache.set_start(p.pid, s);
         }
+    }
+
+    /// An exit of a process whose exit was already reported (and not followed by a new
+    /// process with that pid).
+    pub fn repeated_exit(&self, raw: &RawEvent) -> bool {
+        matches!(raw.body, RawBody::Exit { .. }) && self.cache.is_exited(raw.hdr.task.tgid)
     }
 
     pub fn event(&mut self, raw: RawEvent) -> Event {

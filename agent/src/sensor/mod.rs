@@ -374,6 +374,12 @@ fn ebpf_loop(mut l: ebpf::Loaded, en: &mut Enricher, hub: &Hub, stop: &AtomicBoo
             };
             match decoded {
                 Ok(raw) => {
+                    // Two threads leaving at once can both see the thread group empty in the
+                    // kernel (the exit check reads `signal->live`, not its own decrement):
+                    // the process's exit is reported once.
+                    if en.repeated_exit(&raw) {
+                        continue;
+                    }
                     let ev = en.event(raw);
                     hub.send(&ev, &now);
                 }
