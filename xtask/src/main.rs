@@ -100,6 +100,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("capsh", "libcap2-bin"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("cpio", "cpio"),
+    // The memory tests build their fixture with the system C compiler.
+    ("cc", "gcc"),
     ("unshare", "util-linux"),
     ("python3", "python3"),
 ];

@@ -171,11 +171,32 @@ fn python_tools() -> Result<()> {
         return Ok(());
     }
     if !bin.join("pip").is_file() {
-        let mut venv = Command::new("python3");
-        venv.args(["-m", "venv"]).arg(&dir);
-        run_inherit(venv).map_err(|e| {
-            e.context("cannot create a Python virtualenv: install python3 and python3-venv")
-        })?;
+        let make = || {
+            let mut venv = Command::new("python3");
+            venv.args(["-m", "venv"]).arg(&dir);
+            run_inherit(venv)
+        };
+        if make().is_err() {
+            // Debian's python3 ships without venv and ensurepip.
+            if !is_root() || !have_command("apt-get") {
+                bail!("cannot create a Python virtualenv: install python3-venv (as root: `cargo xtask setup`)");
+            }
+            let mut install = Command::new("apt-get");
+            install
+                .args([
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    "python3-venv",
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive");
+            run_inherit(install)?;
+            let _ = std::fs::remove_dir_all(&dir); // a half-made venv
+            make().map_err(|e| {
+                e.context("cannot create a Python virtualenv even with python3-venv")
+            })?;
+        }
     }
     let mut pip = Command::new(bin.join("pip"));
     pip.args(["install", "-q", "--disable-pip-version-check"])
