@@ -5,21 +5,23 @@
 use super::{dedup_key, Event, Parsed};
 use serde_json::Value;
 
+/// The snapshot's JSON, or `None` with the whole item kept as one unparsed event.
+fn document(data: &[u8], mtime_ns: i64, name: &str, out: &mut Parsed) -> Option<Value> {
+    match serde_json::from_slice(data) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            out.unparsed(mtime_ns, name, name, &format!("not JSON: {e}"));
+            None
+        }
+    }
+}
+
 /// `processes.json` → one `process_start` per process with a start time (kernel threads left
 /// out: they start at boot and say nothing about an intrusion).
 pub fn processes(data: &[u8], mtime_ns: i64) -> Parsed {
     let mut out = Parsed::default();
-    let doc: Value = match serde_json::from_slice(data) {
-        Ok(v) => v,
-        Err(e) => {
-            out.unparsed(
-                mtime_ns,
-                "processes.json",
-                "processes.json",
-                &format!("not JSON: {e}"),
-            );
-            return out;
-        }
+    let Some(doc) = document(data, mtime_ns, "processes.json", &mut out) else {
+        return out;
     };
     for p in doc["processes"]
         .as_array()
@@ -87,17 +89,8 @@ pub fn processes(data: &[u8], mtime_ns: i64) -> Parsed {
 /// `network.json` → the sockets seen at the snapshot: connections and listeners.
 pub fn network(data: &[u8], mtime_ns: i64) -> Parsed {
     let mut out = Parsed::default();
-    let doc: Value = match serde_json::from_slice(data) {
-        Ok(v) => v,
-        Err(e) => {
-            out.unparsed(
-                mtime_ns,
-                "network.json",
-                "network.json",
-                &format!("not JSON: {e}"),
-            );
-            return out;
-        }
+    let Some(doc) = document(data, mtime_ns, "network.json", &mut out) else {
+        return out;
     };
     let t = doc["collected_at"]
         .as_str()

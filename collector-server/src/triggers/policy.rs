@@ -80,22 +80,27 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// GuardDuty's and plain triggers' default: their severity names the profile.
+fn by_severity() -> Mapping {
+    Mapping {
+        severity: map(&[
+            ("critical", "full"),
+            ("high", "full"),
+            ("medium", "memory"),
+            ("low", "triage"),
+        ]),
+        rules: BTreeMap::new(),
+        default: "triage".into(),
+    }
+}
+
 impl Default for TriggerConfig {
     fn default() -> Self {
         TriggerConfig {
             dedup_window_secs: 900,
             rate_limit_per_host: 6,
             rate_window_secs: 3600,
-            guardduty: Mapping {
-                severity: map(&[
-                    ("critical", "full"),
-                    ("high", "full"),
-                    ("medium", "memory"),
-                    ("low", "triage"),
-                ]),
-                rules: BTreeMap::new(),
-                default: "triage".into(),
-            },
+            guardduty: by_severity(),
             falco: Mapping {
                 severity: map(&[
                     ("emergency", "full"),
@@ -110,16 +115,7 @@ impl Default for TriggerConfig {
                 rules: BTreeMap::new(),
                 default: "triage".into(),
             },
-            generic: Mapping {
-                severity: map(&[
-                    ("critical", "full"),
-                    ("high", "full"),
-                    ("medium", "memory"),
-                    ("low", "triage"),
-                ]),
-                rules: BTreeMap::new(),
-                default: "triage".into(),
-            },
+            generic: by_severity(),
         }
     }
 }

@@ -211,17 +211,11 @@ impl Walker<'_> {
         let (prefix, rest) = full.split_at(prefix_len);
         let mut prefix_path = b"/".to_vec();
         prefix_path.extend_from_slice(&prefix.join(&b'/'));
-        let base = match walk::open_dir_in_root(root, prefix) {
-            Ok(fd) => Arc::new(fd),
-            Err(e) if is_not_found(&e) => return,
-            Err(e) => {
-                self.errors.push(format!(
-                    "{}: cannot open: {e}",
-                    String::from_utf8_lossy(&prefix_path)
-                ));
-                return;
-            }
+        let Some(base) = self.found(walk::open_dir_in_root(root, prefix), "open", &prefix_path)
+        else {
+            return;
         };
+        let base = Arc::new(base);
         let here = Here {
             base: &base,
             dir: base.as_fd(),
@@ -295,18 +289,26 @@ impl Walker<'_> {
         }
     }
 
-    fn visit(&mut self, a: &Artifact, here: Here<'_>, name: &[u8], rest: &[Vec<u8>]) {
-        let path = join(here.dir_path, name);
-        let st = match walk::stat_at(here.dir, name) {
-            Ok(st) => st,
-            Err(e) if is_not_found(&e) => return,
+    /// The value of `r`; a path that does not exist is skipped quietly (profiles name paths
+    /// many hosts lack), any other error is noted against the path.
+    fn found<T>(&mut self, r: std::io::Result<T>, what: &str, path: &[u8]) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) if is_not_found(&e) => None,
             Err(e) => {
                 self.errors.push(format!(
-                    "{}: cannot stat: {e}",
-                    String::from_utf8_lossy(&path)
+                    "{}: cannot {what}: {e}",
+                    String::from_utf8_lossy(path)
                 ));
-                return;
+                None
             }
+        }
+    }
+
+    fn visit(&mut self, a: &Artifact, here: Here<'_>, name: &[u8], rest: &[Vec<u8>]) {
+        let path = join(here.dir_path, name);
+        let Some(st) = self.found(walk::stat_at(here.dir, name), "stat", &path) else {
+            return;
         };
         if a.exclude.iter().any(|x| glob::matches(x, &path)) {
             return;
