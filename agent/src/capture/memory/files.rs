@@ -5,7 +5,7 @@
 //! is mapped even after it was deleted or replaced on disk; the path is the fallback. They are
 //! read with `pread`, never mapped: a file truncated under us must give an error, not SIGBUS.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
@@ -108,11 +108,10 @@ pub fn identify(
     maps: &[Mapping],
     cache: &mut FileCache,
 ) -> Vec<MappedFile> {
-    let mut seen: HashMap<(String, u64), usize> = HashMap::new();
+    let mut seen: HashSet<(&str, u64)> = HashSet::new();
     let mut out: Vec<MappedFile> = Vec::new();
     for m in maps.iter().filter(|m| m.is_file()) {
-        if let Some(&i) = seen.get(&(m.dev.clone(), m.inode)) {
-            let _ = i;
+        if !seen.insert((m.dev.as_str(), m.inode)) {
             continue;
         }
         let deleted = m.path.ends_with(" (deleted)");
@@ -158,7 +157,6 @@ pub fn identify(
             }
             Err(e) => entry.error = Some(format!("cannot open: {e}")),
         }
-        seen.insert((m.dev.clone(), m.inode), out.len());
         out.push(entry);
     }
     out
