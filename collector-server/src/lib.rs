@@ -20,9 +20,7 @@
 //! - [`timeline`]: one table of events from every source (sensor, logs, histories, file
 //!   times, snapshots): parsers, query with facets, export.
 //! - [`triggers`]: GuardDuty, Falco and plain JSON alerts → collections on the right host.
-//! - [`analyst`]: `cairn`, the analyst CLI over the API.
 
-pub mod analyst;
 pub mod api;
 pub mod authority;
 pub mod custody;

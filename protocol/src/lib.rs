@@ -11,12 +11,14 @@
 //! - [`wire`]: versioned messages and the length-prefixed frame they travel in.
 //! - [`custody`]: chain-of-custody records and how their hash chain is computed.
 //! - [`readiness`]: the self-test report an agent sends and the collector keeps as history.
+//! - [`rfc3339`]: the one text format of times in manifests, custody and the API.
 
 pub mod chunk;
 pub mod custody;
 pub mod manifest;
 pub mod pipeline;
 pub mod readiness;
+pub mod rfc3339;
 pub mod wire;
 
 /// Raw size of every chunk but the last of an item.
@@ -41,9 +43,24 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
+/// SHA-256 of everything a reader gives, hex; read 1 MiB at a time.
+pub fn sha256_reader(mut r: impl std::io::Read) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 /// Current time as RFC 3339 UTC with nanoseconds.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+    rfc3339::now()
 }

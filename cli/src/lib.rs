@@ -1,4 +1,6 @@
 //! `cairn`, the analyst CLI: everything goes through the HTTP API, as a detection system's would.
+//! It depends on the protocol crate only (custody records, collection records), never on the
+//! collector: what it can do, a script with a token can do too.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};

@@ -3,9 +3,9 @@
 use clap::Parser;
 
 fn main() {
-    let cli = cairn_collector::analyst::Cli::parse();
+    let cli = cairn_cli::Cli::parse();
     let code = match tokio::runtime::Runtime::new() {
-        Ok(rt) => match rt.block_on(cairn_collector::analyst::run(cli)) {
+        Ok(rt) => match rt.block_on(cairn_cli::run(cli)) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -1,0 +1,1 @@
+//! (being written: the one loopback harness of tests/ and xtask.)
