@@ -5,17 +5,17 @@
 //! checks its ed25519 signature, then re-reads every stored chunk of every sealed item and
 //! compares it with the hashes the custody log recorded when the item was sealed.
 
-use crate::db::Db;
-use crate::store::{codec_parse, ChunkStore};
-use anyhow::Result;
+use crate::error::{Error, Result};
+use crate::evidence::ItemChunks;
+use crate::storage::Stores;
 use cairn_protocol::custody::{verify_chain, CustodyRecord, GENESIS_HASH};
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 
 pub struct Custody {
     key: SigningKey,
+    stores: Stores,
     append_lock: Mutex<()>,
 }
 
@@ -33,9 +33,10 @@ pub struct VerifyReport {
 }
 
 impl Custody {
-    pub fn new(key: SigningKey) -> Arc<Custody> {
+    pub fn new(key: SigningKey, stores: Stores) -> Arc<Custody> {
         Arc::new(Custody {
             key,
+            stores,
             append_lock: Mutex::new(()),
         })
     }
@@ -46,23 +47,25 @@ impl Custody {
 
     pub fn append(
         &self,
-        db: &Db,
         collection_id: &str,
         actor: &str,
         action: &str,
         details: serde_json::Value,
     ) -> Result<CustodyRecord> {
         let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (seq, prev_hash) = match db.custody_tail(collection_id)? {
+        let meta = &self.stores.meta;
+        let (seq, prev_hash) = match meta.custody_tail(collection_id)? {
             Some((seq, hash)) => (seq + 1, hash),
             None => (0, GENESIS_HASH.to_string()),
         };
         // Round-trip details through text so the hash covers exactly what is stored.
-        let details: serde_json::Value = serde_json::from_str(&serde_json::to_string(&details)?)?;
+        let details: serde_json::Value = serde_json::to_string(&details)
+            .and_then(|t| serde_json::from_str(&t))
+            .map_err(|e| Error::Internal(format!("custody details: {e}")))?;
         let mut r = CustodyRecord {
             collection_id: collection_id.to_string(),
             seq,
-            time: cairn_protocol::now_rfc3339(),
+            time: cairn_protocol::rfc3339::now(),
             actor: actor.to_string(),
             action: action.to_string(),
             details,
@@ -71,15 +74,16 @@ impl Custody {
             signature: String::new(),
         };
         r.hash = r.compute_hash();
-        let hash_bytes = hex::decode(&r.hash)?;
+        let hash_bytes =
+            hex::decode(&r.hash).map_err(|e| Error::Internal(format!("record hash: {e}")))?;
         r.signature = hex::encode(self.key.sign(&hash_bytes).to_bytes());
-        db.insert_custody(&r)?;
+        meta.insert_custody(&r)?;
         Ok(r)
     }
 
     /// Check the collection's chain and every stored byte of its sealed items.
-    pub fn verify(&self, db: &Db, store: &ChunkStore, collection_id: &str) -> Result<VerifyReport> {
-        let records = db.custody_records(collection_id)?;
+    pub fn verify(&self, collection_id: &str) -> Result<VerifyReport> {
+        let records = self.stores.meta.custody_records(collection_id)?;
         let mut report = VerifyReport {
             collection_id: collection_id.to_string(),
             ok: false,
@@ -111,7 +115,7 @@ impl Custody {
                 .unwrap_or_default()
                 .to_string();
             report.items_checked += 1;
-            if let Err(e) = verify_item(db, store, &item_id, &sealed_sha, &mut report) {
+            if let Err(e) = self.verify_item(&item_id, &sealed_sha, &mut report) {
                 report.error = Some(format!("item {item_id} ({name}): {e}"));
                 report.bad_item = Some(item_id);
                 return Ok(report);
@@ -119,6 +123,45 @@ impl Custody {
         }
         report.ok = true;
         Ok(report)
+    }
+
+    /// Re-read an item's chunks in order: each must match its hash, the whole `sealed_sha`.
+    fn verify_item(
+        &self,
+        item_id: &str,
+        sealed_sha: &str,
+        report: &mut VerifyReport,
+    ) -> std::result::Result<(), String> {
+        let item = self
+            .stores
+            .meta
+            .get_item(item_id)
+            .map_err(|e| e.to_string())?
+            .ok_or("is in the custody log but not in the database")?;
+        if item.sha256.as_deref() != Some(sealed_sha) {
+            return Err(format!(
+                "database says SHA-256 {}, custody sealed {sealed_sha}",
+                item.sha256.unwrap_or_default()
+            ));
+        }
+        let chunks = ItemChunks::open(&self.stores, item_id).map_err(|e| e.to_string())?;
+        if Some(chunks.len() as u64) != item.chunk_count {
+            return Err(format!(
+                "has {} chunks stored, {} sealed",
+                chunks.len(),
+                item.chunk_count.unwrap_or(0)
+            ));
+        }
+        let whole = chunks.rehash().map_err(|e| e.to_string())?;
+        report.chunks_checked += whole.chunks;
+        report.bytes_checked += whole.bytes;
+        let computed = whole.sha256;
+        if computed != sealed_sha {
+            return Err(format!(
+                "reassembled bytes hash to {computed}, sealed as {sealed_sha}"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -132,61 +175,28 @@ fn check_signature(vk: &VerifyingKey, hash_hex: &str, sig_hex: &str) -> bool {
     vk.verify(&hash, &sig).is_ok()
 }
 
-/// Re-read an item's chunks in order: each must match its hash, the whole must match `sealed_sha`.
-pub fn verify_item(
-    db: &Db,
-    store: &ChunkStore,
-    item_id: &str,
-    sealed_sha: &str,
-    report: &mut VerifyReport,
-) -> Result<()> {
-    let item = db
-        .get_item(item_id)?
-        .ok_or_else(|| anyhow::anyhow!("is in the custody log but not in the database"))?;
-    if item.sha256.as_deref() != Some(sealed_sha) {
-        anyhow::bail!(
-            "database says SHA-256 {}, custody sealed {sealed_sha}",
-            item.sha256.unwrap_or_default()
-        );
-    }
-    let mut whole = Sha256::new();
-    let chunks = db.item_chunks(item_id)?;
-    if Some(chunks.len() as u64) != item.chunk_count {
-        anyhow::bail!(
-            "has {} chunks stored, {} sealed",
-            chunks.len(),
-            item.chunk_count.unwrap_or(0)
-        );
-    }
-    for c in chunks {
-        let (codec, _) = db
-            .blob_codec(&c.sha256)?
-            .ok_or_else(|| anyhow::anyhow!("chunk {} is not in the blob table", c.index))?;
-        let raw = store
-            .get(&c.sha256, codec_parse(&codec)?, c.raw_len, c.index)
-            .map_err(|e| anyhow::anyhow!("chunk {}: {e}", c.index))?;
-        whole.update(&raw);
-        report.chunks_checked += 1;
-        report.bytes_checked += raw.len() as u64;
-    }
-    let computed = hex::encode(whole.finalize());
-    if computed != sealed_sha {
-        anyhow::bail!("reassembled bytes hash to {computed}, sealed as {sealed_sha}");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::storage::chunk_dir::ChunkDir;
+    use crate::storage::sqlite::Sqlite;
+    use crate::storage::{CollectionOrigin, CollectionStatus};
     use cairn_protocol::manifest::CollectRequest;
 
-    fn setup() -> (tempfile::TempDir, Db, Arc<Custody>, ChunkStore) {
+    fn stores(dir: &std::path::Path) -> Stores {
+        Stores {
+            meta: Arc::new(Sqlite::open(&dir.join("t.db")).unwrap()),
+            blobs: Arc::new(ChunkDir::new(dir.join("chunks"), false)),
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Arc<Custody>, SigningKey) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::create(&dir.path().join("t.db")).unwrap();
-        let custody = Custody::new(SigningKey::generate(&mut rand::rngs::OsRng));
-        let store = ChunkStore::new(dir.path().join("chunks"), false);
-        db.insert_enrolled_host("h1", "web-1", "fp").unwrap();
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let s = stores(dir.path());
+        let custody = Custody::new(key.clone(), s.clone());
+        s.meta.insert_enrolled_host("h1", "web-1", "fp").unwrap();
         let req = CollectRequest {
             collection_id: "c1".into(),
             profile: "volatile".into(),
@@ -197,27 +207,31 @@ mod tests {
             container_id: None,
             devices: Vec::new(),
         };
-        db.insert_collection("h1", &req, "requested", "live")
+        s.meta
+            .insert_collection(
+                "h1",
+                &req,
+                CollectionStatus::Requested,
+                CollectionOrigin::Live,
+            )
             .unwrap();
         for action in ["trigger_received", "command_sent", "command_accepted"] {
             custody
-                .append(
-                    &db,
-                    "c1",
-                    "collector",
-                    action,
-                    serde_json::json!({"n": action}),
-                )
+                .append("c1", "collector", action, serde_json::json!({"n": action}))
                 .unwrap();
         }
-        (dir, db, custody, store)
+        (dir, custody, key)
+    }
+
+    fn reopen(dir: &tempfile::TempDir, key: SigningKey) -> Arc<Custody> {
+        Custody::new(key, stores(dir.path()))
     }
 
     #[test]
     fn altered_record_is_named_by_sequence_number() {
-        let (dir, db, custody, store) = setup();
-        assert!(custody.verify(&db, &store, "c1").unwrap().ok);
-        drop(db);
+        let (dir, custody, key) = setup();
+        assert!(custody.verify("c1").unwrap().ok);
+        drop(custody);
         let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
         conn.execute(
             "UPDATE custody SET actor = 'someone-else' WHERE seq = 1",
@@ -225,8 +239,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let db = Db::open(&dir.path().join("t.db")).unwrap();
-        let r = custody.verify(&db, &store, "c1").unwrap();
+        let r = reopen(&dir, key).verify("c1").unwrap();
         assert!(!r.ok);
         let e = r.error.unwrap();
         assert!(e.contains("custody record 1"), "{e}");
@@ -234,19 +247,21 @@ mod tests {
 
     #[test]
     fn deleted_record_and_foreign_signature_are_caught() {
-        let (dir, db, custody, store) = setup();
-        drop(db);
+        let (dir, custody, key) = setup();
+        drop(custody);
         let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
         conn.execute("DELETE FROM custody WHERE seq = 1", [])
             .unwrap();
         drop(conn);
-        let db = Db::open(&dir.path().join("t.db")).unwrap();
-        assert!(!custody.verify(&db, &store, "c1").unwrap().ok);
+        assert!(!reopen(&dir, key).verify("c1").unwrap().ok);
 
         // The same chain checked with another collector's key fails on the first signature.
-        let (_d2, db2, _c, store2) = setup();
-        let other = Custody::new(SigningKey::generate(&mut rand::rngs::OsRng));
-        let r = other.verify(&db2, &store2, "c1").unwrap();
+        let (dir2, _c, _k) = setup();
+        let other = Custody::new(
+            SigningKey::generate(&mut rand::rngs::OsRng),
+            stores(dir2.path()),
+        );
+        let r = other.verify("c1").unwrap();
         assert!(r.error.unwrap().contains("signature"));
     }
 }

@@ -10,12 +10,12 @@
 //! ```
 
 use crate::authority::Authority;
-use crate::db::{Db, Role};
+use crate::storage::sqlite::Sqlite;
+use crate::storage::{Role, TokenStore};
 use anyhow::{bail, Context, Result};
+use cairn_private_fs::write_secret;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -32,19 +32,6 @@ pub struct InitReport {
     pub enrollment_token_uses: u32,
     pub enrollment_token_expires_at: String,
     pub admin_token: String,
-}
-
-pub fn write_secret(path: &Path, contents: &[u8]) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    Ok(())
 }
 
 impl DataDir {
@@ -101,7 +88,23 @@ impl DataDir {
         }
     }
 
-    pub fn open_db(&self) -> Result<Db> {
+    /// The TLS certificate chain and key the QUIC and HTTPS listeners present.
+    pub fn server_identity(
+        &self,
+    ) -> Result<(
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    )> {
+        let certs = rustls_pemfile::certs(&mut self.server_cert_pem()?.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .context("server.pem is not a PEM certificate chain")?;
+        let key = rustls_pemfile::private_key(&mut self.server_key_pem()?.as_bytes())
+            .context("server.key is not a PEM private key")?
+            .context("server.key holds no private key")?;
+        Ok((certs, key))
+    }
+
+    pub fn open_db(&self) -> Result<Sqlite> {
         let p = self.path("cairn.db");
         if !p.exists() {
             bail!(
@@ -110,7 +113,7 @@ impl DataDir {
                 self.root.display()
             );
         }
-        Db::open(&p)
+        Ok(Sqlite::open(&p)?)
     }
 
     /// Create a new data directory. Refuses to touch one that already holds a CA.
@@ -152,7 +155,7 @@ impl DataDir {
             .map_err(|e| anyhow::anyhow!("cannot encode the custody key: {e}"))?;
         write_secret(&self.path("custody.key"), pem.as_bytes())?;
 
-        let db = Db::create(&self.path("cairn.db"))?;
+        let db = Sqlite::open(&self.path("cairn.db"))?;
         let admin = db.create_api_token("admin", Role::Admin)?;
         write_secret(&self.path("admin.token"), format!("{admin}\n").as_bytes())?;
         let uses = 100;
@@ -172,14 +175,9 @@ impl DataDir {
     }
 }
 
+/// A Unix time as RFC 3339, or the number when out of range.
 pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
+    cairn_protocol::rfc3339::from_unix(unix).unwrap_or_else(|| unix.to_string())
 }
 
 /// Parse `30s`, `10m`, `2h`, `7d` (or bare seconds) into seconds.

@@ -1,26 +1,19 @@
 //! The item state machine shared by live uploads (QUIC) and imports (HTTP): begin, chunks, end.
 //!
-//! Every chunk is decompressed and re-hashed before it is stored and acknowledged; at the end
-//! the whole item is re-hashed and compared with the agent's manifest. Only then is it sealed
-//! and the seal written to the custody log. It is synchronous on purpose: callers run it on a
-//! blocking thread, off the async executor, because it is all hashing, zstd and disk I/O.
+//! Frame order is enforced here once ([`first_frame`], [`next_frame`]): `item_begin`, then
+//! chunks, then `item_end` with the manifest. Every chunk is decompressed and re-hashed before
+//! it is stored and acknowledged; at the end the whole item is re-hashed and compared with the
+//! agent's manifest, and only then sealed. What sealing means beyond the item (custody, the
+//! timeline) is the domain's business: this module knows items and chunks only. It is
+//! synchronous on purpose: callers run it on a blocking thread, because it is all hashing,
+//! zstd and disk I/O.
 
-use crate::custody::Custody;
-use crate::db::Db;
-use crate::store::{codec_name, codec_parse, ChunkStore};
-use cairn_protocol::chunk::Chunk;
+use crate::evidence::{self, EvidenceError};
+use crate::storage::{BlobError, ChunkRow, ItemStatus, StorageError, Stores};
+use cairn_protocol::chunk::{Chunk, Codec};
 use cairn_protocol::manifest::{ItemHeader, ItemManifest};
-use serde_json::json;
+use cairn_protocol::wire::{Frame, Message};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
-
-/// What the ingest path needs from the collector.
-#[derive(Clone)]
-pub struct Ctx {
-    pub db: Arc<Db>,
-    pub store: ChunkStore,
-    pub custody: Arc<Custody>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -30,17 +23,54 @@ pub enum IngestError {
     WrongHost { collection: String },
     #[error("bad item: {0}")]
     BadItem(String),
+    #[error("bad item stream: {0}")]
+    Frames(String),
     #[error("chunk rejected: {0}")]
     Chunk(String),
     #[error("item rejected: {0}")]
     Rejected(String),
     #[error("collector storage error: {0}")]
-    Storage(String),
+    Storage(#[from] StorageError),
+    #[error("collector blob store error: {0}")]
+    Blob(#[from] BlobError),
+    #[error("reading stored evidence: {0}")]
+    Evidence(#[from] EvidenceError),
 }
 
-impl From<anyhow::Error> for IngestError {
-    fn from(e: anyhow::Error) -> Self {
-        IngestError::Storage(format!("{e:#}"))
+/// What follows `item_begin` on an item stream.
+#[derive(Debug)]
+pub enum ItemFrame {
+    Chunk(Chunk),
+    End(Box<ItemManifest>),
+}
+
+/// The frame that opens an item stream: `item_begin` with the item's header.
+pub fn first_frame(frame: Option<Frame>) -> Result<ItemHeader, IngestError> {
+    match frame {
+        Some(Frame::Message(Message::ItemBegin(h))) => Ok(*h),
+        Some(Frame::Message(m)) => Err(IngestError::Frames(format!(
+            "an item stream must start with item_begin, not {}",
+            m.name()
+        ))),
+        Some(Frame::Chunk(_)) => Err(IngestError::Frames(
+            "an item stream must start with item_begin, not a chunk".into(),
+        )),
+        None => Err(IngestError::Frames("the item stream is empty".into())),
+    }
+}
+
+/// A frame after `item_begin`: a chunk, or `item_end` with the manifest; nothing else.
+pub fn next_frame(frame: Option<Frame>, item_id: &str) -> Result<ItemFrame, IngestError> {
+    match frame {
+        Some(Frame::Chunk(c)) => Ok(ItemFrame::Chunk(c)),
+        Some(Frame::Message(Message::ItemEnd(m))) => Ok(ItemFrame::End(m)),
+        Some(Frame::Message(m)) => Err(IngestError::Frames(format!(
+            "unexpected {} in item stream {item_id}: after item_begin come chunks, then item_end",
+            m.name()
+        ))),
+        None => Err(IngestError::Frames(format!(
+            "item stream {item_id} ended before its manifest (item_end): truncated?"
+        ))),
     }
 }
 
@@ -48,7 +78,7 @@ impl From<anyhow::Error> for IngestError {
 /// Independent of other chunks, so several run in parallel; the running item hash is
 /// [`ItemIngest::fold`]'s job.
 pub fn verify_and_store(
-    ctx: &Ctx,
+    stores: &Stores,
     item_id: &str,
     chunk_size: u64,
     chunk: Chunk,
@@ -68,48 +98,37 @@ pub fn verify_and_store(
         std::borrow::Cow::Borrowed(_) => None,
         std::borrow::Cow::Owned(raw) => Some(raw),
     };
-    ctx.store
-        .put(&chunk)
-        .map_err(|e| IngestError::Storage(e.to_string()))?;
-    ctx.db.record_chunk(
+    let sha = h.sha256_hex();
+    // All-zero chunks are stored as nothing at all: their hash says what they are.
+    if h.codec != Codec::Zero {
+        stores.blobs.put(&sha, &chunk.payload)?;
+    }
+    stores.meta.record_chunk(
         item_id,
         h.index,
-        &h.sha256_hex(),
+        &sha,
         u64::from(h.raw_len),
-        codec_name(h.codec),
+        h.codec,
         u64::from(h.stored_len),
     )?;
     Ok(decoded.unwrap_or(chunk.payload))
 }
 
-/// A stored chunk's raw bytes, verified against its hash on the way out of the store.
-pub fn read_chunk(ctx: &Ctx, c: &crate::db::ChunkRow) -> Result<Vec<u8>, IngestError> {
-    let (codec, _) = ctx
-        .db
-        .blob_codec(&c.sha256)?
-        .ok_or_else(|| IngestError::Storage(format!("chunk {} has no blob row", c.index)))?;
-    ctx.store
-        .get(
-            &c.sha256,
-            codec_parse(&codec).map_err(|e| IngestError::Storage(e.to_string()))?,
-            c.raw_len,
-            c.index,
-        )
-        .map_err(|e| IngestError::Storage(e.to_string()))
-}
-
 /// How an item stream opens.
 pub enum Opened {
-    /// Send these chunks again only if they are not listed.
-    Held(Vec<u64>, Box<ItemIngest>),
+    /// Send these chunks again only if they are not listed. `new`: the item was not known.
+    Held {
+        held: Vec<u64>,
+        ingest: Box<ItemIngest>,
+        new: bool,
+    },
     /// The item was sealed before (the agent lost our answer): nothing to send.
     AlreadySealed(String),
 }
 
 pub struct ItemIngest {
-    ctx: Ctx,
+    stores: Stores,
     header: ItemHeader,
-    actor: String,
     /// Running SHA-256 over chunks 0..next, valid while chunks arrive in order.
     hasher: Sha256,
     next: u64,
@@ -126,10 +145,9 @@ fn valid_id(s: &str) -> bool {
 impl ItemIngest {
     /// Open an item. `host_id`, when given, must own the collection (live uploads).
     pub fn begin(
-        ctx: &Ctx,
+        stores: &Stores,
         header: ItemHeader,
         host_id: Option<&str>,
-        actor: &str,
     ) -> Result<Opened, IngestError> {
         if !valid_id(&header.item_id) {
             return Err(IngestError::BadItem(format!(
@@ -143,8 +161,8 @@ impl ItemIngest {
                 header.chunk_size
             )));
         }
-        let collection = ctx
-            .db
+        let collection = stores
+            .meta
             .get_collection(&header.collection_id)?
             .ok_or_else(|| IngestError::UnknownCollection(header.collection_id.clone()))?;
         if host_id.is_some_and(|h| h != collection.host_id) {
@@ -152,43 +170,39 @@ impl ItemIngest {
                 collection: header.collection_id.clone(),
             });
         }
-        if let Some(existing) = ctx.db.get_item(&header.item_id)? {
+        if let Some(existing) = stores.meta.get_item(&header.item_id)? {
             if existing.collection_id != header.collection_id {
                 return Err(IngestError::BadItem(format!(
                     "item {} belongs to collection {}",
                     header.item_id, existing.collection_id
                 )));
             }
-            if existing.status == "sealed" {
+            if existing.status == ItemStatus::Sealed {
                 return Ok(Opened::AlreadySealed(existing.sha256.unwrap_or_default()));
             }
         }
-        if ctx.db.insert_item(&header)? {
-            ctx.custody.append(
-                &ctx.db,
-                &header.collection_id,
-                actor,
-                "item_started",
-                json!({"item_id": header.item_id, "name": header.source.name, "kind": header.kind, "source": header.source}),
-            )?;
-        }
-        let held: Vec<u64> = ctx
-            .db
+        let new = stores.meta.insert_item(&header)?;
+        let held: Vec<u64> = stores
+            .meta
             .item_chunks(&header.item_id)?
             .iter()
             .map(|c| c.index)
             .collect();
-        Ok(Opened::Held(
+        Ok(Opened::Held {
             held,
-            Box::new(ItemIngest {
-                ctx: ctx.clone(),
+            new,
+            ingest: Box::new(ItemIngest {
+                stores: stores.clone(),
                 header,
-                actor: actor.to_string(),
                 hasher: Sha256::new(),
                 next: 0,
                 in_order: true,
             }),
-        ))
+        })
+    }
+
+    pub fn header(&self) -> &ItemHeader {
+        &self.header
     }
 
     pub fn item_id(&self) -> &str {
@@ -203,7 +217,7 @@ impl ItemIngest {
     pub fn chunk(&mut self, chunk: Chunk) -> Result<(), IngestError> {
         let index = chunk.header.index;
         let raw = verify_and_store(
-            &self.ctx,
+            &self.stores,
             &self.header.item_id,
             self.header.chunk_size,
             chunk,
@@ -227,7 +241,7 @@ impl ItemIngest {
     }
 
     fn catch_up(&mut self, upto: u64) {
-        let Ok(chunks) = self.ctx.db.item_chunks(&self.header.item_id) else {
+        let Ok(chunks) = self.stores.meta.item_chunks(&self.header.item_id) else {
             self.in_order = false;
             return;
         };
@@ -236,7 +250,7 @@ impl ItemIngest {
             if c.index != self.next {
                 break;
             }
-            match self.read_stored(c) {
+            match evidence::read_chunk(&self.stores, c) {
                 Ok(raw) => {
                     self.hasher.update(&raw);
                     self.next += 1;
@@ -249,52 +263,18 @@ impl ItemIngest {
         }
     }
 
-    fn read_stored(&self, c: &crate::db::ChunkRow) -> Result<Vec<u8>, IngestError> {
-        read_chunk(&self.ctx, c)
-    }
-
-    /// Check the manifest against what was received and seal the item.
+    /// Check the manifest against what was received: seal the item, or record why not and
+    /// return [`IngestError::Rejected`]. Returns the item's SHA-256.
     pub fn finish(mut self, manifest: &ItemManifest) -> Result<String, IngestError> {
-        let result = self.check(manifest);
-        let db = &self.ctx.db;
-        let cid = &self.header.collection_id;
-        match result {
+        match self.check(manifest) {
             Ok(()) => {
-                db.seal_item(manifest)?;
-                self.ctx.custody.append(
-                    db,
-                    cid,
-                    &self.actor,
-                    "item_sealed",
-                    json!({
-                        "item_id": manifest.header.item_id,
-                        "name": manifest.header.source.name,
-                        "sha256": manifest.sha256,
-                        "raw_len": manifest.raw_len,
-                        "chunk_count": manifest.chunk_count,
-                        "acquisition_status": manifest.status,
-                        "gaps": manifest.gaps.len(),
-                        "acquisition_start": manifest.header.acquisition_start,
-                        "acquisition_end": manifest.acquisition_end,
-                        "verified_by": "collector re-hashed every chunk and the whole item",
-                    }),
-                )?;
-                // The timeline is built before the agent hears "sealed", so a finished
-                // collection's events are queryable; a failure is recorded, never fatal.
-                if let Err(e) = crate::timeline::build_for_item(&self.ctx, manifest) {
-                    tracing::warn!("timeline of item {}: {e:#}", manifest.header.item_id);
-                }
+                self.stores.meta.seal_item(manifest)?;
                 Ok(manifest.sha256.clone())
             }
             Err(reason) => {
-                db.reject_item(&self.header.item_id, &reason, Some(manifest))?;
-                self.ctx.custody.append(
-                    db,
-                    cid,
-                    &self.actor,
-                    "item_rejected",
-                    json!({"item_id": self.header.item_id, "name": self.header.source.name, "reason": reason}),
-                )?;
+                self.stores
+                    .meta
+                    .reject_item(&self.header.item_id, &reason, Some(manifest))?;
                 Err(IngestError::Rejected(reason))
             }
         }
@@ -307,20 +287,19 @@ impl ItemIngest {
                 manifest.header.item_id, self.header.item_id
             ));
         }
-        let chunks = self
-            .ctx
-            .db
+        let chunks: Vec<ChunkRow> = self
+            .stores
+            .meta
             .item_chunks(&self.header.item_id)
             .map_err(|e| e.to_string())?;
         let computed = if self.in_order && self.next == chunks.len() as u64 {
             hex::encode(std::mem::take(&mut self.hasher).finalize())
         } else {
             // Out of order or resumed across restarts: re-read the whole item from the store.
-            let mut h = Sha256::new();
-            for c in &chunks {
-                h.update(self.read_stored(c).map_err(|e| e.to_string())?);
-            }
-            hex::encode(h.finalize())
+            evidence::ItemChunks::open(&self.stores, &self.header.item_id)
+                .and_then(|c| c.rehash())
+                .map_err(|e| e.to_string())?
+                .sha256
         };
         let received: Vec<(u64, String, u64)> = chunks
             .into_iter()
@@ -329,5 +308,34 @@ impl ItemIngest {
         manifest
             .verify_against(&received, &computed)
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_come_in_one_order() {
+        assert!(matches!(
+            first_frame(None),
+            Err(IngestError::Frames(m)) if m.contains("empty")
+        ));
+        let e = first_frame(Some(Frame::Message(Message::CommandAccepted {
+            collection_id: "c".into(),
+        })))
+        .unwrap_err();
+        assert!(e.to_string().contains("must start with item_begin"), "{e}");
+        let e = next_frame(None, "i1").unwrap_err();
+        assert!(e.to_string().contains("ended before its manifest"), "{e}");
+        let e = next_frame(
+            Some(Frame::Message(Message::CommandAccepted {
+                collection_id: "c".into(),
+            })),
+            "i1",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unexpected command_accepted"), "{e}");
     }
 }

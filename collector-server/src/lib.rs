@@ -1,37 +1,35 @@
 //! cairn-collector: receives evidence from agents, verifies it, keeps custody, serves it.
 //!
-//! Data flows one way through these modules:
+//! The crate is a stack of floors; a module uses only the floors below it (ARCHITECTURE.md
+//! writes them down and `cargo xtask tidy` enforces them):
 //!
 //! ```text
-//!  agent ──QUIC/mTLS──▶ quic ──▶ ingest ──▶ store (chunks/) + db (SQLite) ──▶ api ──▶ people, tools
-//!                         │                    │
-//!                         └── sessions ◀── api (collection commands)      custody (signed chain)
+//!  bin/ cairn-collector ─ server (wiring: stores, keys, listeners)
+//!  api/ (HTTP, one module per resource)      quic/ (agent streams, one module per kind)
+//!  state (what every handler holds)
+//!  collections  timeline  custody  triggers  readiness  hosts  sessions      the domain
+//!  error (the domain's errors, by what the caller should do)
+//!  ingest (the item state machine: frame order, chunk verification, sealing)
+//!  evidence (the one verified read of stored chunks)
+//!  storage (metadata + blob traits; SQLite, chunk directory)   authority   datadir
+//!  cairn-protocol
 //! ```
-//!
-//! - [`authority`]: the collector's CA, server certificate, agent certificates from CSRs.
-//! - [`db`]: SQLite schema and queries (hosts, tokens, collections, items, chunks, custody).
-//! - [`store`]: content-addressed chunk files.
-//! - [`ingest`]: the item state machine shared by live uploads and imports: verify every chunk,
-//!   re-hash the whole item, seal it.
-//! - [`custody`]: the signed, hash-chained log of everything that happened to a collection.
-//! - [`quic`]: the agent-facing QUIC server: enrollment, control stream, item streams.
-//! - [`api`]: the HTTP API for people and detection systems.
-//! - [`selftest`]: agents' readiness reports and the self-test's evidence round trip.
-//! - [`timeline`]: one table of events from every source (sensor, logs, histories, file
-//!   times, snapshots): parsers, query with facets, export.
-//! - [`triggers`]: GuardDuty, Falco and plain JSON alerts → collections on the right host.
 
 pub mod api;
 pub mod authority;
+pub mod collections;
 pub mod custody;
 pub mod datadir;
-pub mod db;
+pub mod error;
+pub mod evidence;
+pub mod hosts;
 pub mod ingest;
 pub mod quic;
-pub mod selftest;
+pub mod readiness;
 pub mod server;
 pub mod sessions;
-pub mod store;
+pub mod state;
+pub mod storage;
 pub mod timeline;
 pub mod triggers;
 

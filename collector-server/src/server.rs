@@ -1,30 +1,18 @@
-//! `cairn-collector serve`: wires the data directory to the QUIC and HTTP listeners.
+//! `cairn-collector serve`: the wiring. Opens the data directory's stores and keys, builds the
+//! [`State`] every edge shares, binds the QUIC and HTTP listeners and runs them. Nothing else
+//! in the crate constructs stores or services.
 
+use crate::collections::Collections;
 use crate::custody::Custody;
 use crate::datadir::DataDir;
-use crate::db::Db;
-use crate::ingest::Ctx;
 use crate::sessions::Sessions;
-use crate::store::ChunkStore;
+use crate::state::State;
+use crate::storage::chunk_dir::ChunkDir;
+use crate::storage::Stores;
+use crate::triggers::{TriggerConfig, Triggers};
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-/// Everything a request handler or an agent session needs.
-pub struct State {
-    pub ctx: Ctx,
-    pub sessions: Sessions,
-    pub authority: crate::authority::Authority,
-    pub ca_pem: String,
-    /// Profile mapping, dedup and rate limits for `/api/v1/triggers/...`.
-    pub triggers: crate::triggers::Triggers,
-}
-
-impl State {
-    pub fn db(&self) -> &Db {
-        &self.ctx.db
-    }
-}
 
 pub struct ServeOptions {
     pub quic_listen: SocketAddr,
@@ -34,37 +22,23 @@ pub struct ServeOptions {
     pub fsync: bool,
 }
 
+/// The stores, keys and services of a data directory.
 pub fn load_state(data: &DataDir, fsync: bool) -> Result<Arc<State>> {
-    let db = Arc::new(data.open_db()?);
-    let custody = Custody::new(data.custody_key()?);
+    let stores = Stores {
+        meta: Arc::new(data.open_db()?),
+        blobs: Arc::new(ChunkDir::new(data.chunks(), fsync)),
+    };
+    let custody = Custody::new(data.custody_key()?, stores.clone());
+    let sessions = Arc::new(Sessions::default());
     Ok(Arc::new(State {
-        ctx: Ctx {
-            db,
-            store: ChunkStore::new(data.chunks(), fsync),
-            custody,
-        },
-        sessions: Sessions::default(),
+        collections: Collections::new(stores.clone(), custody.clone(), sessions.clone()),
+        stores,
+        custody,
+        sessions,
         authority: data.authority()?,
         ca_pem: data.ca_pem()?,
-        triggers: crate::triggers::Triggers::new(crate::triggers::TriggerConfig::load(
-            &data.path("triggers.toml"),
-        )?),
+        triggers: Triggers::new(TriggerConfig::load(&data.path("triggers.toml"))?),
     }))
-}
-
-pub fn server_identity(
-    data: &DataDir,
-) -> Result<(
-    Vec<rustls_pki_types::CertificateDer<'static>>,
-    rustls_pki_types::PrivateKeyDer<'static>,
-)> {
-    let certs = rustls_pemfile::certs(&mut data.server_cert_pem()?.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .context("server.pem is not a PEM certificate chain")?;
-    let key = rustls_pemfile::private_key(&mut data.server_key_pem()?.as_bytes())
-        .context("server.key is not a PEM private key")?
-        .context("server.key holds no private key")?;
-    Ok((certs, key))
 }
 
 pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
@@ -75,7 +49,7 @@ pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
         );
     }
     let state = load_state(&data, opts.fsync)?;
-    let endpoint = crate::quic::endpoint(&data, &state, opts.quic_listen)?;
+    let endpoint = crate::quic::endpoint(&data, opts.quic_listen)?;
     eprintln!("quic listening on {}", endpoint.local_addr()?);
     let listener = tokio::net::TcpListener::bind(opts.api_listen)
         .await

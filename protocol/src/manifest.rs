@@ -193,6 +193,12 @@ impl ItemManifest {
     }
 }
 
+/// The collection profiles of this protocol version: what a request may name, what an agent
+/// runs, what the collector lets through.
+pub const PROFILES: &[&str] = &[
+    "volatile", "file", "memory", "full", "triage", "minimal", "disk",
+];
+
 /// What one trigger asked of one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectRequest {

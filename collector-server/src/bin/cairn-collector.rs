@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use cairn_collector::datadir::{parse_duration, rfc3339, DataDir};
+use cairn_collector::storage::TokenStore;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,15 +53,6 @@ enum Cmd {
     Token {
         #[command(subcommand)]
         cmd: TokenCmd,
-    },
-    /// Timeline engine benchmark on synthetic events (used by `cargo xtask bench timeline`).
-    #[command(hide = true)]
-    BenchTimeline {
-        /// A scratch directory for the two databases.
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long, default_value_t = 10_000_000)]
-        events: u64,
     },
 }
 
@@ -148,10 +140,6 @@ fn main() -> Result<()> {
                 },
             ))?;
         }
-        Cmd::BenchTimeline { dir, events } => {
-            let report = cairn_collector::timeline::bench::run(&dir, events, true)?;
-            println!("{report}");
-        }
         Cmd::Token {
             cmd:
                 TokenCmd::Create {
@@ -183,7 +171,7 @@ fn main() -> Result<()> {
         Cmd::Token {
             cmd: TokenCmd::Api { data, name, role },
         } => {
-            let role = cairn_collector::db::Role::parse(&role).ok_or_else(|| {
+            let role = cairn_collector::storage::Role::parse(&role).ok_or_else(|| {
                 anyhow::anyhow!("unknown role {role:?}: use admin, analyst or trigger")
             })?;
             let db = DataDir::new(&data).open_db()?;

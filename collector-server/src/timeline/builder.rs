@@ -5,10 +5,12 @@
 //! event journal by their names. A file item also gives its own MACB times. What each item
 //! gave (events, unparsed lines, error) is recorded in `timeline_items`.
 
+use super::parse;
 use super::{Event, Parsed};
-use crate::ingest::Ctx;
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
+use crate::storage::Stores;
 use cairn_protocol::manifest::{ItemKind, ItemManifest};
+use cairn_protocol::rfc3339;
 
 /// Items larger than this are not read for the timeline (a log this large is a disk image's job).
 pub const MAX_PARSE_BYTES: u64 = 512 << 20;
@@ -41,14 +43,14 @@ impl Parser {
     fn run(&self, data: &[u8], user: Option<String>, mtime_ns: i64) -> Parsed {
         let text = || String::from_utf8_lossy(data);
         match *self {
-            Parser::Syslog(source) => super::syslog::parse(&text(), source, mtime_ns),
-            Parser::Journal => super::journal::parse(data, mtime_ns),
-            Parser::Utmp(source) => super::utmp::parse(data, source, mtime_ns),
-            Parser::History(source) => super::history::parse(&text(), source, user, mtime_ns),
-            Parser::Bodyfile => super::bodyfile::parse(&text(), mtime_ns),
-            Parser::Processes => super::volatile::processes(data, mtime_ns),
-            Parser::Network => super::volatile::network(data, mtime_ns),
-            Parser::EventJournal => super::volatile::event_journal(&text(), mtime_ns),
+            Parser::Syslog(source) => parse::syslog::parse(&text(), source, mtime_ns),
+            Parser::Journal => parse::journal::parse(data, mtime_ns),
+            Parser::Utmp(source) => parse::utmp::parse(data, source, mtime_ns),
+            Parser::History(source) => parse::history::parse(&text(), source, user, mtime_ns),
+            Parser::Bodyfile => parse::bodyfile::parse(&text(), mtime_ns),
+            Parser::Processes => parse::volatile::processes(data, mtime_ns),
+            Parser::Network => parse::volatile::network(data, mtime_ns),
+            Parser::EventJournal => parse::volatile::event_journal(&text(), mtime_ns),
         }
     }
 }
@@ -132,7 +134,7 @@ pub fn file_time_events(
         let Some(raw) = details.get(field).and_then(|v| v.as_str()) else {
             continue;
         };
-        let Some(t) = super::parse_rfc3339_ns(raw) else {
+        let Some(t) = rfc3339::parse_ns(raw) else {
             continue;
         };
         let mut e = Event::new(
@@ -158,14 +160,14 @@ pub fn file_time_events(
 
 /// Build the timeline rows of a sealed item. Errors are recorded for the item as well as
 /// returned.
-pub fn build_for_item(ctx: &Ctx, m: &ItemManifest) -> Result<()> {
+pub fn build_for_item(stores: &Stores, m: &ItemManifest) -> Result<()> {
     let item_id = &m.header.item_id;
     let src = &m.header.source;
-    let Some(collection) = ctx.db.get_collection(&m.header.collection_id)? else {
-        anyhow::bail!(
+    let Some(collection) = stores.meta.get_collection(&m.header.collection_id)? else {
+        return Err(Error::not_found(format!(
             "collection {} of item {item_id} not found",
             m.header.collection_id
-        );
+        )));
     };
     let host_id = collection.host_id;
     let mut events: Vec<Event> = Vec::new();
@@ -187,21 +189,21 @@ pub fn build_for_item(ctx: &Ctx, m: &ItemManifest) -> Result<()> {
                 m.raw_len
             ));
         } else {
-            match read_item(ctx, item_id) {
+            match crate::evidence::read_item(stores, item_id, MAX_PARSE_BYTES) {
                 Ok(data) => {
                     let mtime = src
                         .details
                         .get("mtime")
                         .and_then(|v| v.as_str())
-                        .and_then(super::parse_rfc3339_ns)
-                        .or_else(|| super::parse_rfc3339_ns(&m.acquisition_end))
+                        .and_then(rfc3339::parse_ns)
+                        .or_else(|| rfc3339::parse_ns(&m.acquisition_end))
                         .unwrap_or(0);
                     let user = src.path.as_deref().and_then(super::user_from_home_path);
                     let parsed = p.run(&data, user, mtime);
                     unparsed = parsed.unparsed;
                     events.extend(parsed.events);
                 }
-                Err(e) => error = Some(format!("reading the item back from the store: {e:#}")),
+                Err(e) => error = Some(format!("reading the item back from the store: {e}")),
             }
         }
     }
@@ -213,12 +215,11 @@ pub fn build_for_item(ctx: &Ctx, m: &ItemManifest) -> Result<()> {
             e.path = Some(path.clone());
         }
     }
-    let stored = ctx
-        .db
-        .insert_timeline(&host_id, Some(item_id), &events)
-        .with_context(|| format!("storing the timeline of item {item_id}"))?;
+    let stored = stores
+        .meta
+        .insert_timeline(&host_id, Some(item_id), &events)?;
     let parser_name = parser.map_or("file_times", |p| p.name());
-    ctx.db.record_timeline_item(
+    stores.meta.record_timeline_item(
         item_id,
         &host_id,
         parser_name,
@@ -232,15 +233,6 @@ pub fn build_for_item(ctx: &Ctx, m: &ItemManifest) -> Result<()> {
         events.len()
     );
     Ok(())
-}
-
-/// The item's raw bytes, from the store.
-fn read_item(ctx: &Ctx, item_id: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    for c in ctx.db.item_chunks(item_id)? {
-        out.extend(crate::ingest::read_chunk(ctx, &c)?);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

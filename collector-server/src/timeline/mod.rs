@@ -1,72 +1,25 @@
-//! One timeline across hosts: every source turned into events of one shape.
+//! One timeline across hosts: every source turned into events of one shape. All derivation
+//! of timeline rows lives here, whatever the source:
 //!
-//! Sources are the live eBPF events (stored by `Db::insert_events`, which writes their
-//! timeline rows in the same transaction) and sealed items (built by [`build_for_item`] when
-//! ingest seals them): log files, shell histories, login records, bodyfiles, file timestamps
-//! and volatile snapshots. Parsers never stop at a line they cannot read: the line becomes an
-//! `unparsed` event and is counted, and the rest of the file is read.
+//! - [`live`]: the sensor's live event batches (their rows are stored in the same transaction
+//!   as the events themselves);
+//! - [`builder`]: sealed items (log files, shell histories, login records, bodyfiles, file
+//!   timestamps, volatile snapshots, the event journal), read back through `evidence`;
+//! - [`parse`]: the parsers, which never stop at a line they cannot read;
+//! - [`query`] and [`search`]: what the API and the CLI ask (filters, saved searches, facets,
+//!   cursor pages); [`export`]: Timesketch JSONL and CSV, plain JSONL.
 
-pub mod api;
-pub mod bench;
-pub mod bodyfile;
 pub mod builder;
-pub mod ebpf;
 pub mod export;
-pub mod history;
-pub mod journal;
+pub mod live;
+pub mod parse;
 pub mod query;
-pub mod store;
-pub mod syslog;
-pub mod utmp;
-pub mod volatile;
+pub mod search;
 
+pub use crate::storage::timeline::{Cursor, Event, Facets, Filter};
 pub use builder::build_for_item;
 
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-
-/// One event of the timeline. Time is UTC nanoseconds since the Unix epoch.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Event {
-    pub time_ns: i64,
-    /// Which parser or stream it came from: `ebpf`, `auth.log`, `syslog`, `journal`, `wtmp`,
-    /// `btmp`, `utmp`, `bash_history`, `zsh_history`, `bodyfile`, `file`, `processes.json`,
-    /// `network.json`, `event_journal`.
-    pub source: String,
-    /// What happened: `process_exec`, `ssh_login`, `sudo`, `shell_command`, `file_mtime`, …
-    pub kind: String,
-    pub pid: Option<i64>,
-    pub ppid: Option<i64>,
-    pub exe: Option<String>,
-    pub argv: Option<Vec<String>>,
-    pub user: Option<String>,
-    pub container: Option<String>,
-    pub pod: Option<String>,
-    pub message: String,
-    pub attrs: Map<String, Value>,
-    /// Path on the host of the file the event was read from (or is about).
-    pub path: Option<String>,
-    /// Identity of the event within its host: the same event read twice (the live stream and
-    /// the journal item, or a log collected twice) is stored once.
-    pub dedup: i64,
-}
-
-impl Event {
-    pub fn new(time_ns: i64, source: &str, kind: &str, message: impl Into<String>) -> Event {
-        Event {
-            time_ns,
-            source: source.to_string(),
-            kind: kind.to_string(),
-            message: message.into(),
-            ..Default::default()
-        }
-    }
-
-    pub fn attr(mut self, key: &str, value: impl Into<Value>) -> Event {
-        self.attrs.insert(key.to_string(), value.into());
-        self
-    }
-}
 
 /// A stable 63-bit key from the parts that identify an event.
 pub fn dedup_key(parts: &[&[u8]]) -> i64 {
@@ -114,24 +67,6 @@ impl Occurrences {
         *n += 1;
         *n
     }
-}
-
-/// RFC 3339 UTC with nanoseconds, or the raw number when out of range.
-pub fn rfc3339_ns(ns: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ns.to_string())
-}
-
-/// Parse an RFC 3339 time into UTC nanoseconds.
-pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
-        .ok()
-        .and_then(|t| i64::try_from(t.unix_timestamp_nanos()).ok())
 }
 
 /// What Timesketch shows as `timestamp_desc`: which of the event's times this is.
@@ -182,9 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn times_round_trip() {
-        let ns = parse_rfc3339_ns("2026-11-29T09:57:52.065472261Z").unwrap();
-        assert_eq!(rfc3339_ns(ns), "2026-11-29T09:57:52.065472261Z");
+    fn home_paths_name_their_user() {
         assert_eq!(
             user_from_home_path("/home/alice/.bash_history").as_deref(),
             Some("alice")

@@ -7,17 +7,12 @@
 
 use super::parse::Alert;
 use anyhow::{Context, Result};
+use cairn_protocol::manifest::PROFILES;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Profiles a trigger may ask for (agents grow into these; an agent refuses one it lacks and
-/// the collection says so).
-pub const PROFILES: &[&str] = &[
-    "full", "memory", "disk", "triage", "minimal", "volatile", "file",
-];
 
 /// Severity or rule → profile for one alert source. In `triggers.toml` every key is optional
 /// and what is given is laid over the defaults.

@@ -1,0 +1,150 @@
+//! `POST|GET /api/v1/collections`, `GET /api/v1/collections/{id}`, its custody log and
+//! `POST /api/v1/collections/{id}/verify`.
+
+use super::auth::{COLLECTORS, READERS};
+use super::{internal, parse_json, to_value, ApiResult, Caller, S};
+use crate::collections::Ask;
+use crate::error::Error;
+use crate::state::State;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub(super) fn routes() -> Router<S> {
+    Router::new()
+        .route(
+            "/api/v1/collections",
+            post(request_collection).get(list_collections),
+        )
+        .route("/api/v1/collections/{id}", get(show_collection))
+        .route("/api/v1/collections/{id}/custody", get(custody_log))
+        .route("/api/v1/collections/{id}/verify", post(verify_collection))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CollectionBody {
+    host: String,
+    profile: String,
+    reason: String,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    pid: Option<u32>,
+    #[serde(default)]
+    container_id: Option<String>,
+    /// Block devices for the `disk` profile.
+    #[serde(default)]
+    devices: Vec<String>,
+}
+
+async fn request_collection(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require(COLLECTORS)?;
+    let b: CollectionBody = parse_json(&body)?;
+    let ask = Ask {
+        profile: b.profile,
+        reason: b.reason,
+        paths: b.paths,
+        pid: b.pid,
+        container_id: b.container_id,
+        devices: b.devices,
+    };
+    ask.check()?;
+    let host = crate::hosts::resolve(state.meta(), &b.host)?;
+    let req = ask.into_request(caller.actor());
+    let connected = state.collections.request(&host, &req, json!({}))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": req.collection_id, "status": "requested", "host_id": host.id, "agent_connected": connected})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    host: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_collections(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    let rows = state
+        .meta()
+        .list_collections(q.host.as_deref(), q.limit.unwrap_or(100).min(1000))?;
+    Ok(Json(json!({ "collections": rows })))
+}
+
+/// A collection with its hostname and every item (source, gaps, how acquisition ended).
+pub(super) fn collection_view(state: &State, id: &str) -> ApiResult<Value> {
+    let c = state.collections.get(id)?;
+    let hostname = state.meta().get_host(&c.host_id)?.map(|h| h.hostname);
+    let mut items = Vec::new();
+    for i in state.meta().items_of_collection(id)? {
+        let source = i.header.as_ref().map(|h| to_value(&h.source)).transpose()?;
+        let gaps = i.manifest.as_ref().map(|m| m.gaps.len()).unwrap_or(0);
+        let acq = i.manifest.as_ref().map(|m| m.status);
+        let mut v = to_value(&i)?;
+        v["source"] = source.unwrap_or(Value::Null);
+        v["gaps"] = json!(gaps);
+        v["acquisition_status"] = json!(acq);
+        items.push(v);
+    }
+    let mut v = to_value(&c)?;
+    v["hostname"] = json!(hostname);
+    v["items"] = Value::Array(items);
+    Ok(v)
+}
+
+async fn show_collection(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    Ok(Json(collection_view(&state, &id)?))
+}
+
+async fn custody_log(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    let records = state.meta().custody_records(&id)?;
+    if records.is_empty() && state.meta().get_collection(&id)?.is_none() {
+        return Err(Error::not_found(format!("no collection {id}")).into());
+    }
+    Ok(Json(json!({
+        "collection_id": id,
+        "public_key": state.custody.public_key_hex(),
+        "algorithm": "ed25519 over the SHA-256 record hash; see protocol/src/custody.rs",
+        "records": records,
+    })))
+}
+
+async fn verify_collection(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    let st = state.clone();
+    let actor = caller.actor();
+    let report = tokio::task::spawn_blocking(move || st.collections.verify(&id, &actor))
+        .await
+        .map_err(|e| internal("verification task", e))??;
+    Ok(Json(to_value(&report)?))
+}

@@ -1,0 +1,74 @@
+//! `GET /api/v1/hosts`, `GET /api/v1/hosts/{id}/events`.
+
+use super::auth::READERS;
+use super::{to_value, ApiResult, Caller, S};
+use crate::timeline::search::time_param;
+use axum::extract::{Path, Query, State as AxState};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub(super) fn routes() -> Router<S> {
+    Router::new()
+        .route("/api/v1/hosts", get(list_hosts))
+        .route("/api/v1/hosts/{id}/events", get(host_events))
+}
+
+async fn list_hosts(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    let mut hosts = Vec::new();
+    for h in state.meta().list_hosts()? {
+        let connected = state.sessions.is_connected(&h.id);
+        let mut v = to_value(&h)?;
+        v["connected"] = json!(connected);
+        hosts.push(v);
+    }
+    Ok(Json(json!({ "hosts": hosts })))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// RFC 3339; default: an hour ago.
+    from: Option<String>,
+    /// RFC 3339; default: now.
+    to: Option<String>,
+    kind: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Live events a host's sensor sent, by time.
+async fn host_events(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require(READERS)?;
+    let host = crate::hosts::resolve(state.meta(), &id)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+    let from = q
+        .from
+        .as_deref()
+        .map(|s| time_param(s, "from"))
+        .transpose()?
+        .unwrap_or(now - 3600 * 1_000_000_000);
+    let to =
+        q.to.as_deref()
+            .map(|s| time_param(s, "to"))
+            .transpose()?
+            .unwrap_or(now);
+    let events = state.meta().query_events(
+        &host.id,
+        from,
+        to,
+        q.kind.as_deref(),
+        q.limit.unwrap_or(1000).min(100_000),
+    )?;
+    Ok(Json(
+        json!({"host_id": host.id, "count": events.len(), "events": events}),
+    ))
+}

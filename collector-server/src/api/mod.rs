@@ -1,0 +1,139 @@
+//! HTTP API v1 for people and detection systems (bearer tokens, JSON), one module per
+//! resource. Handlers parse and answer; what a request means is the domain's.
+//!
+//! HTTPS with the collector's certificate by default; plain HTTP only on loopback when asked.
+//! Request bodies are parsed by hand rather than by axum's `Json` extractor so that a malformed
+//! request gets a JSON error that names the field, the same shape as every other error.
+
+mod auth;
+mod collections;
+mod hosts;
+mod import;
+mod items;
+mod readiness;
+mod serve;
+mod timeline;
+mod triggers;
+
+pub use auth::Caller;
+pub use serve::{run, tls_acceptor};
+
+use crate::error::Error;
+use crate::ingest::IngestError;
+use crate::state::State;
+use crate::storage::StorageError;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::Arc;
+
+type S = Arc<State>;
+
+/// An answer other than success: a status and a message, as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl ApiError {
+    pub(crate) fn new(code: StatusCode, msg: impl Into<String>) -> ApiError {
+        ApiError(code, msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) | Error::Storage(StorageError::Conflict(_)) => StatusCode::CONFLICT,
+            Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Ingest(IngestError::UnknownCollection(_)) => StatusCode::NOT_FOUND,
+            Error::Ingest(
+                IngestError::BadItem(_)
+                | IngestError::Frames(_)
+                | IngestError::Chunk(_)
+                | IngestError::Rejected(_)
+                | IngestError::WrongHost { .. },
+            ) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Storage(_)
+            | Error::Blob(_)
+            | Error::Evidence(_)
+            | Error::Ingest(_)
+            | Error::Internal(_) => {
+                tracing::error!("internal error: {e}");
+                return ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error: {e}"),
+                );
+            }
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        Error::from(e).into()
+    }
+}
+
+/// A task that should not fail did (a panic in a blocking task, a serialisation bug).
+fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
+    Error::Internal(format!("{what}: {e}")).into()
+}
+
+pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
+
+pub fn router(state: S) -> Router {
+    Router::new()
+        .merge(hosts::routes())
+        .merge(collections::routes())
+        .merge(items::routes())
+        .merge(import::routes())
+        .merge(readiness::routes())
+        .merge(triggers::routes())
+        .merge(timeline::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), auth::bearer))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; the API lives under /api/v1/",
+            )
+        })
+        .with_state(state)
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = if path == "." || path.is_empty() {
+            format!("malformed JSON request: {inner}")
+        } else {
+            format!("malformed JSON request: field \"{path}\": {inner}")
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, msg)
+    })
+}
+
+/// JSON of a serialisable value; a failure is a fault of the collector.
+fn to_value<T: serde::Serialize>(v: &T) -> ApiResult<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| internal("serialising the answer", e))
+}
+
+/// A byte stream produced on a blocking thread, as a response body.
+fn body_stream(
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<axum::body::Bytes>>,
+) -> axum::body::Body {
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    axum::body::Body::from_stream(stream)
+}

@@ -1,0 +1,71 @@
+//! `POST /api/v1/triggers/{generic,guardduty,falco}`: an alert in, a collection (or the one
+//! it repeats) out.
+
+use super::auth::COLLECTORS;
+use super::{ApiResult, Caller, S};
+use crate::triggers::Triggers;
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use cairn_protocol::manifest::CollectRequest;
+use serde_json::{json, Value};
+
+pub(super) fn routes() -> Router<S> {
+    Router::new().route("/api/v1/triggers/{format}", post(trigger))
+}
+
+async fn trigger(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(format): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require(COLLECTORS)?;
+    let alert = Triggers::read(&format, &body)?;
+    let hosts = state.meta().list_hosts()?;
+    let collection_id = uuid::Uuid::new_v4().to_string();
+    let d = state.triggers.decide(&alert, &hosts, &collection_id)?;
+    let answer = |id: &str, dedup: bool| {
+        json!({"id": id, "host_id": d.host.id, "hostname": d.host.hostname, "profile": d.profile,
+               "matched_by": d.matched_by, "deduplicated": dedup})
+    };
+    if let Some(existing) = &d.duplicate_of {
+        tracing::info!(
+            "trigger {} deduplicated into collection {existing}",
+            alert.dedup_key
+        );
+        let mut v = answer(existing, true);
+        v["status"] = json!("deduplicated");
+        return Ok((StatusCode::OK, Json(v)).into_response());
+    }
+    let req = CollectRequest {
+        collection_id: collection_id.clone(),
+        profile: d.profile.clone(),
+        reason: alert.reason.clone(),
+        requested_by: caller.actor(),
+        paths: alert.paths.clone(),
+        pid: alert.pid,
+        container_id: d.container_id.clone().or(alert.container_id.clone()),
+        devices: Vec::new(),
+    };
+    let alert_facts = json!({"alert_source": alert.source, "rule": alert.rule, "severity": alert.severity,
+                             "dedup_key": alert.dedup_key, "matched_by": d.matched_by});
+    let connected = state.collections.request(&d.host, &req, alert_facts)?;
+    tracing::info!(
+        "{} trigger {:?} → collection {collection_id} ({}) on {} ({})",
+        alert.source,
+        alert.rule,
+        d.profile,
+        d.host.hostname,
+        d.matched_by
+    );
+    let mut v: Value = answer(&collection_id, false);
+    v["status"] = json!("requested");
+    v["agent_connected"] = json!(connected);
+    v["pid"] = json!(req.pid);
+    v["container_id"] = json!(req.container_id);
+    Ok((StatusCode::ACCEPTED, Json(v)).into_response())
+}

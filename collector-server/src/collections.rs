@@ -1,0 +1,407 @@
+//! The life of a collection, in one place: requested (by a person, a trigger or an import),
+//! sent to its agent, accepted, its items begun and sealed, finished, verified, downloaded.
+//! Every step that changes what is known about the evidence is a custody record.
+
+use crate::custody::{Custody, VerifyReport};
+use crate::error::{Error, Result};
+use crate::ingest::{IngestError, ItemIngest, Opened};
+use crate::sessions::Sessions;
+use crate::storage::{
+    CollectionOrigin, CollectionRow, CollectionStatus, HostRow, ItemRow, ItemStatus, Stores,
+};
+use cairn_protocol::manifest::{CollectRequest, CollectionRecord, ItemHeader, ItemManifest};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub use cairn_protocol::manifest::PROFILES;
+
+/// What a request asks for, before it has an id.
+#[derive(Debug, Clone, Default)]
+pub struct Ask {
+    pub profile: String,
+    pub reason: String,
+    pub paths: Vec<String>,
+    pub pid: Option<u32>,
+    pub container_id: Option<String>,
+    pub devices: Vec<String>,
+}
+
+impl Ask {
+    /// Refuse what the agent could not run, before a command is sent.
+    pub fn check(&self) -> Result<()> {
+        if !PROFILES.contains(&self.profile.as_str()) {
+            return Err(Error::invalid(format!(
+                "unknown profile {:?}; known profiles: {}",
+                self.profile,
+                PROFILES.join(", ")
+            )));
+        }
+        if self.profile == "file" && self.paths.is_empty() {
+            return Err(Error::invalid(
+                "profile \"file\" needs at least one entry in \"paths\"",
+            ));
+        }
+        if self.profile == "memory" && self.pid.is_none() && self.container_id.is_none() {
+            return Err(Error::invalid(
+                "profile \"memory\" needs \"pid\" or \"container_id\": the process (and its ancestors) or container to capture",
+            ));
+        }
+        if self.profile == "disk" && self.devices.is_empty() {
+            return Err(Error::invalid(
+                "profile \"disk\" needs at least one entry in \"devices\" (e.g. \"/dev/nvme0n1\")",
+            ));
+        }
+        if self.reason.trim().is_empty() {
+            return Err(Error::invalid(
+                "\"reason\" must say why evidence is collected (it goes into the custody log)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The request as the agent receives it, under a new collection id.
+    pub fn into_request(self, requested_by: String) -> CollectRequest {
+        CollectRequest {
+            collection_id: uuid::Uuid::new_v4().to_string(),
+            profile: self.profile,
+            reason: self.reason,
+            requested_by,
+            paths: self.paths,
+            pid: self.pid,
+            container_id: self.container_id,
+            devices: self.devices,
+        }
+    }
+}
+
+pub struct Collections {
+    stores: Stores,
+    custody: Arc<Custody>,
+    sessions: Arc<Sessions>,
+}
+
+fn agent_actor(host_id: &str) -> String {
+    format!("agent:{host_id}")
+}
+
+impl Collections {
+    pub fn new(stores: Stores, custody: Arc<Custody>, sessions: Arc<Sessions>) -> Collections {
+        Collections {
+            stores,
+            custody,
+            sessions,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<CollectionRow> {
+        self.stores
+            .meta
+            .get_collection(id)?
+            .ok_or_else(|| Error::not_found(format!("no collection {id}")))
+    }
+
+    /// Store a request, log `trigger_received` (with `extra` facts, e.g. the alert) and wake
+    /// the host's control loop. Returns whether the agent is connected now.
+    pub fn request(&self, host: &HostRow, req: &CollectRequest, extra: Value) -> Result<bool> {
+        self.stores.meta.insert_collection(
+            &host.id,
+            req,
+            CollectionStatus::Requested,
+            CollectionOrigin::Live,
+        )?;
+        let mut details = json!({"host_id": host.id, "hostname": host.hostname, "profile": req.profile, "reason": req.reason, "paths": req.paths, "pid": req.pid, "container_id": req.container_id, "devices": req.devices});
+        if let (Some(d), Value::Object(x)) = (details.as_object_mut(), extra) {
+            d.extend(x);
+        }
+        self.custody.append(
+            &req.collection_id,
+            &req.requested_by,
+            "trigger_received",
+            details,
+        )?;
+        Ok(self.sessions.wake(&host.id))
+    }
+
+    /// Requests the host's agent has not accepted yet, oldest first.
+    pub fn pending(&self, host_id: &str) -> Result<Vec<CollectRequest>> {
+        Ok(self.stores.meta.pending_requests(host_id)?)
+    }
+
+    /// The command went out on the host's control stream.
+    pub fn command_sent(&self, host_id: &str, req: &CollectRequest) -> Result<()> {
+        self.custody.append(
+            &req.collection_id,
+            "collector",
+            "command_sent",
+            json!({"host_id": host_id, "profile": req.profile, "paths": req.paths}),
+        )?;
+        Ok(())
+    }
+
+    /// The agent took the command: the collection runs. A repeat or another host's claim is
+    /// ignored.
+    pub fn accepted(&self, host_id: &str, collection_id: &str) -> Result<()> {
+        if let Some(c) = self.stores.meta.get_collection(collection_id)? {
+            if c.host_id == host_id && c.status == CollectionStatus::Requested {
+                self.stores.meta.set_collection_status(
+                    collection_id,
+                    CollectionStatus::Running,
+                    None,
+                )?;
+                self.custody.append(
+                    collection_id,
+                    &agent_actor(host_id),
+                    "command_accepted",
+                    json!({}),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Collections running here that the agent no longer knows were lost with an agent restart.
+    pub fn fail_lost(&self, host_id: &str, active: &[String]) -> Result<()> {
+        for c in self.stores.meta.list_collections(Some(host_id), 1000)? {
+            if c.status == CollectionStatus::Running
+                && c.origin == CollectionOrigin::Live
+                && !active.contains(&c.id)
+            {
+                let error = "the agent no longer has this collection (it restarted while collecting); request it again".to_string();
+                self.stores.meta.set_collection_status(
+                    &c.id,
+                    CollectionStatus::Failed,
+                    Some(std::slice::from_ref(&error)),
+                )?;
+                self.custody.append(
+                    &c.id,
+                    &agent_actor(host_id),
+                    "collection_lost",
+                    json!({"error": error}),
+                )?;
+                tracing::warn!("collection {} on {host_id} lost: agent restarted", c.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Close a collection when its agent (or an import) says it is done: sealed if every item
+    /// sealed and nothing went wrong, partial if something was sealed, failed otherwise.
+    pub fn finish(
+        &self,
+        host_id: &str,
+        collection_id: &str,
+        items: &[String],
+        errors: &[String],
+    ) -> Result<()> {
+        let c = self.get(collection_id)?;
+        if c.host_id != host_id {
+            return Err(Error::conflict(format!(
+                "collection {collection_id} belongs to another host"
+            )));
+        }
+        if c.status.is_final() {
+            // A repeat after a reconnect: already recorded.
+            return Ok(());
+        }
+        let mut errors = errors.to_vec();
+        let mut sealed = 0;
+        for id in items {
+            match self.stores.meta.get_item(id)? {
+                Some(i) if i.status == ItemStatus::Sealed => sealed += 1,
+                Some(i) => errors.push(format!(
+                    "item {id} ({}) is {}: {}",
+                    i.name,
+                    i.status.as_str(),
+                    i.error.unwrap_or_default()
+                )),
+                None => errors.push(format!("item {id} was never received")),
+            }
+        }
+        let status = if errors.is_empty() {
+            CollectionStatus::Sealed
+        } else if sealed > 0 {
+            CollectionStatus::Partial
+        } else {
+            CollectionStatus::Failed
+        };
+        self.stores
+            .meta
+            .set_collection_status(collection_id, status, Some(&errors))?;
+        self.custody.append(
+            collection_id,
+            &agent_actor(host_id),
+            "collection_finished",
+            json!({"status": status, "items": items, "errors": errors}),
+        )?;
+        Ok(())
+    }
+
+    /// Open an item stream (live upload or import); `host_id`, when given, must own the
+    /// collection. The first time an item is seen, `item_started` goes into custody.
+    pub fn begin_item(
+        &self,
+        header: ItemHeader,
+        host_id: Option<&str>,
+        actor: &str,
+    ) -> std::result::Result<Opened, IngestError> {
+        let opened = ItemIngest::begin(&self.stores, header, host_id)?;
+        if let Opened::Held {
+            new: true, ingest, ..
+        } = &opened
+        {
+            let h = ingest.header();
+            self.custody
+                .append(
+                    &h.collection_id,
+                    actor,
+                    "item_started",
+                    json!({"item_id": h.item_id, "name": h.source.name, "kind": h.kind, "source": h.source}),
+                )
+                .map_err(|e| IngestError::Rejected(format!("custody: {e}")))?;
+        }
+        Ok(opened)
+    }
+
+    /// Check an item's manifest and seal it (custody `item_sealed`, then its timeline rows,
+    /// before the agent hears "sealed", so a finished collection is searchable), or record its
+    /// rejection. Returns the item's SHA-256.
+    pub fn finish_item(
+        &self,
+        ingest: ItemIngest,
+        manifest: &ItemManifest,
+        actor: &str,
+    ) -> std::result::Result<String, IngestError> {
+        let header = ingest.header().clone();
+        let cid = &header.collection_id;
+        let custody = |action: &str, details: Value| {
+            self.custody
+                .append(cid, actor, action, details)
+                .map_err(|e| IngestError::Rejected(format!("custody: {e}")))
+        };
+        match ingest.finish(manifest) {
+            Ok(sha256) => {
+                custody(
+                    "item_sealed",
+                    json!({
+                        "item_id": manifest.header.item_id,
+                        "name": manifest.header.source.name,
+                        "sha256": manifest.sha256,
+                        "raw_len": manifest.raw_len,
+                        "chunk_count": manifest.chunk_count,
+                        "acquisition_status": manifest.status,
+                        "gaps": manifest.gaps.len(),
+                        "acquisition_start": manifest.header.acquisition_start,
+                        "acquisition_end": manifest.acquisition_end,
+                        "verified_by": "collector re-hashed every chunk and the whole item",
+                    }),
+                )?;
+                // A timeline failure is recorded for the item, never fatal to the seal.
+                if let Err(e) = crate::timeline::build_for_item(&self.stores, manifest) {
+                    tracing::warn!("timeline of item {}: {e}", manifest.header.item_id);
+                }
+                Ok(sha256)
+            }
+            Err(IngestError::Rejected(reason)) => {
+                custody(
+                    "item_rejected",
+                    json!({"item_id": header.item_id, "name": header.source.name, "reason": reason}),
+                )?;
+                Err(IngestError::Rejected(reason))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An offline collection's record arrives: its host (found or created), the collection
+    /// `running` and `imported` in custody. Returns the host id.
+    pub fn import(&self, rec: &CollectionRecord, actor: &str) -> Result<String> {
+        let cid = &rec.request.collection_id;
+        if !cid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            || cid.is_empty()
+            || cid.len() > 64
+        {
+            return Err(Error::invalid(format!(
+                "collection id {cid:?} is not a valid id"
+            )));
+        }
+        if self.stores.meta.get_collection(cid)?.is_some() {
+            return Err(Error::conflict(format!(
+                "collection {cid} was already imported"
+            )));
+        }
+        let host_id = self.stores.meta.upsert_import_host(&rec.host)?;
+        self.stores.meta.insert_collection(
+            &host_id,
+            &rec.request,
+            CollectionStatus::Running,
+            CollectionOrigin::Import,
+        )?;
+        self.custody.append(
+            cid,
+            actor,
+            "imported",
+            json!({"host_id": host_id, "hostname": rec.host.hostname, "profile": rec.request.profile, "reason": rec.request.reason,
+                   "collected_by": rec.request.requested_by, "started": rec.started, "finished": rec.finished, "tool": rec.tool, "items": rec.items}),
+        )?;
+        Ok(host_id)
+    }
+
+    /// The collection an import writes into: it must exist and come from an import.
+    pub fn importing(&self, collection_id: &str) -> Result<CollectionRow> {
+        let c = self.get(collection_id)?;
+        if c.origin != CollectionOrigin::Import {
+            return Err(Error::conflict(format!(
+                "collection {collection_id} was not created by an import"
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Check the chain and every stored byte, and record the verification in the chain.
+    pub fn verify(&self, collection_id: &str, actor: &str) -> Result<VerifyReport> {
+        self.get(collection_id)?;
+        let report = self.custody.verify(collection_id)?;
+        let action = if report.ok {
+            "verified"
+        } else {
+            "verify_failed"
+        };
+        // Recording a verification extends the chain; only do it on an intact chain, so a
+        // broken one stays exactly as it was found.
+        if report.ok || report.bad_item.is_some() {
+            self.custody.append(
+                collection_id,
+                actor,
+                action,
+                json!({"records_checked": report.records_checked, "items_checked": report.items_checked, "chunks_checked": report.chunks_checked, "bytes_checked": report.bytes_checked, "error": report.error}),
+            )?;
+        }
+        Ok(report)
+    }
+
+    /// A sealed item, ready to be served; anything else is a conflict naming its status.
+    pub fn sealed_item(&self, item_id: &str) -> Result<ItemRow> {
+        let item = self
+            .stores
+            .meta
+            .get_item(item_id)?
+            .ok_or_else(|| Error::not_found(format!("no item {item_id}")))?;
+        if item.status != ItemStatus::Sealed {
+            return Err(Error::conflict(format!(
+                "item {item_id} is {}, not sealed",
+                item.status.as_str()
+            )));
+        }
+        Ok(item)
+    }
+
+    pub fn record_download(&self, item: &ItemRow, actor: &str) -> Result<()> {
+        self.custody.append(
+            &item.collection_id,
+            actor,
+            "downloaded",
+            json!({"item_id": item.id, "name": item.name, "sha256": item.sha256, "raw_len": item.raw_len}),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! Enrollment: a connection without a client certificate may send one `enroll` with a token
+//! and a CSR; it gets back a certificate signed by the collector's CA, and a new agent id.
+
+use super::refuse;
+use crate::state::State;
+use anyhow::{Context, Result};
+use cairn_protocol::wire::aio::{read_frame, write_message};
+use cairn_protocol::wire::{Frame, Message};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(super) async fn enrollment(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
+    let (mut send, mut recv) = conn.accept_bi().await?;
+    let msg = tokio::time::timeout(Duration::from_secs(30), read_frame(&mut recv)).await??;
+    let Some(Frame::Message(Message::Enroll {
+        token,
+        csr_pem,
+        hostname,
+    })) = msg
+    else {
+        return refuse(
+            send,
+            "certificate_required",
+            "this connection has no client certificate; it can only enroll".into(),
+        )
+        .await;
+    };
+    let reply = match state.meta().consume_enroll_token(&token)? {
+        Err(refusal) => {
+            tracing::warn!(
+                "enrollment refused for {hostname:?} from {}: {refusal}",
+                conn.remote_address()
+            );
+            Message::error("enrollment_refused", refusal.to_string())
+        }
+        Ok(()) => {
+            let agent_id = uuid::Uuid::new_v4().to_string();
+            match state.authority.sign_agent(&csr_pem, &agent_id) {
+                Ok(cert_pem) => {
+                    let fp = crate::authority::pem_fingerprint(&cert_pem)
+                        .context("fingerprinting the new agent certificate")?;
+                    state
+                        .meta()
+                        .insert_enrolled_host(&agent_id, &hostname, &fp)?;
+                    tracing::info!("enrolled {hostname} as agent {agent_id}");
+                    Message::Enrolled {
+                        agent_id,
+                        cert_pem,
+                        ca_pem: state.ca_pem.clone(),
+                    }
+                }
+                Err(e) => Message::error("bad_request", e.to_string()),
+            }
+        }
+    };
+    write_message(&mut send, reply).await?;
+    send.finish()?;
+    // Let the agent read the answer before the connection goes.
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! What every request handler and agent session holds: the stores and the domain's services.
+//! Built once by `server`; the edges (`api`, `quic`) only read it.
+
+use crate::authority::Authority;
+use crate::collections::Collections;
+use crate::custody::Custody;
+use crate::sessions::Sessions;
+use crate::storage::{MetadataStore, Stores};
+use crate::triggers::Triggers;
+use std::sync::Arc;
+
+pub struct State {
+    pub stores: Stores,
+    pub custody: Arc<Custody>,
+    /// Agents connected now, and the bell of each one's control loop.
+    pub sessions: Arc<Sessions>,
+    pub collections: Collections,
+    /// Profile mapping, dedup and rate limits for `/api/v1/triggers/...`.
+    pub triggers: Triggers,
+    pub authority: Authority,
+    pub ca_pem: String,
+}
+
+impl State {
+    pub fn meta(&self) -> &dyn MetadataStore {
+        self.stores.meta.as_ref()
+    }
+}

@@ -1,0 +1,121 @@
+//! Collections: what one request produced on one host, and where it is in its life.
+
+use super::Result;
+use cairn_protocol::manifest::CollectRequest;
+use serde::Serialize;
+
+/// Where a collection is in its life. Only the last three are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectionStatus {
+    /// Stored, not yet accepted by the agent (it may be disconnected).
+    Requested,
+    /// The agent is collecting (or an import is in progress).
+    Running,
+    /// Every item sealed and nothing went wrong.
+    Sealed,
+    /// Some items sealed, something went wrong.
+    Partial,
+    /// Nothing was sealed.
+    Failed,
+}
+
+impl CollectionStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CollectionStatus::Requested => "requested",
+            CollectionStatus::Running => "running",
+            CollectionStatus::Sealed => "sealed",
+            CollectionStatus::Partial => "partial",
+            CollectionStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<CollectionStatus> {
+        Some(match s {
+            "requested" => CollectionStatus::Requested,
+            "running" => CollectionStatus::Running,
+            "sealed" => CollectionStatus::Sealed,
+            "partial" => CollectionStatus::Partial,
+            "failed" => CollectionStatus::Failed,
+            _ => return None,
+        })
+    }
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            CollectionStatus::Sealed | CollectionStatus::Partial | CollectionStatus::Failed
+        )
+    }
+}
+
+/// How a collection came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectionOrigin {
+    /// Requested of a connected (or connecting) agent.
+    Live,
+    /// Written offline by `cairn-agent collect --out` and imported.
+    Import,
+    /// The readiness self-test's evidence round trip.
+    Selftest,
+}
+
+impl CollectionOrigin {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CollectionOrigin::Live => "live",
+            CollectionOrigin::Import => "import",
+            CollectionOrigin::Selftest => "selftest",
+        }
+    }
+    pub fn parse(s: &str) -> Option<CollectionOrigin> {
+        Some(match s {
+            "live" => CollectionOrigin::Live,
+            "import" => CollectionOrigin::Import,
+            "selftest" => CollectionOrigin::Selftest,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionRow {
+    pub id: String,
+    pub host_id: String,
+    pub profile: String,
+    pub reason: String,
+    pub requested_by: String,
+    pub status: CollectionStatus,
+    pub requested_at: String,
+    pub finished_at: Option<String>,
+    pub errors: Vec<String>,
+    pub origin: CollectionOrigin,
+    #[serde(skip)]
+    pub request: Option<CollectRequest>,
+}
+
+pub trait CollectionStore {
+    /// A new collection; [`super::StorageError::Conflict`] when its id exists.
+    fn insert_collection(
+        &self,
+        host_id: &str,
+        req: &CollectRequest,
+        status: CollectionStatus,
+        origin: CollectionOrigin,
+    ) -> Result<()>;
+    /// A new status (a final one sets `finished_at`), and the errors when given.
+    fn set_collection_status(
+        &self,
+        id: &str,
+        status: CollectionStatus,
+        errors: Option<&[String]>,
+    ) -> Result<()>;
+    fn get_collection(&self, id: &str) -> Result<Option<CollectionRow>>;
+    /// Requests not yet accepted by the host's agent, oldest first.
+    fn pending_requests(&self, host_id: &str) -> Result<Vec<CollectRequest>>;
+    /// Newest first, self-test collections left out.
+    fn list_collections(&self, host_id: Option<&str>, limit: u32) -> Result<Vec<CollectionRow>>;
+    /// Delete a host's self-test collections other than `keep`, with their items, chunks and
+    /// custody; returns the blob hashes no item refers to any more, for the blob store.
+    fn prune_selftest_collections(&self, host_id: &str, keep: &str) -> Result<Vec<String>>;
+}

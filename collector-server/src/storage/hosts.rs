@@ -1,0 +1,73 @@
+//! Hosts: enrolled agents (known by their certificate) and hosts of imported collections.
+
+use super::Result;
+use cairn_protocol::manifest::HostIdentity;
+use cairn_protocol::wire::AgentStatus;
+use serde::Serialize;
+
+/// How a host became known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostOrigin {
+    /// An agent enrolled with a token and holds a certificate.
+    Enrolled,
+    /// Only offline collections came from it.
+    Import,
+}
+
+impl HostOrigin {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HostOrigin::Enrolled => "enrolled",
+            HostOrigin::Import => "import",
+        }
+    }
+    pub fn parse(s: &str) -> Option<HostOrigin> {
+        match s {
+            "enrolled" => Some(HostOrigin::Enrolled),
+            "import" => Some(HostOrigin::Import),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostRow {
+    pub id: String,
+    pub hostname: String,
+    pub machine_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub kernel: Option<String>,
+    pub agent_version: Option<String>,
+    pub enrolled_at: String,
+    pub last_seen: Option<String>,
+    pub origin: HostOrigin,
+    /// The agent's last reported status (sensor mode, events lost, containers).
+    pub status: Option<serde_json::Value>,
+    /// The last self-test's verdict (pass, warn, fail), since when it has been that, and when
+    /// the last report arrived.
+    pub readiness: Option<String>,
+    pub readiness_since: Option<String>,
+    pub readiness_at: Option<String>,
+}
+
+pub trait HostStore {
+    fn insert_enrolled_host(&self, id: &str, hostname: &str, cert_sha256: &str) -> Result<()>;
+    fn host_id_by_cert(&self, cert_sha256: &str) -> Result<Option<String>>;
+    /// What the agent said about itself in its hello.
+    fn update_host_identity(
+        &self,
+        id: &str,
+        host: &HostIdentity,
+        agent_version: &str,
+    ) -> Result<()>;
+    fn set_host_status(&self, id: &str, status: &AgentStatus) -> Result<()>;
+    fn touch_host(&self, id: &str) -> Result<()>;
+    /// The host an offline collection came from: an enrolled host with the same machine id,
+    /// else one created for imports.
+    fn upsert_import_host(&self, host: &HostIdentity) -> Result<String>;
+    fn list_hosts(&self) -> Result<Vec<HostRow>>;
+    /// Hosts matching an id, hostname, instance id or machine id.
+    fn find_hosts(&self, query: &str) -> Result<Vec<HostRow>>;
+    fn get_host(&self, id: &str) -> Result<Option<HostRow>>;
+}

@@ -1,0 +1,158 @@
+use super::{enum_col, is_conflict, now, Sqlite};
+use crate::storage::collections::{
+    CollectionOrigin, CollectionRow, CollectionStatus, CollectionStore,
+};
+use crate::storage::{from_json, to_json, Result, StorageError};
+use cairn_protocol::manifest::CollectRequest;
+use rusqlite::{params, OptionalExtension};
+
+pub(super) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS collections (
+    id TEXT PRIMARY KEY, host_id TEXT NOT NULL REFERENCES hosts(id), profile TEXT NOT NULL,
+    reason TEXT NOT NULL, requested_by TEXT NOT NULL, request_json TEXT NOT NULL,
+    status TEXT NOT NULL, requested_at TEXT NOT NULL, finished_at TEXT,
+    errors_json TEXT NOT NULL DEFAULT '[]', origin TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS collections_host ON collections(host_id, status);
+"#;
+
+const COLS: &str = "id, host_id, profile, reason, requested_by, status, requested_at, finished_at, errors_json, origin, request_json";
+
+fn collection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CollectionRow> {
+    Ok(CollectionRow {
+        id: r.get(0)?,
+        host_id: r.get(1)?,
+        profile: r.get(2)?,
+        reason: r.get(3)?,
+        requested_by: r.get(4)?,
+        status: enum_col(r, 5, CollectionStatus::parse)?,
+        requested_at: r.get(6)?,
+        finished_at: r.get(7)?,
+        errors: from_json(r.get(8)?).unwrap_or_default(),
+        origin: enum_col(r, 9, CollectionOrigin::parse)?,
+        request: from_json(r.get(10)?),
+    })
+}
+
+impl CollectionStore for Sqlite {
+    fn insert_collection(
+        &self,
+        host_id: &str,
+        req: &CollectRequest,
+        status: CollectionStatus,
+        origin: CollectionOrigin,
+    ) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO collections(id, host_id, profile, reason, requested_by, request_json, status, requested_at, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    req.collection_id,
+                    host_id,
+                    req.profile,
+                    req.reason,
+                    req.requested_by,
+                    to_json("collection request", req)?,
+                    status.as_str(),
+                    now(),
+                    origin.as_str()
+                ],
+            )
+            .map_err(|e| {
+                if is_conflict(&e) {
+                    StorageError::Conflict(format!("collection {}", req.collection_id))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    fn set_collection_status(
+        &self,
+        id: &str,
+        status: CollectionStatus,
+        errors: Option<&[String]>,
+    ) -> Result<()> {
+        let finished = status.is_final().then(now);
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE collections SET status = ?2, finished_at = COALESCE(?3, finished_at) WHERE id = ?1",
+            params![id, status.as_str(), finished],
+        )?;
+        if let Some(e) = errors {
+            conn.execute(
+                "UPDATE collections SET errors_json = ?2 WHERE id = ?1",
+                params![id, to_json("collection errors", &e)?],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn get_collection(&self, id: &str) -> Result<Option<CollectionRow>> {
+        Ok(self
+            .lock()
+            .query_row(
+                &format!("SELECT {COLS} FROM collections WHERE id = ?1"),
+                params![id],
+                collection_from_row,
+            )
+            .optional()?)
+    }
+
+    fn pending_requests(&self, host_id: &str) -> Result<Vec<CollectRequest>> {
+        let json: Vec<String> = self.rows(
+            "SELECT request_json FROM collections WHERE host_id = ?1 AND status = 'requested' ORDER BY requested_at",
+            params![host_id],
+            |r| r.get(0),
+        )?;
+        Ok(json
+            .iter()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
+    }
+
+    fn list_collections(&self, host_id: Option<&str>, limit: u32) -> Result<Vec<CollectionRow>> {
+        self.rows(
+            &format!(
+                "SELECT {COLS} FROM collections WHERE (?1 IS NULL OR host_id = ?1) AND origin != 'selftest'
+                 ORDER BY requested_at DESC LIMIT ?2"
+            ),
+            params![host_id, limit],
+            collection_from_row,
+        )
+    }
+
+    fn prune_selftest_collections(&self, host_id: &str, keep: &str) -> Result<Vec<String>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let old =
+            "SELECT id FROM collections WHERE host_id = ?1 AND origin = 'selftest' AND id != ?2";
+        let blobs: Vec<String> = {
+            let mut st = tx.prepare(&format!(
+                "SELECT DISTINCT sha256 FROM item_chunks WHERE item_id IN (SELECT id FROM items WHERE collection_id IN ({old}))"
+            ))?;
+            let r = st.query_map(params![host_id, keep], |r| r.get(0))?;
+            r.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for sql in [
+            format!("DELETE FROM item_chunks WHERE item_id IN (SELECT id FROM items WHERE collection_id IN ({old}))"),
+            format!("DELETE FROM items WHERE collection_id IN ({old})"),
+            format!("DELETE FROM custody WHERE collection_id IN ({old})"),
+            "DELETE FROM collections WHERE host_id = ?1 AND origin = 'selftest' AND id != ?2".to_string(),
+        ] {
+            tx.execute(&sql, params![host_id, keep])?;
+        }
+        let mut orphans = Vec::new();
+        for sha in blobs {
+            let used: bool = tx
+                .prepare("SELECT 1 FROM item_chunks WHERE sha256 = ?1 LIMIT 1")?
+                .exists(params![sha])?;
+            if !used {
+                tx.execute("DELETE FROM blobs WHERE sha256 = ?1", params![sha])?;
+                orphans.push(sha);
+            }
+        }
+        tx.commit()?;
+        Ok(orphans)
+    }
+}

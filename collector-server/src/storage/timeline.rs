@@ -1,0 +1,151 @@
+//! The timeline table: one row per event from any source, found by host, time, kind, user,
+//! container, source and text, read in `(time, id)` order with a cursor.
+
+use super::Result;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One event of the timeline. Time is UTC nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Event {
+    pub time_ns: i64,
+    /// Which parser or stream it came from: `ebpf`, `auth.log`, `syslog`, `journal`, `wtmp`,
+    /// `btmp`, `utmp`, `bash_history`, `zsh_history`, `bodyfile`, `file`, `processes.json`,
+    /// `network.json`, `event_journal`.
+    pub source: String,
+    /// What happened: `process_exec`, `ssh_login`, `sudo`, `shell_command`, `file_mtime`, …
+    pub kind: String,
+    pub pid: Option<i64>,
+    pub ppid: Option<i64>,
+    pub exe: Option<String>,
+    pub argv: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub container: Option<String>,
+    pub pod: Option<String>,
+    pub message: String,
+    pub attrs: Map<String, Value>,
+    /// Path on the host of the file the event was read from (or is about).
+    pub path: Option<String>,
+    /// Identity of the event within its host: the same event read twice (the live stream and
+    /// the journal item, or a log collected twice) is stored once.
+    pub dedup: i64,
+}
+
+impl Event {
+    pub fn new(time_ns: i64, source: &str, kind: &str, message: impl Into<String>) -> Event {
+        Event {
+            time_ns,
+            source: source.to_string(),
+            kind: kind.to_string(),
+            message: message.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn attr(mut self, key: &str, value: impl Into<Value>) -> Event {
+        self.attrs.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+/// What to look for. Hosts are agent ids (names are resolved above).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Filter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_ids: Vec<String>,
+    #[serde(default)]
+    pub from_ns: Option<i64>,
+    #[serde(default)]
+    pub to_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A container id or a prefix of one (Falco's 12 characters).
+    #[serde(default)]
+    pub container: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Free text, matched case-insensitively against the message.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// A page position: the last `(time_ns, id)` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub time_ns: i64,
+    pub id: i64,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.time_ns, self.id)
+    }
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (t, id) = s.split_once('.')?;
+        Some(Cursor {
+            time_ns: t.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// An event as stored: its row id, host and the item it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub host_id: String,
+    pub item_id: Option<String>,
+    pub event: Event,
+}
+
+/// Most rows counted for facets in one query.
+pub const FACET_SCAN_MAX: u64 = 1_000_000;
+/// Most values listed per facet.
+pub const FACET_TOP: usize = 20;
+
+/// Counts by host, kind, user, container and source over everything a filter matches.
+#[derive(Debug, Serialize)]
+pub struct Facets {
+    pub total: u64,
+    /// False when more than [`FACET_SCAN_MAX`] rows matched and counting stopped there.
+    pub exact: bool,
+    pub host: Vec<(String, u64)>,
+    pub kind: Vec<(String, u64)>,
+    pub user: Vec<(String, u64)>,
+    pub container: Vec<(String, u64)>,
+    pub source: Vec<(String, u64)>,
+}
+
+pub trait TimelineStore {
+    /// Insert events for a host in one transaction; returns how many were new.
+    fn insert_timeline(
+        &self,
+        host_id: &str,
+        item_id: Option<&str>,
+        events: &[Event],
+    ) -> Result<usize>;
+    /// What building the timeline from an item gave: parser, events, unparsed lines, error.
+    fn record_timeline_item(
+        &self,
+        item_id: &str,
+        host_id: &str,
+        parser: &str,
+        events: u64,
+        unparsed: u64,
+        error: Option<&str>,
+    ) -> Result<()>;
+    /// The items a host's (or every) timeline was built from, newest first.
+    fn timeline_items(&self, host_id: Option<&str>) -> Result<Vec<Value>>;
+    /// A page of events in `(time, id)` order after `after`, and the cursor for the next page
+    /// (`None` at the end).
+    fn timeline_page(
+        &self,
+        filter: &Filter,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<(Vec<StoredEvent>, Option<Cursor>)>;
+    /// Facet counts over everything the filter matches, up to [`FACET_SCAN_MAX`] rows.
+    fn timeline_facets(&self, filter: &Filter) -> Result<Facets>;
+}

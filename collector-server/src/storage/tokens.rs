@@ -1,0 +1,56 @@
+//! API tokens (who may use the HTTP API, in which role) and enrollment tokens (which hosts may
+//! join). Secrets are stored as their SHA-256 only.
+
+use super::Result;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Request collections and read results; no imports, no tokens.
+    Analyst,
+    /// Start collections only (detection systems).
+    Trigger,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Analyst => "analyst",
+            Role::Trigger => "trigger",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "analyst" => Some(Role::Analyst),
+            "trigger" => Some(Role::Trigger),
+            _ => None,
+        }
+    }
+}
+
+/// Why an enrollment token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollRefusal {
+    #[error("enrollment token is not known to this collector")]
+    Unknown,
+    #[error("enrollment token expired at {0}")]
+    Expired(String),
+    #[error("enrollment token has been used {0} of {0} times")]
+    Exhausted(u32),
+}
+
+pub trait TokenStore {
+    /// A new API token; returns the secret (shown once, stored hashed).
+    fn create_api_token(&self, name: &str, role: Role) -> Result<String>;
+    /// `(name, role)` of a valid API token.
+    fn check_api_token(&self, secret: &str) -> Result<Option<(String, Role)>>;
+    /// A new enrollment token: `(secret, expires_at unix)`.
+    fn create_enroll_token(&self, uses: u32, ttl_secs: i64, label: &str) -> Result<(String, i64)>;
+    /// Use an enrollment token once, atomically.
+    fn consume_enroll_token(&self, secret: &str) -> Result<std::result::Result<(), EnrollRefusal>>;
+}
