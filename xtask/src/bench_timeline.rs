@@ -3,8 +3,9 @@
 //! 1. Ingest N synthetic events (default 10 million, 20 hosts over a day, the mix of a busy
 //!    fleet) through the collector's own insert path, against a plain bulk INSERT of the same
 //!    rows into an index-less SQLite table in the same run (the baseline); then faceted queries
-//!    (page of 100 + facet counts) with p50/p99. This runs inside the release `cairn-collector`
-//!    (hidden `bench-timeline` subcommand) so the figures are the release build's.
+//!    (page of 100 + facet counts) with p50/p99. This runs in the collector crate's release
+//!    example `bench_timeline` (through the same storage code), so the figures are optimised
+//!    code's and nothing of the benchmark ships in the collector binary.
 //! 2. Trigger to first chunk: a collector and an agent on loopback; `POST
 //!    /api/v1/triggers/generic` (profiles `file` with a small file, and `volatile`), then the
 //!    collection is polled every millisecond until its first item has a chunk stored.
@@ -26,8 +27,22 @@ pub fn run(events: u64, triggers: u32) -> Result<()> {
         .tempdir()?;
 
     section(&format!("ingest {events} events, then faceted queries"));
-    let mut cmd = std::process::Command::new(&bins.collector);
-    cmd.args(["bench-timeline", "--dir"])
+    let mut build = crate::procs::cargo();
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "cairn-collector",
+        "--example",
+        "bench_timeline",
+    ]);
+    crate::procs::run_inherit(build)?;
+    let example = crate::procs::target_dir()
+        .join("release")
+        .join("examples")
+        .join("bench_timeline");
+    let mut cmd = std::process::Command::new(&example);
+    cmd.arg("--dir")
         .arg(tmp.path().join("ingest"))
         .args(["--events", &events.to_string()]);
     let out = run_capture(cmd, Duration::from_secs(7200))?.ok()?;
@@ -36,7 +51,7 @@ pub fn run(events: u64, triggers: u32) -> Result<()> {
         .lines()
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| anyhow!("bench-timeline printed no JSON: {}", out.stdout))?;
+        .ok_or_else(|| anyhow!("bench_timeline printed no JSON: {}", out.stdout))?;
     std::fs::remove_dir_all(tmp.path().join("ingest")).ok();
     let f = |p: &str| r.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
 
