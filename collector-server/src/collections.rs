@@ -167,18 +167,35 @@ impl Collections {
                 && !active.contains(&c.id)
             {
                 let error = "the agent no longer has this collection (it restarted while collecting); request it again".to_string();
+                self.fail_unfinished_items(&c.id, &agent_actor(host_id), &error)?;
                 self.stores.meta.set_collection_status(
                     &c.id,
                     CollectionStatus::Failed,
                     Some(std::slice::from_ref(&error)),
                 )?;
-                self.custody.append(
+                self.custody.close(
                     &c.id,
                     &agent_actor(host_id),
                     "collection_lost",
                     json!({"error": error}),
                 )?;
                 tracing::warn!("collection {} on {host_id} lost: agent restarted", c.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Items still receiving when their collection can no longer finish: failed, each with a
+    /// custody record saying why.
+    fn fail_unfinished_items(&self, collection_id: &str, actor: &str, why: &str) -> Result<()> {
+        for item in self.stores.meta.items_of_collection(collection_id)? {
+            if item.status == ItemStatus::Receiving && self.stores.meta.fail_item(&item.id, why)? {
+                self.custody.append(
+                    collection_id,
+                    actor,
+                    "item_failed",
+                    json!({"item_id": item.id, "name": item.name, "chunks_received": item.chunks_received, "reason": why}),
+                )?;
             }
         }
         Ok(())
@@ -224,10 +241,16 @@ impl Collections {
         } else {
             CollectionStatus::Failed
         };
+        // Items of the collection the agent did not list can never complete now.
+        self.fail_unfinished_items(
+            collection_id,
+            &agent_actor(host_id),
+            "the collection finished without this item",
+        )?;
         self.stores
             .meta
             .set_collection_status(collection_id, status, Some(&errors))?;
-        self.custody.append(
+        self.custody.close(
             collection_id,
             &agent_actor(host_id),
             "collection_finished",
@@ -280,9 +303,14 @@ impl Collections {
         };
         match ingest.finish(manifest) {
             Ok(sha256) => {
+                let chunks_sha256 = self
+                    .custody
+                    .item_chunks_sha256(&header.item_id)
+                    .map_err(|e| IngestError::Rejected(format!("custody: {e}")))?;
                 custody(
                     "item_sealed",
                     json!({
+                        "chunks_sha256": chunks_sha256,
                         "item_id": manifest.header.item_id,
                         "name": manifest.header.source.name,
                         "sha256": manifest.sha256,
@@ -395,13 +423,30 @@ impl Collections {
         Ok(item)
     }
 
-    pub fn record_download(&self, item: &ItemRow, actor: &str) -> Result<()> {
-        self.custody.append(
-            &item.collection_id,
-            actor,
-            "downloaded",
-            json!({"item_id": item.id, "name": item.name, "sha256": item.sha256, "raw_len": item.raw_len}),
-        )?;
+    /// A download ended: `downloaded` when every byte went out, else `download_aborted` with
+    /// how many bytes did and why the rest did not.
+    pub fn record_download(
+        &self,
+        item: &ItemRow,
+        actor: &str,
+        bytes_sent: u64,
+        failure: Option<&str>,
+    ) -> Result<()> {
+        let complete = failure.is_none() && Some(bytes_sent) == item.raw_len;
+        let (action, details) = if complete {
+            (
+                "downloaded",
+                json!({"item_id": item.id, "name": item.name, "sha256": item.sha256, "raw_len": item.raw_len}),
+            )
+        } else {
+            (
+                "download_aborted",
+                json!({"item_id": item.id, "name": item.name, "sha256": item.sha256, "raw_len": item.raw_len,
+                       "bytes_sent": bytes_sent, "reason": failure.unwrap_or("ended early")}),
+            )
+        };
+        self.custody
+            .append(&item.collection_id, actor, action, details)?;
         Ok(())
     }
 }

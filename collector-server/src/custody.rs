@@ -1,16 +1,27 @@
-//! The chain of custody: every event in a collection's life, hash-chained and signed.
+//! The chain of custody: every event in a collection's life, hash-chained and signed, and
+//! proof that the chain is whole.
 //!
 //! Records are appended under one lock so that two events of the same collection can never
-//! take the same place in its chain. Verification recomputes each record's hash and link,
-//! checks its ed25519 signature, then re-reads every stored chunk of every sealed item and
-//! compares it with the hashes the custody log recorded when the item was sealed.
+//! take the same place in its chain; after each append the chain's new head is signed and
+//! published outside the database (`storage::heads`). A chain is closed by a final record
+//! (`collection_finished`, `collection_lost`, `selftest_read_back`) that commits to every item
+//! the collector holds for it: id, status, SHA-256, length and the hash of its chunk list.
+//!
+//! Verification checks that the chain is intact (hashes, links, signatures), that it reaches
+//! its published head (deleted newest records), that every item in the database is in the
+//! chain, that a finished collection's final record names exactly its items with the chunks
+//! they have now, and that every sealed item's stored bytes still hash to what was sealed.
 
 use crate::error::{Error, Result};
 use crate::evidence::ItemChunks;
-use crate::storage::Stores;
-use cairn_protocol::custody::{verify_chain, CustodyRecord, GENESIS_HASH};
+use crate::storage::{ItemRow, ItemStatus, Stores};
+use cairn_protocol::custody::{
+    chunk_list_sha256, verify_chain, ChainHead, CommittedItem, Commitment, CustodyRecord,
+    FINAL_ACTIONS, GENESIS_HASH,
+};
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 pub struct Custody {
@@ -27,9 +38,60 @@ pub struct VerifyReport {
     pub items_checked: u64,
     pub chunks_checked: u64,
     pub bytes_checked: u64,
+    /// The published head the chain was checked against: `(seq, time)`.
+    pub head: Option<(u64, String)>,
+    /// Whether the chain is closed by a final record whose commitment was checked.
+    pub complete: bool,
     /// The first problem found, naming the record or the item.
     pub error: Option<String>,
+    /// Every problem found.
+    pub problems: Vec<String>,
     pub bad_item: Option<String>,
+}
+
+impl VerifyReport {
+    fn problem(&mut self, what: String, item: Option<&str>) {
+        if self.error.is_none() {
+            self.error = Some(what.clone());
+        }
+        if self.bad_item.is_none() {
+            self.bad_item = item.map(str::to_string);
+        }
+        self.problems.push(what);
+    }
+}
+
+/// The chunk list commitment of an item as stored now.
+fn chunks_sha256(stores: &Stores, item_id: &str) -> Result<(String, u64)> {
+    let chunks = stores.meta.item_chunks(item_id)?;
+    let n = chunks.len() as u64;
+    Ok((
+        chunk_list_sha256(chunks.iter().map(|c| (c.index, c.sha256.as_str(), c.raw_len))),
+        n,
+    ))
+}
+
+fn committed(stores: &Stores, item: &ItemRow) -> Result<CommittedItem> {
+    let (chunks_sha256, chunk_count) = chunks_sha256(stores, &item.id)?;
+    Ok(CommittedItem {
+        item_id: item.id.clone(),
+        name: item.name.clone(),
+        status: item.status.as_str().to_string(),
+        sha256: item.sha256.clone(),
+        raw_len: item.raw_len,
+        chunk_count,
+        chunks_sha256,
+    })
+}
+
+/// Item ids a record is about.
+fn item_of(r: &CustodyRecord) -> Option<&str> {
+    match r.action.as_str() {
+        "item_started" | "item_sealed" | "item_rejected" | "item_failed" => {
+            r.details["item_id"].as_str()
+        }
+        _ => None,
+    }
 }
 
 impl Custody {
@@ -78,10 +140,111 @@ impl Custody {
             hex::decode(&r.hash).map_err(|e| Error::Internal(format!("record hash: {e}")))?;
         r.signature = hex::encode(self.key.sign(&hash_bytes).to_bytes());
         meta.insert_custody(&r)?;
+        let mut head = ChainHead {
+            collection_id: r.collection_id.clone(),
+            seq: r.seq,
+            hash: r.hash.clone(),
+            time: r.time.clone(),
+            signature: String::new(),
+        };
+        head.signature = hex::encode(self.key.sign(&head.signed_bytes()).to_bytes());
+        self.stores.heads.publish(&head)?;
         Ok(r)
     }
 
-    /// Check the collection's chain and every stored byte of its sealed items.
+    /// What a final record commits to: every item the collector holds for the collection.
+    pub fn commitment(&self, collection_id: &str) -> Result<Commitment> {
+        let mut items = Vec::new();
+        for item in self.stores.meta.items_of_collection(collection_id)? {
+            items.push(committed(&self.stores, &item)?);
+        }
+        Ok(Commitment { items })
+    }
+
+    /// Close a chain: a final record (`action` one of [`FINAL_ACTIONS`]) with `details` and
+    /// the commitment to every item.
+    pub fn close(
+        &self,
+        collection_id: &str,
+        actor: &str,
+        action: &str,
+        mut details: serde_json::Value,
+    ) -> Result<CustodyRecord> {
+        if !FINAL_ACTIONS.contains(&action) {
+            return Err(Error::Internal(format!("{action} is not a final custody action")));
+        }
+        let commitment = serde_json::to_value(self.commitment(collection_id)?)
+            .map_err(|e| Error::Internal(format!("commitment: {e}")))?;
+        if let Some(d) = details.as_object_mut() {
+            d.insert("commitment".into(), commitment);
+        }
+        self.append(collection_id, actor, action, details)
+    }
+
+    /// Publish every chain's head as the database has it now (after a restore without the head
+    /// log); returns how many chains.
+    pub fn republish_heads(&self) -> Result<usize> {
+        let tails = self.stores.meta.custody_tails()?;
+        for (collection_id, seq, hash, time) in &tails {
+            let mut head = ChainHead {
+                collection_id: collection_id.clone(),
+                seq: *seq,
+                hash: hash.clone(),
+                time: time.clone(),
+                signature: String::new(),
+            };
+            head.signature = hex::encode(self.key.sign(&head.signed_bytes()).to_bytes());
+            self.stores.heads.publish(&head)?;
+        }
+        Ok(tails.len())
+    }
+
+    /// The chunk list commitment `item_sealed` records carry.
+    pub fn item_chunks_sha256(&self, item_id: &str) -> Result<String> {
+        Ok(chunks_sha256(&self.stores, item_id)?.0)
+    }
+
+    fn check_head(&self, collection_id: &str, records: &[CustodyRecord], report: &mut VerifyReport) -> Result<()> {
+        let vk = self.key.verifying_key();
+        match self.stores.heads.latest(collection_id)? {
+            None => report.problem(
+                format!("collection {collection_id} has no published chain head: that its newest custody records are all present cannot be proven"),
+                None,
+            ),
+            Some(h) => {
+                report.head = Some((h.seq, h.time.clone()));
+                let signed = hex::decode(&h.signature)
+                    .ok()
+                    .and_then(|s| ed25519_dalek::Signature::from_slice(&s).ok())
+                    .is_some_and(|sig| vk.verify(&h.signed_bytes(), &sig).is_ok());
+                if !signed {
+                    report.problem(format!("the published head of collection {collection_id} (record {}) is not signed by this collector", h.seq), None);
+                } else {
+                    match records.get(h.seq as usize) {
+                        None => report.problem(
+                            format!(
+                                "the custody chain ends at record {} but its head published at {} is record {}: the newest {} record(s) were deleted",
+                                records.len().saturating_sub(1),
+                                h.time,
+                                h.seq,
+                                h.seq + 1 - records.len() as u64
+                            ),
+                            None,
+                        ),
+                        Some(r) if r.hash != h.hash => report.problem(
+                            format!("custody record {} differs from the head published for it at {}", h.seq, h.time),
+                            None,
+                        ),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Check the collection's chain, that it is whole, and every stored byte of its sealed
+    /// items.
     pub fn verify(&self, collection_id: &str) -> Result<VerifyReport> {
         let records = self.stores.meta.custody_records(collection_id)?;
         let mut report = VerifyReport {
@@ -91,45 +254,129 @@ impl Custody {
             items_checked: 0,
             chunks_checked: 0,
             bytes_checked: 0,
+            head: None,
+            complete: false,
             error: None,
+            problems: Vec::new(),
             bad_item: None,
         };
         if records.is_empty() {
-            report.error = Some(format!("collection {collection_id} has no custody records"));
+            report.problem(format!("collection {collection_id} has no custody records"), None);
+            self.check_head(collection_id, &records, &mut report)?;
             return Ok(report);
         }
         let vk = self.key.verifying_key();
         if let Err(e) = verify_chain(&records, |h, s| check_signature(&vk, h, s)) {
-            report.error = Some(e.to_string());
+            report.problem(e.to_string(), None);
             return Ok(report);
         }
-        // What custody says each item was sealed as.
-        for rec in records.iter().filter(|r| r.action == "item_sealed") {
-            let item_id = rec.details["item_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let name = rec.details["name"].as_str().unwrap_or_default().to_string();
-            let sealed_sha = rec.details["sha256"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            report.items_checked += 1;
-            if let Err(e) = self.verify_item(&item_id, &sealed_sha, &mut report) {
-                report.error = Some(format!("item {item_id} ({name}): {e}"));
-                report.bad_item = Some(item_id);
-                return Ok(report);
+        self.check_head(collection_id, &records, &mut report)?;
+
+        // Every item the database holds must be in the chain.
+        let db_items = self.stores.meta.items_of_collection(collection_id)?;
+        let in_chain: BTreeSet<&str> = records.iter().filter_map(item_of).collect();
+        for item in &db_items {
+            if !in_chain.contains(item.id.as_str()) {
+                report.problem(
+                    format!("item {} ({}) is in the database but not in the custody chain", item.id, item.name),
+                    Some(&item.id),
+                );
             }
         }
-        report.ok = true;
+
+        // What custody says each item was sealed as, and what is stored now.
+        for rec in records.iter().filter(|r| r.action == "item_sealed") {
+            let item_id = rec.details["item_id"].as_str().unwrap_or_default().to_string();
+            let name = rec.details["name"].as_str().unwrap_or_default().to_string();
+            let sealed_sha = rec.details["sha256"].as_str().unwrap_or_default().to_string();
+            report.items_checked += 1;
+            if let Err(e) = self.verify_item(&item_id, &sealed_sha, rec.details["chunks_sha256"].as_str(), &mut report) {
+                report.problem(format!("item {item_id} ({name}): {e}"), Some(&item_id));
+            }
+        }
+
+        // A finished collection: its final record names exactly its items, as they are now.
+        let status = self
+            .stores
+            .meta
+            .get_collection(collection_id)?
+            .map(|c| c.status);
+        let last_final = records
+            .iter()
+            .rev()
+            .find(|r| FINAL_ACTIONS.contains(&r.action.as_str()));
+        match (status, last_final) {
+            (Some(s), None) if s.is_final() => report.problem(
+                format!("collection {collection_id} is {} but its chain has no final record committing to its items", s.as_str()),
+                None,
+            ),
+            (_, Some(fin)) => self.check_commitment(fin, &db_items, &mut report)?,
+            _ => {}
+        }
+        report.ok = report.problems.is_empty();
         Ok(report)
     }
 
-    /// Re-read an item's chunks in order: each must match its hash, the whole `sealed_sha`.
+    fn check_commitment(&self, fin: &CustodyRecord, db_items: &[ItemRow], report: &mut VerifyReport) -> Result<()> {
+        let Some(commitment) = fin
+            .details
+            .get("commitment")
+            .and_then(|c| serde_json::from_value::<Commitment>(c.clone()).ok())
+        else {
+            report.problem(
+                format!("final custody record {} ({}) carries no commitment to the collection's items", fin.seq, fin.action),
+                None,
+            );
+            return Ok(());
+        };
+        let committed_ids: BTreeSet<&str> = commitment.items.iter().map(|i| i.item_id.as_str()).collect();
+        for item in db_items {
+            if !committed_ids.contains(item.id.as_str()) {
+                report.problem(
+                    format!("item {} ({}) is in the database but not in the final record {} ({})", item.id, item.name, fin.seq, fin.action),
+                    Some(&item.id),
+                );
+            }
+        }
+        for c in &commitment.items {
+            let Some(item) = db_items.iter().find(|i| i.id == c.item_id) else {
+                report.problem(
+                    format!("item {} ({}) was committed by record {} but is missing from the database", c.item_id, c.name, fin.seq),
+                    Some(&c.item_id),
+                );
+                continue;
+            };
+            let now = committed(&self.stores, item)?;
+            if now.sha256 != c.sha256 || now.raw_len != c.raw_len || now.status != c.status {
+                report.problem(
+                    format!(
+                        "item {} ({}) is now {} {} ({} bytes), committed as {} {} ({} bytes)",
+                        c.item_id, c.name, now.status, now.sha256.as_deref().unwrap_or("-"), now.raw_len.unwrap_or(0),
+                        c.status, c.sha256.as_deref().unwrap_or("-"), c.raw_len.unwrap_or(0)
+                    ),
+                    Some(&c.item_id),
+                );
+            } else if now.chunks_sha256 != c.chunks_sha256 || now.chunk_count != c.chunk_count {
+                report.problem(
+                    format!(
+                        "item {} ({}) now points at other chunks ({} chunks) than committed ({} chunks)",
+                        c.item_id, c.name, now.chunk_count, c.chunk_count
+                    ),
+                    Some(&c.item_id),
+                );
+            }
+        }
+        report.complete = true;
+        Ok(())
+    }
+
+    /// Re-read an item's chunks in order: the chunk list must be the sealed one, each chunk
+    /// must match its hash, the whole `sealed_sha`.
     fn verify_item(
         &self,
         item_id: &str,
         sealed_sha: &str,
+        sealed_chunks: Option<&str>,
         report: &mut VerifyReport,
     ) -> std::result::Result<(), String> {
         let item = self
@@ -138,11 +385,18 @@ impl Custody {
             .get_item(item_id)
             .map_err(|e| e.to_string())?
             .ok_or("is in the custody log but not in the database")?;
-        if item.sha256.as_deref() != Some(sealed_sha) {
+        if item.sha256.as_deref() != Some(sealed_sha) || item.status != ItemStatus::Sealed {
             return Err(format!(
-                "database says SHA-256 {}, custody sealed {sealed_sha}",
+                "database says {} SHA-256 {}, custody sealed {sealed_sha}",
+                item.status.as_str(),
                 item.sha256.unwrap_or_default()
             ));
+        }
+        if let Some(sealed_chunks) = sealed_chunks {
+            let (now, n) = chunks_sha256(&self.stores, item_id).map_err(|e| e.to_string())?;
+            if now != sealed_chunks {
+                return Err(format!("points at other chunks ({n}) than it was sealed with"));
+            }
         }
         let chunks = ItemChunks::open(&self.stores, item_id).map_err(|e| e.to_string())?;
         if Some(chunks.len() as u64) != item.chunk_count {
@@ -155,13 +409,64 @@ impl Custody {
         let whole = chunks.rehash().map_err(|e| e.to_string())?;
         report.chunks_checked += whole.chunks;
         report.bytes_checked += whole.bytes;
-        let computed = whole.sha256;
-        if computed != sealed_sha {
+        if whole.sha256 != sealed_sha {
             return Err(format!(
-                "reassembled bytes hash to {computed}, sealed as {sealed_sha}"
+                "reassembled bytes hash to {}, sealed as {sealed_sha}",
+                whole.sha256
             ));
         }
         Ok(())
+    }
+
+    /// Before an item is served: its chain is intact up to its published head, and the item
+    /// is the one it sealed (same SHA-256, same chunks).
+    pub fn check_item(&self, item: &ItemRow) -> Result<std::result::Result<(), String>> {
+        let records = self.stores.meta.custody_records(&item.collection_id)?;
+        let vk = self.key.verifying_key();
+        if let Err(e) = verify_chain(&records, |h, s| check_signature(&vk, h, s)) {
+            return Ok(Err(e.to_string()));
+        }
+        let mut report = VerifyReport {
+            collection_id: item.collection_id.clone(),
+            ok: false,
+            records_checked: 0,
+            items_checked: 0,
+            chunks_checked: 0,
+            bytes_checked: 0,
+            head: None,
+            complete: false,
+            error: None,
+            problems: Vec::new(),
+            bad_item: None,
+        };
+        self.check_head(&item.collection_id, &records, &mut report)?;
+        if let Some(e) = report.error {
+            return Ok(Err(e));
+        }
+        let Some(sealed) = records
+            .iter()
+            .rev()
+            .find(|r| r.action == "item_sealed" && r.details["item_id"].as_str() == Some(&item.id))
+        else {
+            return Ok(Err(format!("item {} has no item_sealed custody record", item.id)));
+        };
+        if sealed.details["sha256"].as_str() != item.sha256.as_deref() {
+            return Ok(Err(format!(
+                "item {} says SHA-256 {}, custody sealed {}",
+                item.id,
+                item.sha256.as_deref().unwrap_or("-"),
+                sealed.details["sha256"].as_str().unwrap_or("-")
+            )));
+        }
+        if let Some(c) = sealed.details["chunks_sha256"].as_str() {
+            if chunks_sha256(&self.stores, &item.id)?.0 != c {
+                return Ok(Err(format!(
+                    "item {} points at other chunks than it was sealed with",
+                    item.id
+                )));
+            }
+        }
+        Ok(Ok(()))
     }
 }
 
@@ -180,6 +485,7 @@ fn check_signature(vk: &VerifyingKey, hash_hex: &str, sig_hex: &str) -> bool {
 mod tests {
     use super::*;
     use crate::storage::chunk_dir::ChunkDir;
+    use crate::storage::head_file::HeadFile;
     use crate::storage::sqlite::Sqlite;
     use crate::storage::{CollectionOrigin, CollectionStatus};
     use cairn_protocol::manifest::CollectRequest;
@@ -188,6 +494,7 @@ mod tests {
         Stores {
             meta: Arc::new(Sqlite::open(&dir.join("t.db")).unwrap()),
             blobs: Arc::new(ChunkDir::new(dir.join("chunks"), false)),
+            heads: Arc::new(HeadFile::open(&dir.join("heads.jsonl"), true).unwrap()),
         }
     }
 
@@ -263,5 +570,19 @@ mod tests {
         );
         let r = other.verify("c1").unwrap();
         assert!(r.error.unwrap().contains("signature"));
+    }
+
+    #[test]
+    fn deleting_the_newest_records_is_caught_by_the_published_head() {
+        let (dir, custody, key) = setup();
+        assert!(custody.verify("c1").unwrap().ok);
+        drop(custody);
+        let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        conn.execute("DELETE FROM custody WHERE seq = 2", []).unwrap();
+        drop(conn);
+        let r = reopen(&dir, key).verify("c1").unwrap();
+        assert!(!r.ok);
+        let e = r.error.unwrap();
+        assert!(e.contains("the newest 1 record(s) were deleted"), "{e}");
     }
 }

@@ -6,16 +6,21 @@
 //!      custody.key              ed25519 key that signs custody records (0600)
 //!      admin.token              the first admin API token (0600), printed once by init
 //!      cairn.db                 SQLite: hosts, tokens, collections, items, chunks, custody
+//!      custody-heads.jsonl      every custody chain's signed head, append-only (0600)
 //!      chunks/ab/abcd…          content-addressed chunk payloads
 //! ```
 
 use crate::authority::Authority;
+use crate::storage::head_file::HeadFile;
 use crate::storage::sqlite::Sqlite;
-use crate::storage::{Role, TokenStore};
+use crate::storage::{CustodyStore, Role, TokenStore};
 use anyhow::{bail, Context, Result};
 use cairn_private_fs::write_secret;
 use std::fs;
 use std::path::PathBuf;
+
+/// The custody head log's file name in the data directory.
+pub const HEADS: &str = "custody-heads.jsonl";
 
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -116,6 +121,25 @@ impl DataDir {
         Ok(Sqlite::open(&p)?)
     }
 
+    /// The custody head log. A data directory whose database holds custody chains but whose
+    /// head log is gone was tampered with or restored without it: refused, with the way out.
+    pub fn open_heads(&self, db: &Sqlite) -> Result<HeadFile> {
+        let p = self.path(HEADS);
+        if !p.exists() {
+            let chains = db.custody_tails()?.len();
+            if chains > 0 {
+                bail!(
+                    "{} is missing while the database holds {chains} custody chain(s): it was deleted, or the data directory was restored without it. \
+                     Custody cannot prove that no records were removed. If you restored a backup on purpose, publish the database's heads as they are now \
+                     (this trusts the database) with `cairn-collector custody publish-heads --data {}`",
+                    p.display(),
+                    self.root.display()
+                );
+            }
+        }
+        Ok(HeadFile::open(&p, true)?)
+    }
+
     /// Create a new data directory. Refuses to touch one that already holds a CA.
     pub fn init(&self, names: &[String]) -> Result<InitReport> {
         if self.path("ca.key").exists() {
@@ -156,6 +180,7 @@ impl DataDir {
         write_secret(&self.path("custody.key"), pem.as_bytes())?;
 
         let db = Sqlite::open(&self.path("cairn.db"))?;
+        HeadFile::open(&self.path(HEADS), true)?;
         let admin = db.create_api_token("admin", Role::Admin)?;
         write_secret(&self.path("admin.token"), format!("{admin}\n").as_bytes())?;
         let uses = 100;

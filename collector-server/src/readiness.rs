@@ -134,7 +134,7 @@ pub fn read_back(
         },
         Some(&errors),
     )?;
-    custody.append(
+    custody.close(
         collection_id,
         "collector",
         "selftest_read_back",

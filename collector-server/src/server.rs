@@ -24,9 +24,12 @@ pub struct ServeOptions {
 
 /// The stores, keys and services of a data directory.
 pub fn load_state(data: &DataDir, fsync: bool) -> Result<Arc<State>> {
+    let db = data.open_db()?;
+    let heads = data.open_heads(&db)?;
     let stores = Stores {
-        meta: Arc::new(data.open_db()?),
+        meta: Arc::new(db),
         blobs: Arc::new(ChunkDir::new(data.chunks(), fsync)),
+        heads: Arc::new(heads),
     };
     let custody = Custody::new(data.custody_key()?, stores.clone());
     let sessions = Arc::new(Sessions::default());

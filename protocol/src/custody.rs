@@ -18,8 +18,10 @@ pub struct CustodyRecord {
     pub time: String,
     /// Who caused it: `api:<token name>`, `agent:<agent id>`, `collector`, `import:<token name>`.
     pub actor: String,
-    /// `trigger_received`, `command_sent`, `item_started`, `item_sealed`, `item_rejected`,
-    /// `collection_finished`, `imported`, `downloaded`, `verified`, `verify_failed`.
+    /// `trigger_received`, `command_sent`, `command_accepted`, `item_started`, `item_sealed`,
+    /// `item_rejected`, `item_failed`, `collection_finished`, `collection_lost`, `imported`,
+    /// `downloaded`, `download_aborted`, `verified`, `verify_failed`, `selftest_started`,
+    /// `selftest_read_back`.
     pub action: String,
     /// Facts of the event: item id, SHA-256, sizes, reasons.
     pub details: serde_json::Value,
@@ -53,6 +55,74 @@ impl CustodyRecord {
 
     pub fn compute_hash(&self) -> String {
         hex::encode(Sha256::digest(self.canonical_bytes()))
+    }
+}
+
+/// Actions that close a chain: their details carry a [`Commitment`] to every item of the
+/// collection, so a verifier can prove nothing was added, removed or swapped afterwards.
+pub const FINAL_ACTIONS: &[&str] = &[
+    "collection_finished",
+    "collection_lost",
+    "selftest_read_back",
+];
+
+/// What a final record commits to: every item the collector holds for the collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commitment {
+    pub items: Vec<CommittedItem>,
+}
+
+/// One item as it was when the collection was closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedItem {
+    pub item_id: String,
+    pub name: String,
+    /// The collector's status of the item: `sealed`, `rejected`, `receiving`, `failed`.
+    pub status: String,
+    pub sha256: Option<String>,
+    pub raw_len: Option<u64>,
+    pub chunk_count: u64,
+    /// [`chunk_list_sha256`] of the item's chunks.
+    pub chunks_sha256: String,
+}
+
+/// The commitment to an item's chunk list: SHA-256 over one line `index sha256 raw_len\n` per
+/// chunk, in index order. Pointing an item at other chunks changes it.
+pub fn chunk_list_sha256<'a>(chunks: impl IntoIterator<Item = (u64, &'a str, u64)>) -> String {
+    let mut h = Sha256::new();
+    for (index, sha256, raw_len) in chunks {
+        h.update(format!("{index} {sha256} {raw_len}\n").as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// A chain's head (its last record's sequence number and hash), published outside the
+/// collector's database and signed, so that deleting the newest records is detected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub collection_id: String,
+    pub seq: u64,
+    pub hash: String,
+    pub time: String,
+    /// ed25519 signature of [`ChainHead::signed_bytes`], hex.
+    pub signature: String,
+}
+
+impl ChainHead {
+    /// What the head's signature covers.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for field in [
+            "cairn-custody-head-v1",
+            &self.collection_id,
+            &self.seq.to_string(),
+            &self.hash,
+            &self.time,
+        ] {
+            out.extend((field.len() as u64).to_be_bytes());
+            out.extend(field.as_bytes());
+        }
+        out
     }
 }
 

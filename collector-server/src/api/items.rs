@@ -52,20 +52,58 @@ async fn download_item(
 ) -> ApiResult<Response> {
     caller.require(READERS)?;
     let item = state.collections.sealed_item(&id)?;
+    // Evidence that no longer matches its custody record is not served at all.
+    if let Err(why) = state.custody.check_item(&item)? {
+        return Err(Error::conflict(format!(
+            "item {id} does not match its chain of custody ({why}); it is not served. Run `cairn custody verify {}`",
+            item.collection_id
+        ))
+        .into());
+    }
     // Every chunk's codec is looked up before the first byte is served.
     let chunks = ItemChunks::open(&state.stores, &id).map_err(Error::from)?;
-    state.collections.record_download(&item, &caller.actor())?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let st = state.clone();
+    let actor = caller.actor();
+    let raw_len = item.raw_len;
+    let sha256 = item.sha256.clone();
     tokio::task::spawn_blocking(move || {
+        let mut sent = 0u64;
+        let mut failure = None;
         for c in chunks {
             // Corrupt evidence is never served: the stream stops with an error there.
-            let r = c
-                .map(|(_, raw)| Bytes::from(raw))
-                .map_err(|e| std::io::Error::other(e.to_string()));
-            let stop = r.is_err();
-            if tx.blocking_send(r).is_err() || stop {
-                return;
+            match c {
+                Ok((_, raw)) => {
+                    let n = raw.len() as u64;
+                    if tx.blocking_send(Ok(Bytes::from(raw))).is_err() {
+                        failure = Some("the client went away".to_string());
+                        break;
+                    }
+                    sent += n;
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    break;
+                }
             }
+        }
+        // The body has taken every byte only when the channel is empty again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while failure.is_none() && tx.capacity() < tx.max_capacity() {
+            if tx.is_closed() || std::time::Instant::now() > deadline {
+                failure = Some("the client went away before the last bytes".to_string());
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(tx);
+        // Custody says what happened: the whole item went out, or how much of it and why not.
+        if let Err(e) = st
+            .collections
+            .record_download(&item, &actor, sent, failure.as_deref())
+        {
+            tracing::error!("recording the download of item {}: {e}", item.id);
         }
     });
     let mut headers = HeaderMap::new();
@@ -75,10 +113,10 @@ async fn download_item(
             .parse()
             .map_err(|e| internal("content type", e))?,
     );
-    if let Some(len) = item.raw_len {
+    if let Some(len) = raw_len {
         headers.insert(header::CONTENT_LENGTH, len.into());
     }
-    if let Some(sha) = &item.sha256 {
+    if let Some(sha) = &sha256 {
         headers.insert(
             "x-cairn-sha256",
             sha.parse().map_err(|e| internal("hash header", e))?,

@@ -54,6 +54,22 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Chain of custody maintenance.
+    Custody {
+        #[command(subcommand)]
+        cmd: CustodyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustodyCmd {
+    /// Publish every custody chain's head as the database has it now, after restoring a data
+    /// directory without its custody-heads.jsonl. This trusts the database: records deleted
+    /// before now can no longer be detected.
+    PublishHeads {
+        #[arg(long, env = "CAIRN_DATA", default_value = "/var/lib/cairn-collector")]
+        data: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +183,27 @@ fn main() -> Result<()> {
                     rfc3339(expires)
                 );
             }
+        }
+        Cmd::Custody {
+            cmd: CustodyCmd::PublishHeads { data },
+        } => {
+            let data = DataDir::new(&data);
+            let db = data.open_db()?;
+            let heads = cairn_collector::storage::head_file::HeadFile::open(
+                &data.path(cairn_collector::datadir::HEADS),
+                true,
+            )?;
+            let stores = cairn_collector::storage::Stores {
+                meta: std::sync::Arc::new(db),
+                blobs: std::sync::Arc::new(cairn_collector::storage::chunk_dir::ChunkDir::new(
+                    data.chunks(),
+                    true,
+                )),
+                heads: std::sync::Arc::new(heads),
+            };
+            let custody = cairn_collector::custody::Custody::new(data.custody_key()?, stores);
+            let n = custody.republish_heads()?;
+            eprintln!("published the heads of {n} custody chain(s) as the database holds them now");
         }
         Cmd::Token {
             cmd: TokenCmd::Api { data, name, role },

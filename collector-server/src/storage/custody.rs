@@ -9,4 +9,6 @@ pub trait CustodyStore {
     /// Append a record; [`super::StorageError::Conflict`] when its sequence number is taken.
     fn insert_custody(&self, record: &CustodyRecord) -> Result<()>;
     fn custody_records(&self, collection_id: &str) -> Result<Vec<CustodyRecord>>;
+    /// Every chain's last record: `(collection id, seq, hash, time)`.
+    fn custody_tails(&self) -> Result<Vec<(String, u64, String, String)>>;
 }

@@ -16,6 +16,8 @@ pub enum ItemStatus {
     Sealed,
     /// The manifest did not match what arrived.
     Rejected,
+    /// Its agent went away (restarted, died) before the item was complete.
+    Failed,
 }
 
 impl ItemStatus {
@@ -24,6 +26,7 @@ impl ItemStatus {
             ItemStatus::Receiving => "receiving",
             ItemStatus::Sealed => "sealed",
             ItemStatus::Rejected => "rejected",
+            ItemStatus::Failed => "failed",
         }
     }
     pub fn parse(s: &str) -> Option<ItemStatus> {
@@ -31,6 +34,7 @@ impl ItemStatus {
             "receiving" => ItemStatus::Receiving,
             "sealed" => ItemStatus::Sealed,
             "rejected" => ItemStatus::Rejected,
+            "failed" => ItemStatus::Failed,
             _ => return None,
         })
     }
@@ -105,4 +109,7 @@ pub trait ItemStore {
     ) -> Result<bool>;
     fn seal_item(&self, manifest: &ItemManifest) -> Result<()>;
     fn reject_item(&self, id: &str, error: &str, manifest: Option<&ItemManifest>) -> Result<()>;
+    /// Mark an item that will never complete (its agent went away); returns whether it was
+    /// still receiving.
+    fn fail_item(&self, id: &str, error: &str) -> Result<bool>;
 }

@@ -5,6 +5,8 @@
 //!   in its own file, so a back end is written group by group. [`sqlite`] is the first.
 //! - [`BlobStore`]: chunk payloads by the SHA-256 of their raw bytes. [`chunk_dir`] (a
 //!   content-addressed directory) is the first.
+//! - [`HeadStore`]: each custody chain's newest head, kept apart from the metadata so that
+//!   a truncated chain is detected. [`head_file`] (an append-only file) is the first.
 //!
 //! Nothing here knows what a collection means or checks a hash: that is `ingest`, `evidence`
 //! and the domain above. Errors are typed: a caller can tell a conflict from a broken disk.
@@ -14,6 +16,8 @@ pub mod chunk_dir;
 pub mod collections;
 pub mod custody;
 pub mod events;
+pub mod head_file;
+pub mod heads;
 pub mod hosts;
 pub mod items;
 pub mod readiness;
@@ -26,6 +30,7 @@ pub use blobs::{BlobError, BlobStore};
 pub use collections::{CollectionOrigin, CollectionRow, CollectionStatus, CollectionStore};
 pub use custody::CustodyStore;
 pub use events::{EventStore, LiveEvent};
+pub use heads::HeadStore;
 pub use hosts::{HostOrigin, HostRow, HostStore};
 pub use items::{ChunkRow, ItemRow, ItemStatus, ItemStore};
 pub use readiness::ReadinessStore;
@@ -85,11 +90,12 @@ impl<T> MetadataStore for T where
 {
 }
 
-/// The two stores, as every layer above holds them.
+/// The stores, as every layer above holds them.
 #[derive(Clone)]
 pub struct Stores {
     pub meta: Arc<dyn MetadataStore>,
     pub blobs: Arc<dyn BlobStore>,
+    pub heads: Arc<dyn HeadStore>,
 }
 
 /// Values written to the store as JSON text and read back.

@@ -77,4 +77,14 @@ impl CustodyStore for Sqlite {
             },
         )
     }
+
+    fn custody_tails(&self) -> Result<Vec<(String, u64, String, String)>> {
+        self.rows(
+            "SELECT c.collection_id, c.seq, c.hash, c.time FROM custody c
+             JOIN (SELECT collection_id, MAX(seq) AS seq FROM custody GROUP BY collection_id) t
+             ON t.collection_id = c.collection_id AND t.seq = c.seq ORDER BY c.collection_id",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+    }
 }

@@ -177,4 +177,12 @@ impl ItemStore for Sqlite {
         )?;
         Ok(())
     }
+
+    fn fail_item(&self, id: &str, error: &str) -> Result<bool> {
+        let n = self.lock().execute(
+            "UPDATE items SET status = 'failed', error = ?2 WHERE id = ?1 AND status = 'receiving'",
+            params![id, error],
+        )?;
+        Ok(n == 1)
+    }
 }
