@@ -6,7 +6,7 @@
 use super::{result, SelftestOptions, Verdict};
 use crate::transport::connection::Connector;
 use crate::transport::control;
-use crate::transport::upload::Spool;
+use crate::transport::upload::ChunkSpool;
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_protocol::manifest::{ItemHeader, ItemKind, Source};
 use cairn_protocol::readiness::{CheckResult, CheckStatus, SelftestReport};
@@ -102,7 +102,7 @@ pub async fn checks(opts: &SelftestOptions) -> Vec<CheckResult> {
     });
     let start = Instant::now();
     let trip = if pong.is_ok() {
-        let spool = Spool::new(opts.state.spool(), cfg.spool_max_bytes);
+        let spool = ChunkSpool::new(opts.state.spool(), cfg.spool_max_bytes);
         match tokio::time::timeout(Duration::from_secs(60), round_trip(&connector, &spool, &host)).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => Verdict::fail(
@@ -242,7 +242,7 @@ fn probe_bytes() -> Vec<u8> {
 /// `selftest` collection, then read back from the collector's store and compared.
 async fn round_trip(
     connector: &Arc<Connector>,
-    spool: &Arc<Spool>,
+    spool: &Arc<ChunkSpool>,
     host: &cairn_protocol::manifest::HostIdentity,
 ) -> Result<Verdict> {
     let collection_id = uuid::Uuid::new_v4().to_string();

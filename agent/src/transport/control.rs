@@ -6,7 +6,7 @@
 //! so the collector has read it); a connection lost in between makes it go out again.
 
 use super::connection::Connector;
-use super::upload::{self, Produced, Spool};
+use super::upload::{self, ChunkSpool, Produced};
 use crate::collect::{plan, CollectOptions};
 use crate::config::{AgentConfig, StateDir};
 use anyhow::{anyhow, bail, Result};
@@ -24,7 +24,7 @@ pub struct Agent {
     /// Events for the collector's live stream.
     pub shipper: Arc<super::events::EventShipper>,
     pub connector: Arc<Connector>,
-    pub spool: Arc<Spool>,
+    pub spool: Arc<ChunkSpool>,
     pub options: CollectOptions,
     /// Collections seen, so a command repeated after a reconnect runs once.
     seen: Mutex<HashSet<String>>,
@@ -58,7 +58,7 @@ impl Agent {
         }
         let connector = Arc::new(Connector::new(state, &cfg).await?);
         std::fs::create_dir_all(state.spool())?;
-        let spool = Spool::new(state.spool(), cfg.spool_max_bytes);
+        let spool = ChunkSpool::new(state.spool(), cfg.spool_max_bytes);
         let mut options = CollectOptions::default();
         options.volatile.metadata = cfg.metadata_config();
         options.disk.profile_dirs = vec![state.profiles()];
@@ -493,7 +493,7 @@ async fn run_collection(agent: Arc<Agent>, req: CollectRequest) {
 /// upload streams its chunks. Returns once the collector sealed it.
 pub async fn send_item(
     connector: &Arc<Connector>,
-    spool: &Arc<Spool>,
+    spool: &Arc<ChunkSpool>,
     pipeline: &cairn_protocol::pipeline::PipelineOptions,
     item: crate::collect::PlannedItem,
     host: &cairn_protocol::manifest::HostIdentity,

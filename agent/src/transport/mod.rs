@@ -4,12 +4,14 @@
 //! - [`enroll`]: key generation, CSR, token exchange; the private key never leaves the host.
 //! - [`connection`]: one QUIC connection kept alive with reconnect and backoff.
 //! - [`control`]: the control stream (hello, heartbeats, commands) and `run`.
-//! - [`events`]: the live event stream, batched and acknowledged.
-//! - [`upload`]: one item over one stream, resumable, with the on-disk spool.
+//! - [`events`]: the live event stream, batched and acknowledged, spilling to the on-disk
+//!   `EventSpool` (`event_spool`).
+//! - [`upload`]: one item over one stream, resumable, with the on-disk [`upload::ChunkSpool`].
 
 pub mod connection;
 pub mod control;
 pub mod enroll;
+mod event_spool;
 pub mod events;
 pub mod tls;
 pub mod upload;

@@ -2,8 +2,8 @@
 //!
 //! Chunks come from the producer (a blocking thread running the pipeline) and are sent at
 //! once; each stays in memory until the collector acknowledges it as persisted. When the
-//! connection drops, unacknowledged chunks are written to the spool, and the producer keeps
-//! filling the spool (up to its bound) while we reconnect, so a capture is not lost to a
+//! connection drops, unacknowledged chunks are written to the [`ChunkSpool`], and the producer
+//! keeps filling it (up to its bound) while we reconnect, so a capture is not lost to a
 //! collector restart. On reconnect the collector says which chunks it already holds, and
 //! only the others are sent. A spooled chunk is deleted only after it is acknowledged.
 
@@ -30,16 +30,18 @@ pub enum Produced {
     Done(Box<ItemManifest>),
 }
 
-/// The on-disk spool shared by all uploads, bounded in bytes.
-pub struct Spool {
+/// The chunk spool (`STATE/spool/ITEM/N.chunk`): chunks of items not yet acknowledged,
+/// written when the connection drops, shared by all uploads, bounded in bytes. Not to be
+/// confused with the live events' [`super::event_spool::EventSpool`].
+pub struct ChunkSpool {
     root: PathBuf,
     max_bytes: u64,
     used: AtomicU64,
 }
 
-impl Spool {
-    pub fn new(root: PathBuf, max_bytes: u64) -> Arc<Spool> {
-        Arc::new(Spool {
+impl ChunkSpool {
+    pub fn new(root: PathBuf, max_bytes: u64) -> Arc<ChunkSpool> {
+        Arc::new(ChunkSpool {
             root,
             max_bytes,
             used: AtomicU64::new(0),
@@ -94,7 +96,7 @@ pub struct Sealed {
 struct Upload {
     header: ItemHeader,
     item: String,
-    spool: Arc<Spool>,
+    spool: Arc<ChunkSpool>,
     producer: mpsc::Receiver<Produced>,
     producer_done: bool,
     manifest: Option<Box<ItemManifest>>,
@@ -303,7 +305,7 @@ impl Upload {
 /// Upload one item; returns once the collector sealed it, or refused it.
 pub async fn upload(
     connector: Arc<Connector>,
-    spool: Arc<Spool>,
+    spool: Arc<ChunkSpool>,
     header: ItemHeader,
     producer: mpsc::Receiver<Produced>,
 ) -> Result<Sealed> {
