@@ -502,7 +502,7 @@ impl Walker<'_> {
 
 fn hash_file(dir: BorrowedFd<'_>, name: &[u8], cap: u64) -> std::io::Result<String> {
     let f = walk::open_file_at(dir, name)?;
-    crate::capture::sha256_of(f.take(cap))
+    cairn_protocol::sha256_reader(f.take(cap))
 }
 
 /// The root to collect from: `/`, or the root of the process (`pid`) or container
