@@ -469,8 +469,8 @@ pub fn pod_uid_from_cgroup(path: &str) -> Option<String> {
 /// Docker bind-mounts `/var/lib/docker/containers/<id>/hostname` etc. into its containers;
 /// with cgroup namespaces `/proc/self/cgroup` shows only `/`, but the mount source remains.
 fn docker_id_from_mountinfo(mountinfo: &str) -> Option<String> {
-    mountinfo.lines().find_map(|l| {
-        let root = l.split_whitespace().nth(3)?;
+    crate::mountinfo::parse(mountinfo).find_map(|m| {
+        let root = m.root.as_str();
         let rest = &root[root.find("/containers/")? + "/containers/".len()..];
         let id = rest.split('/').next()?;
         is_hex64(id).then(|| id.to_ascii_lowercase())

@@ -14,6 +14,7 @@ pub mod config;
 pub mod containers;
 pub mod flight_recorder;
 pub mod identity;
+pub mod mountinfo;
 pub mod offline;
 pub mod selftest;
 pub mod sensor;

@@ -298,15 +298,12 @@ pub struct CgroupResolver {
 
 impl CgroupResolver {
     pub fn new() -> CgroupResolver {
-        let root = std::fs::read_to_string("/proc/self/mountinfo")
+        let root = crate::mountinfo::read(Path::new("/proc/self/mountinfo"))
             .ok()
-            .and_then(|m| {
-                m.lines().find_map(|l| {
-                    let (pre, post) = l.split_once(" - ")?;
-                    (post.split_whitespace().next() == Some("cgroup2"))
-                        .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))
-                        .flatten()
-                })
+            .and_then(|ms| {
+                ms.into_iter()
+                    .find(|m| m.fs_type == "cgroup2")
+                    .map(|m| PathBuf::from(m.mount_point))
             });
         let mut r = CgroupResolver {
             root,
