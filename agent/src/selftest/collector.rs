@@ -155,13 +155,7 @@ fn certificates(opts: &SelftestOptions) -> Verdict {
         match parsed {
             Ok((not_before, not_after)) => {
                 let days = (not_after - now) / 86400;
-                let until = time::OffsetDateTime::from_unix_timestamp(not_after)
-                    .ok()
-                    .and_then(|t| {
-                        t.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .unwrap_or_default();
+                let until = cairn_protocol::rfc3339::from_unix(not_after).unwrap_or_default();
                 if now < not_before {
                     worst = CheckStatus::Fail;
                     notes.push(format!(
@@ -193,10 +187,7 @@ fn certificates(opts: &SelftestOptions) -> Verdict {
 }
 
 fn clock_skew(p: &control::Pong) -> Verdict {
-    let server = match time::OffsetDateTime::parse(
-        &p.server_time,
-        &time::format_description::well_known::Rfc3339,
-    ) {
+    let server = match cairn_protocol::rfc3339::parse(&p.server_time) {
         Ok(t) => t,
         Err(e) => {
             return Verdict::warn(
@@ -280,7 +271,7 @@ async fn round_trip(
             ..Default::default()
         },
         chunk_size: cairn_protocol::CHUNK_SIZE as u64,
-        acquisition_start: cairn_protocol::now_rfc3339(),
+        acquisition_start: cairn_protocol::rfc3339::now(),
     };
     let item_id = header.item_id.clone();
     let item = crate::collect::PlannedItem::from_bytes(header, bytes);

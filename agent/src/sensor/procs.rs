@@ -38,10 +38,8 @@ impl Clock {
 
     /// RFC 3339 (UTC, nanoseconds) of a boot-clock time.
     pub fn wall(&self, boot_ns: u64) -> String {
-        let t = time::OffsetDateTime::from_unix_timestamp_nanos(self.offset_ns + boot_ns as i128)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
+        cairn_protocol::rfc3339::from_unix_ns(self.offset_ns + boot_ns as i128)
+            .unwrap_or_else(|| cairn_protocol::rfc3339::format(time::OffsetDateTime::UNIX_EPOCH))
     }
 
     pub fn now(&self) -> String {

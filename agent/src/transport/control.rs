@@ -457,10 +457,10 @@ async fn control_loop(
                 for m in new {
                     write_message(send, m).await?;
                 }
-                write_message(send, Message::Heartbeat { time: cairn_protocol::now_rfc3339(), status: None }).await?;
+                write_message(send, Message::Heartbeat { time: cairn_protocol::rfc3339::now(), status: None }).await?;
             }
             _ = heartbeat.tick() => {
-                write_message(send, Message::Heartbeat { time: cairn_protocol::now_rfc3339(), status: Some(agent.status()) }).await?;
+                write_message(send, Message::Heartbeat { time: cairn_protocol::rfc3339::now(), status: Some(agent.status()) }).await?;
             }
         }
     }

@@ -94,7 +94,7 @@ impl EventShipper {
         if q.dropped > 0 {
             // Reported before any newer event, so the stream says where the hole is.
             let marker = serde_json::json!({
-                "time": cairn_protocol::now_rfc3339(),
+                "time": cairn_protocol::rfc3339::now(),
                 "kind": "events_lost",
                 "source": "agent",
                 "lost": {"kind": "live_stream", "count": q.dropped,

@@ -133,7 +133,7 @@ pub fn run(profile: &Profile, root: &Path) -> Result<Triage, String> {
     let index = serde_json::json!({
         "profile": profile.name,
         "root": root.display().to_string(),
-        "generated": cairn_protocol::now_rfc3339(),
+        "generated": cairn_protocol::rfc3339::now(),
         "entries_walked": w.walked,
         "files_copied": w.files.len(),
         "bytes_copied": w.copy_bytes,

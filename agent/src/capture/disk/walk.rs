@@ -65,10 +65,7 @@ impl Time {
     /// RFC 3339 with nanoseconds, UTC.
     pub fn rfc3339(&self) -> Option<String> {
         let ns = i128::from(self.secs) * 1_000_000_000 + i128::from(self.nsec);
-        time::OffsetDateTime::from_unix_timestamp_nanos(ns)
-            .ok()?
-            .format(&time::format_description::well_known::Rfc3339)
-            .ok()
+        cairn_protocol::rfc3339::from_unix_ns(ns)
     }
 }
 

@@ -15,8 +15,9 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{artifact, now_rfc3339, put, read_trimmed, Errors, SocketOwner, VolatileOptions};
+use super::{artifact, put, read_trimmed, Errors, SocketOwner, VolatileOptions};
 use crate::capture::Artifact;
+use cairn_protocol::rfc3339;
 
 #[derive(Debug, Clone, Serialize)]
 struct InetSocket {
@@ -134,7 +135,7 @@ pub(super) fn collect(
     owners: &HashMap<u64, Vec<SocketOwner>>,
     namespaces: &[(String, i32)],
 ) -> Artifact {
-    let collected_at = now_rfc3339();
+    let collected_at = rfc3339::now();
     let mut errors = Errors::default();
     let mut body = Map::new();
     let proc = &opts.proc_root;
