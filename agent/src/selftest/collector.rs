@@ -6,7 +6,7 @@
 use super::{result, SelftestOptions, Verdict};
 use crate::transport::connection::Connector;
 use crate::transport::control;
-use crate::transport::upload::ChunkSpool;
+use crate::transport::upload::{self, ChunkSpool};
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_protocol::manifest::{ItemHeader, ItemKind, Source};
 use cairn_protocol::readiness::{CheckResult, CheckStatus, SelftestReport};
@@ -274,10 +274,13 @@ async fn round_trip(
         acquisition_start: cairn_protocol::rfc3339::now(),
     };
     let item_id = header.item_id.clone();
-    let item = crate::collect::PlannedItem::from_bytes(header, bytes);
-    let sealed = control::send_item(connector, spool, &Default::default(), item, host)
-        .await
-        .context("uploading the probe item")?;
+    let item = crate::collect::PlannedItem::from_bytes(header.clone(), bytes);
+    let host = host.clone();
+    let sealed = upload::send_item(connector, spool, header, move |sink| {
+        item.produce(&host, &Default::default(), sink)
+    })
+    .await
+    .context("uploading the probe item")?;
     if sealed.sha256 != local_sha {
         bail!(
             "the collector sealed SHA-256 {}, this host hashed {local_sha}",

@@ -302,6 +302,30 @@ impl Upload {
     }
 }
 
+/// Hash, compress and upload one item: `produce` runs on a blocking thread, handing each
+/// chunk to the sink it is given (false: the upload gave up, stop) and returning the manifest,
+/// while the upload streams the chunks. Returns once the collector sealed the item.
+pub async fn send_item<F>(
+    connector: &Arc<Connector>,
+    spool: &Arc<ChunkSpool>,
+    header: ItemHeader,
+    produce: F,
+) -> Result<Sealed>
+where
+    F: FnOnce(&mut dyn FnMut(Chunk) -> bool) -> Option<ItemManifest> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Produced>(4);
+    let producer = tokio::task::spawn_blocking(move || {
+        let manifest = produce(&mut |c| tx.blocking_send(Produced::Chunk(c)).is_ok());
+        if let Some(m) = manifest {
+            let _ = tx.blocking_send(Produced::Done(Box::new(m)));
+        }
+    });
+    let sealed = upload(connector.clone(), spool.clone(), header, rx).await;
+    let _ = producer.await;
+    sealed
+}
+
 /// Upload one item; returns once the collector sealed it, or refused it.
 pub async fn upload(
     connector: Arc<Connector>,
