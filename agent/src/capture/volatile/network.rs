@@ -6,6 +6,10 @@
 //! every other network namespace found (containers), listed under `other_namespaces`.
 //! Interface addresses come from `getifaddrs`, i.e. the agent's own namespace: run the agent
 //! with the host network (`hostNetwork: true`) to see the host's; `agent_net_ns` tells.
+//!
+//! Long file: one document's reader (sockets, owners, namespaces, interfaces, routes,
+//! neighbours) in under 600 lines; the rest are its tests, on this host's own sockets and
+//! namespaces.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
