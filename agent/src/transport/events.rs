@@ -2,7 +2,7 @@
 //!
 //! Events wait for the collector's acknowledgment in a small in-memory queue; when it
 //! overflows (the collector is unreachable or slower than the host), the oldest events spill
-//! to the on-disk [`EventSpool`] in the agent's state directory, and are sent from there, in order,
+//! to the on-disk `EventSpool` (`event_spool`) in the agent's state directory, and are sent from there, in order,
 //! before the ones still in memory. The spool survives an agent restart. Only past its bound
 //! (default 256 MiB) are the oldest spooled events dropped from the live stream — they stay
 //! in the flight recorder — and the drop is sent as an explicit `events_lost` event, never a

@@ -1,6 +1,6 @@
 //! Everything between this host and the collector: mechanisms, not policy. Nothing here
 //! knows about the sensor, the flight recorder, collections or the self-test
-//! ([`crate::daemon`] puts them together).
+//! (the daemon puts them together).
 //!
 //! - [`tls`]: rustls configurations: the pinned-CA one used to enroll, the mutual one after.
 //! - [`enroll`]: key generation, CSR, token exchange; the private key never leaves the host.

@@ -32,7 +32,7 @@ pub enum Produced {
 
 /// The chunk spool (`STATE/spool/ITEM/N.chunk`): chunks of items not yet acknowledged,
 /// written when the connection drops, shared by all uploads, bounded in bytes. Not to be
-/// confused with the live events' [`super::event_spool::EventSpool`].
+/// confused with the live events' `EventSpool` (`transport/event_spool.rs`).
 pub struct ChunkSpool {
     root: PathBuf,
     max_bytes: u64,
