@@ -146,7 +146,7 @@ fn header(req: &CollectRequest, kind: ItemKind, source: Source) -> ItemHeader {
         kind,
         source,
         chunk_size: cairn_protocol::CHUNK_SIZE as u64,
-        acquisition_start: cairn_protocol::now_rfc3339(),
+        acquisition_start: cairn_protocol::rfc3339::now(),
     }
 }
 
@@ -515,7 +515,7 @@ impl PlannedItem {
         Some(ItemManifest {
             header,
             host: host.clone(),
-            acquisition_end: cairn_protocol::now_rfc3339(),
+            acquisition_end: cairn_protocol::rfc3339::now(),
             raw_len: summary.raw_len,
             sha256: summary.sha256,
             chunk_count: summary.chunk_sha256.len() as u64,
@@ -547,13 +547,7 @@ fn bytecount_lines(b: &[u8]) -> u64 {
 }
 
 fn rfc3339_ns(ns: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    cairn_protocol::rfc3339::from_unix_ns(i128::from(ns)).unwrap_or_default()
 }
 
 struct FailingReader(Option<String>);

@@ -209,7 +209,7 @@ pub fn read_slice(dir: &Path, from_ns: i64, to_ns: i64) -> Result<Vec<u8>> {
 
 /// Unix time in nanoseconds of an RFC 3339 timestamp (an event's `time`).
 pub fn time_ns(rfc3339: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+    cairn_protocol::rfc3339::parse(rfc3339)
         .ok()
         .map(|t| t.unix_timestamp_nanos().clamp(0, i64::MAX as i128) as i64)
 }

@@ -469,8 +469,8 @@ pub fn pod_uid_from_cgroup(path: &str) -> Option<String> {
 /// Docker bind-mounts `/var/lib/docker/containers/<id>/hostname` etc. into its containers;
 /// with cgroup namespaces `/proc/self/cgroup` shows only `/`, but the mount source remains.
 fn docker_id_from_mountinfo(mountinfo: &str) -> Option<String> {
-    mountinfo.lines().find_map(|l| {
-        let root = l.split_whitespace().nth(3)?;
+    crate::mountinfo::parse(mountinfo).find_map(|m| {
+        let root = m.root.as_str();
         let rest = &root[root.find("/containers/")? + "/containers/".len()..];
         let id = rest.split('/').next()?;
         is_hex64(id).then(|| id.to_ascii_lowercase())
@@ -578,14 +578,19 @@ mod tests {
         (url, h)
     }
 
+    /// Metadata always asked for, at `url`, waiting at most `secs`.
+    fn always(url: String, secs: u64) -> MetadataConfig {
+        MetadataConfig {
+            mode: MetadataMode::Always,
+            url,
+            timeout: Duration::from_secs(secs),
+        }
+    }
+
     #[test]
     fn imdsv2_identity_from_fake_server() {
         let (url, server) = fake_imds(true);
-        let cfg = MetadataConfig {
-            mode: MetadataMode::Always,
-            url,
-            timeout: Duration::from_secs(2),
-        };
+        let cfg = always(url, 2);
         let id = fetch_cloud_identity(&cfg).unwrap().unwrap();
         assert_eq!(
             id,
@@ -606,11 +611,7 @@ mod tests {
     #[test]
     fn imdsv1_fallback_when_put_not_allowed() {
         let (url, server) = fake_imds(false);
-        let cfg = MetadataConfig {
-            mode: MetadataMode::Always,
-            url,
-            timeout: Duration::from_secs(2),
-        };
+        let cfg = always(url, 2);
         let id = fetch_cloud_identity(&cfg).unwrap().unwrap();
         assert_eq!(id.instance_id.as_deref(), Some("i-0123456789abcdef0"));
         server.join().unwrap();
@@ -624,11 +625,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let cfg = MetadataConfig {
-            mode: MetadataMode::Always,
-            url: format!("http://127.0.0.1:{port}"),
-            timeout: Duration::from_secs(1),
-        };
+        let cfg = always(format!("http://127.0.0.1:{port}"), 1);
         let t = Instant::now();
         assert!(fetch_cloud_identity(&cfg).is_err());
         assert!(t.elapsed() < Duration::from_secs(3));

@@ -217,17 +217,15 @@ async fn real_main(cli: Cli) -> Result<i32> {
             );
         }
         Cmd::Run => {
-            let agent =
-                cairn_agent::transport::control::Agent::with_host_root(&state, cli.host_root)
-                    .await?;
+            let agent = cairn_agent::daemon::Agent::with_host_root(&state, cli.host_root).await?;
             tokio::select! {
-                r = cairn_agent::transport::control::run(agent) => r?,
+                r = cairn_agent::daemon::run(agent) => r?,
                 _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
             }
         }
         Cmd::Ping => {
-            let agent = cairn_agent::transport::control::Agent::new(&state).await?;
-            let rtt = cairn_agent::transport::control::ping(&agent).await?;
+            let agent = cairn_agent::daemon::Agent::new(&state).await?;
+            let rtt = cairn_agent::daemon::ping(&agent).await?;
             println!(
                 "collector {} accepted agent {} (round trip {:.1} ms)",
                 agent.cfg.collector,

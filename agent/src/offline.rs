@@ -56,7 +56,7 @@ pub fn collect_to_dir(
     let items_dir = out.join("items");
     std::fs::create_dir_all(&items_dir)
         .with_context(|| format!("cannot create {}", items_dir.display()))?;
-    let started = cairn_protocol::now_rfc3339();
+    let started = cairn_protocol::rfc3339::now();
     let host = crate::identity::host_identity(&opts.volatile.metadata);
     let plan = plan(req, opts);
     let mut errors = plan.errors;
@@ -122,7 +122,7 @@ pub fn collect_to_dir(
         request: req.clone(),
         host,
         started,
-        finished: cairn_protocol::now_rfc3339(),
+        finished: cairn_protocol::rfc3339::now(),
         items: ids,
         status,
         errors,

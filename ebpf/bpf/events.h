@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The records cairn's programs write into the ring buffer. The agent decodes them by offset
- * (agent/src/sensor/decode.rs): keep both in step, and bump CAIRN_ABI when a layout changes.
+ * The records cairn's programs write into the ring buffer, and the one source of their layout:
+ * build.rs compiles ../layout.c on the host to print every field's offset, size and type, and
+ * generates from it the Rust constants the agent decodes by (cairn_ebpf::layout, used in
+ * agent/src/sensor/decode.rs) and _Static_asserts that the BPF target agrees. A new field must
+ * be listed in layout.c to be decoded; bump CAIRN_ABI when a layout changes.
  * All integers are little-endian (x86_64, arm64), naturally aligned, with explicit padding.
  */
 #ifndef __CAIRN_EVENTS_H__
@@ -115,16 +118,5 @@ struct security_event {
 	u64 args[4];
 	char str[SEC_STR_LEN]; /* memfd_create name, module parameters */
 };
-
-/* The offsets the agent decodes (agent/src/sensor/decode.rs). */
-_Static_assert(sizeof(struct task_info) == 64, "task_info layout");
-_Static_assert(sizeof(struct event_hdr) == 80, "event_hdr layout");
-_Static_assert(__builtin_offsetof(struct exec_event, filename) == 96, "exec_event layout");
-_Static_assert(__builtin_offsetof(struct exec_event, cwd) == 352, "exec_event layout");
-_Static_assert(__builtin_offsetof(struct exec_event, args) == 1376, "exec_event layout");
-_Static_assert(sizeof(struct fork_event) == 88, "fork_event layout");
-_Static_assert(sizeof(struct exit_event) == 88, "exit_event layout");
-_Static_assert(sizeof(struct sock_event) == 136, "sock_event layout");
-_Static_assert(sizeof(struct security_event) == 184, "security_event layout");
 
 #endif /* __CAIRN_EVENTS_H__ */

@@ -1,8 +1,9 @@
 //! Kernel-side programs of the cairn sensor, compiled from C (CO-RE) by `build.rs` and embedded.
 //!
 //! `bpf/cairn.bpf.c` holds every program (tracepoints only); `bpf/events.h` is the layout of the
-//! records they write into the ring buffer, which the agent decodes; `bpf/vmlinux.h` is the small
-//! subset of kernel types they read, relocated at load time against the kernel's BTF.
+//! records they write into the ring buffer, which the agent decodes by the offsets [`layout`]
+//! generates from it; `bpf/vmlinux.h` is the small subset of kernel types they read, relocated
+//! at load time against the kernel's BTF.
 
 /// Bytes with the alignment an ELF parser expects (aya reads the object in place).
 #[repr(C, align(8))]
@@ -44,16 +45,53 @@ pub const RINGBUF_MAP: &str = "events";
 pub const DROPS_MAP: &str = "drops";
 
 /// Record kinds, as `enum cairn_kind` in `bpf/events.h`.
-pub mod kind {
-    pub const EXEC: u32 = 1;
-    pub const FORK: u32 = 2;
-    pub const EXIT: u32 = 3;
-    pub const CONNECT: u32 = 4;
-    pub const ACCEPT: u32 = 5;
-    pub const CLOSE: u32 = 6;
-    pub const SECURITY: u32 = 7;
-    /// Size of the drop counter array.
-    pub const MAX: u32 = 8;
+pub use layout::kind;
+
+/// The records of `bpf/events.h`, generated from it by `build.rs` (which compiles and runs
+/// `layout.c` on the host, then checks the same layout on the BPF target): one module per
+/// record with its `SIZE` and the offset of each field, typed by its C type so that a decoder
+/// reading a `u16` where the C field became a `u32` does not compile; and the kinds
+/// ([`kind`]), header flags (`flag`) and security syscalls (`syscall`).
+pub mod layout {
+    /// A `u8` at this offset of the record.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct U8(pub usize);
+    /// A little-endian `u16` at this offset.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct U16(pub usize);
+    /// A little-endian `u32` at this offset.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct U32(pub usize);
+    /// A little-endian `u64` at this offset.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct U64(pub usize);
+    /// A little-endian `s32` at this offset.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct I32(pub usize);
+    /// A little-endian `s64` at this offset.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct I64(pub usize);
+    /// An array (a string, an address, arguments) of `len` bytes at `offset`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Array {
+        pub offset: usize,
+        pub len: usize,
+    }
+
+    include!(concat!(env!("OUT_DIR"), "/layout.rs"));
+
+    // What the decoder relies on beyond single offsets, checked as this crate compiles: each
+    // record's body follows the header, and the exec record ends with its argv (the program
+    // cuts it after the bytes used).
+    const _: () = {
+        assert!(exec_event::OLD_PID.0 == event_hdr::SIZE);
+        assert!(fork_event::CHILD_PID.0 == event_hdr::SIZE);
+        assert!(exit_event::EXIT_CODE.0 == event_hdr::SIZE);
+        assert!(sock_event::FAMILY.0 == event_hdr::SIZE);
+        assert!(security_event::SYSCALL.0 == event_hdr::SIZE);
+        assert!(exec_event::ARGS.offset + exec_event::ARGS.len == exec_event::SIZE);
+        assert!(kind::MAX == kind::SECURITY + 1);
+    };
 }
 
 /// Every tracepoint program of the object: (program name, tracepoint category, tracepoint).

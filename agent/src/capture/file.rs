@@ -18,13 +18,8 @@ pub struct OpenedFile {
 }
 
 fn time_ns(secs: i64, nsec: i64) -> serde_json::Value {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(
-        i128::from(secs) * 1_000_000_000 + i128::from(nsec),
-    );
-    match t.ok().and_then(|t| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    }) {
+    match cairn_protocol::rfc3339::from_unix_ns(i128::from(secs) * 1_000_000_000 + i128::from(nsec))
+    {
         Some(s) => serde_json::Value::String(s),
         None => serde_json::Value::Null,
     }

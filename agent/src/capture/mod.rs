@@ -21,18 +21,3 @@ pub struct Artifact {
     /// They are also inside the document; here they reach the collection's error list.
     pub errors: Vec<String>,
 }
-
-/// SHA-256 of everything `r` gives, read 1 MiB at a time.
-pub fn sha256_of(mut r: impl std::io::Read) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}

@@ -6,7 +6,7 @@
 use super::{result, SelftestOptions, Verdict};
 use crate::transport::connection::Connector;
 use crate::transport::control;
-use crate::transport::upload::Spool;
+use crate::transport::upload::{self, ChunkSpool};
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_protocol::manifest::{ItemHeader, ItemKind, Source};
 use cairn_protocol::readiness::{CheckResult, CheckStatus, SelftestReport};
@@ -102,7 +102,7 @@ pub async fn checks(opts: &SelftestOptions) -> Vec<CheckResult> {
     });
     let start = Instant::now();
     let trip = if pong.is_ok() {
-        let spool = Spool::new(opts.state.spool(), cfg.spool_max_bytes);
+        let spool = ChunkSpool::new(opts.state.spool(), cfg.spool_max_bytes);
         match tokio::time::timeout(Duration::from_secs(60), round_trip(&connector, &spool, &host)).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => Verdict::fail(
@@ -155,13 +155,7 @@ fn certificates(opts: &SelftestOptions) -> Verdict {
         match parsed {
             Ok((not_before, not_after)) => {
                 let days = (not_after - now) / 86400;
-                let until = time::OffsetDateTime::from_unix_timestamp(not_after)
-                    .ok()
-                    .and_then(|t| {
-                        t.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .unwrap_or_default();
+                let until = cairn_protocol::rfc3339::from_unix(not_after).unwrap_or_default();
                 if now < not_before {
                     worst = CheckStatus::Fail;
                     notes.push(format!(
@@ -193,10 +187,7 @@ fn certificates(opts: &SelftestOptions) -> Verdict {
 }
 
 fn clock_skew(p: &control::Pong) -> Verdict {
-    let server = match time::OffsetDateTime::parse(
-        &p.server_time,
-        &time::format_description::well_known::Rfc3339,
-    ) {
+    let server = match cairn_protocol::rfc3339::parse(&p.server_time) {
         Ok(t) => t,
         Err(e) => {
             return Verdict::warn(
@@ -242,7 +233,7 @@ fn probe_bytes() -> Vec<u8> {
 /// `selftest` collection, then read back from the collector's store and compared.
 async fn round_trip(
     connector: &Arc<Connector>,
-    spool: &Arc<Spool>,
+    spool: &Arc<ChunkSpool>,
     host: &cairn_protocol::manifest::HostIdentity,
 ) -> Result<Verdict> {
     let collection_id = uuid::Uuid::new_v4().to_string();
@@ -280,13 +271,16 @@ async fn round_trip(
             ..Default::default()
         },
         chunk_size: cairn_protocol::CHUNK_SIZE as u64,
-        acquisition_start: cairn_protocol::now_rfc3339(),
+        acquisition_start: cairn_protocol::rfc3339::now(),
     };
     let item_id = header.item_id.clone();
-    let item = crate::collect::PlannedItem::from_bytes(header, bytes);
-    let sealed = control::send_item(connector, spool, &Default::default(), item, host)
-        .await
-        .context("uploading the probe item")?;
+    let item = crate::collect::PlannedItem::from_bytes(header.clone(), bytes);
+    let host = host.clone();
+    let sealed = upload::send_item(connector, spool, header, move |sink| {
+        item.produce(&host, &Default::default(), sink)
+    })
+    .await
+    .context("uploading the probe item")?;
     if sealed.sha256 != local_sha {
         bail!(
             "the collector sealed SHA-256 {}, this host hashed {local_sha}",

@@ -96,7 +96,7 @@ pub fn local_checks(opts: &SelftestOptions) -> Vec<CheckResult> {
 
 /// Every check, local and against the collector.
 pub async fn run(opts: &SelftestOptions) -> SelftestReport {
-    let started = cairn_protocol::now_rfc3339();
+    let started = cairn_protocol::rfc3339::now();
     let start = Instant::now();
     let o = opts.clone();
     let mut checks = match tokio::task::spawn_blocking(move || local_checks(&o)).await {

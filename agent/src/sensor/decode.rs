@@ -1,7 +1,12 @@
-//! Records from the ring buffer, decoded by offset. The layouts are `ebpf/bpf/events.h`, whose
-//! `_Static_assert`s pin the offsets used here.
+//! Records from the ring buffer, decoded by offset. The offsets are those of
+//! `ebpf/bpf/events.h`, generated from it at build time ([`cairn_ebpf::layout`]) and typed by
+//! the C field's type: a field whose type changes in the header no longer compiles here.
 
 use cairn_ebpf::kind;
+use cairn_ebpf::layout::{
+    event_hdr as hdr, exec_event as exec, exit_event as exit, flag, fork_event as fork,
+    security_event as security, sock_event as sock, Array, I32, I64, U16, U32, U64,
+};
 
 /// `struct task_info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,9 +31,9 @@ pub struct RawHeader {
     pub task: RawTask,
 }
 
-pub const FLAG_ARGS_TRUNCATED: u32 = 1;
-pub const FLAG_CWD_TRUNCATED: u32 = 1 << 1;
-pub const FLAG_FILENAME_TRUNCATED: u32 = 1 << 2;
+pub const FLAG_ARGS_TRUNCATED: u32 = flag::ARGS_TRUNCATED;
+pub const FLAG_CWD_TRUNCATED: u32 = flag::CWD_TRUNCATED;
+pub const FLAG_FILENAME_TRUNCATED: u32 = flag::FILENAME_TRUNCATED;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawSocket {
@@ -81,54 +86,54 @@ pub enum DecodeError {
     UnknownKind(u32),
 }
 
-const HDR: usize = 80;
-const EXEC_FILENAME: usize = 96;
-const EXEC_CWD: usize = 352;
-const EXEC_ARGS: usize = 1376;
-const SOCK_SIZE: usize = 136;
-const SECURITY_SIZE: usize = 184;
-
 struct Bytes<'a>(&'a [u8]);
 
 impl Bytes<'_> {
-    fn u16(&self, at: usize) -> u16 {
-        let mut b = [0u8; 2];
-        if let Some(s) = self.0.get(at..at + 2) {
-            b.copy_from_slice(s);
-        }
-        u16::from_le_bytes(b)
-    }
-    fn u32(&self, at: usize) -> u32 {
-        let mut b = [0u8; 4];
-        if let Some(s) = self.0.get(at..at + 4) {
-            b.copy_from_slice(s);
-        }
-        u32::from_le_bytes(b)
-    }
-    fn u64(&self, at: usize) -> u64 {
-        let mut b = [0u8; 8];
-        if let Some(s) = self.0.get(at..at + 8) {
-            b.copy_from_slice(s);
-        }
-        u64::from_le_bytes(b)
-    }
-    fn arr16(&self, at: usize) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        if let Some(s) = self.0.get(at..at + 16) {
+    /// `N` bytes at `at`, zeros past the end of the record.
+    fn le<const N: usize>(&self, at: usize) -> [u8; N] {
+        let mut b = [0u8; N];
+        if let Some(s) = self.0.get(at..at + N) {
             b.copy_from_slice(s);
         }
         b
     }
-    /// A NUL-terminated string inside `at..at+max`.
-    fn cstr(&self, at: usize, max: usize) -> String {
-        let end = (at + max).min(self.0.len());
-        let s = self.0.get(at..end).unwrap_or_default();
+    fn u16(&self, f: U16) -> u16 {
+        u16::from_le_bytes(self.le(f.0))
+    }
+    fn u32(&self, f: U32) -> u32 {
+        u32::from_le_bytes(self.le(f.0))
+    }
+    fn u64(&self, f: U64) -> u64 {
+        u64::from_le_bytes(self.le(f.0))
+    }
+    fn i32(&self, f: I32) -> i32 {
+        i32::from_le_bytes(self.le(f.0))
+    }
+    fn i64(&self, f: I64) -> i64 {
+        i64::from_le_bytes(self.le(f.0))
+    }
+    /// An array of exactly `N` bytes (an address).
+    fn array<const N: usize>(&self, f: Array) -> [u8; N] {
+        debug_assert_eq!(f.len, N);
+        self.le(f.offset)
+    }
+    /// The array's little-endian `u64`s (arguments).
+    fn u64s<const N: usize>(&self, f: Array) -> [u64; N] {
+        debug_assert_eq!(f.len, N * 8);
+        std::array::from_fn(|i| u64::from_le_bytes(self.le(f.offset + i * 8)))
+    }
+    /// A NUL-terminated string inside the array.
+    fn cstr(&self, f: Array) -> String {
+        let end = (f.offset + f.len).min(self.0.len());
+        let s = self.0.get(f.offset..end).unwrap_or_default();
         let s = s.split(|b| *b == 0).next().unwrap_or_default();
         String::from_utf8_lossy(s).into_owned()
     }
-    /// NUL-separated strings in `at..at+len` (a trailing NUL ends the last one).
-    fn strings(&self, at: usize, len: usize) -> Vec<String> {
-        let end = (at + len).min(self.0.len());
+    /// NUL-separated strings in the first `used` bytes of the array (a trailing NUL ends the
+    /// last one); `used` is clipped to the array.
+    fn strings(&self, f: Array, used: usize) -> Vec<String> {
+        let at = f.offset;
+        let end = (at + used.min(f.len)).min(self.0.len());
         let mut s = self.0.get(at..end).unwrap_or_default();
         if let Some(stripped) = s.strip_suffix(&[0]) {
             s = stripped;
@@ -151,65 +156,64 @@ fn need(kind: u32, len: usize, need: usize) -> Result<(), DecodeError> {
 
 fn socket(b: &Bytes<'_>) -> RawSocket {
     RawSocket {
-        family: b.u16(80),
-        sport: b.u16(82),
-        dport: b.u16(84),
-        protocol: b.u16(86),
-        saddr: b.arr16(88),
-        daddr: b.arr16(104),
-        result: b.u64(120) as i64,
-        sock_id: b.u64(128),
+        family: b.u16(sock::FAMILY),
+        sport: b.u16(sock::SPORT),
+        dport: b.u16(sock::DPORT),
+        protocol: b.u16(sock::PROTOCOL),
+        saddr: b.array(sock::SADDR),
+        daddr: b.array(sock::DADDR),
+        result: b.i64(sock::RESULT),
+        sock_id: b.u64(sock::SOCK_ID),
     }
 }
 
 /// Decodes one ring buffer record.
 pub fn decode(data: &[u8]) -> Result<RawEvent, DecodeError> {
     let b = Bytes(data);
-    let kind = b.u32(0);
-    need(kind, data.len(), HDR)?;
+    let kind = b.u32(hdr::KIND);
+    need(kind, data.len(), hdr::SIZE)?;
     let hdr = RawHeader {
         kind,
-        flags: b.u32(4),
-        ts_boot_ns: b.u64(8),
+        flags: b.u32(hdr::FLAGS),
+        ts_boot_ns: b.u64(hdr::TS_BOOT_NS),
         task: RawTask {
-            start_boottime_ns: b.u64(16),
-            cgroup_id: b.u64(24),
-            pid: b.u32(32),
-            tgid: b.u32(36),
-            ppid: b.u32(40),
-            uid: b.u32(44),
-            gid: b.u32(48),
-            euid: b.u32(52),
-            loginuid: b.u32(56),
-            comm: b.cstr(64, 16),
+            start_boottime_ns: b.u64(hdr::TASK_START_BOOTTIME),
+            cgroup_id: b.u64(hdr::TASK_CGROUP_ID),
+            pid: b.u32(hdr::TASK_PID),
+            tgid: b.u32(hdr::TASK_TGID),
+            ppid: b.u32(hdr::TASK_PPID),
+            uid: b.u32(hdr::TASK_UID),
+            gid: b.u32(hdr::TASK_GID),
+            euid: b.u32(hdr::TASK_EUID),
+            loginuid: b.u32(hdr::TASK_LOGINUID),
+            comm: b.cstr(hdr::TASK_COMM),
         },
     };
     let body = match kind {
         kind::EXEC => {
-            need(kind, data.len(), EXEC_ARGS)?;
-            let args_len = b.u32(84) as usize;
-            let cwd_len = (b.u32(88) as usize).min(EXEC_ARGS - EXEC_CWD);
+            // The record is cut after the argv bytes used.
+            need(kind, data.len(), exec::ARGS.offset)?;
             RawBody::Exec {
-                old_pid: b.u32(80),
-                filename: b.cstr(EXEC_FILENAME, EXEC_CWD - EXEC_FILENAME),
-                cwd_components: b.strings(EXEC_CWD, cwd_len),
-                args: b.strings(EXEC_ARGS, args_len),
+                old_pid: b.u32(exec::OLD_PID),
+                filename: b.cstr(exec::FILENAME),
+                cwd_components: b.strings(exec::CWD, b.u32(exec::CWD_LEN) as usize),
+                args: b.strings(exec::ARGS, b.u32(exec::ARGS_LEN) as usize),
             }
         }
         kind::FORK => {
-            need(kind, data.len(), 88)?;
+            need(kind, data.len(), fork::SIZE)?;
             RawBody::Fork {
-                child_pid: b.u32(80),
+                child_pid: b.u32(fork::CHILD_PID),
             }
         }
         kind::EXIT => {
-            need(kind, data.len(), 88)?;
+            need(kind, data.len(), exit::SIZE)?;
             RawBody::Exit {
-                exit_code: b.u32(80) as i32,
+                exit_code: b.i32(exit::EXIT_CODE),
             }
         }
         kind::CONNECT | kind::ACCEPT | kind::CLOSE => {
-            need(kind, data.len(), SOCK_SIZE)?;
+            need(kind, data.len(), sock::SIZE)?;
             let s = socket(&b);
             match kind {
                 kind::CONNECT => RawBody::Connect(s),
@@ -218,11 +222,11 @@ pub fn decode(data: &[u8]) -> Result<RawEvent, DecodeError> {
             }
         }
         kind::SECURITY => {
-            need(kind, data.len(), SECURITY_SIZE)?;
+            need(kind, data.len(), security::SIZE)?;
             RawBody::Security {
-                syscall: b.u32(80),
-                args: [b.u64(88), b.u64(96), b.u64(104), b.u64(112)],
-                text: b.cstr(120, 64),
+                syscall: b.u32(security::SYSCALL),
+                args: b.u64s(security::ARGS),
+                text: b.cstr(security::STR),
             }
         }
         other => return Err(DecodeError::UnknownKind(other)),
@@ -234,24 +238,28 @@ pub fn decode(data: &[u8]) -> Result<RawEvent, DecodeError> {
 mod tests {
     use super::*;
 
+    fn put(v: &mut [u8], at: usize, bytes: &[u8]) {
+        v[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+
     fn header(kind: u32, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
-        v[0..4].copy_from_slice(&kind.to_le_bytes());
-        v[36..40].copy_from_slice(&42u32.to_le_bytes());
-        v[64..68].copy_from_slice(b"true");
+        put(&mut v, hdr::KIND.0, &kind.to_le_bytes());
+        put(&mut v, hdr::TASK_TGID.0, &42u32.to_le_bytes());
+        put(&mut v, hdr::TASK_COMM.offset, b"true");
         v
     }
 
     #[test]
     fn decodes_exec_argv_and_cwd() {
-        let mut v = header(kind::EXEC, EXEC_ARGS + 16);
+        let mut v = header(kind::EXEC, exec::ARGS.offset + 16);
         let args = b"/bin/true\0a\0b c\0";
-        v[84..88].copy_from_slice(&(args.len() as u32).to_le_bytes());
+        put(&mut v, exec::ARGS_LEN.0, &(args.len() as u32).to_le_bytes());
         let cwd = b"tmp\0work\0";
-        v[88..92].copy_from_slice(&(cwd.len() as u32).to_le_bytes());
-        v[EXEC_FILENAME..EXEC_FILENAME + 9].copy_from_slice(b"/bin/true");
-        v[EXEC_CWD..EXEC_CWD + cwd.len()].copy_from_slice(cwd);
-        v[EXEC_ARGS..EXEC_ARGS + args.len()].copy_from_slice(args);
+        put(&mut v, exec::CWD_LEN.0, &(cwd.len() as u32).to_le_bytes());
+        put(&mut v, exec::FILENAME.offset, b"/bin/true");
+        put(&mut v, exec::CWD.offset, cwd);
+        put(&mut v, exec::ARGS.offset, args);
         let e = decode(&v).unwrap();
         assert_eq!(e.hdr.task.tgid, 42);
         assert_eq!(e.hdr.task.comm, "true");
@@ -275,8 +283,41 @@ mod tests {
         assert!(decode(&[1, 0]).is_err());
         assert_eq!(decode(&header(99, 200)), Err(DecodeError::UnknownKind(99)));
         // An args_len beyond the record is clipped, not trusted.
-        let mut v = header(kind::EXEC, EXEC_ARGS + 4);
-        v[84..88].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut v = header(kind::EXEC, exec::ARGS.offset + 4);
+        put(&mut v, exec::ARGS_LEN.0, &u32::MAX.to_le_bytes());
+        put(&mut v, exec::CWD_LEN.0, &u32::MAX.to_le_bytes());
         assert!(decode(&v).is_ok());
+    }
+
+    #[test]
+    fn decodes_sockets_exits_and_security_calls() {
+        let mut v = header(kind::CONNECT, sock::SIZE);
+        put(&mut v, sock::FAMILY.0, &2u16.to_le_bytes());
+        put(&mut v, sock::DPORT.0, &443u16.to_le_bytes());
+        put(&mut v, sock::DADDR.offset, &[10, 0, 0, 1]);
+        put(&mut v, sock::RESULT.0, &(-115i64).to_le_bytes());
+        put(&mut v, sock::SOCK_ID.0, &7u64.to_le_bytes());
+        let RawBody::Connect(s) = decode(&v).unwrap().body else {
+            panic!("not a connect")
+        };
+        assert_eq!((s.family, s.dport, s.result, s.sock_id), (2, 443, -115, 7));
+        assert_eq!(&s.daddr[..4], &[10, 0, 0, 1]);
+
+        let mut v = header(kind::EXIT, exit::SIZE);
+        put(&mut v, exit::EXIT_CODE.0, &(-1i32).to_le_bytes());
+        assert_eq!(decode(&v).unwrap().body, RawBody::Exit { exit_code: -1 });
+
+        let mut v = header(kind::SECURITY, security::SIZE);
+        put(&mut v, security::SYSCALL.0, &1u32.to_le_bytes());
+        put(&mut v, security::ARGS.offset + 24, &9u64.to_le_bytes());
+        put(&mut v, security::STR.offset, b"name\0junk");
+        assert_eq!(
+            decode(&v).unwrap().body,
+            RawBody::Security {
+                syscall: 1,
+                args: [0, 0, 0, 9],
+                text: "name".into()
+            }
+        );
     }
 }

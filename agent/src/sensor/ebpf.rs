@@ -34,16 +34,10 @@ pub fn ring_size(requested: u64) -> u32 {
 }
 
 fn mounted(point: &str, fstype: &str) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| {
-            m.lines().any(|l| {
-                let mut f = l.split_whitespace();
-                let at = f.nth(4);
-                let ty = l
-                    .split_once(" - ")
-                    .and_then(|(_, p)| p.split_whitespace().next());
-                at == Some(point) && ty == Some(fstype)
-            })
+    crate::mountinfo::read(Path::new("/proc/self/mountinfo"))
+        .map(|ms| {
+            ms.iter()
+                .any(|m| m.mount_point == point && m.fs_type == fstype)
         })
         .unwrap_or(false)
 }

@@ -288,20 +288,21 @@ fn tcp_state(s: i64) -> &'static str {
 
 /// (name, number of arguments) of `enum cairn_syscall`.
 fn syscall_name(n: u32) -> (&'static str, usize) {
+    use cairn_ebpf::layout::syscall as sc;
     match n {
-        1 => ("ptrace", 4),
-        2 => ("setuid", 1),
-        3 => ("setgid", 1),
-        4 => ("setreuid", 2),
-        5 => ("setregid", 2),
-        6 => ("setresuid", 3),
-        7 => ("setresgid", 3),
-        8 => ("setfsuid", 1),
-        9 => ("setfsgid", 1),
-        10 => ("memfd_create", 2),
-        11 => ("init_module", 3),
-        12 => ("finit_module", 3),
-        13 => ("bpf", 3),
+        sc::PTRACE => ("ptrace", 4),
+        sc::SETUID => ("setuid", 1),
+        sc::SETGID => ("setgid", 1),
+        sc::SETREUID => ("setreuid", 2),
+        sc::SETREGID => ("setregid", 2),
+        sc::SETRESUID => ("setresuid", 3),
+        sc::SETRESGID => ("setresgid", 3),
+        sc::SETFSUID => ("setfsuid", 1),
+        sc::SETFSGID => ("setfsgid", 1),
+        sc::MEMFD_CREATE => ("memfd_create", 2),
+        sc::INIT_MODULE => ("init_module", 3),
+        sc::FINIT_MODULE => ("finit_module", 3),
+        sc::BPF_PROG_LOAD => ("bpf", 3),
         _ => ("unknown", 4),
     }
 }

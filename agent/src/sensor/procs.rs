@@ -38,10 +38,8 @@ impl Clock {
 
     /// RFC 3339 (UTC, nanoseconds) of a boot-clock time.
     pub fn wall(&self, boot_ns: u64) -> String {
-        let t = time::OffsetDateTime::from_unix_timestamp_nanos(self.offset_ns + boot_ns as i128)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
+        cairn_protocol::rfc3339::from_unix_ns(self.offset_ns + boot_ns as i128)
+            .unwrap_or_else(|| cairn_protocol::rfc3339::format(time::OffsetDateTime::UNIX_EPOCH))
     }
 
     pub fn now(&self) -> String {
@@ -298,15 +296,12 @@ pub struct CgroupResolver {
 
 impl CgroupResolver {
     pub fn new() -> CgroupResolver {
-        let root = std::fs::read_to_string("/proc/self/mountinfo")
+        let root = crate::mountinfo::read(Path::new("/proc/self/mountinfo"))
             .ok()
-            .and_then(|m| {
-                m.lines().find_map(|l| {
-                    let (pre, post) = l.split_once(" - ")?;
-                    (post.split_whitespace().next() == Some("cgroup2"))
-                        .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))
-                        .flatten()
-                })
+            .and_then(|ms| {
+                ms.into_iter()
+                    .find(|m| m.fs_type == "cgroup2")
+                    .map(|m| PathBuf::from(m.mount_point))
             });
         let mut r = CgroupResolver {
             root,

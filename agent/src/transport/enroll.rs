@@ -1,7 +1,7 @@
 //! Enrollment: a new key pair on the host, a CSR, and an enrollment token, in exchange for a
 //! certificate signed by the collector's CA. The key never leaves this host.
 
-use crate::config::{write_secret, AgentConfig, StateDir};
+use crate::config::{AgentConfig, StateDir};
 use anyhow::{bail, Context, Result};
 use cairn_protocol::wire::aio::{read_frame, write_message};
 use cairn_protocol::wire::{Frame, Message};
@@ -16,8 +16,7 @@ pub async fn enroll(
     token: &str,
     ca_sha256: &str,
 ) -> Result<Enrolled> {
-    std::fs::create_dir_all(&state.root)
-        .with_context(|| format!("cannot create {}", state.root.display()))?;
+    cairn_private_fs::create_private_dir(&state.root)?;
     let key = rcgen::KeyPair::generate()?;
     let hostname = nix::unistd::gethostname()
         .ok()
@@ -68,9 +67,7 @@ pub async fn enroll(
             if got != want {
                 bail!("the collector returned a CA with fingerprint {got}, not the pinned {want}");
             }
-            write_secret(&state.path("agent.key"), key.serialize_pem().as_bytes())?;
-            write_secret(&state.path("agent.pem"), cert_pem.as_bytes())?;
-            std::fs::write(state.path("ca.pem"), ca_pem)?;
+            store_credentials(state, &key.serialize_pem(), &cert_pem, &ca_pem)?;
             state.save(&AgentConfig::new(collector.to_string(), agent_id.clone()))?;
             std::fs::create_dir_all(state.spool())?;
             endpoint.wait_idle().await;
@@ -83,7 +80,63 @@ pub async fn enroll(
     }
 }
 
+/// Keep the new key and certificates. Each file is replaced whole or not at all (a crash
+/// during a re-enrolment leaves the old key, never an empty one), the key and certificate
+/// readable by their owner only.
+fn store_credentials(state: &StateDir, key_pem: &str, cert_pem: &str, ca_pem: &str) -> Result<()> {
+    cairn_private_fs::write_secret(&state.path("agent.key"), key_pem.as_bytes())?;
+    cairn_private_fs::write_secret(&state.path("agent.pem"), cert_pem.as_bytes())?;
+    std::fs::write(state.path("ca.pem"), ca_pem)
+        .with_context(|| format!("cannot write {}", state.path("ca.pem").display()))?;
+    Ok(())
+}
+
 fn ca_fingerprint(pem: &str) -> Option<String> {
     let certs = super::tls::pem_certs(pem).ok()?;
     certs.first().map(|c| cairn_protocol::sha256_hex(c))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn re_enrolment_replaces_the_key_whole_and_a_failed_write_keeps_the_old_one() {
+        let d = tempfile::tempdir().unwrap();
+        let state = StateDir::new(d.path().join("state"));
+        cairn_private_fs::create_private_dir(&state.root).unwrap();
+        assert_eq!(
+            std::fs::metadata(&state.root).unwrap().mode() & 0o777,
+            0o700
+        );
+        store_credentials(&state, "KEY ONE", "CERT ONE", "CA").unwrap();
+        // Re-enrolment: the new key replaces the old one, whole and private.
+        store_credentials(&state, "KEY TWO, longer than the first", "CERT TWO", "CA").unwrap();
+        let key = state.path("agent.key");
+        assert_eq!(
+            std::fs::read_to_string(&key).unwrap(),
+            "KEY TWO, longer than the first"
+        );
+        assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(state.path("agent.pem")).unwrap(),
+            "CERT TWO"
+        );
+        // A write that fails (here its temporary file cannot be created, even as root: a
+        // directory stands at its name) leaves the old key as it was, not truncated.
+        let tmp = state.path(&format!(".agent.key.tmp{}", std::process::id()));
+        std::fs::create_dir(&tmp).unwrap();
+        let e = store_credentials(&state, "KEY THREE", "CERT THREE", "CA").unwrap_err();
+        assert!(format!("{e:#}").contains("agent.key"), "{e:#}");
+        assert_eq!(
+            std::fs::read_to_string(&key).unwrap(),
+            "KEY TWO, longer than the first"
+        );
+        assert_eq!(
+            std::fs::read_to_string(state.path("agent.pem")).unwrap(),
+            "CERT TWO"
+        );
+    }
 }

@@ -2,19 +2,19 @@
 //!
 //! Events wait for the collector's acknowledgment in a small in-memory queue; when it
 //! overflows (the collector is unreachable or slower than the host), the oldest events spill
-//! to an on-disk spool in the agent's state directory, and are sent from there, in order,
+//! to the on-disk `EventSpool` (`event_spool`) in the agent's state directory, and are sent from there, in order,
 //! before the ones still in memory. The spool survives an agent restart. Only past its bound
 //! (default 256 MiB) are the oldest spooled events dropped from the live stream — they stay
 //! in the flight recorder — and the drop is sent as an explicit `events_lost` event, never a
 //! silent gap.
 
 use super::connection::Connector;
+use super::event_spool::{lost_count, EventSpool};
 use anyhow::{anyhow, Result};
 use cairn_protocol::wire::aio::write_message;
 use cairn_protocol::wire::{Message, RawEvent};
 use std::collections::VecDeque;
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -22,231 +22,6 @@ use tokio::sync::Notify;
 const BATCH: usize = 512;
 /// Longest a partial batch waits for company.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
-/// A spool file is closed and a new one started past this size.
-const SEGMENT_BYTES: u64 = 4 << 20;
-
-/// One spool file: `<first seq>.spool`, lines of `SEQ<TAB>JSON`.
-#[derive(Debug)]
-struct Segment {
-    first: u64,
-    last: u64,
-    count: u64,
-    bytes: u64,
-    path: PathBuf,
-}
-
-/// Events that did not fit in memory, on disk, oldest first.
-struct Spool {
-    dir: PathBuf,
-    segments: VecDeque<Segment>,
-    /// The newest segment, still being appended to.
-    writer: Option<std::io::BufWriter<std::fs::File>>,
-    bytes: u64,
-    max_bytes: u64,
-    /// The segment being sent, read once: (its first seq, its events).
-    cache: Option<(u64, Vec<(u64, RawEvent)>)>,
-}
-
-impl Spool {
-    /// Opens the spool directory, picking up what a previous run left.
-    fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Spool> {
-        std::fs::create_dir_all(dir)?;
-        let mut segments = Vec::new();
-        for e in std::fs::read_dir(dir)? {
-            let path = e?.path();
-            let Some(first) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".spool"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let events = read_segment(&path)?;
-            let bytes = std::fs::metadata(&path)?.len();
-            match events.last() {
-                Some(&(last, _)) => segments.push(Segment {
-                    first,
-                    last,
-                    count: events.len() as u64,
-                    bytes,
-                    path,
-                }),
-                None => std::fs::remove_file(&path)?,
-            }
-        }
-        segments.sort_by_key(|s| s.first);
-        Ok(Spool {
-            dir: dir.to_path_buf(),
-            bytes: segments.iter().map(|s| s.bytes).sum(),
-            segments: segments.into(),
-            writer: None,
-            max_bytes,
-            cache: None,
-        })
-    }
-
-    fn count(&self) -> u64 {
-        self.segments.iter().map(|s| s.count).sum()
-    }
-
-    fn next_seq(&self) -> u64 {
-        self.segments.back().map(|s| s.last + 1).unwrap_or(0)
-    }
-
-    fn append(&mut self, seq: u64, e: &RawEvent) -> std::io::Result<()> {
-        let full = self
-            .segments
-            .back()
-            .is_none_or(|s| s.bytes >= SEGMENT_BYTES);
-        if self.writer.is_none() || full {
-            self.seal()?;
-            let path = self.dir.join(format!("{seq}.spool"));
-            self.writer = Some(std::io::BufWriter::new(std::fs::File::create(&path)?));
-            self.segments.push_back(Segment {
-                first: seq,
-                last: seq,
-                count: 0,
-                bytes: 0,
-                path,
-            });
-        }
-        let line = format!("{seq}\t{}\n", e.get());
-        if let Some(w) = self.writer.as_mut() {
-            w.write_all(line.as_bytes())?;
-        }
-        if let Some(s) = self.segments.back_mut() {
-            s.last = seq;
-            s.count += 1;
-            s.bytes += line.len() as u64;
-        }
-        self.bytes += line.len() as u64;
-        Ok(())
-    }
-
-    /// Flushes what was appended to the segment being written.
-    fn seal_keep_open(&mut self) -> std::io::Result<()> {
-        match self.writer.as_mut() {
-            Some(w) if !w.buffer().is_empty() => w.flush(),
-            _ => Ok(()),
-        }
-    }
-
-    /// Closes the segment being written: it is about to be read, or a new one starts.
-    fn seal(&mut self) -> std::io::Result<()> {
-        if let Some(mut w) = self.writer.take() {
-            w.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Drops the oldest segment unsent; returns (events it held, events its loss markers
-    /// reported), for the next marker.
-    fn drop_oldest(&mut self) -> (u64, u64) {
-        let Some(front) = self.segments.front() else {
-            return (0, 0);
-        };
-        let (mut events, mut reported) = (0, 0);
-        match read_segment(&front.path) {
-            Ok(all) => {
-                for (_, e) in &all {
-                    match lost_count(e) {
-                        Some(n) => reported += n,
-                        None => events += 1,
-                    }
-                }
-            }
-            Err(_) => events = front.count,
-        }
-        self.remove_oldest();
-        (events, reported)
-    }
-
-    /// Deletes the oldest segment's file.
-    fn remove_oldest(&mut self) {
-        let Some(s) = self.segments.pop_front() else {
-            return;
-        };
-        if self.segments.is_empty() {
-            self.writer = None;
-        }
-        let _ = std::fs::remove_file(&s.path);
-        self.bytes -= s.bytes;
-        if self.cache.as_ref().is_some_and(|c| c.0 == s.first) {
-            self.cache = None;
-        }
-    }
-
-    /// Up to BATCH spooled events after `after`, oldest first.
-    fn batch_after(&mut self, after: Option<u64>) -> Option<(u64, Vec<RawEvent>)> {
-        let i = self
-            .segments
-            .iter()
-            .position(|s| after.is_none_or(|a| s.last > a))?;
-        if i + 1 == self.segments.len() && self.writer.is_some() {
-            // Sending from the segment still being written: close it first.
-            if let Err(e) = self.seal() {
-                tracing::warn!("event spool: {e}");
-            }
-        }
-        let first = self.segments[i].first;
-        if self.cache.as_ref().is_none_or(|c| c.0 != first) {
-            match read_segment(&self.segments[i].path) {
-                Ok(events) => self.cache = Some((first, events)),
-                Err(e) => {
-                    tracing::warn!("event spool {}: {e}", self.segments[i].path.display());
-                    return None;
-                }
-            }
-        }
-        let (_, events) = self.cache.as_ref()?;
-        let mut it = events
-            .iter()
-            .filter(|(s, _)| after.is_none_or(|a| *s > a))
-            .peekable();
-        let first_seq = it.peek()?.0;
-        Some((first_seq, it.take(BATCH).map(|(_, e)| e.clone()).collect()))
-    }
-
-    /// Deletes segments the collector has all of. An event sent from memory may be spilled
-    /// before its acknowledgment arrives, so the segment being written can be done too.
-    fn acked(&mut self, upto: u64) {
-        while self.segments.front().is_some_and(|s| s.last <= upto) {
-            self.remove_oldest();
-        }
-    }
-}
-
-/// The count an `events_lost` marker of the live stream reports (`None` for other events).
-fn lost_count(e: &RawEvent) -> Option<u64> {
-    if !e.get().contains("\"events_lost\"") {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(e.get()).ok()?;
-    if v["kind"] != "events_lost" || v["lost"]["kind"] != "live_stream" {
-        return None;
-    }
-    v["lost"]["count"].as_u64()
-}
-
-/// A spool file's events; a torn last line (the agent died mid-write) is skipped.
-fn read_segment(path: &Path) -> std::io::Result<Vec<(u64, RawEvent)>> {
-    let f = std::io::BufReader::new(std::fs::File::open(path)?);
-    let mut out = Vec::new();
-    for line in f.split(b'\n') {
-        let line = line?;
-        let Ok(text) = std::str::from_utf8(&line) else {
-            continue;
-        };
-        let Some((seq, json)) = text.split_once('\t') else {
-            continue;
-        };
-        if let (Ok(seq), Ok(e)) = (seq.parse(), RawEvent::from_json(json.to_string())) {
-            out.push((seq, e));
-        }
-    }
-    Ok(out)
-}
 
 #[derive(Default)]
 struct Queue {
@@ -254,7 +29,7 @@ struct Queue {
     pending: VecDeque<(u64, RawEvent)>,
     /// Bytes of JSON in `pending`.
     bytes: usize,
-    spool: Option<Spool>,
+    spool: Option<EventSpool>,
     /// Everything up to here was acknowledged (a resend after a reconnect starts after it).
     acked: Option<u64>,
     /// Dropped since the last `events_lost` marker.
@@ -282,7 +57,7 @@ impl EventShipper {
     /// Like [`EventShipper::new`], spilling to `dir` (at most `spool_bytes`) what does not fit
     /// in memory, and resuming what a previous run left there.
     pub fn with_spool(max_bytes: usize, dir: &Path, spool_bytes: u64) -> Result<Arc<EventShipper>> {
-        let spool = Spool::open(dir, spool_bytes)
+        let spool = EventSpool::open(dir, spool_bytes)
             .map_err(|e| anyhow!("cannot open the event spool {}: {e}", dir.display()))?;
         let s = EventShipper::new(max_bytes);
         {
@@ -309,7 +84,7 @@ impl EventShipper {
         let q = &mut *q;
         self.make_room(q, event.get().len());
         if let Some(sp) = q.spool.as_mut() {
-            while sp.bytes > sp.max_bytes && sp.segments.len() > 1 {
+            while sp.over_bound() {
                 // A dropped loss marker's count is reported again by the next marker.
                 let (events, reported) = sp.drop_oldest();
                 q.dropped += events + reported;
@@ -319,7 +94,7 @@ impl EventShipper {
         if q.dropped > 0 {
             // Reported before any newer event, so the stream says where the hole is.
             let marker = serde_json::json!({
-                "time": cairn_protocol::now_rfc3339(),
+                "time": cairn_protocol::rfc3339::now(),
                 "kind": "events_lost",
                 "source": "agent",
                 "lost": {"kind": "live_stream", "count": q.dropped,
@@ -393,7 +168,7 @@ impl EventShipper {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        if let Some(b) = q.spool.as_mut().and_then(|sp| sp.batch_after(after)) {
+        if let Some(b) = q.spool.as_mut().and_then(|sp| sp.batch_after(after, BATCH)) {
             return Some(b);
         }
         let mut it = q

@@ -1,15 +1,21 @@
-//! Everything between this host and the collector.
+//! Everything between this host and the collector: mechanisms, not policy. Nothing here
+//! knows about the sensor, the flight recorder, collections or the self-test
+//! (the daemon puts them together).
 //!
 //! - [`tls`]: rustls configurations: the pinned-CA one used to enroll, the mutual one after.
 //! - [`enroll`]: key generation, CSR, token exchange; the private key never leaves the host.
 //! - [`connection`]: one QUIC connection kept alive with reconnect and backoff.
-//! - [`control`]: the control stream (hello, heartbeats, commands) and `run`.
-//! - [`events`]: the live event stream, batched and acknowledged.
-//! - [`upload`]: one item over one stream, resumable, with the on-disk spool.
+//! - [`control`]: the control-stream protocol (hello, heartbeats, commands, an outbox of
+//!   messages kept until acknowledged) and the probe round trip; what commands do is the
+//!   daemon's.
+//! - [`events`]: the live event stream, batched and acknowledged, spilling to the on-disk
+//!   `EventSpool` (`event_spool`).
+//! - [`upload`]: one item over one stream, resumable, with the on-disk [`upload::ChunkSpool`].
 
 pub mod connection;
 pub mod control;
 pub mod enroll;
+mod event_spool;
 pub mod events;
 pub mod tls;
 pub mod upload;

@@ -2,8 +2,8 @@
 //!
 //! Chunks come from the producer (a blocking thread running the pipeline) and are sent at
 //! once; each stays in memory until the collector acknowledges it as persisted. When the
-//! connection drops, unacknowledged chunks are written to the spool, and the producer keeps
-//! filling the spool (up to its bound) while we reconnect, so a capture is not lost to a
+//! connection drops, unacknowledged chunks are written to the [`ChunkSpool`], and the producer
+//! keeps filling it (up to its bound) while we reconnect, so a capture is not lost to a
 //! collector restart. On reconnect the collector says which chunks it already holds, and
 //! only the others are sent. A spooled chunk is deleted only after it is acknowledged.
 
@@ -30,16 +30,18 @@ pub enum Produced {
     Done(Box<ItemManifest>),
 }
 
-/// The on-disk spool shared by all uploads, bounded in bytes.
-pub struct Spool {
+/// The chunk spool (`STATE/spool/ITEM/N.chunk`): chunks of items not yet acknowledged,
+/// written when the connection drops, shared by all uploads, bounded in bytes. Not to be
+/// confused with the live events' `EventSpool` (`transport/event_spool.rs`).
+pub struct ChunkSpool {
     root: PathBuf,
     max_bytes: u64,
     used: AtomicU64,
 }
 
-impl Spool {
-    pub fn new(root: PathBuf, max_bytes: u64) -> Arc<Spool> {
-        Arc::new(Spool {
+impl ChunkSpool {
+    pub fn new(root: PathBuf, max_bytes: u64) -> Arc<ChunkSpool> {
+        Arc::new(ChunkSpool {
             root,
             max_bytes,
             used: AtomicU64::new(0),
@@ -94,7 +96,7 @@ pub struct Sealed {
 struct Upload {
     header: ItemHeader,
     item: String,
-    spool: Arc<Spool>,
+    spool: Arc<ChunkSpool>,
     producer: mpsc::Receiver<Produced>,
     producer_done: bool,
     manifest: Option<Box<ItemManifest>>,
@@ -300,10 +302,34 @@ impl Upload {
     }
 }
 
+/// Hash, compress and upload one item: `produce` runs on a blocking thread, handing each
+/// chunk to the sink it is given (false: the upload gave up, stop) and returning the manifest,
+/// while the upload streams the chunks. Returns once the collector sealed the item.
+pub async fn send_item<F>(
+    connector: &Arc<Connector>,
+    spool: &Arc<ChunkSpool>,
+    header: ItemHeader,
+    produce: F,
+) -> Result<Sealed>
+where
+    F: FnOnce(&mut dyn FnMut(Chunk) -> bool) -> Option<ItemManifest> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Produced>(4);
+    let producer = tokio::task::spawn_blocking(move || {
+        let manifest = produce(&mut |c| tx.blocking_send(Produced::Chunk(c)).is_ok());
+        if let Some(m) = manifest {
+            let _ = tx.blocking_send(Produced::Done(Box::new(m)));
+        }
+    });
+    let sealed = upload(connector.clone(), spool.clone(), header, rx).await;
+    let _ = producer.await;
+    sealed
+}
+
 /// Upload one item; returns once the collector sealed it, or refused it.
 pub async fn upload(
     connector: Arc<Connector>,
-    spool: Arc<Spool>,
+    spool: Arc<ChunkSpool>,
     header: ItemHeader,
     producer: mpsc::Receiver<Produced>,
 ) -> Result<Sealed> {

@@ -106,9 +106,7 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
     for f in t.files {
         let path = String::from_utf8_lossy(&f.path).into_owned();
         let mut details = f.stat.details();
-        if std::str::from_utf8(&f.path).is_err() {
-            details.insert("path_bytes_hex".into(), hex::encode(&f.path).into());
-        }
+        walk::insert_exact_bytes(&mut details, "path", &f.path);
         if !on_host_root {
             details.insert("root".into(), root_shown.clone().into());
         }

@@ -3,6 +3,9 @@
 //! index. Files to copy are not opened here — a profile can match thousands, and holding each
 //! open would exhaust descriptors — but re-opened one at a time when their item is produced,
 //! by the same `O_NOFOLLOW` path, and checked to be the very inode that was walked.
+//!
+//! Long file: the walk and its per-entry decisions are one state machine (about 540 lines);
+//! the rest are its tests, which build trees with links, odd names and caps to walk.
 
 use super::bodyfile;
 use super::glob;
@@ -84,6 +87,17 @@ struct Here<'a> {
     depth: usize,
 }
 
+/// One entry the walk met: the artifact it is walked for, the directory it is in, its name,
+/// its path inside the root and its components from the walk's base.
+#[derive(Clone, Copy)]
+struct Entry<'a> {
+    a: &'a Artifact,
+    here: Here<'a>,
+    name: &'a [u8],
+    path: &'a [u8],
+    rel: &'a [Vec<u8>],
+}
+
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = dir.to_vec();
     if !p.ends_with(b"/") {
@@ -133,7 +147,7 @@ pub fn run(profile: &Profile, root: &Path) -> Result<Triage, String> {
     let index = serde_json::json!({
         "profile": profile.name,
         "root": root.display().to_string(),
-        "generated": cairn_protocol::now_rfc3339(),
+        "generated": cairn_protocol::rfc3339::now(),
         "entries_walked": w.walked,
         "files_copied": w.files.len(),
         "bytes_copied": w.copy_bytes,
@@ -315,75 +329,69 @@ impl Walker<'_> {
         }
         let mut rel = here.rel.to_vec();
         rel.push(name.to_vec());
+        let entry = Entry {
+            a,
+            here,
+            name,
+            path: &path,
+            rel: &rel,
+        };
         if !rest.is_empty() {
             // On the way to the pattern's end: only real directories are entered.
             match st.kind() {
-                EntryType::Dir => self.enter(a, here, name, &path, &rel, rest),
+                EntryType::Dir => self.enter(entry, rest),
                 EntryType::Symlink => {
-                    self.record(a, here, name, &path, &rel, &st);
+                    self.record(entry, &st);
                 }
                 _ => {}
             }
             return;
         }
         let is_dir = st.kind() == EntryType::Dir;
-        if !self.record(a, here, name, &path, &rel, &st) {
+        if !self.record(entry, &st) {
             return;
         }
         if is_dir {
-            self.enter(a, here, name, &path, &rel, &[]);
+            self.enter(entry, &[]);
         }
     }
 
     /// Open the subdirectory `name` and continue with `rest` (or everything, when empty).
-    fn enter(
-        &mut self,
-        a: &Artifact,
-        here: Here<'_>,
-        name: &[u8],
-        path: &[u8],
-        rel: &[Vec<u8>],
-        rest: &[Vec<u8>],
-    ) {
-        let sub = match walk::open_dir_at(here.dir, name) {
+    fn enter(&mut self, entry: Entry<'_>, rest: &[Vec<u8>]) {
+        let sub = match walk::open_dir_at(entry.here.dir, entry.name) {
             Ok(fd) => fd,
             Err(e) => {
                 self.errors.push(format!(
                     "{}: cannot open: {e}",
-                    String::from_utf8_lossy(path)
+                    String::from_utf8_lossy(entry.path)
                 ));
                 return;
             }
         };
         let next = Here {
-            base: here.base,
+            base: entry.here.base,
             dir: sub.as_fd(),
-            dir_path: path,
-            rel,
-            depth: if rest.is_empty() {
-                here.depth + 1
-            } else {
-                here.depth
-            },
+            dir_path: entry.path,
+            rel: entry.rel,
+            depth: entry.here.depth + usize::from(rest.is_empty()),
         };
         if rest.is_empty() {
-            self.below(a, next);
+            self.below(entry.a, next);
         } else {
-            self.walk(a, next, rest);
+            self.walk(entry.a, next, rest);
         }
     }
 
     /// Record one entry in the bodyfile and the index and decide what happens to it. False
     /// when it had been recorded before (patterns overlap) or the walk is over.
-    fn record(
-        &mut self,
-        a: &Artifact,
-        here: Here<'_>,
-        name: &[u8],
-        path: &[u8],
-        rel: &[Vec<u8>],
-        st: &Stat,
-    ) -> bool {
+    fn record(&mut self, entry: Entry<'_>, st: &Stat) -> bool {
+        let Entry {
+            a,
+            here,
+            name,
+            path,
+            ..
+        } = entry;
         if self.stopped || !self.seen.insert(path.to_vec()) {
             return false;
         }
@@ -398,9 +406,7 @@ impl Walker<'_> {
         }
         let mut e = serde_json::Map::new();
         e.insert("path".into(), String::from_utf8_lossy(path).into());
-        if std::str::from_utf8(path).is_err() {
-            e.insert("path_bytes_hex".into(), hex::encode(path).into());
-        }
+        walk::insert_exact_bytes(&mut e, "path", path);
         e.insert("artifact".into(), a.description.clone().into());
         e.extend(st.details());
         let mut link = None;
@@ -410,9 +416,7 @@ impl Walker<'_> {
                 match walk::read_link_at(here.dir, name) {
                     Ok(t) => {
                         e.insert("link_target".into(), String::from_utf8_lossy(&t).into());
-                        if std::str::from_utf8(&t).is_err() {
-                            e.insert("link_target_bytes_hex".into(), hex::encode(&t).into());
-                        }
+                        walk::insert_exact_bytes(&mut e, "link_target", &t);
                         link = Some(t);
                     }
                     Err(err) => {
@@ -424,7 +428,7 @@ impl Walker<'_> {
                     Some("symlink: its target is recorded, never followed".into()),
                 )
             }
-            EntryType::File => self.file(a, here, name, path, rel, st, &mut e),
+            EntryType::File => self.file(entry, st, &mut e),
             other => (
                 "skipped",
                 Some(format!(
@@ -445,17 +449,19 @@ impl Walker<'_> {
     }
 
     /// Decide for a regular file: (action, reason).
-    #[allow(clippy::too_many_arguments)]
     fn file(
         &mut self,
-        a: &Artifact,
-        here: Here<'_>,
-        name: &[u8],
-        path: &[u8],
-        rel: &[Vec<u8>],
+        entry: Entry<'_>,
         st: &Stat,
         e: &mut serde_json::Map<String, serde_json::Value>,
     ) -> (&'static str, Option<String>) {
+        let Entry {
+            a,
+            here,
+            name,
+            path,
+            rel,
+        } = entry;
         if a.action == Action::List {
             return ("listed", None);
         }
@@ -502,7 +508,7 @@ impl Walker<'_> {
 
 fn hash_file(dir: BorrowedFd<'_>, name: &[u8], cap: u64) -> std::io::Result<String> {
     let f = walk::open_file_at(dir, name)?;
-    crate::capture::sha256_of(f.take(cap))
+    cairn_protocol::sha256_reader(f.take(cap))
 }
 
 /// The root to collect from: `/`, or the root of the process (`pid`) or container

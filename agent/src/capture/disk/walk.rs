@@ -54,6 +54,18 @@ impl EntryType {
     }
 }
 
+/// Where a name's text (lossy UTF-8) goes under `key`, its exact bytes go under
+/// `KEY_bytes_hex` when they are not UTF-8.
+pub fn insert_exact_bytes(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    bytes: &[u8],
+) {
+    if std::str::from_utf8(bytes).is_err() {
+        map.insert(format!("{key}_bytes_hex"), hex::encode(bytes).into());
+    }
+}
+
 /// A timestamp: seconds and nanoseconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Time {
@@ -65,10 +77,7 @@ impl Time {
     /// RFC 3339 with nanoseconds, UTC.
     pub fn rfc3339(&self) -> Option<String> {
         let ns = i128::from(self.secs) * 1_000_000_000 + i128::from(self.nsec);
-        time::OffsetDateTime::from_unix_timestamp_nanos(ns)
-            .ok()?
-            .format(&time::format_description::well_known::Rfc3339)
-            .ok()
+        cairn_protocol::rfc3339::from_unix_ns(ns)
     }
 }
 

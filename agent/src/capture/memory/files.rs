@@ -139,7 +139,7 @@ pub fn identify(
                     Some(v) => v.clone(),
                     None => {
                         let b = build_id(&f);
-                        let s = match crate::capture::sha256_of(&f) {
+                        let s = match cairn_protocol::sha256_reader(&f) {
                             Ok(s) => Some(s),
                             Err(e) => {
                                 entry.error = Some(format!("cannot hash: {e}"));

@@ -3,12 +3,13 @@
 
 use serde_json::{Map, Value};
 
-use super::{artifact, now_rfc3339, put, read_trimmed, under, Errors, VolatileOptions};
+use super::{artifact, put, read_trimmed, under, Errors, VolatileOptions};
 use crate::capture::Artifact;
 use crate::identity;
+use cairn_protocol::rfc3339;
 
 pub(super) fn collect(opts: &VolatileOptions) -> Artifact {
-    let collected_at = now_rfc3339();
+    let collected_at = rfc3339::now();
     let mut errors = Errors::default();
     let mut body = Map::new();
 
@@ -37,7 +38,7 @@ pub(super) fn collect(opts: &VolatileOptions) -> Artifact {
     match btime {
         Ok(b) => {
             body.insert("boot_time_unix".into(), Value::from(b));
-            let t = super::rfc3339_from_unix_nanos(i128::from(b) * 1_000_000_000);
+            let t = rfc3339::from_unix_ns(i128::from(b) * 1_000_000_000);
             body.insert(
                 "boot_time".into(),
                 t.map(Value::String).unwrap_or(Value::Null),

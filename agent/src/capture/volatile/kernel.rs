@@ -8,8 +8,9 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{artifact, is_gone, now_rfc3339, put, read_trimmed, Errors, VolatileOptions};
+use super::{artifact, is_gone, put, read_trimmed, Errors, VolatileOptions};
 use crate::capture::Artifact;
+use cairn_protocol::rfc3339;
 
 #[derive(Debug, Serialize)]
 struct Module {
@@ -81,7 +82,7 @@ const SYSCTLS: [&str; 19] = [
 ];
 
 pub(super) fn collect(opts: &VolatileOptions) -> Artifact {
-    let collected_at = now_rfc3339();
+    let collected_at = rfc3339::now();
     let mut errors = Errors::default();
     let mut body = Map::new();
     let proc = &opts.proc_root;

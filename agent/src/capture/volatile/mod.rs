@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use crate::capture::Artifact;
 use crate::identity::MetadataConfig;
@@ -143,23 +141,6 @@ impl Errors {
             error: error.to_string(),
         });
     }
-}
-
-/// Now, RFC 3339 UTC.
-pub(crate) fn now_rfc3339() -> String {
-    rfc3339(OffsetDateTime::now_utc())
-}
-
-/// RFC 3339 text of a time; empty only if the time cannot be formatted (out of range).
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
-
-/// RFC 3339 UTC of a Unix time in nanoseconds, or `None` when out of range.
-pub(crate) fn rfc3339_from_unix_nanos(nanos: i128) -> Option<String> {
-    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
 }
 
 /// True when an error means the file is not there (a process exited, a feature is absent).

@@ -6,6 +6,10 @@
 //! every other network namespace found (containers), listed under `other_namespaces`.
 //! Interface addresses come from `getifaddrs`, i.e. the agent's own namespace: run the agent
 //! with the host network (`hostNetwork: true`) to see the host's; `agent_net_ns` tells.
+//!
+//! Long file: one document's reader (sockets, owners, namespaces, interfaces, routes,
+//! neighbours) in under 600 lines; the rest are its tests, on this host's own sockets and
+//! namespaces.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -15,8 +19,9 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{artifact, now_rfc3339, put, read_trimmed, Errors, SocketOwner, VolatileOptions};
+use super::{artifact, put, read_trimmed, Errors, SocketOwner, VolatileOptions};
 use crate::capture::Artifact;
+use cairn_protocol::rfc3339;
 
 #[derive(Debug, Clone, Serialize)]
 struct InetSocket {
@@ -134,7 +139,7 @@ pub(super) fn collect(
     owners: &HashMap<u64, Vec<SocketOwner>>,
     namespaces: &[(String, i32)],
 ) -> Artifact {
-    let collected_at = now_rfc3339();
+    let collected_at = rfc3339::now();
     let mut errors = Errors::default();
     let mut body = Map::new();
     let proc = &opts.proc_root;

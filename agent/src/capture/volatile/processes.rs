@@ -5,6 +5,9 @@
 //! field distinguish "the process exited meanwhile" (not a failure) from "not allowed" (an
 //! error on that field). Executables are hashed through `/proc/PID/exe`, which opens the very
 //! file the process runs, even after it was deleted or replaced on disk.
+//!
+//! Long file: one document's reader (identity, credentials, command line, exe hash,
+//! namespaces, files, maps) in under 560 lines; the rest are its unit tests.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -16,9 +19,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{artifact, is_gone, now_rfc3339, put, Errors, VolatileOptions};
+use super::{artifact, is_gone, put, Errors, VolatileOptions};
 use crate::capture::Artifact;
 use crate::identity::{container_from_cgroup, pod_uid_from_cgroup};
+use cairn_protocol::rfc3339;
 
 /// A process holding a socket open, found through its `/proc/PID/fd` links.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -123,7 +127,7 @@ struct Ctx<'a> {
 }
 
 pub(super) fn collect(opts: &VolatileOptions) -> ProcessesOutput {
-    let collected_at = now_rfc3339();
+    let collected_at = rfc3339::now();
     let mut errors = Errors::default();
     let boot_time = boot_time(&opts.proc_root)
         .map_err(|e| errors.push("boot time (/proc/stat btime)", e))
@@ -289,7 +293,7 @@ fn read_process(ctx: &mut Ctx<'_>, pid: i32) -> ProcessRecord {
             if let (Some(bt), Some(tck)) = (ctx.boot_time, ctx.clk_tck) {
                 let nanos = i128::from(bt) * 1_000_000_000
                     + i128::from(s.starttime) * 1_000_000_000 / i128::from(tck);
-                p.start_time = super::rfc3339_from_unix_nanos(nanos);
+                p.start_time = rfc3339::from_unix_ns(nanos);
             }
             r.absent_ok = p.kernel_thread || s.state == "Z" || s.state == "X";
         } else {

@@ -8,8 +8,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{artifact, now_rfc3339, put, under, Errors, VolatileOptions};
+use super::{artifact, put, under, Errors, VolatileOptions};
 use crate::capture::Artifact;
+use cairn_protocol::rfc3339;
 
 /// Size of glibc's `struct utmp` on 64-bit Linux.
 pub const UTMP_RECORD_SIZE: usize = 384;
@@ -104,7 +105,7 @@ fn parse_record(r: &[u8]) -> Option<UtmpRecord> {
         host: text(76, 256)?,
         session: i32_at(336)?,
         login_time_unix: tv_sec,
-        login_time: super::rfc3339_from_unix_nanos(i128::from(tv_sec) * 1_000_000_000),
+        login_time: rfc3339::from_unix_ns(i128::from(tv_sec) * 1_000_000_000),
         remote_address,
     })
 }
@@ -118,7 +119,7 @@ struct Session {
 }
 
 pub(super) fn collect(opts: &VolatileOptions) -> Artifact {
-    let collected_at = now_rfc3339();
+    let collected_at = rfc3339::now();
     let mut errors = Errors::default();
     let mut body = Map::new();
     let candidates = ["/var/run/utmp", "/run/utmp"].map(|p| under(&opts.host_root, p));
