@@ -150,10 +150,8 @@ fn header(req: &CollectRequest, kind: ItemKind, source: Source) -> ItemHeader {
     }
 }
 
-/// Profiles this agent can run.
-pub const PROFILES: &[&str] = &[
-    "volatile", "file", "memory", "full", "triage", "minimal", "disk",
-];
+/// Profiles this agent can run: the protocol's.
+pub use cairn_protocol::manifest::PROFILES;
 
 fn volatile_items(req: &CollectRequest, opts: &CollectOptions, items: &mut Vec<PlannedItem>) {
     // Read when produced, one after the other: host.json is on the wire within milliseconds of
