@@ -522,9 +522,35 @@ async fn wait_for(api: &Api, id: &str, timeout: Duration, progress: bool) -> Res
     }
 }
 
+/// The SHA-256 the custody chain sealed an item with, from a chain checked here with the
+/// collector's public key: an export is compared with that, not with the database's word.
+async fn sealed_sha256(api: &Api, collection: &str, item: &str) -> Result<String> {
+    let log = api
+        .get(&format!("/api/v1/collections/{collection}/custody"))
+        .await?;
+    verify_log_locally(&log).context("the collection's custody chain does not verify")?;
+    log["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+        .find(|r| r["action"] == "item_sealed" && r["details"]["item_id"] == item)
+        .and_then(|r| r["details"]["sha256"].as_str().map(str::to_string))
+        .with_context(|| {
+            format!("item {item} has no item_sealed record in the custody chain of collection {collection}")
+        })
+}
+
 async fn export(api: &Api, item: &str, output: &PathBuf, json_out: bool) -> Result<i32> {
     let meta = api.get(&format!("/api/v1/items/{item}")).await?;
-    let expected = s(&meta["sha256"]);
+    let expected = sealed_sha256(api, &s(&meta["collection_id"]), item).await?;
+    if s(&meta["sha256"]) != expected {
+        bail!(
+            "item {item} says SHA-256 {}, its custody chain sealed {expected}: not exported; run `cairn custody verify {}`",
+            s(&meta["sha256"]),
+            s(&meta["collection_id"])
+        );
+    }
     let mut resp = api
         .send(api.http.get(api.url(&format!("/api/v1/items/{item}/raw"))))
         .await?;
@@ -553,7 +579,7 @@ async fn export(api: &Api, item: &str, output: &PathBuf, json_out: bool) -> Resu
     let got = hex::encode(h.finalize());
     if got != expected {
         bail!(
-            "downloaded {n} bytes hash to {got}, the manifest says {expected}; kept as {}",
+            "downloaded {n} bytes hash to {got}, custody sealed {expected}; kept as {}",
             tmp.display()
         );
     }
@@ -565,7 +591,7 @@ async fn export(api: &Api, item: &str, output: &PathBuf, json_out: bool) -> Resu
         );
     } else {
         println!(
-            "{}  {}  ({} bytes, matches the manifest)",
+            "{}  {}  ({} bytes, matches the SHA-256 sealed in custody)",
             got,
             output.display(),
             n

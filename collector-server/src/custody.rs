@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::evidence::ItemChunks;
 use crate::storage::{ItemRow, ItemStatus, Stores};
 use cairn_protocol::custody::{
-    chunk_list_sha256, verify_chain, ChainHead, CommittedItem, Commitment, CustodyRecord,
+    chunk_list_sha256, verify_chain, ChainHead, Commitment, CommittedItem, CustodyRecord,
     FINAL_ACTIONS, GENESIS_HASH,
 };
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
@@ -66,7 +66,11 @@ fn chunks_sha256(stores: &Stores, item_id: &str) -> Result<(String, u64)> {
     let chunks = stores.meta.item_chunks(item_id)?;
     let n = chunks.len() as u64;
     Ok((
-        chunk_list_sha256(chunks.iter().map(|c| (c.index, c.sha256.as_str(), c.raw_len))),
+        chunk_list_sha256(
+            chunks
+                .iter()
+                .map(|c| (c.index, c.sha256.as_str(), c.raw_len)),
+        ),
         n,
     ))
 }
@@ -171,7 +175,9 @@ impl Custody {
         mut details: serde_json::Value,
     ) -> Result<CustodyRecord> {
         if !FINAL_ACTIONS.contains(&action) {
-            return Err(Error::Internal(format!("{action} is not a final custody action")));
+            return Err(Error::Internal(format!(
+                "{action} is not a final custody action"
+            )));
         }
         let commitment = serde_json::to_value(self.commitment(collection_id)?)
             .map_err(|e| Error::Internal(format!("commitment: {e}")))?;
@@ -204,7 +210,12 @@ impl Custody {
         Ok(chunks_sha256(&self.stores, item_id)?.0)
     }
 
-    fn check_head(&self, collection_id: &str, records: &[CustodyRecord], report: &mut VerifyReport) -> Result<()> {
+    fn check_head(
+        &self,
+        collection_id: &str,
+        records: &[CustodyRecord],
+        report: &mut VerifyReport,
+    ) -> Result<()> {
         let vk = self.key.verifying_key();
         match self.stores.heads.latest(collection_id)? {
             None => report.problem(
@@ -261,7 +272,10 @@ impl Custody {
             bad_item: None,
         };
         if records.is_empty() {
-            report.problem(format!("collection {collection_id} has no custody records"), None);
+            report.problem(
+                format!("collection {collection_id} has no custody records"),
+                None,
+            );
             self.check_head(collection_id, &records, &mut report)?;
             return Ok(report);
         }
@@ -278,7 +292,10 @@ impl Custody {
         for item in &db_items {
             if !in_chain.contains(item.id.as_str()) {
                 report.problem(
-                    format!("item {} ({}) is in the database but not in the custody chain", item.id, item.name),
+                    format!(
+                        "item {} ({}) is in the database but not in the custody chain",
+                        item.id, item.name
+                    ),
                     Some(&item.id),
                 );
             }
@@ -286,11 +303,22 @@ impl Custody {
 
         // What custody says each item was sealed as, and what is stored now.
         for rec in records.iter().filter(|r| r.action == "item_sealed") {
-            let item_id = rec.details["item_id"].as_str().unwrap_or_default().to_string();
+            let item_id = rec.details["item_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let name = rec.details["name"].as_str().unwrap_or_default().to_string();
-            let sealed_sha = rec.details["sha256"].as_str().unwrap_or_default().to_string();
+            let sealed_sha = rec.details["sha256"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             report.items_checked += 1;
-            if let Err(e) = self.verify_item(&item_id, &sealed_sha, rec.details["chunks_sha256"].as_str(), &mut report) {
+            if let Err(e) = self.verify_item(
+                &item_id,
+                &sealed_sha,
+                rec.details["chunks_sha256"].as_str(),
+                &mut report,
+            ) {
                 report.problem(format!("item {item_id} ({name}): {e}"), Some(&item_id));
             }
         }
@@ -317,23 +345,38 @@ impl Custody {
         Ok(report)
     }
 
-    fn check_commitment(&self, fin: &CustodyRecord, db_items: &[ItemRow], report: &mut VerifyReport) -> Result<()> {
+    fn check_commitment(
+        &self,
+        fin: &CustodyRecord,
+        db_items: &[ItemRow],
+        report: &mut VerifyReport,
+    ) -> Result<()> {
         let Some(commitment) = fin
             .details
             .get("commitment")
             .and_then(|c| serde_json::from_value::<Commitment>(c.clone()).ok())
         else {
             report.problem(
-                format!("final custody record {} ({}) carries no commitment to the collection's items", fin.seq, fin.action),
+                format!(
+                    "final custody record {} ({}) carries no commitment to the collection's items",
+                    fin.seq, fin.action
+                ),
                 None,
             );
             return Ok(());
         };
-        let committed_ids: BTreeSet<&str> = commitment.items.iter().map(|i| i.item_id.as_str()).collect();
+        let committed_ids: BTreeSet<&str> = commitment
+            .items
+            .iter()
+            .map(|i| i.item_id.as_str())
+            .collect();
         for item in db_items {
             if !committed_ids.contains(item.id.as_str()) {
                 report.problem(
-                    format!("item {} ({}) is in the database but not in the final record {} ({})", item.id, item.name, fin.seq, fin.action),
+                    format!(
+                        "item {} ({}) is in the database but not in the final record {} ({})",
+                        item.id, item.name, fin.seq, fin.action
+                    ),
                     Some(&item.id),
                 );
             }
@@ -341,7 +384,10 @@ impl Custody {
         for c in &commitment.items {
             let Some(item) = db_items.iter().find(|i| i.id == c.item_id) else {
                 report.problem(
-                    format!("item {} ({}) was committed by record {} but is missing from the database", c.item_id, c.name, fin.seq),
+                    format!(
+                        "item {} ({}) was committed by record {} but is missing from the database",
+                        c.item_id, c.name, fin.seq
+                    ),
                     Some(&c.item_id),
                 );
                 continue;
@@ -351,8 +397,14 @@ impl Custody {
                 report.problem(
                     format!(
                         "item {} ({}) is now {} {} ({} bytes), committed as {} {} ({} bytes)",
-                        c.item_id, c.name, now.status, now.sha256.as_deref().unwrap_or("-"), now.raw_len.unwrap_or(0),
-                        c.status, c.sha256.as_deref().unwrap_or("-"), c.raw_len.unwrap_or(0)
+                        c.item_id,
+                        c.name,
+                        now.status,
+                        now.sha256.as_deref().unwrap_or("-"),
+                        now.raw_len.unwrap_or(0),
+                        c.status,
+                        c.sha256.as_deref().unwrap_or("-"),
+                        c.raw_len.unwrap_or(0)
                     ),
                     Some(&c.item_id),
                 );
@@ -395,7 +447,9 @@ impl Custody {
         if let Some(sealed_chunks) = sealed_chunks {
             let (now, n) = chunks_sha256(&self.stores, item_id).map_err(|e| e.to_string())?;
             if now != sealed_chunks {
-                return Err(format!("points at other chunks ({n}) than it was sealed with"));
+                return Err(format!(
+                    "points at other chunks ({n}) than it was sealed with"
+                ));
             }
         }
         let chunks = ItemChunks::open(&self.stores, item_id).map_err(|e| e.to_string())?;
@@ -448,7 +502,10 @@ impl Custody {
             .rev()
             .find(|r| r.action == "item_sealed" && r.details["item_id"].as_str() == Some(&item.id))
         else {
-            return Ok(Err(format!("item {} has no item_sealed custody record", item.id)));
+            return Ok(Err(format!(
+                "item {} has no item_sealed custody record",
+                item.id
+            )));
         };
         if sealed.details["sha256"].as_str() != item.sha256.as_deref() {
             return Ok(Err(format!(
@@ -578,7 +635,8 @@ mod tests {
         assert!(custody.verify("c1").unwrap().ok);
         drop(custody);
         let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
-        conn.execute("DELETE FROM custody WHERE seq = 2", []).unwrap();
+        conn.execute("DELETE FROM custody WHERE seq = 2", [])
+            .unwrap();
         drop(conn);
         let r = reopen(&dir, key).verify("c1").unwrap();
         assert!(!r.ok);

@@ -102,7 +102,19 @@ enum TokenCmd {
     },
 }
 
-fn main() -> Result<()> {
+/// Errors are one line (with their causes), never a backtrace: what went wrong and what to do
+/// is in the message.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
