@@ -83,9 +83,7 @@ fn custody_verify_detects_a_flipped_byte_in_a_stored_chunk() {
 /// running: SQLite's WAL lets a second writer in), as someone with access to the data
 /// directory would.
 fn sql(collector: &Collector, statements: &str) -> String {
-    let script = format!(
-        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nfor s in sys.argv[2].split(';'):\n  s=s.strip()\n  if s:\n    for r in c.execute(s): print('|'.join(str(x) for x in r))\nc.commit()\n"
-    );
+    let script = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nfor s in sys.argv[2].split(';'):\n  s=s.strip()\n  if s:\n    for r in c.execute(s): print('|'.join(str(x) for x in r))\nc.commit()\n";
     let mut cmd = std::process::Command::new("python3");
     cmd.arg("-c")
         .arg(script)
