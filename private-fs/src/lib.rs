@@ -31,7 +31,13 @@ pub fn write_secret(path: &Path, contents: &[u8]) -> Result<(), PrivateFsError> 
     };
     let dir = path
         .parent()
-        .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
         .ok_or_else(|| PrivateFsError::NoParent {
             path: path.to_path_buf(),
         })?;
