@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::collector::unique_dir;
@@ -21,7 +21,7 @@ pub struct Agent {
     pub log: PathBuf,
     /// What `enroll` printed (contains the agent id).
     pub enroll_stdout: String,
-    proc: Option<Managed>,
+    proc: Managed,
 }
 
 /// `cairn-agent enroll` with an explicit token; the output is returned whatever the exit code.
@@ -51,13 +51,14 @@ impl Agent {
     pub fn enroll_in(collector: &Collector, base: &Path) -> Result<Agent> {
         fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
         let state = base.join("state");
+        let log = base.join("agent.log");
         let out = enroll_raw(collector, &state, &collector.init.enrollment_token)?.ok()?;
         Ok(Agent {
             bins: collector.bins.clone(),
             state,
-            log: base.join("agent.log"),
+            proc: Managed::idle("cairn-agent", &log),
+            log,
             enroll_stdout: out.stdout,
-            proc: None,
         })
     }
 
@@ -73,31 +74,26 @@ impl Agent {
     /// Starts `cairn-agent run` in the background.
     pub fn run(&mut self) -> Result<()> {
         let cmd = self.agent_cmd("run")?;
-        self.proc = Some(Managed::spawn("cairn-agent", cmd, &self.log)?);
+        self.proc = Managed::spawn("cairn-agent", cmd, &self.log)?;
         Ok(())
     }
 
     /// An error with the log tail unless `cairn-agent run` is running.
     pub fn check_alive(&mut self) -> Result<()> {
-        match self.proc.as_mut() {
-            Some(p) => p.check_alive(),
-            None => bail!("cairn-agent is not running"),
-        }
+        self.proc.check_alive()
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill();
-        }
+        self.proc.kill();
     }
 
     /// Leaves the agent running after this handle is gone; returns its pid.
     pub fn detach(&mut self) -> Option<u32> {
-        self.proc.as_mut().and_then(Managed::detach)
+        self.proc.detach()
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.proc.as_ref().and_then(Managed::pid)
+        self.proc.pid()
     }
 
     /// `cairn-agent ping`; the output is returned whatever the exit code.
@@ -112,7 +108,8 @@ impl Agent {
             .is_some_and(|id| !id.is_empty() && self.enroll_stdout.contains(id))
     }
 
-    /// Waits until the collector lists this agent as connected; returns its host id.
+    /// Waits until the collector lists this agent as connected (and its `run` is alive);
+    /// returns its host id.
     pub fn wait_connected(&mut self, collector: &Collector, timeout: Duration) -> Result<String> {
         let mut last = Vec::new();
         let log = self.log.clone();
@@ -120,9 +117,7 @@ impl Agent {
             "the agent to show as connected in `cairn hosts`",
             timeout,
             || {
-                if let Some(p) = self.proc.as_mut() {
-                    p.check_alive()?;
-                }
+                self.proc.check_alive()?;
                 let hosts = collector.hosts()?;
                 last = hosts.clone();
                 let connected =

@@ -41,7 +41,7 @@ pub struct Collector {
     pub quic_port: u16,
     pub api_port: u16,
     pub init: InitInfo,
-    proc: Option<Managed>,
+    proc: Managed,
 }
 
 impl Collector {
@@ -90,7 +90,7 @@ impl Collector {
                 quic_port,
                 api_port,
                 init: init.clone(),
-                proc: None,
+                proc: Managed::idle("cairn-collector", &log),
             };
             // On an error `c` is dropped, which kills what was started.
             c.serve()?;
@@ -107,7 +107,7 @@ impl Collector {
             .arg("--api-listen")
             .arg(format!("127.0.0.1:{}", self.api_port));
         let log_len_before = fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-        self.proc = Some(Managed::spawn("cairn-collector", cmd, &self.log)?);
+        self.proc = Managed::spawn("cairn-collector", cmd, &self.log)?;
         let quic_line = format!("quic listening on {}", self.quic_addr());
         let api_line = format!("api listening on {}", self.api_url());
         let log = self.log.clone();
@@ -116,7 +116,7 @@ impl Collector {
             START_TIMEOUT,
             Duration::from_millis(50),
             || {
-                self.check_alive()?;
+                self.proc.check_alive()?;
                 let text = fs::read(&log).unwrap_or_default();
                 let new = String::from_utf8_lossy(
                     text.get(usize::try_from(log_len_before)?..)
@@ -131,17 +131,12 @@ impl Collector {
 
     /// An error with the log tail unless the collector process is running.
     pub fn check_alive(&mut self) -> Result<()> {
-        match self.proc.as_mut() {
-            Some(p) => p.check_alive(),
-            None => bail!("cairn-collector is not running"),
-        }
+        self.proc.check_alive()
     }
 
     /// SIGKILL the collector (no clean shutdown).
     pub fn kill(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill();
-        }
+        self.proc.kill();
     }
 
     /// Start `serve` again on the same ports and data directory.
@@ -152,11 +147,11 @@ impl Collector {
 
     /// Leaves the collector running after this handle is gone; returns its pid.
     pub fn detach(&mut self) -> Option<u32> {
-        self.proc.as_mut().and_then(Managed::detach)
+        self.proc.detach()
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.proc.as_ref().and_then(Managed::pid)
+        self.proc.pid()
     }
 
     pub fn quic_addr(&self) -> String {

@@ -48,8 +48,18 @@ impl Managed {
         })
     }
 
+    /// A handle with no process yet (its [`check_alive`](Managed::check_alive) fails until a
+    /// [`spawn`](Managed::spawn) replaces it).
+    pub fn idle(name: &str, log: &Path) -> Managed {
+        Managed {
+            name: name.to_string(),
+            child: None,
+            log: log.to_path_buf(),
+        }
+    }
+
     /// The liveness check: an error with the log tail if the process has exited (or was
-    /// killed or detached).
+    /// killed, detached or never started).
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(c) = self.child.as_mut() {
             if let Some(status) = c.try_wait()? {
