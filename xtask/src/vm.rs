@@ -11,6 +11,10 @@
 //!
 //! `cargo xtask vm smoke` checks the kernel (release, BTF, /proc/kcore, iomem);
 //! `cargo xtask vm sensor` ([`vm_sensor_check`]) runs the eBPF sensor test in the guest.
+//!
+//! Long file: the guest's kernel, initramfs, boot, console protocol and the sensor check's
+//! script are one pipeline around one guest, each step reading the one before; the memory
+//! checks are in vm_memory.rs.
 
 use std::collections::BTreeSet;
 use std::fs;
