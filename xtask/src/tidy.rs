@@ -770,7 +770,8 @@ mod tests {
     #[test]
     fn floors_blocks_are_read_top_first() {
         let md = "x\n```floors a\ntop\n\nmid one\nlow\n```\n````floors b\nonly\n````\n";
-        let got: Vec<(String, usize, Vec<(usize, Vec<String>)>)> = floors::parse_floors(md)
+        type Floors = Vec<(usize, Vec<String>)>;
+        let got: Vec<(String, usize, Floors)> = floors::parse_floors(md)
             .into_iter()
             .map(|b| (b.crate_dir, b.line, b.floors))
             .collect();
