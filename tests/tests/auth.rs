@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_e2e::*;
+use cairn_harness::*;
 
 #[test]
 fn agent_with_certificate_from_another_ca_is_refused() {

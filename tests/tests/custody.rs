@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use cairn_e2e::*;
+use cairn_harness::*;
 
 #[test]
 fn custody_verify_detects_a_flipped_byte_in_a_stored_chunk() {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_e2e::*;
+use cairn_harness::*;
 use serde_json::Value;
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);

@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cairn_e2e::*;
+use cairn_harness::*;
 use serde_json::Value;
 
 fn is_marker_exec(e: &Value, marker: &str) -> bool {

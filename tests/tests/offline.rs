@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_e2e::*;
+use cairn_harness::*;
 use serde_json::Value;
 
 #[test]

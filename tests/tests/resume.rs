@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use cairn_e2e::*;
+use cairn_harness::*;
 
 const MIB: u64 = 1 << 20;
 

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_e2e::serde_json::Value;
-use cairn_e2e::*;
+use cairn_harness::serde_json::Value;
+use cairn_harness::*;
 
 /// `cairn-agent selftest --json` with a state directory, optionally under
 /// `capsh --drop=CAPS --` (the capabilities leave the bounding set, so the agent exec'd by the

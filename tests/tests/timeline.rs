@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cairn_e2e::*;
+use cairn_harness::*;
 use serde_json::Value;
 
 fn date_utc(epoch: i64, format: &str) -> String {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cairn_e2e::*;
+use cairn_harness::*;
 use serde_json::{json, Value};
 
 /// A minimal IMDSv2 on loopback answering one instance identity document.

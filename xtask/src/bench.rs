@@ -11,7 +11,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::procs::{ensure_tools, is_finished, run_capture, section, Bins, Stack};
+use cairn_harness::{collector_with_agent_in, is_finished, items, run, Bins};
+
+use crate::procs::{build_release, ensure_tools, section};
 
 const MIB: u64 = 1 << 20;
 
@@ -104,10 +106,11 @@ fn make_file(path: &Path, size: u64) -> Result<String> {
 /// One cairn run on a fresh collector and agent (so nothing is deduplicated from a previous run):
 /// wall time from the POST to `sealed`.
 fn cairn_once(bins: &Bins, dir: &Path, file: &Path, want_sha: &str) -> Result<Duration> {
-    let stack = Stack::start(bins, dir)?;
-    let api = stack.api()?;
+    // `_agent` (not `_`): the agent must live until the end of the run.
+    let (collector, _agent, host_id) = collector_with_agent_in(bins, dir, |_| Ok(()))?;
+    let api = collector.api()?;
     let body = json!({
-        "host": stack.host_id,
+        "host": host_id,
         "profile": "file",
         "reason": "bench ingest",
         "paths": [file.to_string_lossy()],
@@ -134,11 +137,7 @@ fn cairn_once(bins: &Bins, dir: &Path, file: &Path, want_sha: &str) -> Result<Du
     if collection.get("status").and_then(Value::as_str) != Some("sealed") {
         bail!("collection {id} did not seal: {collection:#}");
     }
-    let items = collection
-        .get("items")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let items = items(&collection);
     let got: Vec<&str> = items
         .iter()
         .filter_map(|i| i.get("sha256").and_then(Value::as_str))
@@ -160,7 +159,7 @@ fn baseline_once(file: &Path) -> Result<Duration> {
     let mut cmd = Command::new("bash");
     cmd.args(["-c", &baseline_cmd(file)]);
     let start = Instant::now();
-    let out = run_capture(cmd, Duration::from_secs(1800))?.ok()?;
+    let out = run(cmd, Duration::from_secs(1800))?.ok()?;
     let elapsed = start.elapsed();
     if !out.stdout.contains("SHA2-256") && !out.stdout.contains("SHA256") {
         bail!("unexpected baseline output: {}", out.stdout.trim());
@@ -210,7 +209,7 @@ pub fn ingest(size_mib: u64) -> Result<()> {
         ("tee", "coreutils"),
     ])?;
     section("building release binaries");
-    let bins = Bins::build_release()?;
+    let bins = build_release()?;
 
     let tmp = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
     let file = tmp.path().join("ingest.bin");

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::bench::{make_random_file, mbps};
-use crate::procs::{cargo, ensure_tools, run_capture, run_inherit, section, target_dir};
+use crate::procs::{cargo, ensure_tools, run_inherit, section, target_dir};
 
 const MIB: u64 = 1 << 20;
 
@@ -23,7 +23,7 @@ impl Loop {
     fn attach(file: &Path) -> Result<Loop> {
         let mut cmd = Command::new("losetup");
         cmd.args(["--find", "--show"]).arg(file);
-        let out = run_capture(cmd, Duration::from_secs(60))?.ok()?;
+        let out = cairn_harness::run(cmd, Duration::from_secs(60))?.ok()?;
         Ok(Loop(out.stdout.trim().to_string()))
     }
 }
@@ -43,7 +43,7 @@ fn baseline_once(dev: &str) -> Result<(Duration, String)> {
     let mut cmd = Command::new("bash");
     cmd.args(["-o", "pipefail", "-c", &baseline_cmd(dev)]);
     let start = Instant::now();
-    let out = run_capture(cmd, Duration::from_secs(1800))?.ok()?;
+    let out = cairn_harness::run(cmd, Duration::from_secs(1800))?.ok()?;
     let d = start.elapsed();
     let digest = out
         .stdout
@@ -66,7 +66,7 @@ fn cairn_once(agent: &Path, dev: &str, scratch: &Path) -> Result<(Duration, Stri
         .args(["capture", "disk", "--device", dev, "--out"])
         .arg(&out);
     let start = Instant::now();
-    run_capture(cmd, Duration::from_secs(1800))?.ok()?;
+    cairn_harness::run(cmd, Duration::from_secs(1800))?.ok()?;
     let d = start.elapsed();
     let mut sha = None;
     let mut stored = 0;

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::procs::{ensure_tools, repo_root, run_capture, run_inherit, section, target_dir, Bins};
+use cairn_harness::Bins;
+
+use crate::procs::{build_release, ensure_tools, repo_root, run_inherit, section, target_dir};
 use crate::vm_memory::{capture_in_guest, coverage, iomem_ram, lime_ranges};
 
 const MIB: u64 = 1 << 20;
@@ -38,7 +40,7 @@ fn start_fixture(work: &Path, random_mib: u64, zero_mib: u64) -> Result<(Fixture
     let exe = work.join("memory_fixture");
     let mut cc = Command::new("cc");
     cc.args(["-g", "-O2", "-pthread", "-o"]).arg(&exe).arg(&src);
-    run_capture(cc, Duration::from_secs(120))?.ok()?;
+    cairn_harness::run(cc, Duration::from_secs(120))?.ok()?;
     let mapped = work.join("mapped.bin");
     std::fs::write(&mapped, vec![b'm'; 8192])?;
     let trunc = work.join("trunc.bin");
@@ -64,7 +66,7 @@ fn start_fixture(work: &Path, random_mib: u64, zero_mib: u64) -> Result<(Fixture
 
 fn timed(cmd: Command, what: &str) -> Result<f64> {
     let t = Instant::now();
-    run_capture(cmd, Duration::from_secs(1800))?
+    cairn_harness::run(cmd, Duration::from_secs(1800))?
         .ok()
         .with_context(|| what.to_string())?;
     Ok(t.elapsed().as_secs_f64())
@@ -75,7 +77,7 @@ fn gdb_reads_heap(exe: &Path, core: &Path, heap: &str) -> Result<()> {
     gdb.args(["-batch", "-nx", "-ex", &format!("x/s {heap}")])
         .arg(exe)
         .arg(core);
-    let out = run_capture(gdb, Duration::from_secs(300))?;
+    let out = cairn_harness::run(gdb, Duration::from_secs(300))?;
     if !out.stdout.contains("CAIRN_HEAP_PATTERN_7f3a") {
         bail!(
             "gdb cannot read the heap pattern from {}:\n{}",
@@ -92,7 +94,7 @@ fn process(bins: &Bins, work: &Path, size_mib: u64) -> Result<()> {
     ));
     let (fx, exe) = start_fixture(work, size_mib / 2, size_mib / 2)?;
     let dir = work.join("cairn");
-    let mut cairn = Command::new(&bins.agent);
+    let mut cairn = Command::new(bins.agent()?);
     cairn
         .args(["capture", "memory", "--pid", &fx.pid.to_string(), "--out"])
         .arg(&dir)
@@ -118,13 +120,13 @@ fn process(bins: &Bins, work: &Path, size_mib: u64) -> Result<()> {
 
     // Both cores open in gdb.
     let unpacked = work.join("cairn.core");
-    let mut unpack = Command::new(&bins.agent);
+    let mut unpack = Command::new(bins.agent()?);
     unpack
         .arg("unpack")
         .arg(&dir)
         .args(["--item", &format!("core.{}.memory_fixture", fx.pid), "--to"])
         .arg(&unpacked);
-    run_capture(unpack, Duration::from_secs(600))?.ok()?;
+    cairn_harness::run(unpack, Duration::from_secs(600))?.ok()?;
     gdb_reads_heap(&exe, &unpacked, &fx.heap)?;
     gdb_reads_heap(&exe, &core, &fx.heap)?;
     let core_len = std::fs::metadata(&unpacked)?.len();
@@ -168,7 +170,7 @@ fn physical(bins: &Bins, memory_mib: u32) -> Result<()> {
         "physical memory: {memory_mib} MiB QEMU guest, cairn and AVML in the same boot"
     ));
     let avml = avml_binary()?;
-    let g = capture_in_guest(&bins.agent, memory_mib, Some(&avml))?;
+    let g = capture_in_guest(&bins.agent()?, memory_mib, Some(&avml))?;
     let ram = iomem_ram(&g.iomem);
     let ram_bytes: u64 = ram.iter().map(|(a, b)| b - a + 1).sum();
     let lime = lime_ranges(&g.lime)?;
@@ -207,7 +209,7 @@ pub fn run(size_mib: u64, memory_mib: u32) -> Result<()> {
         ("zstd", "zstd"),
         ("cc", "gcc"),
     ])?;
-    let bins = Bins::build_release()?;
+    let bins = build_release()?;
     let work = tempfile::Builder::new()
         .prefix("bench-memory-")
         .tempdir_in(target_dir())?;

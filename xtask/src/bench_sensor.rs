@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::procs::{section, Bins, Stack};
+use cairn_harness::{collector_with_agent_in, Api, Bins};
+
+use crate::procs::{build_release, section};
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> Result<f64> {
@@ -94,12 +96,9 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 /// Events of `kind` the collector stored for the host in `[from, to]`, once the count settles.
-fn settled(stack: &Stack, kind: &str, from: &str, to: &str) -> Result<Vec<Value>> {
-    let api = stack.api()?;
-    let path = format!(
-        "/api/v1/hosts/{}/events?kind={kind}&from={from}&to={to}&limit=100000",
-        stack.host_id
-    );
+fn settled(api: &Api, host_id: &str, kind: &str, from: &str, to: &str) -> Result<Vec<Value>> {
+    let path =
+        format!("/api/v1/hosts/{host_id}/events?kind={kind}&from={from}&to={to}&limit=100000");
     let mut last = usize::MAX;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -128,9 +127,10 @@ struct WithAgent {
 }
 
 fn with_agent(bins: &Bins, dir: &Path, execs: u32, connects: u32) -> Result<WithAgent> {
-    let stack = Stack::start(bins, dir)?;
-    let apid = stack.agent.pid().context("agent not running")?;
-    let cpid = stack.collector.pid().context("collector not running")?;
+    let (collector, agent, host_id) = collector_with_agent_in(bins, dir, |_| Ok(()))?;
+    let api = collector.api()?;
+    let apid = agent.pid().context("agent not running")?;
+    let cpid = collector.pid().context("collector not running")?;
     // The sensor attaches as the agent starts; give it a moment, then start counting.
     std::thread::sleep(Duration::from_secs(2));
     let (a0, c0) = (cpu_seconds(apid)?, cpu_seconds(cpid)?);
@@ -139,23 +139,21 @@ fn with_agent(bins: &Bins, dir: &Path, execs: u32, connects: u32) -> Result<With
     let exec_wall = exec_storm(execs)?;
     let connect_wall = connect_storm(connects)?;
     let to = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::seconds(1));
-    let execs_ev = settled(&stack, "process_exec", &from, &to)?;
+    let execs_ev = settled(&api, &host_id, "process_exec", &from, &to)?;
     let execs_seen = execs_ev
         .iter()
         .filter(|e| e["process"]["exe"] == "/bin/true")
         .count();
-    let connects_seen = settled(&stack, "tcp_connect", &from, &to)?
+    let connects_seen = settled(&api, &host_id, "tcp_connect", &from, &to)?
         .iter()
         .filter(|e| e["process"]["comm"] == "bash")
         .count();
-    let lost_reported: u64 = settled(&stack, "events_lost", &from, &to)?
+    let lost_reported: u64 = settled(&api, &host_id, "events_lost", &from, &to)?
         .iter()
         .filter_map(|e| e["lost"]["count"].as_u64())
         .sum();
-    let api = stack.api()?;
     let all = api.get(&format!(
-        "/api/v1/hosts/{}/events?from={from}&to={to}&limit=100000",
-        stack.host_id
+        "/api/v1/hosts/{host_id}/events?from={from}&to={to}&limit=100000"
     ))?;
     Ok(WithAgent {
         exec_wall,
@@ -173,7 +171,7 @@ fn with_agent(bins: &Bins, dir: &Path, execs: u32, connects: u32) -> Result<With
 
 pub fn run(execs: u32, connects: u32) -> Result<()> {
     section("building release binaries");
-    let bins = Bins::build_release()?;
+    let bins = build_release()?;
     let tmp = tempfile::Builder::new()
         .prefix("cairn-bench-sensor-")
         .tempdir()?;

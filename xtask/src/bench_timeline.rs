@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::procs::{is_finished, run_capture, section, Bins, Stack};
+use cairn_harness::{collector_with_agent_in, is_finished, Api, Bins};
+
+use crate::procs::{build_release, section};
 
 pub fn run(events: u64, triggers: u32) -> Result<()> {
-    let bins = Bins::build_release()?;
+    let bins = build_release()?;
     let tmp = tempfile::Builder::new()
         .prefix("cairn-bench-timeline-")
         .tempdir()?;
@@ -45,7 +47,7 @@ pub fn run(events: u64, triggers: u32) -> Result<()> {
     cmd.arg("--dir")
         .arg(tmp.path().join("ingest"))
         .args(["--events", &events.to_string()]);
-    let out = run_capture(cmd, Duration::from_secs(7200))?.ok()?;
+    let out = cairn_harness::run(cmd, Duration::from_secs(7200))?.ok()?;
     let r: Value = out
         .stdout
         .lines()
@@ -111,7 +113,7 @@ fn pct(v: &[Duration], p: f64) -> f64 {
 }
 
 /// Time from the POST to the first stored chunk of the collection it started.
-fn first_chunk(api: &crate::procs::Api, path: &str, body: &Value) -> Result<(Duration, String)> {
+fn first_chunk(api: &Api, path: &str, body: &Value) -> Result<(Duration, String)> {
     let start = Instant::now();
     let resp = api.post(path, body)?;
     let id = resp["id"]
@@ -152,7 +154,7 @@ fn first_chunk(api: &crate::procs::Api, path: &str, body: &Value) -> Result<(Dur
 }
 
 /// Time between two custody records of a collection (by action), from their timestamps.
-fn custody_gap(api: &crate::procs::Api, id: &str, from: &str, to: &str) -> Result<Duration> {
+fn custody_gap(api: &Api, id: &str, from: &str, to: &str) -> Result<Duration> {
     let log = api.get(&format!("/api/v1/collections/{id}/custody"))?;
     let at = |action: &str| -> Result<time::OffsetDateTime> {
         let rec = log["records"]
@@ -184,11 +186,11 @@ fn trigger_latency(
     runs: u32,
 ) -> Result<Vec<(&'static str, Latencies)>> {
     // Every run is a new alert: no dedup, and a rate limit that lets the bench through.
-    let stack = Stack::start_with(bins, dir, |data| {
+    let (collector, _agent, host_id) = collector_with_agent_in(bins, dir, |data| {
         std::fs::write(data.join("triggers.toml"), "rate_limit_per_host = 100000\n")
             .context("writing triggers.toml")
     })?;
-    let api = stack.api()?;
+    let api = collector.api()?;
     let small = dir.join("small-file.txt");
     std::fs::write(&small, "evidence\n".repeat(100))?;
     std::thread::sleep(Duration::from_secs(2)); // the agent's sensor and first heartbeat
@@ -206,7 +208,7 @@ fn trigger_latency(
             json!([])
         };
         for i in 0..runs {
-            let body = json!({"host": stack.host_id, "reason": format!("bench trigger {i}"), "profile": profile,
+            let body = json!({"host": host_id, "reason": format!("bench trigger {i}"), "profile": profile,
                               "dedup_key": format!("bench-{profile}-{i}"), "paths": paths});
             let (d, id) = first_chunk(&api, "/api/v1/triggers/generic", &body)?;
             l.trigger.push(d);
@@ -218,7 +220,7 @@ fn trigger_latency(
             )?);
             l.to_item
                 .push(custody_gap(&api, &id, "command_accepted", "item_started")?);
-            let body = json!({"host": stack.host_id, "reason": format!("bench collection {i}"), "profile": profile, "paths": paths});
+            let body = json!({"host": host_id, "reason": format!("bench collection {i}"), "profile": profile, "paths": paths});
             l.plain
                 .push(first_chunk(&api, "/api/v1/collections", &body)?.0);
         }

@@ -7,29 +7,15 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::procs::{
-    have_command, is_finished, repo_root, run_capture, section, wait_for, Bins, Stack,
+use cairn_harness::{
+    collector_with_agent_in, have_command, is_finished, items, sha256_file, wait_for_every,
 };
 
-fn file_sha256(path: &std::path::Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
+use crate::procs::{build_release, repo_root, section};
 
 pub fn run(keep_running: bool) -> Result<()> {
     section("building release binaries");
-    let bins = Bins::build_release()?;
+    let bins = build_release()?;
 
     let dir = repo_root().join(".cairn-demo");
     if dir.exists() {
@@ -38,40 +24,38 @@ pub fn run(keep_running: bool) -> Result<()> {
     fs::create_dir_all(&dir)?;
 
     section("starting collector and agent");
-    let mut stack = Stack::start(&bins, &dir)?;
-    println!("demo dir    {}", stack.dir.display());
-    println!(
-        "collector   QUIC {}  API {}",
-        stack.quic_addr, stack.api_url
+    let (mut collector, mut agent, host_id) = collector_with_agent_in(&bins, &dir, |_| Ok(()))?;
+    let (api_url, ca_cert, admin_token) = (
+        collector.api_url(),
+        collector.init.ca_cert.clone(),
+        collector.init.admin_token.clone(),
     );
-    println!("            data {}", stack.data.display());
-    println!("            log  {}", stack.collector.log.display());
-    println!("agent       host id {}", stack.host_id);
-    println!("            log  {}", stack.agent.log.display());
+    println!("demo dir    {}", dir.display());
+    println!("collector   QUIC {}  API {api_url}", collector.quic_addr());
+    println!("            data {}", collector.data.display());
+    println!("            log  {}", collector.log.display());
+    println!("agent       host id {host_id}");
+    println!("            log  {}", agent.log.display());
 
     section("POST /api/v1/collections (what a detection system sends)");
     let body = json!({
-        "host": stack.host_id,
+        "host": host_id,
         "profile": "volatile",
         "reason": "demo: suspicious process reported by the detection system",
     });
-    let cli = stack.cli();
     let id = if have_command("curl") {
-        let url = format!("{}/api/v1/collections", stack.api_url);
+        let url = format!("{api_url}/api/v1/collections");
         let mut curl = Command::new("curl");
         curl.args(["-sS", "--fail-with-body", "--cacert"])
-            .arg(&stack.ca_cert)
-            .args([
-                "-H",
-                &format!("Authorization: Bearer {}", stack.admin_token),
-            ])
+            .arg(&ca_cert)
+            .args(["-H", &format!("Authorization: Bearer {admin_token}")])
             .args(["-H", "Content-Type: application/json"])
             .args(["-d", &body.to_string(), &url]);
         println!(
             "$ curl --cacert {} -H 'Authorization: Bearer $CAIRN_TOKEN' \\\n    -H 'Content-Type: application/json' -d '{body}' {url}",
-            stack.ca_cert.display()
+            ca_cert.display()
         );
-        let out = run_capture(curl, Duration::from_secs(60))?.ok()?;
+        let out = cairn_harness::run(curl, Duration::from_secs(60))?.ok()?;
         println!("{}", out.stdout.trim());
         let v = out.json()?;
         v.get("id")
@@ -80,9 +64,9 @@ pub fn run(keep_running: bool) -> Result<()> {
             .ok_or_else(|| anyhow!("the API answered without an id: {v}"))?
     } else {
         println!("(curl not installed: using the cairn CLI instead)");
-        let v = cli.json(&[
+        let v = collector.cli_json(&[
             "collect",
-            &stack.host_id,
+            &host_id,
             "--profile",
             "volatile",
             "--reason",
@@ -95,14 +79,14 @@ pub fn run(keep_running: bool) -> Result<()> {
     };
 
     section(&format!("waiting for collection {id} to be sealed"));
-    let collection = wait_for(
+    let collection = wait_for_every(
         "the collection to finish",
         Duration::from_secs(180),
         Duration::from_millis(250),
         || {
-            stack.collector.check_alive()?;
-            stack.agent.check_alive()?;
-            let v = cli.json(&["show", &id])?;
+            collector.check_alive()?;
+            agent.check_alive()?;
+            let v = collector.show(&id)?;
             let st = v.get("status").and_then(Value::as_str).unwrap_or("");
             Ok(is_finished(st).then_some(v))
         },
@@ -112,11 +96,7 @@ pub fn run(keep_running: bool) -> Result<()> {
         .and_then(Value::as_str)
         .unwrap_or("?");
     println!("status: {status}");
-    let items = collection
-        .get("items")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let items = items(&collection);
     println!("\n{:<28} {:>12}  {:<64}  ID", "NAME", "BYTES", "SHA-256");
     for it in &items {
         println!(
@@ -134,7 +114,7 @@ pub fn run(keep_running: bool) -> Result<()> {
     }
 
     section(&format!("cairn custody verify {id}"));
-    let verify = cli.text(&["custody", "verify", &id])?;
+    let verify = collector.cli_text(&["custody", "verify", &id], Duration::from_secs(600))?;
     println!("{}{}", verify.stdout, verify.stderr);
     if !verify.success() {
         bail!("custody verification failed");
@@ -156,8 +136,8 @@ pub fn run(keep_running: bool) -> Result<()> {
     let out = dir.join(format!("exported-{name}"));
     let out_s = out.to_string_lossy().into_owned();
     section(&format!("cairn export {item_id} -o {out_s}"));
-    cli.text(&["export", item_id, "-o", &out_s])?.ok()?;
-    let got = file_sha256(&out)?;
+    collector.export(item_id, &out)?;
+    let got = sha256_file(&out)?;
     println!("manifest sha256 {want}\nexported sha256 {got}");
     if got != want {
         bail!("exported {name} does not match its manifest");
@@ -165,23 +145,20 @@ pub fn run(keep_running: bool) -> Result<()> {
     println!("match");
 
     section("explore");
-    println!("export CAIRN_API={}", stack.api_url);
-    println!("export CAIRN_TOKEN={}", stack.admin_token);
-    println!("export CAIRN_CA_CERT={}", stack.ca_cert.display());
-    let c = bins.cli.display();
+    println!("export CAIRN_API={api_url}");
+    println!("export CAIRN_TOKEN={admin_token}");
+    println!("export CAIRN_CA_CERT={}", ca_cert.display());
+    let c = bins.cli()?.display().to_string();
     println!("{c} hosts");
     println!("{c} show {id}");
     println!("{c} custody log {id}");
     println!("{c} custody verify {id}");
     println!("{c} export {item_id} -o /tmp/{name}");
-    println!(
-        "{c} collect {} --profile volatile --reason 'another look' --wait",
-        stack.host_id
-    );
+    println!("{c} collect {host_id} --profile volatile --reason 'another look' --wait");
 
     if keep_running {
-        let cp = stack.collector.detach();
-        let ap = stack.agent.detach();
+        let cp = collector.detach();
+        let ap = agent.detach();
         println!(
             "\ncollector pid {} and agent pid {} keep running; stop them with: kill {} {}",
             cp.unwrap_or(0),

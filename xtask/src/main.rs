@@ -8,6 +8,7 @@ mod bench_timeline;
 mod demo;
 mod procs;
 mod setup;
+mod tidy;
 mod vm;
 mod vm_memory;
 
@@ -38,6 +39,15 @@ enum Cmd {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings`, as CI runs them.
     Lint,
+    /// Check the source tree's shape: module floors (the `floors` blocks of ARCHITECTURE.md,
+    /// no import upwards, no import cycle), files over 700 lines without a reason at the top,
+    /// crates that must never depend on each other. Prints the findings; fails if there are any.
+    Tidy {
+        /// Instead, print what each top-level module of this crate directory imports (to write
+        /// or check its floors block).
+        #[arg(long, value_name = "CRATE_DIR")]
+        imports: Option<String>,
+    },
     /// Prepare this machine (as root): install clang, libbpf-dev and the tools the tests use
     /// (one apt-get update, only what is missing), mount tracefs and bpffs if absent.
     Setup,
@@ -168,6 +178,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Test { args } => test(&args),
         Cmd::Lint => lint(),
+        Cmd::Tidy { imports } => tidy::run(&procs::repo_root(), imports.as_deref()),
         Cmd::Setup => setup::run(TEST_TOOLS),
         Cmd::Demo { keep_running } => demo::run(keep_running),
         Cmd::Bench {

@@ -14,7 +14,9 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::procs::{have_command, run_inherit, section};
+use cairn_harness::have_command;
+
+use crate::procs::{run_inherit, section};
 
 /// What the build needs: (how to tell it is there, Debian package).
 enum Need {

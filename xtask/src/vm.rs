@@ -11,6 +11,10 @@
 //!
 //! `cargo xtask vm smoke` checks the kernel (release, BTF, /proc/kcore, iomem);
 //! `cargo xtask vm sensor` ([`vm_sensor_check`]) runs the eBPF sensor test in the guest.
+//!
+//! Long file: the guest's kernel, initramfs, boot, console protocol and the sensor check's
+//! script are one pipeline around one guest, each step reading the one before; the memory
+//! checks are in vm_memory.rs.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -25,7 +29,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use serde_json::Value;
 
-use crate::procs::{cargo, describe, have_command, run_inherit, section, target_dir};
+use cairn_harness::{describe_cmd, have_command};
+
+use crate::procs::{cargo, run_inherit, section, target_dir};
 
 /// Debian packages the guest runner needs: (command that tells it is there, package).
 const HOST_TOOLS: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86"), ("cpio", "cpio")];
@@ -711,7 +717,7 @@ pub fn run_guest(spec: &GuestSpec) -> Result<GuestResult> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let line = describe(&cmd);
+    let line = describe_cmd(&cmd);
     println!("$ {line}");
     let started = Instant::now();
     let mut child = cmd

@@ -15,7 +15,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use crate::procs::{cargo, run_capture, run_inherit, section, target_dir};
+use cairn_harness::run;
+
+use crate::procs::{cargo, run_inherit, section, target_dir};
 use crate::vm::{run_guest, GuestSpec};
 
 const DUMP_LINE: &str = "CAIRN-DUMP-NOW";
@@ -169,7 +171,7 @@ pub fn capture_in_guest(
     fs::File::create(&disk)?.set_len(disk_mib << 20)?;
     let mut mkfs = Command::new("mkfs.ext4");
     mkfs.args(["-q", "-F"]).arg(&disk);
-    run_capture(mkfs, Duration::from_secs(60))?.ok()?;
+    run(mkfs, Duration::from_secs(60))?.ok()?;
 
     let agent_host = agent.clone();
     let mut binaries = vec![agent];
@@ -245,7 +247,7 @@ umount /mnt
     fs::create_dir_all(&mnt)?;
     let mut mount = Command::new("mount");
     mount.args(["-o", "loop,ro"]).arg(&disk).arg(&mnt);
-    run_capture(mount, Duration::from_secs(60))?.ok()?;
+    run(mount, Duration::from_secs(60))?.ok()?;
     let result = (|| -> Result<_> {
         let iomem = fs::read_to_string(mnt.join("iomem.txt"))?;
         let lime = work.path().join("cairn.lime");
@@ -255,7 +257,7 @@ umount /mnt
             .arg(mnt.join("cap"))
             .args(["--item", "physical-memory.lime", "--to"])
             .arg(&lime);
-        let out = run_capture(unpack, Duration::from_secs(300))?.ok()?;
+        let out = run(unpack, Duration::from_secs(300))?.ok()?;
         print!("{}", out.stdout);
         let mut manifest = Value::Null;
         let mut stored = 0u64;
@@ -284,7 +286,7 @@ umount /mnt
     })();
     let mut umount = Command::new("umount");
     umount.arg(&mnt);
-    let _ = run_capture(umount, Duration::from_secs(60));
+    let _ = run(umount, Duration::from_secs(60));
     let (iomem, lime, manifest, cairn_stored_bytes, avml) = result?;
     Ok(GuestCapture {
         _work: work,
@@ -349,7 +351,7 @@ pub fn banners(image: &Path) -> Result<String> {
         PathBuf::from("vol")
     });
     vol.args(["-q", "-f"]).arg(image).arg("banners.Banners");
-    let out = run_capture(vol, Duration::from_secs(600)).context(
+    let out = run(vol, Duration::from_secs(600)).context(
         "cannot run Volatility 3 (`vol`): `cargo xtask setup` installs it in target/pytools",
     )?;
     Ok(out.stdout)

@@ -1,0 +1,177 @@
+//! A real `cairn-agent`, enrolled with a [`Collector`].
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::collector::unique_dir;
+use crate::{run, tail_file, wait_for, Bins, Collector, Managed, Output, CLI_TIMEOUT};
+
+/// How long an agent may take from `run` to showing as connected.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An enrolled agent state directory, and the `cairn-agent run` daemon once started.
+pub struct Agent {
+    pub bins: Bins,
+    pub state: PathBuf,
+    pub log: PathBuf,
+    /// What `enroll` printed (contains the agent id).
+    pub enroll_stdout: String,
+    proc: Managed,
+}
+
+/// `cairn-agent enroll` with an explicit token; the output is returned whatever the exit code.
+pub fn enroll_raw(collector: &Collector, state: &Path, token: &str) -> Result<Output> {
+    let mut cmd = Command::new(collector.bins.agent()?);
+    cmd.env_remove("CAIRN_AGENT_STATE")
+        .arg("enroll")
+        .arg("--collector")
+        .arg(collector.quic_addr())
+        .arg("--token")
+        .arg(token)
+        .arg("--ca-sha256")
+        .arg(&collector.init.ca_sha256)
+        .arg("--state-dir")
+        .arg(state);
+    run(cmd, CLI_TIMEOUT)
+}
+
+impl Agent {
+    /// Enrolls a new agent with the collector's fleet token, state in a fresh dir under `work`.
+    pub fn enroll(collector: &Collector, work: &Path) -> Result<Agent> {
+        Self::enroll_in(collector, &unique_dir(work, "agent"))
+    }
+
+    /// Enrolls a new agent with the collector's fleet token: state in `base/state`, log in
+    /// `base/agent.log`.
+    pub fn enroll_in(collector: &Collector, base: &Path) -> Result<Agent> {
+        fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
+        let state = base.join("state");
+        let log = base.join("agent.log");
+        let out = enroll_raw(collector, &state, &collector.init.enrollment_token)?.ok()?;
+        Ok(Agent {
+            bins: collector.bins.clone(),
+            state,
+            proc: Managed::idle("cairn-agent", &log),
+            log,
+            enroll_stdout: out.stdout,
+        })
+    }
+
+    fn agent_cmd(&self, sub: &str) -> Result<Command> {
+        let mut cmd = Command::new(self.bins.agent()?);
+        cmd.env_remove("CAIRN_AGENT_STATE")
+            .arg(sub)
+            .arg("--state-dir")
+            .arg(&self.state);
+        Ok(cmd)
+    }
+
+    /// Starts `cairn-agent run` in the background.
+    pub fn run(&mut self) -> Result<()> {
+        let cmd = self.agent_cmd("run")?;
+        self.proc = Managed::spawn("cairn-agent", cmd, &self.log)?;
+        Ok(())
+    }
+
+    /// An error with the log tail unless `cairn-agent run` is running.
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.proc.check_alive()
+    }
+
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Leaves the agent running after this handle is gone; returns its pid.
+    pub fn detach(&mut self) -> Option<u32> {
+        self.proc.detach()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    /// `cairn-agent ping`; the output is returned whatever the exit code.
+    pub fn ping(&self) -> Result<Output> {
+        run(self.agent_cmd("ping")?, CLI_TIMEOUT)
+    }
+
+    /// Whether a host object from `cairn hosts` is this agent.
+    pub fn is_host(&self, host: &Value) -> bool {
+        host.get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| !id.is_empty() && self.enroll_stdout.contains(id))
+    }
+
+    /// Waits until the collector lists this agent as connected (and its `run` is alive);
+    /// returns its host id.
+    pub fn wait_connected(&mut self, collector: &Collector, timeout: Duration) -> Result<String> {
+        let mut last = Vec::new();
+        let log = self.log.clone();
+        let res = wait_for(
+            "the agent to show as connected in `cairn hosts`",
+            timeout,
+            || {
+                self.proc.check_alive()?;
+                let hosts = collector.hosts()?;
+                last = hosts.clone();
+                let connected =
+                    |h: &&Value| h.get("connected").and_then(Value::as_bool) == Some(true);
+                let mine: Vec<&Value> = hosts.iter().filter(|h| self.is_host(h)).collect();
+                let pick = if mine.is_empty() && hosts.len() == 1 {
+                    // enroll's output did not contain the id as listed; one host is unambiguous.
+                    hosts.iter().find(connected)
+                } else {
+                    mine.into_iter().find(connected)
+                };
+                Ok(pick.and_then(|h| h.get("id").and_then(Value::as_str).map(str::to_string)))
+            },
+        );
+        res.with_context(|| {
+            format!(
+                "enroll printed {:?}; hosts: {}\nagent log {}:\n{}",
+                self.enroll_stdout.trim(),
+                Value::Array(last),
+                log.display(),
+                tail_file(&log, 30)
+            )
+        })
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A collector with one enrolled, running, connected agent: (collector, agent, host id), each
+/// in a fresh directory under `work`, with the binaries beside the test executable.
+pub fn collector_with_agent(work: &Path) -> Result<(Collector, Agent, String)> {
+    let collector = Collector::start(work)?;
+    let agent = Agent::enroll(&collector, work)?;
+    connect(collector, agent)
+}
+
+/// [`collector_with_agent`] with the given binaries, in `dir/collector` and `dir/agent`, and
+/// `configure(DATA)` run between the collector's `init` and `serve`.
+pub fn collector_with_agent_in(
+    bins: &Bins,
+    dir: &Path,
+    configure: impl FnOnce(&Path) -> Result<()>,
+) -> Result<(Collector, Agent, String)> {
+    let collector = Collector::start_in(bins, &dir.join("collector"), configure)?;
+    let agent = Agent::enroll_in(&collector, &dir.join("agent"))?;
+    connect(collector, agent)
+}
+
+fn connect(collector: Collector, mut agent: Agent) -> Result<(Collector, Agent, String)> {
+    agent.run()?;
+    let host = agent.wait_connected(&collector, CONNECT_TIMEOUT)?;
+    Ok((collector, agent, host))
+}
