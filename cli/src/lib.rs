@@ -2,15 +2,21 @@
 //! It depends on the protocol crate only (custody records, collection records), never on the
 //! collector: what it can do, a script with a token can do too.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+mod api;
+mod evidence;
+mod output;
 mod timeline;
+
+use api::Api;
+use evidence::verify_log_locally;
+pub use output::printable;
+use output::{human, print_collection, s};
 
 #[derive(Parser)]
 #[command(
@@ -112,139 +118,6 @@ enum CustodyCmd {
     Verify { collection: String },
     /// Print the custody log.
     Log { collection: String },
-}
-
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(cli: &Cli) -> Result<Api> {
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .connect_timeout(Duration::from_secs(10));
-        if let Some(p) = &cli.ca_cert {
-            let pem = std::fs::read(p)
-                .with_context(|| format!("cannot read CA certificate {}", p.display()))?;
-            b = b.add_root_certificate(
-                reqwest::Certificate::from_pem(&pem)
-                    .context("--ca-cert is not a PEM certificate")?,
-            );
-        } else if cli.api.starts_with("https://") {
-            bail!("to trust the collector's HTTPS, pass its CA with --ca-cert FILE or CAIRN_CA_CERT (ca.pem in the collector's data directory)");
-        }
-        Ok(Api {
-            base: cli.api.trim_end_matches('/').to_string(),
-            token: cli.token.clone(),
-            http: b.build()?,
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = rb
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the collector API at {}", self.base))?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(String::from))
-            .unwrap_or(body);
-        let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
-            " (set CAIRN_TOKEN or --token)"
-        } else {
-            ""
-        };
-        bail!("collector answered {status}: {msg}{hint}")
-    }
-
-    async fn get(&self, path: &str) -> Result<Value> {
-        Ok(self
-            .send(self.http.get(self.url(path)))
-            .await?
-            .json()
-            .await?)
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        Ok(self
-            .send(self.http.post(self.url(path)).json(body))
-            .await?
-            .json()
-            .await?)
-    }
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut f = n as f64;
-    let mut i = 0;
-    while f >= 1024.0 && i < U.len() - 1 {
-        f /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{f:.1} {}", U[i])
-    }
-}
-
-fn print_collection(c: &Value) {
-    println!("Collection {}  [{}]", s(&c["id"]), s(&c["status"]));
-    println!("  host:      {} ({})", s(&c["hostname"]), s(&c["host_id"]));
-    println!(
-        "  profile:   {}   reason: {}",
-        s(&c["profile"]),
-        s(&c["reason"])
-    );
-    println!(
-        "  requested: {} by {}   finished: {}",
-        s(&c["requested_at"]),
-        s(&c["requested_by"]),
-        s(&c["finished_at"])
-    );
-    let items = c["items"].as_array().cloned().unwrap_or_default();
-    println!("  items ({}):", items.len());
-    println!(
-        "    {:<36}  {:<22} {:>10}  {:<9} SHA-256",
-        "ID", "NAME", "SIZE", "STATUS"
-    );
-    for i in &items {
-        println!(
-            "    {:<36}  {:<22} {:>10}  {:<9} {}",
-            s(&i["id"]),
-            s(&i["name"]),
-            i["raw_len"]
-                .as_u64()
-                .map(human)
-                .unwrap_or_else(|| "-".into()),
-            s(&i["status"]),
-            s(&i["sha256"])
-        );
-    }
-    for e in c["errors"].as_array().into_iter().flatten() {
-        println!("  error: {}", s(e));
-    }
 }
 
 pub async fn run(cli: Cli) -> Result<i32> {
@@ -399,7 +272,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 }
             }
         }
-        Cmd::Export { item, output } => return export(&api, item, output, cli.json).await,
+        Cmd::Export { item, output } => {
+            return evidence::export(&api, item, output, cli.json).await
+        }
         Cmd::Custody {
             cmd: CustodyCmd::Verify { collection },
         } => {
@@ -461,30 +336,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 }
             }
         }
-        Cmd::Import { dir } => return import(&api, dir, cli.json).await,
+        Cmd::Import { dir } => return evidence::import(&api, dir, cli.json).await,
         Cmd::Timeline(args) => return timeline::run(&api, args, cli.json).await,
     }
     Ok(0)
-}
-
-fn verify_log_locally(log: &Value) -> Result<()> {
-    use ed25519_dalek::Verifier;
-    let records: Vec<cairn_protocol::custody::CustodyRecord> =
-        serde_json::from_value(log["records"].clone())?;
-    let key_hex = log["public_key"]
-        .as_str()
-        .context("custody log has no public key")?;
-    let key_bytes: [u8; 32] = hex::decode(key_hex)?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("public key is not 32 bytes"))?;
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes)?;
-    cairn_protocol::custody::verify_chain(&records, |h, sig| {
-        let (Ok(h), Ok(sig)) = (hex::decode(h), hex::decode(sig)) else {
-            return false;
-        };
-        ed25519_dalek::Signature::from_slice(&sig).is_ok_and(|sig| vk.verify(&h, &sig).is_ok())
-    })?;
-    Ok(())
 }
 
 async fn wait_for(api: &Api, id: &str, timeout: Duration, progress: bool) -> Result<Value> {
@@ -520,162 +375,4 @@ async fn wait_for(api: &Api, id: &str, timeout: Duration, progress: bool) -> Res
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The SHA-256 the custody chain sealed an item with, from a chain checked here with the
-/// collector's public key: an export is compared with that, not with the database's word.
-async fn sealed_sha256(api: &Api, collection: &str, item: &str) -> Result<String> {
-    let log = api
-        .get(&format!("/api/v1/collections/{collection}/custody"))
-        .await?;
-    verify_log_locally(&log).context("the collection's custody chain does not verify")?;
-    log["records"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .rev()
-        .find(|r| r["action"] == "item_sealed" && r["details"]["item_id"] == item)
-        .and_then(|r| r["details"]["sha256"].as_str().map(str::to_string))
-        .with_context(|| {
-            format!("item {item} has no item_sealed record in the custody chain of collection {collection}")
-        })
-}
-
-async fn export(api: &Api, item: &str, output: &PathBuf, json_out: bool) -> Result<i32> {
-    let meta = api.get(&format!("/api/v1/items/{item}")).await?;
-    let expected = sealed_sha256(api, &s(&meta["collection_id"]), item).await?;
-    if s(&meta["sha256"]) != expected {
-        bail!(
-            "item {item} says SHA-256 {}, its custody chain sealed {expected}: not exported; run `cairn custody verify {}`",
-            s(&meta["sha256"]),
-            s(&meta["collection_id"])
-        );
-    }
-    let mut resp = api
-        .send(api.http.get(api.url(&format!("/api/v1/items/{item}/raw"))))
-        .await?;
-    let total = resp.content_length().unwrap_or(0);
-    let bar = indicatif::ProgressBar::new(total);
-    if json_out || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let tmp = output.with_extension("partial");
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
-    );
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    while let Some(b) = resp.chunk().await.context(
-        "download interrupted (the collector refuses to serve a chunk that fails verification)",
-    )? {
-        h.update(&b);
-        f.write_all(&b)?;
-        n += b.len() as u64;
-        bar.set_position(n);
-    }
-    f.flush()?;
-    drop(f);
-    bar.finish_and_clear();
-    let got = hex::encode(h.finalize());
-    if got != expected {
-        bail!(
-            "downloaded {n} bytes hash to {got}, custody sealed {expected}; kept as {}",
-            tmp.display()
-        );
-    }
-    std::fs::rename(&tmp, output)?;
-    if json_out {
-        println!(
-            "{}",
-            json!({"item": item, "path": output, "bytes": n, "sha256": got})
-        );
-    } else {
-        println!(
-            "{}  {}  ({} bytes, matches the SHA-256 sealed in custody)",
-            got,
-            output.display(),
-            n
-        );
-    }
-    Ok(0)
-}
-
-async fn import(api: &Api, dir: &std::path::Path, json_out: bool) -> Result<i32> {
-    let rec_path = dir.join("collection.json");
-    let rec_text = std::fs::read_to_string(&rec_path).with_context(|| {
-        format!(
-            "cannot read {} — is this a directory written by `cairn-agent collect --out`?",
-            rec_path.display()
-        )
-    })?;
-    let rec: cairn_protocol::manifest::CollectionRecord = serde_json::from_str(&rec_text)
-        .with_context(|| format!("{} is not a collection record", rec_path.display()))?;
-    let cid = rec.request.collection_id.clone();
-    api.send(
-        api.http
-            .post(api.url("/api/v1/import/collections"))
-            .header("content-type", "application/json")
-            .body(rec_text),
-    )
-    .await?;
-    let mut ok_items = Vec::new();
-    let mut errors = rec.errors.clone();
-    for item in &rec.items {
-        let path = dir.join("items").join(format!("{item}.cairn"));
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) => {
-                errors.push(format!("item {item}: cannot read {}: {e}", path.display()));
-                continue;
-            }
-        };
-        let body = reqwest::Body::wrap_stream(tokio_util_stream(file));
-        match api
-            .send(
-                api.http
-                    .put(api.url(&format!("/api/v1/import/collections/{cid}/items/{item}")))
-                    .body(body),
-            )
-            .await
-        {
-            Ok(r) => {
-                let v: Value = r.json().await?;
-                if !json_out {
-                    eprintln!("imported {item}  {}", s(&v["sha256"]));
-                }
-                ok_items.push(item.clone());
-            }
-            Err(e) => errors.push(format!("item {item}: {e:#}")),
-        }
-    }
-    let c = api
-        .post(
-            &format!("/api/v1/import/collections/{cid}/finish"),
-            &json!({"items": rec.items, "errors": errors}),
-        )
-        .await?;
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(&c)?);
-    } else {
-        print_collection(&c);
-    }
-    Ok(if c["status"] == "sealed" { 0 } else { 3 })
-}
-
-/// A file as a stream of byte blocks, for a streaming request body.
-fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
-    futures::stream::unfold(file, |mut f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 1 << 20];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), f))
-            }
-            Err(e) => Some((Err(e), f)),
-        }
-    })
 }

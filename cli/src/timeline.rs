@@ -1,6 +1,7 @@
 //! `cairn timeline`: the timeline as a table, its export, saved searches.
 
-use super::{s, Api};
+use crate::api::Api;
+use crate::output::s;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};

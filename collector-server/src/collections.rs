@@ -15,6 +15,43 @@ use std::sync::Arc;
 
 pub use cairn_protocol::manifest::PROFILES;
 
+/// Most files one request may name (each is an item, opened a few at a time on the host).
+pub const MAX_PATHS: usize = 4096;
+/// Most block devices one request may image.
+pub const MAX_DEVICES: usize = 16;
+
+/// Paths and devices as a request names them: absolute, without NUL, within the limits;
+/// devices under `/dev/`. The agent checks again what they are when it opens them.
+pub fn check_paths(paths: &[String], devices: &[String]) -> Result<()> {
+    if paths.len() > MAX_PATHS {
+        return Err(Error::invalid(format!(
+            "{} paths in one request; at most {MAX_PATHS} (split the request, or use a triage profile)",
+            paths.len()
+        )));
+    }
+    if devices.len() > MAX_DEVICES {
+        return Err(Error::invalid(format!(
+            "{} devices in one request; at most {MAX_DEVICES}",
+            devices.len()
+        )));
+    }
+    for p in paths {
+        if !p.starts_with('/') || p.contains('\0') {
+            return Err(Error::invalid(format!(
+                "path {p:?} is not absolute: name files from the host's root, e.g. /var/log/auth.log"
+            )));
+        }
+    }
+    for d in devices {
+        if !d.starts_with("/dev/") || d.contains('\0') || d.split('/').any(|c| c == "..") {
+            return Err(Error::invalid(format!(
+                "device {d:?} is not a device path: name a block device under /dev/, e.g. /dev/nvme1n1"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What a request asks for, before it has an id.
 #[derive(Debug, Clone, Default)]
 pub struct Ask {
@@ -56,7 +93,7 @@ impl Ask {
                 "\"reason\" must say why evidence is collected (it goes into the custody log)",
             ));
         }
-        Ok(())
+        check_paths(&self.paths, &self.devices)
     }
 
     /// The request as the agent receives it, under a new collection id.
@@ -74,10 +111,28 @@ impl Ask {
     }
 }
 
+/// How many live collections may run at once: a collection holds agent CPU and disk on the
+/// host and the collector's ingest; beyond the limits, requests wait `queued`, oldest first.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub per_host: u64,
+    pub total: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_host: 2,
+            total: 32,
+        }
+    }
+}
+
 pub struct Collections {
     stores: Stores,
     custody: Arc<Custody>,
     sessions: Arc<Sessions>,
+    limits: Limits,
 }
 
 fn agent_actor(host_id: &str) -> String {
@@ -85,12 +140,22 @@ fn agent_actor(host_id: &str) -> String {
 }
 
 impl Collections {
-    pub fn new(stores: Stores, custody: Arc<Custody>, sessions: Arc<Sessions>) -> Collections {
+    pub fn new(
+        stores: Stores,
+        custody: Arc<Custody>,
+        sessions: Arc<Sessions>,
+        limits: Limits,
+    ) -> Collections {
         Collections {
             stores,
             custody,
             sessions,
+            limits,
         }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn get(&self, id: &str) -> Result<CollectionRow> {
@@ -122,9 +187,83 @@ impl Collections {
         Ok(self.sessions.wake(&host.id))
     }
 
-    /// Requests the host's agent has not accepted yet, oldest first.
-    pub fn pending(&self, host_id: &str) -> Result<Vec<CollectRequest>> {
-        Ok(self.stores.meta.pending_requests(host_id)?)
+    /// Requests the host's agent has not accepted yet that may be sent now, oldest first;
+    /// `in_flight` were sent on this connection and not yet accepted (they count as running
+    /// and are not sent again). The rest wait `queued`.
+    pub fn sendable(
+        &self,
+        host_id: &str,
+        in_flight: &std::collections::HashSet<String>,
+    ) -> Result<Vec<CollectRequest>> {
+        let pending: Vec<CollectRequest> = self
+            .stores
+            .meta
+            .pending_requests(host_id)?
+            .into_iter()
+            .filter(|r| !in_flight.contains(&r.collection_id))
+            .collect();
+        if pending.is_empty() {
+            return Ok(pending);
+        }
+        let in_flight = in_flight.len() as u64;
+        let on_host = self.stores.meta.running_collections(Some(host_id))? + in_flight;
+        let total = self.stores.meta.running_collections(None)? + in_flight;
+        let room = self
+            .limits
+            .per_host
+            .saturating_sub(on_host)
+            .min(self.limits.total.saturating_sub(total)) as usize;
+        let mut out = Vec::new();
+        for (i, req) in pending.into_iter().enumerate() {
+            if i < room {
+                out.push(req);
+            } else {
+                self.stores.meta.set_collection_status(
+                    &req.collection_id,
+                    CollectionStatus::Queued,
+                    None,
+                )?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Why a queued collection waits, in words.
+    pub fn queue_reason(&self, host_id: &str) -> Result<String> {
+        let on_host = self.stores.meta.running_collections(Some(host_id))?;
+        let total = self.stores.meta.running_collections(None)?;
+        Ok(format!(
+            "waiting for a free slot: {on_host} running on this host (at most {}), {total} on the collector (at most {})",
+            self.limits.per_host, self.limits.total
+        ))
+    }
+
+    /// Uploads of a collection wait for room at the collector.
+    pub fn pause(&self, collection_id: &str, why: &str) -> Result<()> {
+        if let Some(c) = self.stores.meta.get_collection(collection_id)? {
+            if c.status == CollectionStatus::Running {
+                self.stores.meta.set_collection_status(
+                    collection_id,
+                    CollectionStatus::Paused,
+                    Some(&[format!("paused: {why}")]),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A paused collection's uploads go on.
+    pub fn resume(&self, collection_id: &str) -> Result<()> {
+        if let Some(c) = self.stores.meta.get_collection(collection_id)? {
+            if c.status == CollectionStatus::Paused {
+                self.stores.meta.set_collection_status(
+                    collection_id,
+                    CollectionStatus::Running,
+                    Some(&[]),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// The command went out on the host's control stream.
@@ -142,7 +281,12 @@ impl Collections {
     /// ignored.
     pub fn accepted(&self, host_id: &str, collection_id: &str) -> Result<()> {
         if let Some(c) = self.stores.meta.get_collection(collection_id)? {
-            if c.host_id == host_id && c.status == CollectionStatus::Requested {
+            if c.host_id == host_id
+                && matches!(
+                    c.status,
+                    CollectionStatus::Requested | CollectionStatus::Queued
+                )
+            {
                 self.stores.meta.set_collection_status(
                     collection_id,
                     CollectionStatus::Running,
@@ -162,8 +306,10 @@ impl Collections {
     /// Collections running here that the agent no longer knows were lost with an agent restart.
     pub fn fail_lost(&self, host_id: &str, active: &[String]) -> Result<()> {
         for c in self.stores.meta.list_collections(Some(host_id), 1000)? {
-            if c.status == CollectionStatus::Running
-                && c.origin == CollectionOrigin::Live
+            if matches!(
+                c.status,
+                CollectionStatus::Running | CollectionStatus::Paused
+            ) && c.origin == CollectionOrigin::Live
                 && !active.contains(&c.id)
             {
                 let error = "the agent no longer has this collection (it restarted while collecting); request it again".to_string();
@@ -256,6 +402,8 @@ impl Collections {
             "collection_finished",
             json!({"status": status, "items": items, "errors": errors}),
         )?;
+        // A slot is free: queued collections anywhere may go.
+        self.sessions.wake_all();
         Ok(())
     }
 
@@ -341,8 +489,9 @@ impl Collections {
     }
 
     /// An offline collection's record arrives: its host (found or created), the collection
-    /// `running` and `imported` in custody. Returns the host id.
-    pub fn import(&self, rec: &CollectionRecord, actor: &str) -> Result<String> {
+    /// `running` and `imported` in custody. Returns the host id, and whether an interrupted
+    /// import of the same record is being resumed.
+    pub fn import(&self, rec: &CollectionRecord, actor: &str) -> Result<(String, bool)> {
         let cid = &rec.request.collection_id;
         if !cid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             || cid.is_empty()
@@ -352,9 +501,16 @@ impl Collections {
                 "collection id {cid:?} is not a valid id"
             )));
         }
-        if self.stores.meta.get_collection(cid)?.is_some() {
+        if let Some(existing) = self.stores.meta.get_collection(cid)? {
+            // An import cut short (Ctrl-C, a dropped connection) may be run again to finish.
+            let same = existing.origin == CollectionOrigin::Import
+                && existing.request.as_ref() == Some(&rec.request);
+            if same && existing.status == CollectionStatus::Running {
+                return Ok((existing.host_id, true));
+            }
             return Err(Error::conflict(format!(
-                "collection {cid} was already imported"
+                "collection {cid} was already imported ({}); `cairn show {cid}` shows it",
+                existing.status.as_str()
             )));
         }
         let host_id = self.stores.meta.upsert_import_host(&rec.host)?;
@@ -371,7 +527,7 @@ impl Collections {
             json!({"host_id": host_id, "hostname": rec.host.hostname, "profile": rec.request.profile, "reason": rec.request.reason,
                    "collected_by": rec.request.requested_by, "started": rec.started, "finished": rec.finished, "tool": rec.tool, "items": rec.items}),
         )?;
-        Ok(host_id)
+        Ok((host_id, false))
     }
 
     /// The collection an import writes into: it must exist and come from an import.

@@ -121,6 +121,39 @@ impl DataDir {
         Ok(Sqlite::open(&p)?)
     }
 
+    /// Refuse a data directory other users can read: it holds the evidence (a collected
+    /// `/etc/shadow`), the CA key and the custody key. The directory itself, every entry at its
+    /// top and the chunk fan-out directories are checked.
+    pub fn check_private(&self) -> Result<()> {
+        let mut exposed = Vec::new();
+        let mut look = |p: &std::path::Path| -> Result<()> {
+            if let Some(why) = cairn_private_fs::exposure(p)? {
+                exposed.push(why);
+            }
+            Ok(())
+        };
+        look(&self.root)?;
+        for dir in [self.root.clone(), self.chunks()] {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for entry in rd.flatten() {
+                look(&entry.path())?;
+            }
+        }
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        let n = exposed.len();
+        let first: Vec<String> = exposed.into_iter().take(3).collect();
+        bail!(
+            "{} holds evidence and keys but {n} entr{} other users can read: {}{}. Fix: `chmod -R go-rwx {}` (and run the collector as the only user with access)",
+            self.root.display(),
+            if n == 1 { "y is one" } else { "ies are ones" },
+            first.join("; "),
+            if n > 3 { "; …" } else { "" },
+            self.root.display()
+        )
+    }
+
     /// The custody head log. A data directory whose database holds custody chains but whose
     /// head log is gone was tampered with or restored without it: refused, with the way out.
     pub fn open_heads(&self, db: &Sqlite) -> Result<HeadFile> {
@@ -148,8 +181,8 @@ impl DataDir {
                 self.root.display()
             );
         }
-        fs::create_dir_all(self.chunks())
-            .with_context(|| format!("cannot create {}", self.root.display()))?;
+        cairn_private_fs::create_private_dir(&self.root)?;
+        cairn_private_fs::create_private_dir(&self.chunks())?;
         let hostname = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -164,7 +197,8 @@ impl DataDir {
         all_names.extend(names.iter().cloned());
         all_names.dedup();
         let server = ca.issue_server(&all_names)?;
-        fs::write(self.path("ca.pem"), ca.cert_pem())?;
+        fs::write(self.path("ca.pem"), ca.cert_pem())
+            .with_context(|| format!("cannot write {}", self.path("ca.pem").display()))?;
         write_secret(&self.path("ca.key"), ca.key_pem().as_bytes())?;
         fs::write(
             self.path("server.pem"),

@@ -16,6 +16,9 @@ pub enum Error {
     /// The request itself is wrong; the message names the field.
     #[error("{0}")]
     Invalid(String),
+    /// The caller's role or policy does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     /// Too many of these in too short a time.
     #[error("{0}")]
     RateLimited(String),

@@ -37,6 +37,19 @@ pub enum IngestError {
     Evidence(#[from] EvidenceError),
 }
 
+impl IngestError {
+    /// The collector has no room: the agent keeps its chunks and tries again later.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(
+            self,
+            IngestError::Blob(BlobError::Full { .. })
+                | IngestError::Storage(StorageError::Full(_))
+                | IngestError::Evidence(EvidenceError::Blob(BlobError::Full { .. }))
+                | IngestError::Evidence(EvidenceError::Storage(StorageError::Full(_)))
+        )
+    }
+}
+
 /// What follows `item_begin` on an item stream.
 #[derive(Debug)]
 pub enum ItemFrame {

@@ -7,7 +7,7 @@
 //!  bin/ cairn-collector ─ server (wiring: stores, keys, listeners)
 //!  api/ (HTTP, one module per resource)      quic/ (agent streams, one module per kind)
 //!  state (what every handler holds)
-//!  collections  timeline  custody  triggers  readiness  hosts  sessions      the domain
+//!  collections timeline custody triggers readiness hosts sessions admission health   domain
 //!  error (the domain's errors, by what the caller should do)
 //!  ingest (the item state machine: frame order, chunk verification, sealing)
 //!  evidence (the one verified read of stored chunks)
@@ -15,6 +15,7 @@
 //!  cairn-protocol
 //! ```
 
+pub mod admission;
 pub mod api;
 pub mod authority;
 pub mod collections;
@@ -22,6 +23,7 @@ pub mod custody;
 pub mod datadir;
 pub mod error;
 pub mod evidence;
+pub mod health;
 pub mod hosts;
 pub mod ingest;
 pub mod quic;

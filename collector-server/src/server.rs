@@ -2,7 +2,8 @@
 //! [`State`] every edge shares, binds the QUIC and HTTP listeners and runs them. Nothing else
 //! in the crate constructs stores or services.
 
-use crate::collections::Collections;
+use crate::admission::Admission;
+use crate::collections::{Collections, Limits};
 use crate::custody::Custody;
 use crate::datadir::DataDir;
 use crate::sessions::Sessions;
@@ -24,6 +25,7 @@ pub struct ServeOptions {
 
 /// The stores, keys and services of a data directory.
 pub fn load_state(data: &DataDir, fsync: bool) -> Result<Arc<State>> {
+    data.check_private()?;
     let db = data.open_db()?;
     let heads = data.open_heads(&db)?;
     let stores = Stores {
@@ -34,14 +36,35 @@ pub fn load_state(data: &DataDir, fsync: bool) -> Result<Arc<State>> {
     let custody = Custody::new(data.custody_key()?, stores.clone());
     let sessions = Arc::new(Sessions::default());
     Ok(Arc::new(State {
-        collections: Collections::new(stores.clone(), custody.clone(), sessions.clone()),
+        collections: Collections::new(
+            stores.clone(),
+            custody.clone(),
+            sessions.clone(),
+            Limits::default(),
+        ),
         stores,
         custody,
         sessions,
         authority: data.authority()?,
         ca_pem: data.ca_pem()?,
         triggers: Triggers::new(TriggerConfig::load(&data.path("triggers.toml"))?),
+        health: Default::default(),
     }))
+}
+
+/// Raise RLIMIT_NOFILE's soft limit to its hard limit; returns the limit in force.
+fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
 }
 
 pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
@@ -64,8 +87,13 @@ pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
         eprintln!("api listening on https://{}", listener.local_addr()?);
         Some(crate::api::tls_acceptor(&data)?)
     };
-    let quic = tokio::spawn(crate::quic::run(state.clone(), endpoint));
-    let api = tokio::spawn(crate::api::run(state.clone(), listener, tls));
+    // File descriptors bound what the API can hold: raise the soft limit to the hard one, and
+    // keep the API's connections well under it (QUIC connections need no descriptor each).
+    let nofile = raise_nofile_limit();
+    let api_admission = Admission::new("API", 64, (nofile / 2).clamp(64, 8192) as usize);
+    let quic_admission = Admission::new("QUIC", 256, 50_000);
+    let quic = tokio::spawn(crate::quic::run(state.clone(), endpoint, quic_admission));
+    let api = tokio::spawn(crate::api::run(state.clone(), listener, tls, api_admission));
     tokio::select! {
         r = quic => r.context("QUIC server task")?,
         r = api => r.context("API server task")?,

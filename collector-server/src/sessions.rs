@@ -43,6 +43,18 @@ impl Sessions {
         }
     }
 
+    /// Tell every control loop to look for work (a slot freed up for queued collections).
+    pub fn wake_all(&self) {
+        for (_, n) in self.lock().values() {
+            n.notify_one();
+        }
+    }
+
+    /// How many agents are connected now.
+    pub fn connected(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Arc<Notify>)>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -4,6 +4,7 @@
 use crate::authority::Authority;
 use crate::collections::Collections;
 use crate::custody::Custody;
+use crate::health::Health;
 use crate::sessions::Sessions;
 use crate::storage::{MetadataStore, Stores};
 use crate::triggers::Triggers;
@@ -19,6 +20,8 @@ pub struct State {
     pub triggers: Triggers,
     pub authority: Authority,
     pub ca_pem: String,
+    /// Whether evidence can be stored now.
+    pub health: Health,
 }
 
 impl State {

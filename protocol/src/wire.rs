@@ -32,6 +32,10 @@ pub enum Message {
         agent_id: String,
         cert_pem: String,
         ca_pem: String,
+        /// The collector's age X25519 recipient (`age1…`), when it keeps evidence encrypted:
+        /// offline collections encrypted to it can be read only at that collector.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        evidence_recipient: Option<String>,
     },
 
     // Control stream.
@@ -50,6 +54,9 @@ pub enum Message {
         agent_id: String,
         collector_version: String,
         server_time: String,
+        /// As in [`Message::Enrolled`]: the age recipient evidence may be encrypted to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        evidence_recipient: Option<String>,
     },
     Heartbeat {
         time: String,
@@ -128,7 +135,22 @@ pub enum Message {
         error: Option<String>,
     },
 
-    /// Any refusal; `code` is stable (`bad_token`, `bad_request`, `item_rejected`, …).
+    // The self-test's encryption canary (a stream of its own): agent → Canary (random bytes
+    // encrypted on the host to the collector's evidence recipient), collector → CanaryResult
+    // with the SHA-256 of what it decrypted.
+    Canary {
+        /// The age-encrypted canary, base64.
+        ciphertext: String,
+    },
+    CanaryResult {
+        ok: bool,
+        sha256: Option<String>,
+        error: Option<String>,
+    },
+
+    /// Any refusal; `code` is stable (`bad_token`, `bad_request`, `item_rejected`,
+    /// `chunk_rejected`, `storage_error`, `storage_full` — no room at the collector: keep the
+    /// chunks and try again later —, …).
     Error {
         code: String,
         message: String,
@@ -167,6 +189,8 @@ impl Message {
             Message::SelftestReady { .. } => "selftest_ready",
             Message::SelftestReadBack { .. } => "selftest_read_back",
             Message::SelftestReadBackResult { .. } => "selftest_read_back_result",
+            Message::Canary { .. } => "canary",
+            Message::CanaryResult { .. } => "canary_result",
             Message::Error { .. } => "error",
         }
     }
@@ -211,6 +235,9 @@ pub struct AgentStatus {
     /// Events waiting for the collector's acknowledgment.
     #[serde(default)]
     pub events_queued: u64,
+    /// Why evidence uploads wait, while they wait (`storage full at the collector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploads_paused: Option<String>,
     /// Containers running on the host, so that a trigger naming a container or a pod finds
     /// this host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

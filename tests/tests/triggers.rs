@@ -346,12 +346,17 @@ fn guardduty_and_falco_alerts_start_one_collection_on_the_right_agent() {
     assert_eq!(get_status(&collector, &token, "/api/v1/hosts"), 403);
     assert_eq!(get_status(&collector, &token, "/api/v1/timeline"), 403);
 
-    // GuardDuty EC2 finding via EventBridge → one collection on the EC2 agent, profile full.
+    // GuardDuty EC2 finding via EventBridge → one collection on the EC2 agent. High severity
+    // maps to memory, but an EC2 finding names no process: a triage, and the answer says so.
     let finding = eventbridge_ec2_finding(EC2).to_string();
     let (code, v) = post(&collector, &token, "/api/v1/triggers/guardduty", &finding);
     assert_eq!(code, 202, "{v}");
     assert_eq!(v["host_id"], ec2.as_str(), "{v}");
-    assert_eq!(v["profile"], "full");
+    assert_eq!(v["profile"], "triage", "{v}");
+    assert!(
+        s(&v, "profile_note").unwrap().contains("names no process"),
+        "{v}"
+    );
     let gd_collection = s(&v, "id").unwrap();
     // The same finding again (GuardDuty re-sends it as its count grows): no new collection.
     let (code, again) = post(&collector, &token, "/api/v1/triggers/guardduty", &finding);

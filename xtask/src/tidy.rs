@@ -793,10 +793,8 @@ mod tests {
         check(&crate::procs::repo_root()).unwrap()
     }
 
-    /// The whole workspace stands on its floors. The collector and the agent are being moved
-    /// onto theirs; until then this runs by hand: `cargo test -p xtask -- --ignored tidy`.
+    /// The whole workspace stands on its floors.
     #[test]
-    #[ignore = "enabled once the collector and agent floors land (#11)"]
     fn tidy_source_tree() {
         let found = real_tree();
         let text: Vec<String> = found.iter().map(|f| f.to_string()).collect();

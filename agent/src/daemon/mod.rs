@@ -117,6 +117,7 @@ impl Agent {
             sensor_reason: sensor.1,
             events_lost: self.sensor_lost.load(Ordering::Relaxed) + self.shipper.dropped_total(),
             events_queued: self.shipper.queued() as u64,
+            uploads_paused: None,
             containers: if self.cfg.report_containers {
                 crate::containers::running_containers(std::path::Path::new("/proc"))
             } else {

@@ -60,6 +60,7 @@ pub async fn enroll(
             agent_id,
             cert_pem,
             ca_pem,
+            ..
         })) => {
             // The CA we store must be the one we pinned.
             let got = ca_fingerprint(&ca_pem).unwrap_or_default();

@@ -58,6 +58,12 @@ pub(super) async fn bearer(AxState(state): AxState<S>, mut req: Request, next: N
     };
     match state.meta().check_api_token(token) {
         Ok(Some((name, role))) => {
+            // A machine's token may leak: every request it makes counts against its budget.
+            if role == Role::Trigger {
+                if let Err(e) = state.triggers.admit_request(&name) {
+                    return ApiError::from(e).into_response();
+                }
+            }
             req.extensions_mut().insert(Caller { name, role });
             next.run(req).await
         }

@@ -6,6 +6,7 @@ use super::{internal, parse_json, to_value, ApiResult, Caller, S};
 use crate::collections::Ask;
 use crate::error::Error;
 use crate::state::State;
+use crate::storage::Role;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::StatusCode;
@@ -60,6 +61,9 @@ async fn request_collection(
     };
     ask.check()?;
     let host = crate::hosts::resolve(state.meta(), &b.host)?;
+    if caller.role == Role::Trigger {
+        state.triggers.admit_collection(&ask, &host)?;
+    }
     let req = ask.into_request(caller.actor());
     let connected = state.collections.request(&host, &req, json!({}))?;
     Ok((

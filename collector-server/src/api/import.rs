@@ -39,10 +39,15 @@ async fn import_collection(
 ) -> ApiResult<Response> {
     caller.require(ADMINS)?;
     let rec: CollectionRecord = parse_json(&body)?;
-    let host_id = state.collections.import(&rec, &caller.actor())?;
+    let (host_id, resumed) = state.collections.import(&rec, &caller.actor())?;
+    let code = if resumed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": rec.request.collection_id, "host_id": host_id})),
+        code,
+        Json(json!({"id": rec.request.collection_id, "host_id": host_id, "resumed": resumed})),
     )
         .into_response())
 }
@@ -130,12 +135,38 @@ fn import_stream(
         }
         Opened::Held { ingest, .. } => ingest,
     };
+    // A file is one item written once: the same chunk twice, or anything after the manifest,
+    // means it was altered.
+    let mut seen = std::collections::HashSet::new();
     loop {
         match ingest::next_frame(read(&mut r)?, item_id)? {
-            ItemFrame::Chunk(c) => ingest.chunk(c)?,
+            ItemFrame::Chunk(c) => {
+                if !seen.insert(c.header.index) {
+                    return Err(IngestError::Frames(format!(
+                        "chunk {} of item {item_id} appears twice in the file",
+                        c.header.index
+                    )));
+                }
+                ingest.chunk(c)?
+            }
             ItemFrame::End(m) => {
+                let mut rest = [0u8; 1];
+                let trailing = loop {
+                    match r.read(&mut rest) {
+                        Ok(n) => break n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(IngestError::Frames(e.to_string())),
+                    }
+                };
+                if trailing > 0 {
+                    return Err(IngestError::Frames(format!(
+                        "bytes follow the manifest of item {item_id}: the file was altered or is not one item"
+                    )));
+                }
                 let sha = collections.finish_item(*ingest, &m, actor)?;
-                return Ok(json!({"item_id": item_id, "sha256": sha}));
+                return Ok(
+                    json!({"item_id": item_id, "sha256": sha, "raw_len": m.raw_len, "chunk_count": m.chunk_count}),
+                );
             }
         }
     }

@@ -53,6 +53,7 @@ impl From<Error> for ApiError {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) | Error::Storage(StorageError::Conflict(_)) => StatusCode::CONFLICT,
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Ingest(IngestError::UnknownCollection(_)) => StatusCode::NOT_FOUND,
             Error::Ingest(
@@ -101,6 +102,8 @@ pub fn router(state: S) -> Router {
         .merge(triggers::routes())
         .merge(timeline::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth::bearer))
+        // For load balancers and operators: no token, nothing secret.
+        .route("/healthz", axum::routing::get(healthz))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -108,6 +111,25 @@ pub fn router(state: S) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// `GET /healthz`: 200 while evidence can be stored, 503 while it cannot (storage full).
+async fn healthz(axum::extract::State(state): axum::extract::State<S>) -> Response {
+    let st = state.clone();
+    let report =
+        tokio::task::spawn_blocking(move || st.health.report(&st.stores, st.sessions.connected()))
+            .await;
+    match report {
+        Ok(r) => {
+            let code = if r.status == "ok" {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (code, Json(r)).into_response()
+        }
+        Err(e) => internal("health task", e).into_response(),
+    }
 }
 
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {

@@ -30,7 +30,7 @@ async fn trigger(
     let d = state.triggers.decide(&alert, &hosts, &collection_id)?;
     let answer = |id: &str, dedup: bool| {
         json!({"id": id, "host_id": d.host.id, "hostname": d.host.hostname, "profile": d.profile,
-               "matched_by": d.matched_by, "deduplicated": dedup})
+               "profile_note": d.profile_note, "matched_by": d.matched_by, "deduplicated": dedup})
     };
     if let Some(existing) = &d.duplicate_of {
         tracing::info!(
@@ -52,7 +52,7 @@ async fn trigger(
         devices: Vec::new(),
     };
     let alert_facts = json!({"alert_source": alert.source, "rule": alert.rule, "severity": alert.severity,
-                             "dedup_key": alert.dedup_key, "matched_by": d.matched_by});
+                             "dedup_key": alert.dedup_key, "matched_by": d.matched_by, "profile_note": d.profile_note});
     let connected = state.collections.request(&d.host, &req, alert_facts)?;
     tracing::info!(
         "{} trigger {:?} → collection {collection_id} ({}) on {} ({})",

@@ -115,6 +115,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
+    // Everything the collector writes (evidence, keys, the database) is its own to read.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")

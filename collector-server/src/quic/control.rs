@@ -58,6 +58,7 @@ pub(super) async fn control(
             agent_id: host_id.to_string(),
             collector_version: crate::tool_version(),
             server_time: cairn_protocol::rfc3339::now(),
+            evidence_recipient: None,
         },
     )
     .await?;
@@ -84,21 +85,29 @@ async fn control_loop(
     recv: &mut RecvStream,
 ) -> Result<()> {
     let mut sent: HashSet<String> = HashSet::new();
-    send_pending(state, host_id, send, &mut sent).await?;
+    let mut accepted: HashSet<String> = HashSet::new();
+    send_pending(state, host_id, send, &mut sent, &accepted).await?;
     loop {
         tokio::select! {
             frame = read_frame(recv) => {
                 let Some(frame) = frame? else { return Ok(()) };
-                state.meta().touch_host(host_id)?;
+                // The agent stays connected while the collector's disk is full: its status
+                // waits, its session does not end.
+                if let Err(e) = state.meta().touch_host(host_id) {
+                    tracing::debug!("host {host_id}: last seen not recorded: {e}");
+                }
                 match frame {
                     Frame::Message(Message::Heartbeat { status, .. }) => {
                         if let Some(s) = status {
-                            state.meta().set_host_status(host_id, &s)?;
+                            if let Err(e) = state.meta().set_host_status(host_id, &s) {
+                                tracing::debug!("host {host_id}: status not recorded: {e}");
+                            }
                         }
                         write_message(send, Message::HeartbeatAck { time: cairn_protocol::rfc3339::now() }).await?;
                     }
                     Frame::Message(Message::CommandAccepted { collection_id }) => {
                         state.collections.accepted(host_id, &collection_id)?;
+                        accepted.insert(collection_id);
                     }
                     Frame::Message(Message::CollectionDone { collection_id, items, errors }) => {
                         match state.collections.finish(host_id, &collection_id, &items, &errors) {
@@ -117,7 +126,7 @@ async fn control_loop(
                     Frame::Chunk(_) => anyhow::bail!("chunk on the control stream"),
                 }
             }
-            _ = bell.notified() => send_pending(state, host_id, send, &mut sent).await?,
+            _ = bell.notified() => send_pending(state, host_id, send, &mut sent, &accepted).await?,
         }
     }
 }
@@ -127,8 +136,10 @@ async fn send_pending(
     host_id: &str,
     send: &mut SendStream,
     sent: &mut HashSet<String>,
+    accepted: &HashSet<String>,
 ) -> Result<()> {
-    for req in state.collections.pending(host_id)? {
+    let in_flight: HashSet<String> = sent.difference(accepted).cloned().collect();
+    for req in state.collections.sendable(host_id, &in_flight)? {
         if !sent.insert(req.collection_id.clone()) {
             continue;
         }

@@ -18,6 +18,17 @@ enum Work {
     End(Box<ItemManifest>),
 }
 
+/// No room for a chunk: the agent keeps it and tries again later; the collection says why.
+fn storage_full(state: &State, collection_id: &str, e: &IngestError) {
+    state.health.storage_full(&e.to_string());
+    if let Err(err) = state
+        .collections
+        .pause(collection_id, "storage full at the collector")
+    {
+        tracing::debug!("collection {collection_id} not marked paused: {err}");
+    }
+}
+
 /// Chunks verified and stored in parallel at most this many at a time per item.
 const VERIFY_DEPTH: usize = 3;
 
@@ -52,6 +63,14 @@ pub(super) async fn item_stream(
     };
     let item_id = ingest.item_id().to_string();
     let chunk_size = ingest.chunk_size();
+    let collection_id = ingest.header().collection_id.clone();
+    // A collection paused for a full disk goes on with the first chunk that is stored.
+    let mut resume_pending = state
+        .meta()
+        .get_collection(&collection_id)
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.status == crate::storage::CollectionStatus::Paused);
 
     // Three stages overlap: this task reads frames and starts each chunk's verification on a
     // blocking thread; the sequencer takes results in order, folds them into the item hash and
@@ -71,10 +90,21 @@ pub(super) async fn item_stream(
                     let reply = match result {
                         Ok(raw) => {
                             ingest.fold(index, &raw);
+                            st.health.storage_ok();
+                            if resume_pending {
+                                resume_pending = false;
+                                if let Err(e) = st.collections.resume(&collection_id) {
+                                    tracing::warn!("collection {collection_id}: {e}");
+                                }
+                            }
                             Message::ChunkAck { index }
                         }
                         Err(e @ IngestError::Chunk(_)) => {
                             Message::error("chunk_rejected", e.to_string())
+                        }
+                        Err(e) if e.is_storage_full() => {
+                            storage_full(&st, &collection_id, &e);
+                            Message::error("storage_full", e.to_string())
                         }
                         Err(e) => Message::error("storage_error", e.to_string()),
                     };
@@ -89,6 +119,10 @@ pub(super) async fn item_stream(
                             item_id: worker_item,
                             sha256,
                         },
+                        Err(e) if e.is_storage_full() => {
+                            storage_full(&st, &collection_id, &e);
+                            Message::error("storage_full", e.to_string())
+                        }
                         Err(e) => Message::error("item_rejected", e.to_string()),
                     };
                     let _ = reply_tx.blocking_send(reply);

@@ -14,25 +14,62 @@ mod readiness;
 
 pub use endpoint::endpoint;
 
+use crate::admission::{Admission, LogLimiter, Refused};
 use crate::state::State;
 use anyhow::Result;
 use cairn_protocol::wire::aio::{read_frame, write_message};
 use cairn_protocol::wire::{Frame, Message};
 use quinn::SendStream;
 use std::sync::Arc;
+use std::time::Duration;
 
-pub async fn run(state: Arc<State>, endpoint: quinn::Endpoint) -> Result<()> {
+/// How long an agent has to finish its QUIC handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(
+    state: Arc<State>,
+    endpoint: quinn::Endpoint,
+    admission: Arc<Admission>,
+) -> Result<()> {
+    let log = Arc::new(LogLimiter::new(Duration::from_secs(10)));
     while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        let handshake = match admission.begin(remote.ip()) {
+            Ok(h) => h,
+            Err(Refused(why)) => {
+                if let Some(line) = log.note("QUIC connection refused", &format!("{remote}: {why}"))
+                {
+                    tracing::warn!("{line}");
+                }
+                incoming.refuse();
+                continue;
+            }
+        };
         let state = state.clone();
+        let log = log.clone();
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => {
+            let connecting = tokio::select! {
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming) => r,
+                () = handshake.evicted() => return,
+            };
+            match connecting {
+                Ok(Ok(conn)) => {
+                    let _established = handshake.established();
                     if let Err(e) = handle(state, conn).await {
                         tracing::info!("connection from {remote} ended: {e:#}");
                     }
                 }
-                Err(e) => tracing::warn!("handshake with {remote} failed: {e}"),
+                Ok(Err(e)) => {
+                    if let Some(line) = log.note("QUIC handshake failed", &format!("{remote}: {e}"))
+                    {
+                        tracing::warn!("{line}");
+                    }
+                }
+                Err(_) => {
+                    if let Some(line) = log.note("QUIC handshake timed out", &remote.to_string()) {
+                        tracing::warn!("{line}");
+                    }
+                }
             }
         });
     }

@@ -15,6 +15,25 @@ pub trait BlobStore: Send + Sync {
     fn exists(&self, sha256: &str) -> Result<bool, BlobError>;
     /// Remove a payload no item refers to any more; removing one that is absent is a no-op.
     fn delete(&self, sha256: &str) -> Result<(), BlobError>;
+    /// How much room is left, where the store has a bound (a filesystem); `None` otherwise.
+    fn capacity(&self) -> Result<Option<Capacity>, BlobError> {
+        Ok(None)
+    }
+}
+
+/// Room in a bounded store. Chunks are refused once `free_bytes` would go below
+/// `reserve_bytes`, so the database and the logs beside them keep room to say what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Capacity {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub reserve_bytes: u64,
+}
+
+impl Capacity {
+    pub fn full(&self) -> bool {
+        self.free_bytes <= self.reserve_bytes
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +44,13 @@ pub enum BlobError {
     Io { location: String, source: io::Error },
     #[error("{0:?} is not a SHA-256 in hex")]
     BadKey(String),
+    /// No room for more evidence: the store is full (or at its reserve).
+    #[error("storage full: {location} has {free_bytes} bytes free, {reserve_bytes} kept in reserve; free space or grow the volume, uploads resume by themselves")]
+    Full {
+        location: String,
+        free_bytes: u64,
+        reserve_bytes: u64,
+    },
 }
 
 /// Keys are 64 lower-case hex digits: nothing else reaches a path or an object name.

@@ -3,7 +3,7 @@
 //! Identical chunks across items and hosts are stored once. A file is written to a temporary
 //! name, fsynced and renamed, so a crash never leaves a half-written chunk under its final name.
 
-use super::blobs::{check_key, BlobError, BlobStore};
+use super::blobs::{check_key, BlobError, BlobStore, Capacity};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -28,11 +28,42 @@ impl ChunkDir {
         Ok(self.root.join(&sha256[..2]).join(sha256))
     }
 
-    fn io_err(path: &Path, source: io::Error) -> BlobError {
+    fn io_err(&self, path: &Path, source: io::Error) -> BlobError {
+        if matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        ) {
+            let (free_bytes, reserve_bytes) = self
+                .space()
+                .map(|c| (c.free_bytes, c.reserve_bytes))
+                .unwrap_or((0, 0));
+            return BlobError::Full {
+                location: self.root.display().to_string(),
+                free_bytes,
+                reserve_bytes,
+            };
+        }
         BlobError::Io {
             location: path.display().to_string(),
             source,
         }
+    }
+
+    /// The filesystem's room: reserve 5 % of it, at most 256 MiB.
+    fn space(&self) -> Result<Capacity, BlobError> {
+        let st = nix::sys::statvfs::statvfs(&self.root).map_err(|e| BlobError::Io {
+            location: self.root.display().to_string(),
+            source: io::Error::from(e),
+        })?;
+        let frag = st.fragment_size() as u64;
+        let total_bytes = st.blocks() as u64 * frag;
+        let free_bytes = st.blocks_available() as u64 * frag;
+        let reserve_bytes = (total_bytes / 20).min(256 << 20);
+        Ok(Capacity {
+            total_bytes,
+            free_bytes,
+            reserve_bytes,
+        })
     }
 }
 
@@ -42,8 +73,16 @@ impl BlobStore for ChunkDir {
         if path.exists() {
             return Ok(());
         }
+        let room = self.space()?;
+        if room.free_bytes.saturating_sub(payload.len() as u64) <= room.reserve_bytes {
+            return Err(BlobError::Full {
+                location: self.root.display().to_string(),
+                free_bytes: room.free_bytes,
+                reserve_bytes: room.reserve_bytes,
+            });
+        }
         let dir = path.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(|e| Self::io_err(dir, e))?;
+        fs::create_dir_all(dir).map_err(|e| self.io_err(dir, e))?;
         let tmp = dir.join(format!(".{sha256}.tmp{}", rand::random::<u32>()));
         let write = || -> io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
@@ -55,7 +94,7 @@ impl BlobStore for ChunkDir {
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            Self::io_err(&path, e)
+            self.io_err(&path, e)
         })
     }
 
@@ -66,7 +105,7 @@ impl BlobStore for ChunkDir {
                 sha256: sha256.to_string(),
                 location: path.display().to_string(),
             },
-            _ => Self::io_err(&path, e),
+            _ => self.io_err(&path, e),
         })
     }
 
@@ -79,8 +118,12 @@ impl BlobStore for ChunkDir {
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Self::io_err(&path, e)),
+            Err(e) => Err(self.io_err(&path, e)),
         }
+    }
+
+    fn capacity(&self) -> Result<Option<Capacity>, BlobError> {
+        Ok(Some(self.space()?))
     }
 }
 

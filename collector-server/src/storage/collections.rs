@@ -12,6 +12,11 @@ pub enum CollectionStatus {
     Requested,
     /// The agent is collecting (or an import is in progress).
     Running,
+    /// Waiting for a free slot: the host or the collector has as many collections running as
+    /// it allows.
+    Queued,
+    /// Uploads wait for room at the collector (storage full); they resume by themselves.
+    Paused,
     /// Every item sealed and nothing went wrong.
     Sealed,
     /// Some items sealed, something went wrong.
@@ -25,6 +30,8 @@ impl CollectionStatus {
         match self {
             CollectionStatus::Requested => "requested",
             CollectionStatus::Running => "running",
+            CollectionStatus::Queued => "queued",
+            CollectionStatus::Paused => "paused",
             CollectionStatus::Sealed => "sealed",
             CollectionStatus::Partial => "partial",
             CollectionStatus::Failed => "failed",
@@ -34,6 +41,8 @@ impl CollectionStatus {
         Some(match s {
             "requested" => CollectionStatus::Requested,
             "running" => CollectionStatus::Running,
+            "queued" => CollectionStatus::Queued,
+            "paused" => CollectionStatus::Paused,
             "sealed" => CollectionStatus::Sealed,
             "partial" => CollectionStatus::Partial,
             "failed" => CollectionStatus::Failed,
@@ -111,8 +120,10 @@ pub trait CollectionStore {
         errors: Option<&[String]>,
     ) -> Result<()>;
     fn get_collection(&self, id: &str) -> Result<Option<CollectionRow>>;
-    /// Requests not yet accepted by the host's agent, oldest first.
+    /// Requests not yet accepted by the host's agent (requested or queued), oldest first.
     fn pending_requests(&self, host_id: &str) -> Result<Vec<CollectRequest>>;
+    /// Live collections running (or paused) now, on one host or on all.
+    fn running_collections(&self, host_id: Option<&str>) -> Result<u64>;
     /// Newest first, self-test collections left out.
     fn list_collections(&self, host_id: Option<&str>, limit: u32) -> Result<Vec<CollectionRow>>;
     /// Delete a host's self-test collections other than `keep`, with their items, chunks and

@@ -26,7 +26,7 @@ pub mod sqlite;
 pub mod timeline;
 pub mod tokens;
 
-pub use blobs::{BlobError, BlobStore};
+pub use blobs::{BlobError, BlobStore, Capacity};
 pub use collections::{CollectionOrigin, CollectionRow, CollectionStatus, CollectionStore};
 pub use custody::CustodyStore;
 pub use events::{EventStore, LiveEvent};
@@ -55,6 +55,9 @@ pub enum StorageError {
     /// A stored value no longer reads as what was written.
     #[error("stored {what} is not readable: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// The volume under the store is full.
+    #[error("storage full: {0}; free space or grow the volume, uploads resume by themselves")]
+    Full(String),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;

@@ -31,6 +31,8 @@ pub struct Decision {
     /// The full container id when the alert named a container or pod.
     pub container_id: Option<String>,
     pub profile: String,
+    /// Why the profile is not the one the mapping named, when it is not.
+    pub profile_note: Option<String>,
     /// `Some(existing collection)` when the alert repeats one inside the dedup window.
     pub duplicate_of: Option<String>,
 }
@@ -67,7 +69,7 @@ impl Triggers {
         collection_id: &str,
     ) -> Result<Decision> {
         let cfg = &self.config;
-        let profile = cfg.profile_for(alert);
+        let (profile, profile_note) = cfg.profile_for(alert);
         if !crate::collections::PROFILES.contains(&profile.as_str()) {
             return Err(Error::invalid(format!(
                 "malformed JSON: field \"profile\": unknown profile {profile:?}; profiles: {}",
@@ -79,6 +81,15 @@ impl Triggers {
                 "malformed JSON: field \"paths\": profile \"file\" needs at least one path",
             ));
         }
+        if profile == "memory" && alert.pid.is_none() && !alert.names_container() {
+            return Err(Error::invalid(
+                "malformed JSON: field \"pid\": profile \"memory\" needs \"pid\" or a container (\"container_id\", \"pod\")",
+            ));
+        }
+        cfg.policy
+            .check(&profile, alert.paths.len(), 0)
+            .map_err(Error::Forbidden)?;
+        crate::collections::check_paths(&alert.paths, &[])?;
         let (host, matched_by, container_id) = resolve::resolve(hosts, &alert.lookups)?;
         let duplicate_of = match self
             .guard
@@ -98,7 +109,36 @@ impl Triggers {
             matched_by,
             container_id,
             profile,
+            profile_note,
             duplicate_of,
         })
+    }
+
+    /// A trigger token's own `POST /api/v1/collections`: the same policy and per-host budget
+    /// as an alert.
+    pub fn admit_collection(&self, ask: &crate::collections::Ask, host: &HostRow) -> Result<()> {
+        let cfg = &self.config;
+        cfg.policy
+            .check(&ask.profile, ask.paths.len(), ask.devices.len())
+            .map_err(Error::Forbidden)?;
+        match self.guard.admit_host(cfg, &host.id) {
+            Admit::RateLimited(n) => Err(Error::RateLimited(format!(
+                "host {} ({}) already had {n} triggered collections in the last {} s (rate_limit_per_host in triggers.toml)",
+                host.id, host.hostname, cfg.rate_window_secs
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// One request of a trigger token, against `[policy] requests_per_minute`.
+    pub fn admit_request(&self, token_name: &str) -> Result<()> {
+        if self.guard.admit_request(&self.config, token_name) {
+            Ok(())
+        } else {
+            Err(Error::RateLimited(format!(
+                "trigger token {token_name:?} made more than {} requests in the last minute ([policy] requests_per_minute in triggers.toml)",
+                self.config.policy.requests_per_minute
+            )))
+        }
     }
 }

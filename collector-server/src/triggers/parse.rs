@@ -72,6 +72,17 @@ pub struct Alert {
     pub paths: Vec<String>,
 }
 
+impl Alert {
+    /// Whether the alert is about a container or a pod (its memory can then be captured).
+    pub fn names_container(&self) -> bool {
+        self.container_id.is_some()
+            || self
+                .lookups
+                .iter()
+                .any(|l| matches!(l, Lookup::ContainerId(_) | Lookup::Pod { .. }))
+    }
+}
+
 /// A body that could not be read: the field at fault (empty for the body itself) and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", if field.is_empty() { format!("malformed JSON: {message}") } else { format!("malformed JSON: field \"{field}\": {message}") })]

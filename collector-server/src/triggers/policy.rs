@@ -1,9 +1,12 @@
 //! Which profile an alert gets, and how alert storms are kept to one collection.
 //!
-//! The mapping is read from `DATA/triggers.toml` when present (every key optional); the
-//! defaults are what an incident responder would pick: the worst findings get everything
-//! (`full`), serious ones memory, the rest a triage. Dedup and rate limits are kept in memory:
-//! a restart forgets them, which at worst starts one more collection.
+//! The mapping is read from `DATA/triggers.toml` when present (every key optional). A trigger
+//! is a machine holding a token that may leak, so what it may start is bounded by
+//! `[policy]`: by default `volatile`, `memory` (of a named process or container) and `triage`,
+//! no file paths, no devices, a request budget per token and a collection budget per host.
+//! The default mapping stays inside that: serious findings get the memory of the process or
+//! container they name (a triage when they name none), the rest a triage. Dedup and rate limits
+//! are kept in memory: a restart forgets them, which at worst starts one more collection.
 
 use super::parse::Alert;
 use anyhow::{Context, Result};
@@ -43,6 +46,50 @@ impl Mapping {
     }
 }
 
+/// What the trigger role, and every alert posted to `/api/v1/triggers/*`, may start.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Profiles a trigger may start. `memory` also needs a named pid or container.
+    pub allowed_profiles: Vec<String>,
+    /// Whether a trigger may name files (`paths`).
+    pub allow_paths: bool,
+    /// Whether a trigger may name block devices to image.
+    pub allow_devices: bool,
+    /// Requests per minute per trigger token, on every endpoint it can call.
+    pub requests_per_minute: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allowed_profiles: vec!["volatile".into(), "memory".into(), "triage".into()],
+            allow_paths: false,
+            allow_devices: false,
+            requests_per_minute: 120,
+        }
+    }
+}
+
+impl Policy {
+    /// Whether a trigger may start this; the refusal says why and what to configure.
+    pub fn check(&self, profile: &str, paths: usize, devices: usize) -> Result<(), String> {
+        if !self.allowed_profiles.iter().any(|p| p == profile) {
+            return Err(format!(
+                "profile {profile:?} is not allowed for triggers (allowed: {}); an operator can allow it in [policy] allowed_profiles of triggers.toml",
+                self.allowed_profiles.join(", ")
+            ));
+        }
+        if paths > 0 && !self.allow_paths {
+            return Err("triggers may not name files; an operator can allow it with [policy] allow_paths = true in triggers.toml".into());
+        }
+        if devices > 0 && !self.allow_devices {
+            return Err("triggers may not name block devices; an operator can allow it with [policy] allow_devices = true in triggers.toml".into());
+        }
+        Ok(())
+    }
+}
+
 /// `triggers.toml` as written: every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,6 +97,7 @@ struct ConfigFile {
     dedup_window_secs: Option<u64>,
     rate_limit_per_host: Option<u32>,
     rate_window_secs: Option<u64>,
+    policy: Option<Policy>,
     guardduty: Mapping,
     falco: Mapping,
     generic: Mapping,
@@ -63,6 +111,7 @@ pub struct TriggerConfig {
     /// At most this many triggered collections per host per `rate_window_secs`.
     pub rate_limit_per_host: u32,
     pub rate_window_secs: u64,
+    pub policy: Policy,
     pub guardduty: Mapping,
     pub falco: Mapping,
     pub generic: Mapping,
@@ -79,8 +128,8 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 fn by_severity() -> Mapping {
     Mapping {
         severity: map(&[
-            ("critical", "full"),
-            ("high", "full"),
+            ("critical", "memory"),
+            ("high", "memory"),
             ("medium", "memory"),
             ("low", "triage"),
         ]),
@@ -95,17 +144,18 @@ impl Default for TriggerConfig {
             dedup_window_secs: 900,
             rate_limit_per_host: 6,
             rate_window_secs: 3600,
+            policy: Policy::default(),
             guardduty: by_severity(),
             falco: Mapping {
                 severity: map(&[
-                    ("emergency", "full"),
-                    ("alert", "full"),
-                    ("critical", "full"),
+                    ("emergency", "memory"),
+                    ("alert", "memory"),
+                    ("critical", "memory"),
                     ("error", "memory"),
                     ("warning", "triage"),
-                    ("notice", "minimal"),
-                    ("informational", "minimal"),
-                    ("debug", "minimal"),
+                    ("notice", "volatile"),
+                    ("informational", "volatile"),
+                    ("debug", "volatile"),
                 ]),
                 rules: BTreeMap::new(),
                 default: "triage".into(),
@@ -130,6 +180,7 @@ impl TriggerConfig {
             dedup_window_secs: file.dedup_window_secs.unwrap_or(d.dedup_window_secs),
             rate_limit_per_host: file.rate_limit_per_host.unwrap_or(d.rate_limit_per_host),
             rate_window_secs: file.rate_window_secs.unwrap_or(d.rate_window_secs),
+            policy: file.policy.unwrap_or(d.policy),
             guardduty: d.guardduty.over(file.guardduty),
             falco: d.falco.over(file.falco),
             generic: d.generic.over(file.generic),
@@ -152,17 +203,37 @@ impl TriggerConfig {
                         PROFILES.join(", ")
                     );
                 }
+                if !cfg.policy.allowed_profiles.contains(p) {
+                    anyhow::bail!(
+                        "{}: [{name}] maps to profile {p:?}, which [policy] allowed_profiles ({}) does not allow",
+                        path.display(),
+                        cfg.policy.allowed_profiles.join(", ")
+                    );
+                }
             }
         }
         Ok(cfg)
     }
 
-    /// The profile for an alert: its own (plain requests), else the longest rule prefix, else
-    /// its severity, else the default.
-    pub fn profile_for(&self, a: &Alert) -> String {
+    /// The profile for an alert and, when the mapping's choice could not be kept, why: its own
+    /// (plain requests), else the longest rule prefix, else its severity, else the default. A
+    /// mapped `memory` for an alert that names no process or container becomes `triage`.
+    pub fn profile_for(&self, a: &Alert) -> (String, Option<String>) {
         if let Some(p) = &a.profile {
-            return p.clone();
+            return (p.clone(), None);
         }
+        let mapped = self.mapped_profile(a);
+        if mapped == "memory" && a.pid.is_none() && a.container_id.is_none() && !a.names_container()
+        {
+            return (
+                "triage".into(),
+                Some("the mapping says memory, but the alert names no process or container: triage instead".into()),
+            );
+        }
+        (mapped, None)
+    }
+
+    fn mapped_profile(&self, a: &Alert) -> String {
         let m = match a.source {
             "guardduty" => &self.guardduty,
             "falco" => &self.falco,
@@ -189,11 +260,27 @@ pub enum Admit {
     RateLimited(u32),
 }
 
-/// Dedup keys and per-host trigger times.
+/// Dedup keys, per-host trigger times and per-token request times.
 #[derive(Default)]
 pub struct StormGuard {
     seen: Mutex<HashMap<String, (Instant, String)>>,
     per_host: Mutex<HashMap<String, VecDeque<Instant>>>,
+    per_token: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+/// Drop times older than `window`; whether fewer than `limit` remain (and then count `now`).
+fn take_slot(times: &mut VecDeque<Instant>, now: Instant, window: Duration, limit: usize) -> bool {
+    while times
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= window)
+    {
+        times.pop_front();
+    }
+    if times.len() >= limit {
+        return false;
+    }
+    times.push_back(now);
+    true
 }
 
 impl StormGuard {
@@ -212,21 +299,49 @@ impl StormGuard {
         if let Some((_, id)) = seen.get(key) {
             return Admit::Duplicate(id.clone());
         }
-        let rate_window = Duration::from_secs(cfg.rate_window_secs);
-        let mut per_host = self.per_host.lock().unwrap_or_else(|p| p.into_inner());
-        let times = per_host.entry(host_id.to_string()).or_default();
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= rate_window)
-        {
-            times.pop_front();
+        if let Admit::RateLimited(n) = self.admit_host(cfg, host_id) {
+            return Admit::RateLimited(n);
         }
-        if times.len() >= cfg.rate_limit_per_host as usize {
-            return Admit::RateLimited(cfg.rate_limit_per_host);
-        }
-        times.push_back(now);
         seen.insert(key.to_string(), (now, collection_id.to_string()));
         Admit::Start
+    }
+
+    /// The per-host budget of triggered collections alone (a trigger token's
+    /// `POST /api/v1/collections`, which has no dedup key).
+    pub fn admit_host(&self, cfg: &TriggerConfig, host_id: &str) -> Admit {
+        let mut per_host = self.per_host.lock().unwrap_or_else(|p| p.into_inner());
+        let times = per_host.entry(host_id.to_string()).or_default();
+        let window = Duration::from_secs(cfg.rate_window_secs);
+        if take_slot(
+            times,
+            Instant::now(),
+            window,
+            cfg.rate_limit_per_host as usize,
+        ) {
+            Admit::Start
+        } else {
+            Admit::RateLimited(cfg.rate_limit_per_host)
+        }
+    }
+
+    /// One request of a trigger token against its per-minute budget.
+    pub fn admit_request(&self, cfg: &TriggerConfig, token: &str) -> bool {
+        let mut per_token = self.per_token.lock().unwrap_or_else(|p| p.into_inner());
+        if per_token.len() > 10_000 {
+            // Bounded: forget idle tokens rather than grow without end.
+            let now = Instant::now();
+            per_token.retain(|_, t| {
+                t.back()
+                    .is_some_and(|b| now.duration_since(*b) < Duration::from_secs(60))
+            });
+        }
+        let times = per_token.entry(token.to_string()).or_default();
+        take_slot(
+            times,
+            Instant::now(),
+            Duration::from_secs(60),
+            cfg.policy.requests_per_minute as usize,
+        )
     }
 }
 
@@ -251,51 +366,82 @@ mod tests {
     }
 
     #[test]
-    fn defaults_and_overrides() {
+    fn defaults_stay_inside_the_policy_and_files_are_checked_against_it() {
         let mut cfg = TriggerConfig::default();
+        let p = |cfg: &TriggerConfig, a: &Alert| cfg.profile_for(a).0;
+        // A GuardDuty EC2 finding names no process: memory falls back to triage, and says so.
+        let (profile, note) =
+            cfg.profile_for(&alert("guardduty", "Backdoor:EC2/C&CActivity.B", "high"));
+        assert_eq!(profile, "triage");
+        assert!(note.unwrap().contains("names no process"));
+        let mut with_pid = alert("falco", "Terminal shell in container", "critical");
+        with_pid.pid = Some(4242);
+        assert_eq!(p(&cfg, &with_pid), "memory");
         assert_eq!(
-            cfg.profile_for(&alert("guardduty", "Backdoor:EC2/C&CActivity.B", "high")),
-            "full"
-        );
-        assert_eq!(
-            cfg.profile_for(&alert(
-                "guardduty",
-                "Recon:EC2/PortProbeUnprotectedPort",
-                "low"
-            )),
+            p(
+                &cfg,
+                &alert("guardduty", "Recon:EC2/PortProbeUnprotectedPort", "low")
+            ),
             "triage"
         );
-        assert_eq!(
-            cfg.profile_for(&alert("falco", "Terminal shell in container", "critical")),
-            "full"
-        );
-        assert_eq!(cfg.profile_for(&alert("falco", "x", "notice")), "minimal");
+        assert_eq!(p(&cfg, &alert("falco", "x", "notice")), "volatile");
         cfg.falco
             .rules
-            .insert("Terminal shell".into(), "memory".into());
-        assert_eq!(
-            cfg.profile_for(&alert("falco", "Terminal shell in container", "critical")),
-            "memory"
-        );
+            .insert("Terminal shell".into(), "volatile".into());
+        assert_eq!(p(&cfg, &with_pid), "volatile");
+        for (_, profile) in cfg
+            .guardduty
+            .severity
+            .iter()
+            .chain(cfg.falco.severity.iter())
+        {
+            assert!(cfg.policy.check(profile, 0, 0).is_ok(), "{profile}");
+        }
+        assert!(cfg
+            .policy
+            .check("full", 0, 0)
+            .unwrap_err()
+            .contains("allowed_profiles"));
+        assert!(cfg
+            .policy
+            .check("triage", 1, 0)
+            .unwrap_err()
+            .contains("allow_paths"));
+        assert!(cfg
+            .policy
+            .check("triage", 0, 1)
+            .unwrap_err()
+            .contains("allow_devices"));
+
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("triggers.toml");
-        std::fs::write(&p, "dedup_window_secs = 5\n[falco]\ndefault = \"memory\"\n[falco.severity]\ncritical = \"everything\"\n").unwrap();
-        let e = TriggerConfig::load(&p).unwrap_err().to_string();
+        let path = dir.path().join("triggers.toml");
+        std::fs::write(&path, "dedup_window_secs = 5\n[falco]\ndefault = \"memory\"\n[falco.severity]\ncritical = \"everything\"\n").unwrap();
+        let e = TriggerConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("everything"), "{e}");
-        std::fs::write(&p, "dedup_window_secs = 5\n[guardduty]\nrules = { \"CryptoCurrency:\" = \"memory\" }\n[guardduty.severity]\nHigh = \"memory\"\n").unwrap();
-        let cfg = TriggerConfig::load(&p).unwrap();
+        // A mapping outside the policy is refused at load, naming both.
+        std::fs::write(&path, "[guardduty.severity]\nhigh = \"full\"\n").unwrap();
+        let e = TriggerConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("\"full\"") && e.contains("allowed_profiles"),
+            "{e}"
+        );
+        std::fs::write(&path, "dedup_window_secs = 5\n[policy]\nallowed_profiles = [\"volatile\", \"memory\", \"triage\", \"full\"]\n[guardduty]\nrules = { \"CryptoCurrency:\" = \"memory\" }\n[guardduty.severity]\nHigh = \"full\"\n").unwrap();
+        let cfg = TriggerConfig::load(&path).unwrap();
         assert_eq!(cfg.dedup_window_secs, 5);
         assert_eq!(cfg.rate_limit_per_host, 6);
         // Laid over the defaults: high changed, critical kept.
-        assert_eq!(cfg.guardduty.severity["high"], "memory");
-        assert_eq!(cfg.guardduty.severity["critical"], "full");
+        assert_eq!(cfg.guardduty.severity["high"], "full");
+        assert_eq!(cfg.guardduty.severity["critical"], "memory");
+        let mut crypto = alert(
+            "guardduty",
+            "CryptoCurrency:EC2/BitcoinTool.B!DNS",
+            "critical",
+        );
+        crypto.container_id = Some("4c01db0b339c".into());
+        assert_eq!(p(&cfg, &crypto), "memory");
         assert_eq!(
-            cfg.profile_for(&alert(
-                "guardduty",
-                "CryptoCurrency:EC2/BitcoinTool.B!DNS",
-                "critical"
-            )),
-            "memory"
+            p(&cfg, &alert("guardduty", "Backdoor:EC2/X", "high")),
+            "full"
         );
     }
 

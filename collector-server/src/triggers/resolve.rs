@@ -15,8 +15,24 @@ fn containers(h: &HostRow) -> Vec<cairn_protocol::wire::ContainerInfo> {
         .unwrap_or_default()
 }
 
-fn first_label(h: &str) -> &str {
-    h.split('.').next().unwrap_or(h)
+/// EC2's internal DNS names: GuardDuty reports `ip-10-0-1-17.eu-west-1.compute.internal`
+/// where the instance calls itself `ip-10-0-1-17`.
+const EC2_INTERNAL: &[&str] = &[".compute.internal", ".ec2.internal"];
+
+/// Host names match exactly (ignoring case), or as an EC2 internal name and its first label;
+/// never by first label alone (`vm.attacker.example` is not `vm`).
+fn same_host_name(host: &str, alert: &str) -> bool {
+    let short_of = |fqdn: &str, short: &str| {
+        !short.contains('.')
+            && EC2_INTERNAL
+                .iter()
+                .any(|s| fqdn.to_ascii_lowercase().ends_with(s))
+            && fqdn
+                .split('.')
+                .next()
+                .is_some_and(|l| l.eq_ignore_ascii_case(short))
+    };
+    host.eq_ignore_ascii_case(alert) || short_of(alert, host) || short_of(host, alert)
 }
 
 /// Whether a host matches a lookup; for container and pod matches, the full container id.
@@ -28,8 +44,7 @@ fn matches(h: &HostRow, l: &Lookup) -> Option<Option<String>> {
             || h.instance_id.as_deref() == Some(q)
             || h.machine_id.as_deref() == Some(q)),
         Lookup::InstanceId(i) => hit(h.instance_id.as_deref() == Some(i)),
-        Lookup::Hostname(n) => hit(h.hostname.eq_ignore_ascii_case(n)
-            || first_label(&h.hostname).eq_ignore_ascii_case(first_label(n))),
+        Lookup::Hostname(n) => hit(same_host_name(&h.hostname, n)),
         Lookup::ContainerId(c) => containers(h)
             .into_iter()
             .find(|x| c.len() >= 12 && x.id.starts_with(c.as_str()))
@@ -185,5 +200,21 @@ mod tests {
         );
         let e = resolve(&hosts, &[Lookup::InstanceId("i-0ccc".into())]).unwrap_err();
         assert!(e.to_string().contains("i-0ccc"), "{e}");
+    }
+
+    #[test]
+    fn host_names_match_exactly_or_as_ec2_internal_names() {
+        assert!(same_host_name(
+            "ip-10-0-1-17",
+            "ip-10-0-1-17.eu-west-1.compute.internal"
+        ));
+        assert!(same_host_name("ip-10-0-1-17.ec2.internal", "IP-10-0-1-17"));
+        assert!(same_host_name("web-1.corp.example", "WEB-1.corp.example"));
+        assert!(!same_host_name("vm", "vm.attacker.example"));
+        assert!(!same_host_name("web-1.corp.example", "web-1"));
+        assert!(!same_host_name(
+            "ip-10-0-1-17",
+            "ip-10-0-1-18.eu-west-1.compute.internal"
+        ));
     }
 }

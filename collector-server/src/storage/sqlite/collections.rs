@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS collections (
     status TEXT NOT NULL, requested_at TEXT NOT NULL, finished_at TEXT,
     errors_json TEXT NOT NULL DEFAULT '[]', origin TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS collections_host ON collections(host_id, status);
+CREATE INDEX IF NOT EXISTS collections_status ON collections(status);
 "#;
 
 const COLS: &str = "id, host_id, profile, reason, requested_by, status, requested_at, finished_at, errors_json, origin, request_json";
@@ -101,7 +102,7 @@ impl CollectionStore for Sqlite {
 
     fn pending_requests(&self, host_id: &str) -> Result<Vec<CollectRequest>> {
         let json: Vec<String> = self.rows(
-            "SELECT request_json FROM collections WHERE host_id = ?1 AND status = 'requested' ORDER BY requested_at",
+            "SELECT request_json FROM collections WHERE host_id = ?1 AND status IN ('requested', 'queued') ORDER BY requested_at",
             params![host_id],
             |r| r.get(0),
         )?;
@@ -109,6 +110,14 @@ impl CollectionStore for Sqlite {
             .iter()
             .filter_map(|s| serde_json::from_str(s).ok())
             .collect())
+    }
+
+    fn running_collections(&self, host_id: Option<&str>) -> Result<u64> {
+        Ok(self.lock().query_row(
+            "SELECT COUNT(*) FROM collections WHERE (?1 IS NULL OR host_id = ?1) AND origin = 'live' AND status IN ('running', 'paused')",
+            params![host_id],
+            |r| r.get(0),
+        )?)
     }
 
     fn list_collections(&self, host_id: Option<&str>, limit: u32) -> Result<Vec<CollectionRow>> {

@@ -25,6 +25,10 @@ pub struct Sqlite {
 
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
+        if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+        {
+            return StorageError::Full(format!("SQLite: {e}"));
+        }
         StorageError::Backend {
             what: "SQLite",
             source: Box::new(e),
