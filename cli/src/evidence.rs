@@ -142,6 +142,7 @@ pub(crate) async fn import(api: &Api, dir: &std::path::Path, json_out: bool) -> 
             let name = entry.file_name().to_string_lossy().into_owned();
             let stem = name
                 .strip_suffix(".cairn")
+                .or_else(|| name.strip_suffix(".cairn.age"))
                 .or_else(|| name.strip_suffix(".manifest.json"));
             if !stem.is_some_and(|s| listed.contains(s)) {
                 errors.push(format!(
@@ -178,7 +179,15 @@ pub(crate) async fn import(api: &Api, dir: &std::path::Path, json_out: bool) -> 
             ));
             continue;
         }
-        let path = dir.join("items").join(format!("{item}.cairn"));
+        // `collect --out DIR --encrypt` writes `ID.cairn.age`: sent as is, the collector holds
+        // the key that decrypts it.
+        let clear = dir.join("items").join(format!("{item}.cairn"));
+        let sealed = dir.join("items").join(format!("{item}.cairn.age"));
+        let path = if !clear.exists() && sealed.exists() {
+            sealed
+        } else {
+            clear
+        };
         let file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) => {

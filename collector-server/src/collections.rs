@@ -63,6 +63,19 @@ pub struct Ask {
     pub devices: Vec<String>,
 }
 
+/// What each profile takes besides a reason: `(pid or container, paths, devices)`. A field a
+/// profile would ignore is refused, so nobody believes a flag did something it did not.
+fn takes(profile: &str) -> (bool, bool, bool) {
+    match profile {
+        "memory" | "full" => (true, false, false),
+        "file" => (false, true, false),
+        "disk" => (false, false, true),
+        // Triage of a container reads its root through /proc/PID/root.
+        "triage" | "minimal" => (true, false, false),
+        _ => (false, false, false),
+    }
+}
+
 impl Ask {
     /// Refuse what the agent could not run, before a command is sent.
     pub fn check(&self) -> Result<()> {
@@ -73,24 +86,58 @@ impl Ask {
                 PROFILES.join(", ")
             )));
         }
+        let (targets, paths, devices) = takes(&self.profile);
+        let ignored = |what: &str, flag: &str, hint: &str| {
+            Err(Error::invalid(format!(
+                "profile {:?} takes no {what} ({flag}); {hint}",
+                self.profile
+            )))
+        };
+        if self.pid.is_some() && !targets {
+            return ignored(
+                "\"pid\"",
+                "--pid",
+                "a process's memory is the memory or full profile",
+            );
+        }
+        if self.container_id.is_some() && !targets {
+            return ignored(
+                "\"container_id\"",
+                "--container",
+                "a container's memory is the memory or full profile, its files triage",
+            );
+        }
+        if self.pid.is_some() && matches!(self.profile.as_str(), "triage" | "minimal") {
+            return ignored("\"pid\"", "--pid", "triage a container with --container");
+        }
+        if !self.paths.is_empty() && !paths {
+            return ignored("\"paths\"", "--path", "files are the file profile");
+        }
+        if !self.devices.is_empty() && !devices {
+            return ignored(
+                "\"devices\"",
+                "--device",
+                "block devices are the disk profile",
+            );
+        }
         if self.profile == "file" && self.paths.is_empty() {
             return Err(Error::invalid(
-                "profile \"file\" needs at least one entry in \"paths\"",
+                "profile \"file\" needs at least one entry in \"paths\" (--path FILE)",
             ));
         }
         if self.profile == "memory" && self.pid.is_none() && self.container_id.is_none() {
             return Err(Error::invalid(
-                "profile \"memory\" needs \"pid\" or \"container_id\": the process (and its ancestors) or container to capture",
+                "profile \"memory\" needs \"pid\" (--pid) or \"container_id\" (--container): the process (and its ancestors) or container to capture",
             ));
         }
         if self.profile == "disk" && self.devices.is_empty() {
             return Err(Error::invalid(
-                "profile \"disk\" needs at least one entry in \"devices\" (e.g. \"/dev/nvme0n1\")",
+                "profile \"disk\" needs at least one entry in \"devices\" (--device /dev/nvme1n1)",
             ));
         }
         if self.reason.trim().is_empty() {
             return Err(Error::invalid(
-                "\"reason\" must say why evidence is collected (it goes into the custody log)",
+                "\"reason\" (--reason) must say why evidence is collected: it goes into the custody log",
             ));
         }
         check_paths(&self.paths, &self.devices)
@@ -158,11 +205,30 @@ impl Collections {
         self.limits
     }
 
+    /// A collection by its id or an id prefix.
     pub fn get(&self, id: &str) -> Result<CollectionRow> {
+        if let Some(c) = self.stores.meta.get_collection(id)? {
+            return Ok(c);
+        }
+        let found = self.stores.meta.collection_ids_with_prefix(id, 10)?;
+        let full = crate::hosts::one_id("collection", id, false, found)?;
         self.stores
             .meta
-            .get_collection(id)?
+            .get_collection(&full)?
             .ok_or_else(|| Error::not_found(format!("no collection {id}")))
+    }
+
+    /// An item by its id or an id prefix.
+    pub fn item(&self, id: &str) -> Result<ItemRow> {
+        if let Some(i) = self.stores.meta.get_item(id)? {
+            return Ok(i);
+        }
+        let found = self.stores.meta.item_ids_with_prefix(id, 10)?;
+        let full = crate::hosts::one_id("item", id, false, found)?;
+        self.stores
+            .meta
+            .get_item(&full)?
+            .ok_or_else(|| Error::not_found(format!("no item {id}")))
     }
 
     /// Store a request, log `trigger_received` (with `extra` facts, e.g. the alert) and wake
@@ -543,7 +609,7 @@ impl Collections {
 
     /// Check the chain and every stored byte, and record the verification in the chain.
     pub fn verify(&self, collection_id: &str, actor: &str) -> Result<VerifyReport> {
-        self.get(collection_id)?;
+        let collection_id = &self.get(collection_id)?.id;
         let report = self.custody.verify(collection_id)?;
         let action = if report.ok {
             "verified"
@@ -565,11 +631,8 @@ impl Collections {
 
     /// A sealed item, ready to be served; anything else is a conflict naming its status.
     pub fn sealed_item(&self, item_id: &str) -> Result<ItemRow> {
-        let item = self
-            .stores
-            .meta
-            .get_item(item_id)?
-            .ok_or_else(|| Error::not_found(format!("no item {item_id}")))?;
+        let item = self.item(item_id)?;
+        let item_id = item.id.clone();
         if item.status != ItemStatus::Sealed {
             return Err(Error::conflict(format!(
                 "item {item_id} is {}, not sealed",

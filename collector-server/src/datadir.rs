@@ -7,6 +7,7 @@
 //!      admin.token              the first admin API token (0600), printed once by init
 //!      cairn.db                 SQLite: hosts, tokens, collections, items, chunks, custody
 //!      custody-heads.jsonl      every custody chain's signed head, append-only (0600)
+//!      evidence.age-key         age identity evidence may be encrypted to (0600)
 //!      chunks/ab/abcd…          content-addressed chunk payloads
 //! ```
 
@@ -18,6 +19,9 @@ use anyhow::{bail, Context, Result};
 use cairn_private_fs::write_secret;
 use std::fs;
 use std::path::PathBuf;
+
+/// The evidence key's file name in the data directory.
+pub const EVIDENCE_KEY: &str = "evidence.age-key";
 
 /// The custody head log's file name in the data directory.
 pub const HEADS: &str = "custody-heads.jsonl";
@@ -80,6 +84,23 @@ impl DataDir {
         ed25519_dalek::SigningKey::from_pkcs8_pem(&self.read("custody.key")?)
             .map_err(|e| anyhow::anyhow!("custody.key is not an ed25519 PKCS#8 key: {e}"))
     }
+    /// The evidence key (age X25519 identity), created on first use: agents encrypt offline
+    /// collections to its public half, and with `--encrypt-at-rest` chunks are stored
+    /// encrypted to it. Back it up: what is encrypted to it is unreadable without it.
+    pub fn evidence_key(&self) -> Result<crate::crypt::EvidenceKey> {
+        let p = self.path(EVIDENCE_KEY);
+        match fs::read_to_string(&p) {
+            Ok(text) => Ok(crate::crypt::EvidenceKey::parse(&text)
+                .with_context(|| format!("{} is not an age identity", p.display()))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = crate::crypt::EvidenceKey::generate();
+                write_secret(&p, key.to_file_text().as_bytes())?;
+                Ok(key)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+        }
+    }
+
     /// 32 random bytes for QUIC stateless resets, created on first use.
     pub fn quic_reset_secret(&self) -> Result<Vec<u8>> {
         let p = self.path("quic-reset.key");
@@ -215,6 +236,7 @@ impl DataDir {
 
         let db = Sqlite::open(&self.path("cairn.db"))?;
         HeadFile::open(&self.path(HEADS), true)?;
+        self.evidence_key()?;
         let admin = db.create_api_token("admin", Role::Admin)?;
         write_secret(&self.path("admin.token"), format!("{admin}\n").as_bytes())?;
         let uses = 100;

@@ -11,7 +11,7 @@
 //!  error (the domain's errors, by what the caller should do)
 //!  ingest (the item state machine: frame order, chunk verification, sealing)
 //!  evidence (the one verified read of stored chunks)
-//!  storage (metadata + blob traits; SQLite, chunk directory)   authority   datadir
+//!  storage (metadata + blob traits; SQLite, chunk directory)  crypt  authority  datadir
 //!  cairn-protocol
 //! ```
 
@@ -19,6 +19,7 @@ pub mod admission;
 pub mod api;
 pub mod authority;
 pub mod collections;
+pub mod crypt;
 pub mod custody;
 pub mod datadir;
 pub mod error;

@@ -14,6 +14,40 @@ use serde_json::json;
 /// More checks than any agent runs: a report beyond it is refused, not stored.
 pub const MAX_CHECKS: usize = 256;
 
+/// The largest canary the collector decrypts: it is 32 bytes and an age header.
+const MAX_CANARY: usize = 64 * 1024;
+
+/// The self-test's encryption canary: decrypt what the host encrypted to the evidence key and
+/// say what it was, so the host knows its offline evidence can be read here.
+pub fn canary(key: &crate::crypt::EvidenceKey, ciphertext_b64: &str) -> Message {
+    use base64::Engine;
+    let result = (|| -> std::result::Result<String, String> {
+        if ciphertext_b64.len() > MAX_CANARY {
+            return Err(format!(
+                "canary of {} bytes; at most {MAX_CANARY}",
+                ciphertext_b64.len()
+            ));
+        }
+        let cipher = base64::engine::general_purpose::STANDARD
+            .decode(ciphertext_b64.trim())
+            .map_err(|e| format!("canary is not base64: {e}"))?;
+        let plain = key.decrypt(&cipher).map_err(|e| e.to_string())?;
+        Ok(cairn_protocol::sha256_hex(&plain))
+    })();
+    match result {
+        Ok(sha256) => Message::CanaryResult {
+            ok: true,
+            sha256: Some(sha256),
+            error: None,
+        },
+        Err(e) => Message::CanaryResult {
+            ok: false,
+            sha256: None,
+            error: Some(e),
+        },
+    }
+}
+
 /// Store a report; returns the host's verdict before it.
 pub fn record(
     stores: &Stores,

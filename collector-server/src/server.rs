@@ -9,6 +9,7 @@ use crate::datadir::DataDir;
 use crate::sessions::Sessions;
 use crate::state::State;
 use crate::storage::chunk_dir::ChunkDir;
+use crate::storage::encrypted_blobs::EncryptedBlobs;
 use crate::storage::Stores;
 use crate::triggers::{TriggerConfig, Triggers};
 use anyhow::{bail, Context, Result};
@@ -21,16 +22,25 @@ pub struct ServeOptions {
     pub api_plain_http: bool,
     /// fsync each chunk before acknowledging it.
     pub fsync: bool,
+    /// Store new chunks encrypted to the evidence key.
+    pub encrypt_at_rest: bool,
 }
 
 /// The stores, keys and services of a data directory.
-pub fn load_state(data: &DataDir, fsync: bool) -> Result<Arc<State>> {
+pub fn load_state(data: &DataDir, fsync: bool, encrypt_at_rest: bool) -> Result<Arc<State>> {
     data.check_private()?;
     let db = data.open_db()?;
     let heads = data.open_heads(&db)?;
+    let evidence_key = Arc::new(data.evidence_key()?);
+    let chunks: Arc<dyn crate::storage::BlobStore> = Arc::new(ChunkDir::new(data.chunks(), fsync));
+    let blobs: Arc<dyn crate::storage::BlobStore> = if encrypt_at_rest {
+        Arc::new(EncryptedBlobs::new(chunks, evidence_key.clone()))
+    } else {
+        chunks
+    };
     let stores = Stores {
         meta: Arc::new(db),
-        blobs: Arc::new(ChunkDir::new(data.chunks(), fsync)),
+        blobs,
         heads: Arc::new(heads),
     };
     let custody = Custody::new(data.custody_key()?, stores.clone());
@@ -49,6 +59,7 @@ pub fn load_state(data: &DataDir, fsync: bool) -> Result<Arc<State>> {
         ca_pem: data.ca_pem()?,
         triggers: Triggers::new(TriggerConfig::load(&data.path("triggers.toml"))?),
         health: Default::default(),
+        evidence_key,
     }))
 }
 
@@ -74,7 +85,14 @@ pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
             opts.api_listen
         );
     }
-    let state = load_state(&data, opts.fsync)?;
+    let state = load_state(&data, opts.fsync, opts.encrypt_at_rest)?;
+    if opts.encrypt_at_rest {
+        eprintln!(
+            "chunks are stored encrypted to the evidence key {} ({}): back it up",
+            state.evidence_key.recipient(),
+            data.path(crate::datadir::EVIDENCE_KEY).display()
+        );
+    }
     let endpoint = crate::quic::endpoint(&data, opts.quic_listen)?;
     eprintln!("quic listening on {}", endpoint.local_addr()?);
     let listener = tokio::net::TcpListener::bind(opts.api_listen)

@@ -3,6 +3,7 @@
 
 use crate::authority::Authority;
 use crate::collections::Collections;
+use crate::crypt::EvidenceKey;
 use crate::custody::Custody;
 use crate::health::Health;
 use crate::sessions::Sessions;
@@ -22,6 +23,8 @@ pub struct State {
     pub ca_pem: String,
     /// Whether evidence can be stored now.
     pub health: Health,
+    /// The age identity offline collections and (optionally) stored chunks are encrypted to.
+    pub evidence_key: Arc<EvidenceKey>,
 }
 
 impl State {

@@ -4,7 +4,6 @@
 use super::auth::{COLLECTORS, READERS};
 use super::{internal, parse_json, to_value, ApiResult, Caller, S};
 use crate::collections::Ask;
-use crate::error::Error;
 use crate::state::State;
 use crate::storage::Role;
 use axum::body::Bytes;
@@ -85,9 +84,15 @@ async fn list_collections(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
+    // A host is named as anywhere else (hostname, instance id, id prefix); one that does not
+    // exist is an error, not an empty list.
+    let host = match q.host.as_deref() {
+        Some(h) => Some(crate::hosts::resolve(state.meta(), h)?.id),
+        None => None,
+    };
     let rows = state
         .meta()
-        .list_collections(q.host.as_deref(), q.limit.unwrap_or(100).min(1000))?;
+        .list_collections(host.as_deref(), q.limit.unwrap_or(100).min(1000))?;
     Ok(Json(json!({ "collections": rows })))
 }
 
@@ -96,7 +101,7 @@ pub(super) fn collection_view(state: &State, id: &str) -> ApiResult<Value> {
     let c = state.collections.get(id)?;
     let hostname = state.meta().get_host(&c.host_id)?.map(|h| h.hostname);
     let mut items = Vec::new();
-    for i in state.meta().items_of_collection(id)? {
+    for i in state.meta().items_of_collection(&c.id)? {
         let source = i.header.as_ref().map(|h| to_value(&h.source)).transpose()?;
         let gaps = i.manifest.as_ref().map(|m| m.gaps.len()).unwrap_or(0);
         let acq = i.manifest.as_ref().map(|m| m.status);
@@ -127,10 +132,8 @@ async fn custody_log(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
+    let id = state.collections.get(&id)?.id;
     let records = state.meta().custody_records(&id)?;
-    if records.is_empty() && state.meta().get_collection(&id)?.is_none() {
-        return Err(Error::not_found(format!("no collection {id}")).into());
-    }
     Ok(Json(json!({
         "collection_id": id,
         "public_key": state.custody.public_key_hex(),

@@ -1,10 +1,11 @@
 //! `GET /api/v1/hosts`, `GET /api/v1/hosts/{id}/events`.
 
-use super::auth::READERS;
-use super::{to_value, ApiResult, Caller, S};
+use super::auth::{ADMINS, READERS};
+use super::{parse_json, to_value, ApiResult, Caller, S};
+use crate::error::Error;
 use crate::timeline::search::time_param;
 use axum::extract::{Path, Query, State as AxState};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -13,6 +14,43 @@ pub(super) fn routes() -> Router<S> {
     Router::new()
         .route("/api/v1/hosts", get(list_hosts))
         .route("/api/v1/hosts/{id}/events", get(host_events))
+        .route("/api/v1/hosts/{id}/retire", post(retire_host))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetireBody {
+    reason: String,
+}
+
+/// Retire a host: its agent's certificate is refused from now on (it must enroll again to be
+/// collected from), names and triggers no longer find it, its collections and custody stay.
+async fn retire_host(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    caller.require(ADMINS)?;
+    let b: RetireBody = parse_json(&body)?;
+    if b.reason.trim().is_empty() {
+        return Err(Error::invalid("\"reason\" must say why the host is retired").into());
+    }
+    let host = crate::hosts::resolve(state.meta(), &id)?;
+    if !state
+        .meta()
+        .retire_host(&host.id, &format!("{} ({})", b.reason, caller.actor()))?
+    {
+        return Err(Error::conflict(format!("host {} is already retired", host.id)).into());
+    }
+    tracing::warn!(
+        "{} retired host {} ({}): {}",
+        caller.actor(),
+        host.id,
+        host.hostname,
+        b.reason
+    );
+    Ok(Json(json!({"retired": host.id, "hostname": host.hostname})))
 }
 
 async fn list_hosts(

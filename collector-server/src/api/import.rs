@@ -98,7 +98,24 @@ async fn import_item(
         buf: Bytes::new(),
     };
     let result = tokio::task::spawn_blocking(move || {
-        import_stream(&st.collections, &cid, &item_id, &actor, reader)
+        // An item written with `collect --out DIR --encrypt` is age-encrypted to this
+        // collector's evidence key: decrypted here, as it is read.
+        let mut reader = reader;
+        let mut head = Vec::new();
+        (&mut reader)
+            .take(crate::crypt::AGE_MAGIC.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| IngestError::Frames(e.to_string()))?;
+        let whole = std::io::Cursor::new(head.clone()).chain(reader);
+        if crate::crypt::is_age(&head) {
+            let plain = st
+                .evidence_key
+                .decrypt_stream(whole)
+                .map_err(|e| IngestError::Frames(e.to_string()))?;
+            import_stream(&st.collections, &cid, &item_id, &actor, plain)
+        } else {
+            import_stream(&st.collections, &cid, &item_id, &actor, whole)
+        }
     })
     .await
     .map_err(|e| internal("import task", e))?;

@@ -25,10 +25,7 @@ async fn show_item(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
-    let item = state
-        .meta()
-        .get_item(&id)?
-        .ok_or_else(|| Error::not_found(format!("no item {id}")))?;
+    let item = state.collections.item(&id)?;
     let mut v = match &item.manifest {
         Some(m) => to_value(m)?,
         None => to_value(&item.header)?,
@@ -61,7 +58,7 @@ async fn download_item(
         .into());
     }
     // Every chunk's codec is looked up before the first byte is served.
-    let chunks = ItemChunks::open(&state.stores, &id).map_err(Error::from)?;
+    let chunks = ItemChunks::open(&state.stores, &item.id).map_err(Error::from)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let st = state.clone();
     let actor = caller.actor();

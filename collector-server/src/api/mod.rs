@@ -5,6 +5,7 @@
 //! Request bodies are parsed by hand rather than by axum's `Json` extractor so that a malformed
 //! request gets a JSON error that names the field, the same shape as every other error.
 
+mod archive;
 mod auth;
 mod collections;
 mod hosts;
@@ -13,6 +14,7 @@ mod items;
 mod readiness;
 mod serve;
 mod timeline;
+mod tokens;
 mod triggers;
 
 pub use auth::Caller;
@@ -96,11 +98,16 @@ pub fn router(state: S) -> Router {
     Router::new()
         .merge(hosts::routes())
         .merge(collections::routes())
+        .merge(archive::routes())
         .merge(items::routes())
         .merge(import::routes())
         .merge(readiness::routes())
         .merge(triggers::routes())
         .merge(timeline::routes())
+        .merge(tokens::routes())
+        // Inside out: the body is read (bounded) only for a caller with a valid token.
+        .layer(middleware::from_fn(body_limit))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), auth::bearer))
         // For load balancers and operators: no token, nothing secret.
         .route("/healthz", axum::routing::get(healthz))
@@ -111,6 +118,51 @@ pub fn router(state: S) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// Largest JSON request body. Item imports (`PUT …/items/…`) stream and are not held.
+pub const MAX_BODY: usize = 2 << 20;
+/// How much of an oversized body is read and thrown away so that the client, HTTP/2 ones
+/// included, gets its 413 instead of a reset stream; beyond it the stream is reset.
+const MAX_DRAIN: usize = 64 << 20;
+
+/// Bounded request bodies, answered 413 with a JSON error when over the limit.
+async fn body_limit(req: axum::extract::Request, next: middleware::Next) -> Response {
+    if req.method() == axum::http::Method::PUT && req.uri().path().starts_with("/api/v1/import/") {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let mut body = body.into_data_stream();
+    let mut kept: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    use futures::StreamExt;
+    while let Some(frame) = body.next().await {
+        let Ok(bytes) = frame else {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            )
+            .into_response();
+        };
+        total += bytes.len();
+        if total <= MAX_BODY {
+            kept.extend_from_slice(&bytes);
+        } else if total > MAX_DRAIN {
+            break;
+        }
+    }
+    if total > MAX_BODY {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {MAX_BODY} bytes, the limit of this API"),
+        )
+        .into_response();
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(kept),
+    ))
+    .await
 }
 
 /// `GET /healthz`: 200 while evidence can be stored, 503 while it cannot (storage full).

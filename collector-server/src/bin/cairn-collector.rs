@@ -48,6 +48,10 @@ enum Cmd {
         /// Acknowledge chunks without fsyncing them first (faster, not crash-safe).
         #[arg(long)]
         no_fsync: bool,
+        /// Store new evidence chunks encrypted (age) to the data directory's evidence.age-key;
+        /// chunks stored before stay readable. Back the key up: without it the evidence is lost.
+        #[arg(long)]
+        encrypt_at_rest: bool,
     },
     /// Manage tokens.
     Token {
@@ -158,6 +162,7 @@ fn run() -> Result<()> {
             api_listen,
             api_plain_http,
             no_fsync,
+            encrypt_at_rest,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(cairn_collector::server::serve(
@@ -167,6 +172,7 @@ fn run() -> Result<()> {
                     api_listen,
                     api_plain_http,
                     fsync: !no_fsync,
+                    encrypt_at_rest,
                 },
             ))?;
         }

@@ -58,7 +58,7 @@ pub(super) async fn control(
             agent_id: host_id.to_string(),
             collector_version: crate::tool_version(),
             server_time: cairn_protocol::rfc3339::now(),
-            evidence_recipient: None,
+            evidence_recipient: Some(state.evidence_key.recipient()),
         },
     )
     .await?;

@@ -33,7 +33,9 @@ pub fn endpoint(data: &DataDir, listen: SocketAddr) -> Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
+    // Agents keep the connection alive every 5 s; one that stops answering for 10 s is gone,
+    // and `cairn hosts` says so within seconds rather than half a minute later.
+    transport.max_idle_timeout(Some(Duration::from_secs(10).try_into()?));
     transport.max_concurrent_bidi_streams(64u32.into());
     // Large windows: one item stream should fill a fast link on its own.
     transport.stream_receive_window((32u32 * 1024 * 1024).into());

@@ -47,7 +47,7 @@ pub(super) async fn enrollment(state: Arc<State>, conn: quinn::Connection) -> Re
                         agent_id,
                         cert_pem,
                         ca_pem: state.ca_pem.clone(),
-                        evidence_recipient: None,
+                        evidence_recipient: Some(state.evidence_key.recipient()),
                     }
                 }
                 Err(e) => Message::error("bad_request", e.to_string()),

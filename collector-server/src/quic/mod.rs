@@ -3,7 +3,8 @@
 //! A connection without a client certificate may only enroll ([`enroll`]). A connection with
 //! one is an agent, known by the SHA-256 of its certificate; each stream it opens says what it
 //! is by its first frame: `hello` (the [`control`] stream), `events` ([`events`]),
-//! `item_begin` ([`items`]), `readiness` or `selftest_begin` ([`readiness`]).
+//! `item_begin` ([`items`]), `readiness` or `selftest_begin` ([`readiness`]), `canary` (the
+//! self-test's encryption check, answered at once).
 
 mod control;
 mod endpoint;
@@ -117,6 +118,10 @@ async fn handle(state: Arc<State>, conn: quinn::Connection) -> Result<()> {
                 }
                 Ok(Some(Frame::Message(Message::Readiness(report)))) => {
                     readiness::readiness_stream(state, &host_id, *report, send).await
+                }
+                Ok(Some(Frame::Message(Message::Canary { ciphertext }))) => {
+                    let reply = crate::readiness::canary(&state.evidence_key, &ciphertext);
+                    finish_with(send, reply).await
                 }
                 Ok(Some(Frame::Message(Message::SelftestBegin { collection_id }))) => {
                     readiness::round_trip_stream(state, &host_id, collection_id, send, recv).await

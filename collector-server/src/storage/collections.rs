@@ -120,6 +120,8 @@ pub trait CollectionStore {
         errors: Option<&[String]>,
     ) -> Result<()>;
     fn get_collection(&self, id: &str) -> Result<Option<CollectionRow>>;
+    /// Ids of collections that start with `prefix` (at most `limit`).
+    fn collection_ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>>;
     /// Requests not yet accepted by the host's agent (requested or queued), oldest first.
     fn pending_requests(&self, host_id: &str) -> Result<Vec<CollectRequest>>;
     /// Live collections running (or paused) now, on one host or on all.

@@ -49,6 +49,9 @@ pub struct HostRow {
     pub readiness: Option<String>,
     pub readiness_since: Option<String>,
     pub readiness_at: Option<String>,
+    /// When it was retired (its certificate no longer accepted, its evidence kept), and why.
+    pub retired_at: Option<String>,
+    pub retired_reason: Option<String>,
 }
 
 pub trait HostStore {
@@ -70,4 +73,9 @@ pub trait HostStore {
     /// Hosts matching an id, hostname, instance id or machine id.
     fn find_hosts(&self, query: &str) -> Result<Vec<HostRow>>;
     fn get_host(&self, id: &str) -> Result<Option<HostRow>>;
+    /// Hosts whose id starts with `prefix` (at most `limit`).
+    fn hosts_with_id_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<HostRow>>;
+    /// Retire a host: its certificate is no longer accepted, triggers and names no longer
+    /// find it, its collections stay. False when there is no such host.
+    fn retire_host(&self, id: &str, reason: &str) -> Result<bool>;
 }

@@ -91,6 +91,8 @@ pub trait ItemStore {
     /// Register an item when its first stream opens; false when it already existed.
     fn insert_item(&self, header: &ItemHeader) -> Result<bool>;
     fn get_item(&self, id: &str) -> Result<Option<ItemRow>>;
+    /// Ids of items that start with `prefix` (at most `limit`).
+    fn item_ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>>;
     fn items_of_collection(&self, collection_id: &str) -> Result<Vec<ItemRow>>;
     /// The item's chunks in index order.
     fn item_chunks(&self, item_id: &str) -> Result<Vec<ChunkRow>>;

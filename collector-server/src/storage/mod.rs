@@ -15,6 +15,7 @@ pub mod blobs;
 pub mod chunk_dir;
 pub mod collections;
 pub mod custody;
+pub mod encrypted_blobs;
 pub mod events;
 pub mod head_file;
 pub mod heads;

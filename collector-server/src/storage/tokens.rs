@@ -42,6 +42,26 @@ pub enum EnrollRefusal {
     Expired(String),
     #[error("enrollment token has been used {0} of {0} times")]
     Exhausted(u32),
+    #[error("enrollment token was revoked at {0}")]
+    Revoked(String),
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    /// The first 12 hex digits of the secret's SHA-256: enough to name it, nothing to use.
+    pub id: String,
+    /// `api` or `enroll`.
+    pub kind: &'static str,
+    /// API tokens: the name custody records; enrollment tokens: the label.
+    pub name: String,
+    /// API tokens only.
+    pub role: Option<Role>,
+    pub created_at: String,
+    /// Enrollment tokens: when they stop working, and how many uses are left.
+    pub expires_at: Option<String>,
+    pub uses_left: Option<u32>,
+    pub revoked_at: Option<String>,
 }
 
 pub trait TokenStore {
@@ -53,4 +73,9 @@ pub trait TokenStore {
     fn create_enroll_token(&self, uses: u32, ttl_secs: i64, label: &str) -> Result<(String, i64)>;
     /// Use an enrollment token once, atomically.
     fn consume_enroll_token(&self, secret: &str) -> Result<std::result::Result<(), EnrollRefusal>>;
+    /// Every token, API and enrollment, newest first.
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>>;
+    /// Revoke the tokens an id prefix (at least 6 hex digits) or an API token name names;
+    /// returns how many were revoked.
+    fn revoke_tokens(&self, id_or_name: &str) -> Result<u32>;
 }

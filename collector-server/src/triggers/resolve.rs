@@ -77,7 +77,7 @@ fn matches(h: &HostRow, l: &Lookup) -> Option<Option<String>> {
 pub fn resolve(hosts: &[HostRow], lookups: &[Lookup]) -> Result<(HostRow, String, Option<String>)> {
     let enrolled: Vec<&HostRow> = hosts
         .iter()
-        .filter(|h| h.origin == HostOrigin::Enrolled)
+        .filter(|h| h.origin == HostOrigin::Enrolled && h.retired_at.is_none())
         .collect();
     for (i, l) in lookups.iter().enumerate() {
         let mut found: Vec<(&HostRow, Option<String>)> = enrolled
@@ -142,6 +142,8 @@ mod tests {
             readiness: None,
             readiness_since: None,
             readiness_at: None,
+            retired_at: None,
+            retired_reason: None,
         }
     }
 

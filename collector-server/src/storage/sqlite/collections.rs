@@ -100,6 +100,14 @@ impl CollectionStore for Sqlite {
             .optional()?)
     }
 
+    fn collection_ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT id FROM collections WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id LIMIT ?2",
+            params![prefix, limit],
+            |r| r.get(0),
+        )
+    }
+
     fn pending_requests(&self, host_id: &str) -> Result<Vec<CollectRequest>> {
         let json: Vec<String> = self.rows(
             "SELECT request_json FROM collections WHERE host_id = ?1 AND status IN ('requested', 'queued') ORDER BY requested_at",

@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS hosts (
 "#;
 
 const HOST_COLS: &str =
-    "id, hostname, machine_id, instance_id, kernel, agent_version, enrolled_at, last_seen, origin, status_json, readiness, readiness_since, readiness_at";
+    "id, hostname, machine_id, instance_id, kernel, agent_version, enrolled_at, last_seen, origin, status_json, readiness, readiness_since, readiness_at, retired_at, retired_reason";
 
 fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
     Ok(HostRow {
@@ -30,6 +30,8 @@ fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
         readiness: r.get(10)?,
         readiness_since: r.get(11)?,
         readiness_at: r.get(12)?,
+        retired_at: r.get(13)?,
+        retired_reason: r.get(14)?,
     })
 }
 
@@ -142,7 +144,8 @@ impl HostStore for Sqlite {
     fn find_hosts(&self, query: &str) -> Result<Vec<HostRow>> {
         self.rows(
             &format!(
-                "SELECT {HOST_COLS} FROM hosts WHERE id = ?1 OR hostname = ?1 OR instance_id = ?1 OR machine_id = ?1 ORDER BY last_seen DESC"
+                "SELECT {HOST_COLS} FROM hosts WHERE (id = ?1 OR hostname = ?1 OR instance_id = ?1 OR machine_id = ?1)
+                 AND (retired_at IS NULL OR id = ?1) ORDER BY last_seen DESC"
             ),
             params![query],
             host_from_row,
@@ -158,5 +161,27 @@ impl HostStore for Sqlite {
                 host_from_row,
             )
             .optional()?)
+    }
+
+    fn hosts_with_id_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<HostRow>> {
+        let escaped = prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        self.rows(
+            &format!(
+                "SELECT {HOST_COLS} FROM hosts WHERE id LIKE ?1 ESCAPE '\\' AND retired_at IS NULL ORDER BY id LIMIT ?2"
+            ),
+            params![format!("{escaped}%"), limit],
+            host_from_row,
+        )
+    }
+
+    fn retire_host(&self, id: &str, reason: &str) -> Result<bool> {
+        let n = self.lock().execute(
+            "UPDATE hosts SET retired_at = ?2, retired_reason = ?3, cert_sha256 = NULL WHERE id = ?1 AND retired_at IS NULL",
+            params![id, now(), reason],
+        )?;
+        Ok(n == 1)
     }
 }

@@ -76,6 +76,14 @@ impl ItemStore for Sqlite {
             .optional()?)
     }
 
+    fn item_ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT id FROM items WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id LIMIT ?2",
+            params![prefix, limit],
+            |r| r.get(0),
+        )
+    }
+
     fn items_of_collection(&self, collection_id: &str) -> Result<Vec<ItemRow>> {
         self.rows(
             &format!(

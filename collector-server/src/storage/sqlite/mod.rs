@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("hosts", "readiness", "TEXT"),
     ("hosts", "readiness_since", "TEXT"),
     ("hosts", "readiness_at", "TEXT"),
+    ("hosts", "retired_at", "TEXT"),
+    ("hosts", "retired_reason", "TEXT"),
+    ("api_tokens", "revoked_at", "TEXT"),
+    ("enroll_tokens", "revoked_at", "TEXT"),
 ];
 
 fn now() -> String {
