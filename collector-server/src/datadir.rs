@@ -8,6 +8,7 @@
 //!      cairn.db                 SQLite: hosts, tokens, collections, items, chunks, custody
 //!      custody-heads.jsonl      every custody chain's signed head, append-only (0600)
 //!      evidence.age-key         age identity evidence may be encrypted to (0600)
+//!      collector.toml           optional settings (encrypt_at_rest = true)
 //!      chunks/ab/abcd…          content-addressed chunk payloads
 //! ```
 
@@ -19,6 +20,15 @@ use anyhow::{bail, Context, Result};
 use cairn_private_fs::write_secret;
 use std::fs;
 use std::path::PathBuf;
+
+/// `DATA/collector.toml`: settings of a data directory, every key optional; command-line
+/// flags override them.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Store new evidence chunks encrypted to `evidence.age-key`.
+    pub encrypt_at_rest: bool,
+}
 
 /// The evidence key's file name in the data directory.
 pub const EVIDENCE_KEY: &str = "evidence.age-key";
@@ -84,6 +94,17 @@ impl DataDir {
         ed25519_dalek::SigningKey::from_pkcs8_pem(&self.read("custody.key")?)
             .map_err(|e| anyhow::anyhow!("custody.key is not an ed25519 PKCS#8 key: {e}"))
     }
+    /// `collector.toml`, or the defaults when there is none.
+    pub fn config(&self) -> Result<CollectorConfig> {
+        let p = self.path("collector.toml");
+        match fs::read_to_string(&p) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("{} is not a valid collector configuration", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CollectorConfig::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+        }
+    }
+
     /// The evidence key (age X25519 identity), created on first use: agents encrypt offline
     /// collections to its public half, and with `--encrypt-at-rest` chunks are stored
     /// encrypted to it. Back it up: what is encrypted to it is unreadable without it.
@@ -143,36 +164,50 @@ impl DataDir {
     }
 
     /// Refuse a data directory other users can read: it holds the evidence (a collected
-    /// `/etc/shadow`), the CA key and the custody key. The directory itself, every entry at its
-    /// top and the chunk fan-out directories are checked.
+    /// `/etc/shadow`), the CA key and the custody key. The directory and its chunk directories
+    /// must be private (the fix is in the message); a file inside that others could read (an
+    /// operator's `triggers.toml` written with umask 022) is made private, and said so.
     pub fn check_private(&self) -> Result<()> {
         let mut exposed = Vec::new();
-        let mut look = |p: &std::path::Path| -> Result<()> {
-            if let Some(why) = cairn_private_fs::exposure(p)? {
+        for dir in [self.root.clone(), self.chunks()] {
+            if let Some(why) = cairn_private_fs::exposure(&dir)? {
                 exposed.push(why);
             }
-            Ok(())
-        };
-        look(&self.root)?;
-        for dir in [self.root.clone(), self.chunks()] {
-            let Ok(rd) = fs::read_dir(&dir) else { continue };
-            for entry in rd.flatten() {
-                look(&entry.path())?;
+        }
+        if let Ok(rd) = fs::read_dir(self.chunks()) {
+            for entry in rd.flatten().filter(|e| e.path().is_dir()) {
+                if let Some(why) = cairn_private_fs::exposure(&entry.path())? {
+                    exposed.push(why);
+                }
             }
         }
-        if exposed.is_empty() {
-            return Ok(());
+        if !exposed.is_empty() {
+            let n = exposed.len();
+            let first: Vec<String> = exposed.into_iter().take(3).collect();
+            bail!(
+                "{} holds evidence and keys, but {}{}. Fix: `chmod -R go-rwx {}` (and run the collector as the only user with access)",
+                self.root.display(),
+                first.join("; "),
+                if n > 3 { "; …" } else { "" },
+                self.root.display()
+            );
         }
-        let n = exposed.len();
-        let first: Vec<String> = exposed.into_iter().take(3).collect();
-        bail!(
-            "{} holds evidence and keys but {n} entr{} other users can read: {}{}. Fix: `chmod -R go-rwx {}` (and run the collector as the only user with access)",
-            self.root.display(),
-            if n == 1 { "y is one" } else { "ies are ones" },
-            first.join("; "),
-            if n > 3 { "; …" } else { "" },
-            self.root.display()
-        )
+        for entry in fs::read_dir(&self.root)
+            .with_context(|| format!("cannot read {}", self.root.display()))?
+            .flatten()
+        {
+            let p = entry.path();
+            if p.is_file() && cairn_private_fs::exposure(&p)?.is_some() {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot make {} private", p.display()))?;
+                tracing::warn!(
+                    "{} was readable by other users: made private (0600)",
+                    p.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The custody head log. A data directory whose database holds custody chains but whose

@@ -85,8 +85,9 @@ pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
             opts.api_listen
         );
     }
-    let state = load_state(&data, opts.fsync, opts.encrypt_at_rest)?;
-    if opts.encrypt_at_rest {
+    let encrypt_at_rest = opts.encrypt_at_rest || data.config()?.encrypt_at_rest;
+    let state = load_state(&data, opts.fsync, encrypt_at_rest)?;
+    if encrypt_at_rest {
         eprintln!(
             "chunks are stored encrypted to the evidence key {} ({}): back it up",
             state.evidence_key.recipient(),

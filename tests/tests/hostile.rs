@@ -269,7 +269,7 @@ fn evidence_is_private_on_disk_and_a_readable_data_directory_is_refused() {
     std::fs::set_permissions(&collector.data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let msg = format!("{:#}", collector.restart().unwrap_err());
     assert!(
-        msg.contains("other users can read") && msg.contains("chmod -R go-rwx"),
+        msg.contains("other users on this machine can read") && msg.contains("chmod -R go-rwx"),
         "{msg}"
     );
 }

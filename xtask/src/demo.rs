@@ -14,6 +14,9 @@ use cairn_harness::{
 use crate::procs::{build_release, repo_root, section};
 
 pub fn run(keep_running: bool) -> Result<()> {
+    // The demo is a first command on a fresh machine: it installs what its build needs, as
+    // `cargo xtask test` does.
+    crate::setup::for_demo(&[("curl", "curl")])?;
     section("building release binaries");
     let bins = build_release()?;
 

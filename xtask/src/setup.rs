@@ -53,8 +53,22 @@ fn nix_like_euid() -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-/// Installs what is missing of the build's and the tests' packages; mounts tracefs and bpffs.
+/// Installs what is missing of the build's and the tests' packages, the tests' Python tools;
+/// mounts tracefs and bpffs.
 pub fn run(test_tools: &[(&str, &str)]) -> Result<()> {
+    packages(test_tools)?;
+    python_tools()?;
+    mounts()
+}
+
+/// What the demo needs on a fresh machine: the build's packages and `tools`, tracefs and bpffs
+/// (no Python tools: the demo runs none).
+pub fn for_demo(tools: &[(&str, &str)]) -> Result<()> {
+    packages(tools)?;
+    mounts()
+}
+
+fn packages(test_tools: &[(&str, &str)]) -> Result<()> {
     section("packages (clang, libbpf-dev, test tools)");
     let mut missing: Vec<(&str, &str)> = BUILD_NEEDS
         .iter()
@@ -101,9 +115,10 @@ pub fn run(test_tools: &[(&str, &str)]) -> Result<()> {
             bail!("still missing after apt-get install: {}", still.join(", "));
         }
     }
+    Ok(())
+}
 
-    python_tools()?;
-
+fn mounts() -> Result<()> {
     section("tracefs and bpffs");
     mount_if_absent(
         "/sys/kernel/tracing",
