@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  bin/ cairn-collector ─ server (wiring: stores, keys, listeners)
-//!  api/ (HTTP, one module per resource)      quic/ (agent streams, one module per kind)
+//!  api/ (HTTP JSON, one module per resource)   console/ (web pages)   quic/ (agent streams)
 //!  state (what every handler holds)
 //!  collections timeline custody triggers readiness hosts sessions admission health   domain
 //!  error (the domain's errors, by what the caller should do)
@@ -19,6 +19,7 @@ pub mod admission;
 pub mod api;
 pub mod authority;
 pub mod collections;
+pub mod console;
 pub mod crypt;
 pub mod custody;
 pub mod datadir;

@@ -112,7 +112,9 @@ pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
     let api_admission = Admission::new("API", 64, (nofile / 2).clamp(64, 8192) as usize);
     let quic_admission = Admission::new("QUIC", 256, 50_000);
     let quic = tokio::spawn(crate::quic::run(state.clone(), endpoint, quic_admission));
-    let api = tokio::spawn(crate::api::run(state.clone(), listener, tls, api_admission));
+    // One listener: the JSON API under /api/v1 and the console at /.
+    let app = crate::api::router(state.clone()).merge(crate::console::router(state.clone()));
+    let api = tokio::spawn(crate::api::run(app, listener, tls, api_admission));
     tokio::select! {
         r = quic => r.context("QUIC server task")?,
         r = api => r.context("API server task")?,

@@ -101,7 +101,12 @@ async fn archive(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.require(READERS)?;
-    let c = state.collections.get(&id)?;
+    archive_response(state, &id, caller.actor()).await
+}
+
+/// The archive as a response, for the API and the console alike.
+pub(crate) async fn archive_response(state: S, id: &str, actor: String) -> ApiResult<Response> {
+    let c = state.collections.get(id)?;
     let view = collection_view(&state, &c.id)?;
     let custody = json!({
         "collection_id": c.id,
@@ -126,7 +131,6 @@ async fn archive(
     let filename = format!("attachment; filename=\"{root}.tar\"");
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let st = state.clone();
-    let actor = caller.actor();
     let cid = c.id.clone();
     let docs = (
         serde_json::to_vec_pretty(&view).map_err(|e| internal("collection.json", e))?,

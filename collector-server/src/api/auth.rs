@@ -15,7 +15,7 @@ pub struct Caller {
     pub role: Role,
 }
 
-pub(super) const READERS: &[Role] = &[Role::Admin, Role::Analyst];
+pub(super) const READERS: &[Role] = &[Role::Admin, Role::Analyst, Role::Viewer];
 pub(super) const COLLECTORS: &[Role] = &[Role::Admin, Role::Analyst, Role::Trigger];
 pub(super) const ADMINS: &[Role] = &[Role::Admin];
 

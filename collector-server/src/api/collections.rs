@@ -97,7 +97,7 @@ async fn list_collections(
 }
 
 /// A collection with its hostname and every item (source, gaps, how acquisition ended).
-pub(super) fn collection_view(state: &State, id: &str) -> ApiResult<Value> {
+pub(crate) fn collection_view(state: &State, id: &str) -> ApiResult<Value> {
     let c = state.collections.get(id)?;
     let hostname = state.meta().get_host(&c.host_id)?.map(|h| h.hostname);
     let mut items = Vec::new();

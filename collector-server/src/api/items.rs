@@ -48,7 +48,15 @@ async fn download_item(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.require(READERS)?;
-    let item = state.collections.sealed_item(&id)?;
+    raw_response(state, &id, caller.actor()).await
+}
+
+/// An item's raw bytes as a response, for the API and the console alike: refused when the
+/// item does not match its custody, every chunk re-verified on the way out, the end of the
+/// download recorded in custody.
+pub(crate) async fn raw_response(state: S, id: &str, actor: String) -> ApiResult<Response> {
+    let item = state.collections.sealed_item(id)?;
+    let id = item.id.clone();
     // Evidence that no longer matches its custody record is not served at all.
     if let Err(why) = state.custody.check_item(&item)? {
         return Err(Error::conflict(format!(
@@ -61,7 +69,6 @@ async fn download_item(
     let chunks = ItemChunks::open(&state.stores, &item.id).map_err(Error::from)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let st = state.clone();
-    let actor = caller.actor();
     let raw_len = item.raw_len;
     let sha256 = item.sha256.clone();
     tokio::task::spawn_blocking(move || {
@@ -119,5 +126,11 @@ async fn download_item(
             sha.parse().map_err(|e| internal("hash header", e))?,
         );
     }
+    headers.insert(
+        axum::http::header::CONTENT_DISPOSITION,
+        format!("attachment; filename=\"{id}.bin\"")
+            .parse()
+            .map_err(|e| internal("content disposition", e))?,
+    );
     Ok((headers, body_stream(rx)).into_response())
 }

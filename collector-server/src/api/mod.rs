@@ -5,12 +5,12 @@
 //! Request bodies are parsed by hand rather than by axum's `Json` extractor so that a malformed
 //! request gets a JSON error that names the field, the same shape as every other error.
 
-mod archive;
+pub(crate) mod archive;
 mod auth;
-mod collections;
+pub(crate) mod collections;
 mod hosts;
 mod import;
-mod items;
+pub(crate) mod items;
 mod readiness;
 mod serve;
 mod timeline;

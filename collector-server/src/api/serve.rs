@@ -1,7 +1,6 @@
 //! The HTTPS (or loopback-only plain HTTP) listener: one task per connection, HTTP/1.1 and
 //! HTTP/2 on the same port.
 
-use super::S;
 use crate::admission::{Admission, LogLimiter, Refused};
 use anyhow::{Context, Result};
 use std::sync::Arc;
@@ -24,12 +23,11 @@ pub fn tls_acceptor(data: &crate::datadir::DataDir) -> Result<tokio_rustls::TlsA
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(
-    state: S,
+    app: axum::Router,
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     admission: Arc<Admission>,
 ) -> Result<()> {
-    let app = super::router(state);
     let log = Arc::new(LogLimiter::new(Duration::from_secs(10)));
     loop {
         let (stream, peer) = match listener.accept().await {

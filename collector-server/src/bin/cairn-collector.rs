@@ -100,7 +100,8 @@ enum TokenCmd {
         /// Name recorded in the custody log for everything done with it.
         #[arg(long)]
         name: String,
-        /// admin, analyst or trigger (a trigger token can only start collections).
+        /// admin, analyst, viewer (reads only) or trigger (starts collections within the trigger
+        /// policy, nothing else).
         #[arg(long, default_value = "analyst")]
         role: String,
     },
@@ -229,7 +230,7 @@ fn run() -> Result<()> {
             cmd: TokenCmd::Api { data, name, role },
         } => {
             let role = cairn_collector::storage::Role::parse(&role).ok_or_else(|| {
-                anyhow::anyhow!("unknown role {role:?}: use admin, analyst or trigger")
+                anyhow::anyhow!("unknown role {role:?}: use admin, analyst, viewer or trigger")
             })?;
             let db = DataDir::new(&data).open_db()?;
             println!("{}", db.create_api_token(&name, role)?);

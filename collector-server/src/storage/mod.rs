@@ -14,6 +14,7 @@
 pub mod blobs;
 pub mod chunk_dir;
 pub mod collections;
+pub mod console;
 pub mod custody;
 pub mod encrypted_blobs;
 pub mod events;
@@ -29,6 +30,7 @@ pub mod tokens;
 
 pub use blobs::{BlobError, BlobStore, Capacity};
 pub use collections::{CollectionOrigin, CollectionRow, CollectionStatus, CollectionStore};
+pub use console::{ConsoleSession, ConsoleStore};
 pub use custody::CustodyStore;
 pub use events::{EventStore, LiveEvent};
 pub use heads::HeadStore;
@@ -74,6 +76,7 @@ pub trait MetadataStore:
     + TimelineStore
     + ReadinessStore
     + SearchStore
+    + ConsoleStore
     + Send
     + Sync
 {
@@ -89,6 +92,7 @@ impl<T> MetadataStore for T where
         + TimelineStore
         + ReadinessStore
         + SearchStore
+        + ConsoleStore
         + Send
         + Sync
 {

@@ -26,6 +26,11 @@ pub struct Event {
     pub attrs: Map<String, Value>,
     /// Path on the host of the file the event was read from (or is about).
     pub path: Option<String>,
+    /// The parent process's executable (sensor events).
+    pub parent_exe: Option<String>,
+    /// The remote end of a connection (connects, accepts, sockets) or a login's source.
+    pub dst_addr: Option<String>,
+    pub dst_port: Option<i64>,
     /// Identity of the event within its host: the same event read twice (the live stream and
     /// the journal item, or a log collected twice) is stored once.
     pub dedup: i64,
@@ -69,6 +74,101 @@ pub struct Filter {
     /// Free text, matched case-insensitively against the message.
     #[serde(default)]
     pub text: Option<String>,
+    /// The query language's condition, hosts already resolved to agent ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cond: Option<Cond>,
+    /// Newest first (the default of people); oldest first for exports and replays.
+    #[serde(default)]
+    pub newest_first: bool,
+}
+
+/// A column the query language can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Column {
+    /// Values are agent ids.
+    Host,
+    Kind,
+    Source,
+    User,
+    Exe,
+    Parent,
+    Pid,
+    Ppid,
+    Container,
+    Pod,
+    Path,
+    Dst,
+    DstPort,
+    Item,
+    Message,
+}
+
+impl Column {
+    /// The column's name in the timeline table.
+    pub fn sql(&self) -> &'static str {
+        match self {
+            Column::Host => "host",
+            Column::Kind => "kind",
+            Column::Source => "source",
+            Column::User => "user",
+            Column::Exe => "exe",
+            Column::Parent => "parent_exe",
+            Column::Pid => "pid",
+            Column::Ppid => "ppid",
+            Column::Container => "container",
+            Column::Pod => "pod",
+            Column::Path => "path",
+            Column::Dst => "dst_addr",
+            Column::DstPort => "dst_port",
+            Column::Item => "item_id",
+            Column::Message => "message",
+        }
+    }
+
+    pub fn is_numeric(&self) -> bool {
+        matches!(self, Column::Pid | Column::Ppid | Column::DstPort)
+    }
+}
+
+/// How a value matches a column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Match {
+    /// Equal (case-sensitive; a number for numeric columns).
+    Is(String),
+    /// Starts with (a value ending in `*`).
+    Prefix(String),
+    /// Contains, case-insensitively (free text).
+    Contains(String),
+    /// One of (hosts, users as name and uid).
+    OneOf(Vec<String>),
+}
+
+/// A condition tree: what the query language compiles to, and what stores evaluate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cond {
+    All(Vec<Cond>),
+    Any(Vec<Cond>),
+    Not(Box<Cond>),
+    Is(Column, Match),
+}
+
+/// Counts of matching events over time: `counts[i]` in `[from_ns + i·bucket_ns, +bucket_ns)`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Histogram {
+    pub from_ns: i64,
+    pub bucket_ns: i64,
+    pub counts: Vec<u64>,
+}
+
+/// One value of a column with how often it occurs and on how many hosts (stacking).
+#[derive(Debug, Clone, Serialize)]
+pub struct Stacked {
+    pub value: String,
+    pub events: u64,
+    pub hosts: u64,
 }
 
 /// A page position: the last `(time_ns, id)` returned.
@@ -116,6 +216,11 @@ pub struct Facets {
     pub user: Vec<(String, u64)>,
     pub container: Vec<(String, u64)>,
     pub source: Vec<(String, u64)>,
+    pub exe: Vec<(String, u64)>,
+    pub parent: Vec<(String, u64)>,
+    pub dst: Vec<(String, u64)>,
+    pub dst_port: Vec<(String, u64)>,
+    pub pod: Vec<(String, u64)>,
 }
 
 pub trait TimelineStore {
@@ -148,4 +253,36 @@ pub trait TimelineStore {
     ) -> Result<(Vec<StoredEvent>, Option<Cursor>)>;
     /// Facet counts over everything the filter matches, up to [`FACET_SCAN_MAX`] rows.
     fn timeline_facets(&self, filter: &Filter) -> Result<Facets>;
+    /// Every value of one column among the matching events, most frequent first, a page at a
+    /// time (a facet's "more"), with its count.
+    fn timeline_values(
+        &self,
+        filter: &Filter,
+        column: Column,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>>;
+    /// Matching events per time bucket between `from_ns` and `to_ns`.
+    fn timeline_histogram(
+        &self,
+        filter: &Filter,
+        from_ns: i64,
+        to_ns: i64,
+        buckets: u32,
+    ) -> Result<Histogram>;
+    /// The least (or most) frequent values of a column among the matching events, with the
+    /// number of hosts each was seen on.
+    fn timeline_stack(
+        &self,
+        filter: &Filter,
+        column: Column,
+        rarest_first: bool,
+        limit: u32,
+    ) -> Result<Vec<Stacked>>;
+    /// One event by its row id.
+    fn timeline_event(&self, id: i64) -> Result<Option<StoredEvent>>;
+    /// The `n` events before and the `n` after an event, on its host, in time order.
+    fn timeline_context(&self, id: i64, n: u32) -> Result<Vec<StoredEvent>>;
+    /// The earliest and latest time among the matching events.
+    fn timeline_span(&self, filter: &Filter) -> Result<Option<(i64, i64)>>;
 }

@@ -11,7 +11,9 @@ pub enum Role {
     Admin,
     /// Request collections and read results; no imports, no tokens.
     Analyst,
-    /// Start collections only (detection systems).
+    /// Read everything, change nothing (a manager, an auditor, a second team).
+    Viewer,
+    /// Start collections only (detection systems); cannot sign in to the console.
     Trigger,
 }
 
@@ -20,6 +22,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Analyst => "analyst",
+            Role::Viewer => "viewer",
             Role::Trigger => "trigger",
         }
     }
@@ -27,6 +30,7 @@ impl Role {
         match s {
             "admin" => Some(Role::Admin),
             "analyst" => Some(Role::Analyst),
+            "viewer" => Some(Role::Viewer),
             "trigger" => Some(Role::Trigger),
             _ => None,
         }

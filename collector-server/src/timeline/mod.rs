@@ -13,6 +13,7 @@ pub mod builder;
 pub mod export;
 pub mod live;
 pub mod parse;
+pub mod ql;
 pub mod query;
 pub mod search;
 

@@ -5,6 +5,7 @@
 //! its file here: its schema and its part of the [`super::MetadataStore`] traits.
 
 mod collections;
+mod console;
 mod custody;
 mod events;
 mod hosts;
@@ -51,6 +52,9 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("hosts", "retired_reason", "TEXT"),
     ("api_tokens", "revoked_at", "TEXT"),
     ("enroll_tokens", "revoked_at", "TEXT"),
+    ("timeline", "parent_exe", "TEXT"),
+    ("timeline", "dst_addr", "TEXT"),
+    ("timeline", "dst_port", "INTEGER"),
 ];
 
 fn now() -> String {
@@ -82,6 +86,7 @@ impl Sqlite {
             searches::SCHEMA,
             custody::SCHEMA,
             readiness::SCHEMA,
+            console::SCHEMA,
         ] {
             conn.execute_batch(schema)?;
         }

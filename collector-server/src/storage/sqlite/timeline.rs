@@ -10,7 +10,8 @@
 
 use super::{now, Sqlite};
 use crate::storage::timeline::{
-    Cursor, Event, Facets, Filter, StoredEvent, TimelineStore, FACET_SCAN_MAX, FACET_TOP,
+    Column, Cond, Cursor, Event, Facets, Filter, Histogram, Match, Stacked, StoredEvent,
+    TimelineStore, FACET_SCAN_MAX, FACET_TOP,
 };
 use crate::storage::{to_json, Result};
 use rusqlite::types::Value as Sql;
@@ -34,8 +35,8 @@ CREATE TABLE IF NOT EXISTS timeline_items (
 
 /// Rows per multi-row INSERT: one statement step per 32 events instead of one per event.
 const ROWS: usize = 32;
-const COLUMNS: &str = "host, time_ns, source, kind, pid, ppid, exe, argv, user, container, pod, message, attrs, path, item_id, dedup";
-const COLS: usize = 16;
+const COLUMNS: &str = "host, time_ns, source, kind, pid, ppid, exe, argv, user, container, pod, message, attrs, path, item_id, dedup, parent_exe, dst_addr, dst_port";
+const COLS: usize = 19;
 
 fn insert_sql(rows: usize) -> String {
     let row = format!("({})", vec!["?"; COLS].join(","));
@@ -73,6 +74,9 @@ fn bind(
     st.raw_bind_parameter(at + 13, &e.path)?;
     st.raw_bind_parameter(at + 14, item_id)?;
     st.raw_bind_parameter(at + 15, e.dedup)?;
+    st.raw_bind_parameter(at + 16, &e.parent_exe)?;
+    st.raw_bind_parameter(at + 17, &e.dst_addr)?;
+    st.raw_bind_parameter(at + 18, e.dst_port)?;
     Ok(())
 }
 
@@ -162,10 +166,17 @@ fn where_clause(f: &Filter, after: Option<Cursor>) -> (String, Vec<Sql>) {
             bind(&mut p, Sql::Text(format!("%{escaped}%")))
         ));
     }
+    if let Some(c) = &f.cond {
+        w.push(compile(c, &mut p));
+    }
     if let Some(c) = after {
         let t = bind(&mut p, Sql::Integer(c.time_ns));
         let id = bind(&mut p, Sql::Integer(c.id));
-        w.push(format!("time_ns >= {t} AND (time_ns > {t} OR id > {id})"));
+        if f.newest_first {
+            w.push(format!("time_ns <= {t} AND (time_ns < {t} OR id < {id})"));
+        } else {
+            w.push(format!("time_ns >= {t} AND (time_ns > {t} OR id > {id})"));
+        }
     }
     let sql = if w.is_empty() {
         String::new()
@@ -174,6 +185,82 @@ fn where_clause(f: &Filter, after: Option<Cursor>) -> (String, Vec<Sql>) {
     };
     (sql, p)
 }
+
+fn like_escape(t: &str) -> String {
+    t.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// SQL for a condition of the query language; its values are bound, never spliced.
+fn compile(c: &Cond, p: &mut Vec<Sql>) -> String {
+    let mut bind = |v: Sql| {
+        p.push(v);
+        format!("?{}", p.len())
+    };
+    match c {
+        Cond::All(cs) if cs.is_empty() => "1".into(),
+        Cond::Any(cs) if cs.is_empty() => "0".into(),
+        Cond::All(cs) => format!(
+            "({})",
+            cs.iter()
+                .map(|c| compile(c, p))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        ),
+        Cond::Any(cs) => format!(
+            "({})",
+            cs.iter()
+                .map(|c| compile(c, p))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        ),
+        Cond::Not(c) => format!("NOT COALESCE({}, 0)", compile(c, p)),
+        Cond::Is(Column::Host, m) => {
+            let ids: Vec<String> = match m {
+                Match::OneOf(v) => v.clone(),
+                Match::Is(v) | Match::Prefix(v) | Match::Contains(v) => vec![v.clone()],
+            };
+            let marks: Vec<String> = ids.into_iter().map(|h| bind(Sql::Text(h))).collect();
+            format!(
+                "host IN (SELECT n FROM timeline_hosts WHERE host_id IN ({}))",
+                marks.join(",")
+            )
+        }
+        Cond::Is(col, m) => {
+            let name = col.sql();
+            let value = |v: &str| -> Sql {
+                if col.is_numeric() {
+                    v.parse::<i64>().map(Sql::Integer).unwrap_or(Sql::Null)
+                } else {
+                    Sql::Text(v.to_string())
+                }
+            };
+            match m {
+                Match::Is(v) => format!("{name} = {}", bind(value(v))),
+                Match::OneOf(vs) => format!(
+                    "{name} IN ({})",
+                    vs.iter()
+                        .map(|v| bind(value(v)))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                // A prefix on an exact range stays an index-friendly comparison.
+                Match::Prefix(v) if !col.is_numeric() => {
+                    let lo = bind(Sql::Text(v.clone()));
+                    let hi = bind(Sql::Text(format!("{v}\u{10ffff}")));
+                    format!("({name} >= {lo} AND {name} < {hi})")
+                }
+                Match::Prefix(v) | Match::Contains(v) => format!(
+                    "CAST({name} AS TEXT) LIKE {} ESCAPE '\\'",
+                    bind(Sql::Text(format!("%{}%", like_escape(v))))
+                ),
+            }
+        }
+    }
+}
+
+const ROW_COLS: &str = "id, time_ns, (SELECT host_id FROM timeline_hosts WHERE n = host), source, kind, pid, ppid, exe, argv, user, container, pod, message, attrs, path, item_id, dedup, parent_exe, dst_addr, dst_port";
 
 fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     let argv: Option<String> = r.get(8)?;
@@ -199,6 +286,9 @@ fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
                 .unwrap_or_default(),
             path: r.get(14)?,
             dedup: r.get(16)?,
+            parent_exe: r.get(17)?,
+            dst_addr: r.get(18)?,
+            dst_port: r.get(19)?,
         },
     })
 }
@@ -260,9 +350,13 @@ impl TimelineStore for Sqlite {
     ) -> Result<(Vec<StoredEvent>, Option<Cursor>)> {
         let (w, mut p) = where_clause(f, after);
         p.push(Sql::Integer(i64::from(limit) + 1));
+        let order = if f.newest_first {
+            "time_ns DESC, id DESC"
+        } else {
+            "time_ns, id"
+        };
         let sql = format!(
-            "SELECT id, time_ns, (SELECT host_id FROM timeline_hosts WHERE n = host), source, kind, pid, ppid, exe, argv, user, container, pod, message, attrs, path, item_id, dedup
-             FROM timeline {w} ORDER BY time_ns, id LIMIT ?{}",
+            "SELECT {ROW_COLS} FROM timeline {w} ORDER BY {order} LIMIT ?{}",
             p.len()
         );
         let conn = self.lock();
@@ -285,7 +379,7 @@ impl TimelineStore for Sqlite {
     fn timeline_facets(&self, f: &Filter) -> Result<Facets> {
         let (w, p) = where_clause(f, None);
         let sql = format!(
-            "SELECT host, kind, user, container, source FROM timeline {w} LIMIT {}",
+            "SELECT host, kind, user, container, source, exe, parent_exe, dst_addr, CAST(dst_port AS TEXT), pod FROM timeline {w} LIMIT {}",
             FACET_SCAN_MAX + 1
         );
         let conn = self.lock();
@@ -296,7 +390,7 @@ impl TimelineStore for Sqlite {
         let mut hosts: HashMap<i64, u64> = HashMap::new();
         let mut st = conn.prepare_cached(&sql)?;
         let mut rows = st.query(rusqlite::params_from_iter(p))?;
-        let mut counts: [HashMap<String, u64>; 4] = Default::default();
+        let mut counts: [HashMap<String, u64>; 9] = Default::default();
         let mut total = 0u64;
         while let Some(r) = rows.next()? {
             total += 1;
@@ -334,7 +428,7 @@ impl TimelineStore for Sqlite {
                 )
             })
             .collect();
-        let [kind, user, container, source] = counts;
+        let [kind, user, container, source, exe, parent, dst, dst_port, pod] = counts;
         Ok(Facets {
             exact: total < FACET_SCAN_MAX,
             total,
@@ -343,7 +437,165 @@ impl TimelineStore for Sqlite {
             user: top(user),
             container: top(container),
             source: top(source),
+            exe: top(exe),
+            parent: top(parent),
+            dst: top(dst),
+            dst_port: top(dst_port),
+            pod: top(pod),
         })
+    }
+
+    fn timeline_values(
+        &self,
+        f: &Filter,
+        column: Column,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>> {
+        let (w, mut p) = where_clause(f, None);
+        let col = match column {
+            Column::Host => "(SELECT host_id FROM timeline_hosts WHERE n = host)".to_string(),
+            c => format!("CAST({} AS TEXT)", c.sql()),
+        };
+        p.push(Sql::Integer(i64::from(limit)));
+        p.push(Sql::Integer(i64::from(offset)));
+        let sql = format!(
+            "SELECT v, COUNT(*) FROM (SELECT {col} AS v FROM timeline {w} LIMIT {FACET_SCAN_MAX}) WHERE v IS NOT NULL
+             GROUP BY v ORDER BY COUNT(*) DESC, v LIMIT ?{} OFFSET ?{}",
+            p.len() - 1,
+            p.len()
+        );
+        self.rows(&sql, rusqlite::params_from_iter(p), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+    }
+
+    fn timeline_histogram(
+        &self,
+        f: &Filter,
+        from_ns: i64,
+        to_ns: i64,
+        buckets: u32,
+    ) -> Result<Histogram> {
+        let buckets = buckets.clamp(1, 1000);
+        let span = to_ns.saturating_sub(from_ns).max(1);
+        let bucket_ns = (span / i64::from(buckets)).max(1);
+        let mut f = f.clone();
+        f.from_ns = Some(f.from_ns.map_or(from_ns, |t| t.max(from_ns)));
+        f.to_ns = Some(f.to_ns.map_or(to_ns, |t| t.min(to_ns)));
+        let (w, mut p) = where_clause(&f, None);
+        p.push(Sql::Integer(from_ns));
+        p.push(Sql::Integer(bucket_ns));
+        let sql = format!(
+            "SELECT (time_ns - ?{}) / ?{}, COUNT(*) FROM timeline {w} GROUP BY 1",
+            p.len() - 1,
+            p.len()
+        );
+        let mut counts = vec![0u64; buckets as usize];
+        for (b, n) in self.rows(&sql, rusqlite::params_from_iter(p), |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, u64>(1)?))
+        })? {
+            if let Some(slot) = usize::try_from(b)
+                .ok()
+                .and_then(|b| counts.get_mut(b.min(buckets as usize - 1)))
+            {
+                *slot += n;
+            }
+        }
+        Ok(Histogram {
+            from_ns,
+            bucket_ns,
+            counts,
+        })
+    }
+
+    fn timeline_stack(
+        &self,
+        f: &Filter,
+        column: Column,
+        rarest_first: bool,
+        limit: u32,
+    ) -> Result<Vec<Stacked>> {
+        let (w, mut p) = where_clause(f, None);
+        let col = match column {
+            Column::Host => "CAST(host AS TEXT)".to_string(),
+            c => format!("CAST({} AS TEXT)", c.sql()),
+        };
+        let and = if w.is_empty() { "WHERE" } else { "AND" };
+        p.push(Sql::Integer(i64::from(limit.clamp(1, 10_000))));
+        let order = if rarest_first { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT {col} AS v, COUNT(*), COUNT(DISTINCT host) FROM timeline {w} {and} {} IS NOT NULL
+             GROUP BY v ORDER BY COUNT(DISTINCT host) {order}, COUNT(*) {order}, v LIMIT ?{}",
+            column.sql(),
+            p.len()
+        );
+        self.rows(&sql, rusqlite::params_from_iter(p), |r| {
+            Ok(Stacked {
+                value: r.get(0)?,
+                events: r.get(1)?,
+                hosts: r.get(2)?,
+            })
+        })
+    }
+
+    fn timeline_event(&self, id: i64) -> Result<Option<StoredEvent>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .lock()
+            .query_row(
+                &format!("SELECT {ROW_COLS} FROM timeline WHERE id = ?1"),
+                params![id],
+                stored_event,
+            )
+            .optional()?)
+    }
+
+    fn timeline_context(&self, id: i64, n: u32) -> Result<Vec<StoredEvent>> {
+        use rusqlite::OptionalExtension;
+        let n = i64::from(n.clamp(1, 500));
+        let anchor: Option<(i64, i64)> = self
+            .lock()
+            .query_row(
+                "SELECT host, time_ns FROM timeline WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((host, t)) = anchor else {
+            return Ok(Vec::new());
+        };
+        let mut before = self.rows(
+            &format!(
+                "SELECT {ROW_COLS} FROM timeline WHERE host = ?1 AND time_ns <= ?2 AND (time_ns < ?2 OR id < ?3)
+                 ORDER BY time_ns DESC, id DESC LIMIT ?4"
+            ),
+            params![host, t, id, n],
+            stored_event,
+        )?;
+        before.reverse();
+        let this = self.timeline_event(id)?;
+        let after = self.rows(
+            &format!(
+                "SELECT {ROW_COLS} FROM timeline WHERE host = ?1 AND time_ns >= ?2 AND (time_ns > ?2 OR id > ?3)
+                 ORDER BY time_ns, id LIMIT ?4"
+            ),
+            params![host, t, id, n],
+            stored_event,
+        )?;
+        before.extend(this);
+        before.extend(after);
+        Ok(before)
+    }
+
+    fn timeline_span(&self, f: &Filter) -> Result<Option<(i64, i64)>> {
+        let (w, p) = where_clause(f, None);
+        let (lo, hi): (Option<i64>, Option<i64>) = self.lock().query_row(
+            &format!("SELECT MIN(time_ns), MAX(time_ns) FROM timeline {w}"),
+            rusqlite::params_from_iter(p),
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(lo.zip(hi))
     }
 }
 
