@@ -8,7 +8,7 @@
 mod auth;
 mod collections;
 mod hosts;
-mod import;
+pub mod import;
 mod items;
 mod readiness;
 mod serve;
