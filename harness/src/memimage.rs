@@ -26,8 +26,16 @@ pub fn lime_ranges<R: Read + Seek>(f: &mut R, len: u64) -> Result<Vec<(u64, u64,
         if h[24..32] != [0u8; 8] || e < s {
             bail!("bad LiME range {s:#x}-{e:#x} at {at}");
         }
+        // A hostile end (0..u64::MAX) must not wrap the offset back into the file.
+        let Some(next) = (e - s)
+            .checked_add(1)
+            .and_then(|n| n.checked_add(at + 32))
+            .filter(|next| *next <= len)
+        else {
+            bail!("the LiME range {s:#x}-{e:#x} at {at} runs past the end of the file");
+        };
         out.push((s, e, at + 32));
-        at += 32 + (e - s + 1);
+        at = next;
     }
     if at != len {
         bail!("the last LiME range runs past the end of the file");
