@@ -147,7 +147,7 @@ pub fn run_one(target: &Target, input: &[u8]) -> Result<u64, Finding> {
 pub fn shape_text(text: &str) -> String {
     let mut unquoted = String::with_capacity(text.len().min(256));
     let mut quote: Option<char> = None;
-    for c in text.chars().take(512) {
+    for c in text.chars() {
         match quote {
             Some(q) if c == q => quote = None,
             Some(_) => {}
@@ -158,8 +158,9 @@ pub fn shape_text(text: &str) -> String {
     let words: Vec<&str> = unquoted
         .split(|c: char| !c.is_alphanumeric() && c != '_')
         .filter(|w| !w.is_empty() && w.len() <= 24 && !w.chars().any(|c| c.is_ascii_digit()))
+        .take(24)
         .collect();
-    words.join(" ").chars().take(160).collect()
+    words.join(" ")
 }
 
 /// The shape of any outcome a target computed: its text form, normalised and hashed.

@@ -83,10 +83,19 @@ fn run(which: Which, data: &[u8]) -> u64 {
                 s.events
             );
         }
-        let kinds: Vec<&str> = s.kinds.iter().map(String::as_str).collect();
+        // Sensor events carry their kind from the input: only how many, not which.
+        let kinds = if matches!(which, Which::EbpfLines | Which::EventJournal) {
+            s.kinds.len().min(8).to_string()
+        } else {
+            s.kinds
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         shape = mix(
             shape,
-            crate::engine::shape(&format!("{} {}", kinds.join(","), s.unparsed.min(3))),
+            crate::engine::shape(&format!("{kinds} {}", s.unparsed.min(3))),
         );
     }
     shape

@@ -65,7 +65,13 @@ fn read(format: &str, body: &[u8]) -> u64 {
             .iter()
             .map(|l| format!("{l}").split(' ').next().unwrap_or("").to_string())
             .collect();
-        format!("{} {} {}", a.severity, l.join(","), a.pid.is_some())
+        format!(
+            "{} {} {} {}",
+            l.join(","),
+            a.pid.is_some(),
+            a.profile.is_some(),
+            a.paths.len().min(2)
+        )
     })
 }
 
