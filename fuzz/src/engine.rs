@@ -143,18 +143,14 @@ pub fn run_one(target: &Target, input: &[u8]) -> Result<u64, Finding> {
 
 /// Text with its numbers, hashes and quoted parts left out: `unknown variant \`x\` at line 1
 /// column 9` and `… \`y\` at line 3 column 2` are one shape, and so are two chunk errors that
-/// differ only in their SHA-256s.
+/// differ only in their SHA-256s. Quoted input may itself hold quotes, so everything from the
+/// first quote to the last goes.
 pub fn shape_text(text: &str) -> String {
-    let mut unquoted = String::with_capacity(text.len().min(256));
-    let mut quote: Option<char> = None;
-    for c in text.chars() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '`' || c == '"' => quote = Some(c),
-            None => unquoted.push(c),
-        }
-    }
+    let is_quote = |c: char| c == '`' || c == '"';
+    let unquoted = match (text.find(is_quote), text.rfind(is_quote)) {
+        (Some(a), Some(b)) => format!("{} {}", &text[..a], &text[b + 1..]),
+        _ => text.to_string(),
+    };
     let words: Vec<&str> = unquoted
         .split(|c: char| !c.is_alphanumeric() && c != '_')
         .filter(|w| !w.is_empty() && w.len() <= 24 && !w.chars().any(|c| c.is_ascii_digit()))
