@@ -12,6 +12,8 @@
 //!   collections ([`Collector::collect_wait`], [`summary`], [`item_named`]…) and the HTTPS
 //!   API ([`Api`], or [`Collector::api_get`] through curl).
 //!
+//! - [`memimage`]: the LiME and ELF core readers the memory checks use.
+//!
 //! Everything has a timeout: a broken binary makes a test fail with the tail of the process
 //! logs, never hang.
 
@@ -22,6 +24,7 @@ mod collection;
 mod collector;
 mod files;
 mod managed;
+pub mod memimage;
 mod ports;
 mod run;
 mod wait;

@@ -6,6 +6,7 @@ mod bench_memory;
 mod bench_sensor;
 mod bench_timeline;
 mod demo;
+mod fuzz;
 mod procs;
 mod setup;
 mod tidy;
@@ -57,8 +58,20 @@ enum Cmd {
         #[arg(long)]
         keep_running: bool,
     },
+    /// Fuzz the decoders of outside bytes (`cairn-fuzz`): every target, or those named, for
+    /// `--seconds` in all. Crashing inputs are saved in fuzz/regressions/TARGET/ and fail the run.
+    Fuzz {
+        /// Targets to run (`cargo run -p cairn-fuzz -- list` lists them); default: all.
+        targets: Vec<String>,
+        /// Seconds in all, split evenly between the targets.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Seed of the mutations (default: from the clock; the run prints it).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`,
-    /// `memory`, `disk`, `timeline`).
+    /// `memory`, `disk`, `timeline`, `fuzz`).
     Bench {
         /// Which benchmark.
         name: String,
@@ -81,6 +94,9 @@ enum Cmd {
         /// timeline: how many trigger-to-first-chunk runs.
         #[arg(long, default_value_t = 20)]
         triggers: u32,
+        /// fuzz: seconds in all, split between the targets.
+        #[arg(long, default_value_t = 240.0)]
+        seconds: f64,
     },
     /// A second kernel (Debian's 6.1 cloud kernel) in a QEMU guest (TCG, no network):
     /// `prepare`, `smoke`, `sensor`, `run SCRIPT`.
@@ -131,6 +147,13 @@ fn test(args: &[String]) -> Result<()> {
     dirs.extend(std::env::split_paths(&path));
     t.env("PATH", std::env::join_paths(dirs)?);
     let unit = run_inherit(t);
+    // Every fuzz target briefly: a crash found here is saved as a regression and fails the run.
+    section("fuzz: every decoder of outside bytes, a minute in all");
+    let unit = match (unit, fuzz::run(&[], 60.0, None)) {
+        (Ok(()), r) => r,
+        (Err(e), Ok(())) => Err(e),
+        (Err(a), Err(b)) => Err(a.context(format!("and: {b:#}"))),
+    };
     // The sensor on a second kernel: Debian's 6.1 cloud kernel in a QEMU guest.
     section("vm sensor: the eBPF sensor on Debian's 6.1 cloud kernel (QEMU, TCG)");
     let sensor = vm::vm_sensor_check();
@@ -181,6 +204,11 @@ fn main() -> ExitCode {
         Cmd::Tidy { imports } => tidy::run(&procs::repo_root(), imports.as_deref()),
         Cmd::Setup => setup::run(TEST_TOOLS),
         Cmd::Demo { keep_running } => demo::run(keep_running),
+        Cmd::Fuzz {
+            targets,
+            seconds,
+            seed,
+        } => fuzz::run(&targets, seconds, seed),
         Cmd::Bench {
             name,
             size_mib,
@@ -189,16 +217,18 @@ fn main() -> ExitCode {
             guest_mib,
             events,
             triggers,
+            seconds,
         } => match name.as_str() {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
             "sensor" => bench_sensor::run(execs, connects),
             "memory" => bench_memory::run(size_mib.unwrap_or(1024), guest_mib),
             "disk" => bench_disk::run(size_mib.unwrap_or(2048)),
             "timeline" => bench_timeline::run(events, triggers),
+            "fuzz" => fuzz::bench(seconds),
             other => {
                 eprintln!(
                     "error: unknown benchmark {other:?} (known: ingest, sensor, memory, disk, \
-                     timeline)"
+                     timeline, fuzz)"
                 );
                 return ExitCode::from(2);
             }

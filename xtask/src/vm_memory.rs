@@ -87,63 +87,15 @@ fn iomem_entry(iomem: &str, name: &str) -> Option<(u64, u64)> {
 
 /// LiME v1 headers: (start, end inclusive, file offset of the data).
 pub fn lime_ranges(path: &Path) -> Result<Vec<(u64, u64, u64)>> {
-    use std::io::{Read, Seek, SeekFrom};
     let mut f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = f.metadata()?.len();
-    let mut at = 0u64;
-    let mut out = Vec::new();
-    while at < len {
-        let mut h = [0u8; 32];
-        f.seek(SeekFrom::Start(at))?;
-        f.read_exact(&mut h)
-            .with_context(|| format!("{}: truncated LiME header at {at}", path.display()))?;
-        let magic = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-        let version = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-        if magic != 0x4C69_4D45 || version != 1 {
-            bail!(
-                "{}: bad LiME header at {at} (magic {magic:#x}, version {version})",
-                path.display()
-            );
-        }
-        let s = u64::from_le_bytes(h[8..16].try_into()?);
-        let e = u64::from_le_bytes(h[16..24].try_into()?);
-        if h[24..32] != [0u8; 8] || e < s {
-            bail!("{}: bad LiME range {s:#x}-{e:#x} at {at}", path.display());
-        }
-        out.push((s, e, at + 32));
-        at += 32 + (e - s + 1);
-    }
-    if at != len {
-        bail!(
-            "{}: the last LiME range runs past the end of the file",
-            path.display()
-        );
-    }
-    Ok(out)
+    cairn_harness::memimage::lime_ranges(&mut f, len).with_context(|| path.display().to_string())
 }
 
 /// PT_LOAD segments of an ELF64 core: (paddr, file offset, size in file).
 fn elf_loads(path: &Path) -> Result<Vec<(u64, u64, u64)>> {
-    use std::io::{Read, Seek, SeekFrom};
     let mut f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut h = [0u8; 64];
-    f.read_exact(&mut h)?;
-    if &h[0..4] != b"\x7fELF" || h[4] != 2 {
-        bail!("{} is not an ELF64 file", path.display());
-    }
-    let phoff = u64::from_le_bytes(h[32..40].try_into()?);
-    let phnum = u16::from_le_bytes([h[56], h[57]]) as usize;
-    let mut ph = vec![0u8; phnum * 56];
-    f.seek(SeekFrom::Start(phoff))?;
-    f.read_exact(&mut ph)?;
-    Ok(ph
-        .chunks(56)
-        .filter(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]) == 1)
-        .map(|p| {
-            let word = |i: usize| u64::from_le_bytes(p[i..i + 8].try_into().unwrap_or([0; 8]));
-            (word(24), word(8), word(32))
-        })
-        .collect())
+    cairn_harness::memimage::elf_loads(&mut f).with_context(|| path.display().to_string())
 }
 
 fn read_at(path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {

@@ -129,7 +129,8 @@ async fn import_item(
 }
 
 /// Replay an item's frames (`item_begin`, chunks, `item_end`) into the ingest state machine.
-fn import_stream(
+/// Public so that the fuzz targets drive the very replay this handler runs.
+pub fn import_stream(
     collections: &Collections,
     cid: &str,
     item_id: &str,

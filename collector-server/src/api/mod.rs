@@ -9,7 +9,7 @@ pub(crate) mod archive;
 mod auth;
 pub(crate) mod collections;
 mod hosts;
-mod import;
+pub mod import;
 pub(crate) mod items;
 mod readiness;
 mod serve;

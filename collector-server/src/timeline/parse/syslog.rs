@@ -111,8 +111,9 @@ pub fn parse(text: &str, source: &str, mtime_ns: i64) -> Parsed {
                         year = [base + 1, base, base - 1]
                             .into_iter()
                             .find(|y| {
-                                ns_of(*y, *month, *day, *secs, *nanos)
-                                    .is_some_and(|t| t <= mtime_ns + 86_400_000_000_000)
+                                ns_of(*y, *month, *day, *secs, *nanos).is_some_and(|t| {
+                                    t <= mtime_ns.saturating_add(86_400_000_000_000)
+                                })
                             })
                             .unwrap_or(base - 1);
                     }
