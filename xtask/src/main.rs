@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_disk;
+mod bench_load;
 mod bench_memory;
 mod bench_sensor;
 mod bench_timeline;
@@ -58,7 +59,7 @@ enum Cmd {
         keep_running: bool,
     },
     /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`,
-    /// `memory`, `disk`, `timeline`).
+    /// `memory`, `disk`, `timeline`, `load`).
     Bench {
         /// Which benchmark.
         name: String,
@@ -81,6 +82,13 @@ enum Cmd {
         /// timeline: how many trigger-to-first-chunk runs.
         #[arg(long, default_value_t = 20)]
         triggers: u32,
+        /// load: how many simulated agents connect to the one collector.
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// load: what each collection sends: `shared` (the volatile documents captured once,
+        /// sent by each agent as its own) or `live` (each agent runs the real capture).
+        #[arg(long, default_value = "shared")]
+        capture: String,
     },
     /// A second kernel (Debian's 6.1 cloud kernel) in a QEMU guest (TCG, no network):
     /// `prepare`, `smoke`, `sensor`, `run SCRIPT`.
@@ -189,16 +197,19 @@ fn main() -> ExitCode {
             guest_mib,
             events,
             triggers,
+            agents,
+            capture,
         } => match name.as_str() {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
             "sensor" => bench_sensor::run(execs, connects),
             "memory" => bench_memory::run(size_mib.unwrap_or(1024), guest_mib),
             "disk" => bench_disk::run(size_mib.unwrap_or(2048)),
             "timeline" => bench_timeline::run(events, triggers),
+            "load" => bench_load::run(agents, &capture),
             other => {
                 eprintln!(
                     "error: unknown benchmark {other:?} (known: ingest, sensor, memory, disk, \
-                     timeline)"
+                     timeline, load)"
                 );
                 return ExitCode::from(2);
             }
