@@ -250,9 +250,13 @@ impl SimAgent {
             );
             return (Vec::new(), vec![e]);
         }
-        let docs = match shared.for_agent(&self.host) {
-            Ok(d) => d,
-            Err(e) => return (Vec::new(), vec![format!("volatile documents: {e:#}")]),
+        // Half a megabyte of JSON to copy and write: not on the async workers, which drive
+        // every agent's connection.
+        let (shared, host) = (shared.clone(), self.host.clone());
+        let docs = match tokio::task::spawn_blocking(move || shared.for_agent(&host)).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return (Vec::new(), vec![format!("volatile documents: {e:#}")]),
+            Err(e) => return (Vec::new(), vec![format!("volatile documents: {e}")]),
         };
         let mut items: Vec<PlannedItem> = docs
             .into_iter()
@@ -466,6 +470,7 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Arc::new(Args::parse());
     cairn_private_fs::create_private_dir(&args.state)?;
