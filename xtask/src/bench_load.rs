@@ -117,12 +117,33 @@ struct Outcome {
     peak_rss_kb: u64,
     sampled_peak_rss_kb: u64,
     settled_rss_kb: u64,
+    /// (RssAnon, RssFile) at the settled point: heap (SQLite's page cache is heap too) or
+    /// mapped files.
+    settled_split_kb: (u64, u64),
     rss_after_verify_kb: u64,
     rss_connected_kb: u64,
     cpu_total: f64,
     cpu_collections: f64,
     generator: Vec<Value>,
     generator_peak_rss_kb: u64,
+    /// The collector's WARN and ERROR lines: how many, and the first few.
+    collector_warnings: (usize, Vec<String>),
+    generator_warnings: (usize, Vec<String>),
+}
+
+/// WARN and ERROR lines of a log: how many, and the first five.
+fn warnings(log: &Path) -> (usize, Vec<String>) {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let bad: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    let first = bad
+        .iter()
+        .take(5)
+        .map(|l| l.chars().take(300).collect())
+        .collect();
+    (bad.len(), first)
 }
 
 fn push<T>(m: &Mutex<Vec<T>>, v: T) {
@@ -437,6 +458,7 @@ fn one_run(
     let settle_at = last_seal + SETTLE;
     std::thread::sleep(settle_at.saturating_duration_since(Instant::now()));
     out.settled_rss_kb = status_kb(pid, "VmRSS")?;
+    out.settled_split_kb = (status_kb(pid, "RssAnon")?, status_kb(pid, "RssFile")?);
 
     let rows = collection_rows(&api, &all_ids.iter().cloned().collect())?;
     let sealed: Vec<String> = rows
@@ -462,6 +484,15 @@ fn one_run(
     }
     collector.check_alive()?;
     drop(gens);
+    out.collector_warnings = warnings(&collector.log);
+    let mut gen_warnings = (0, Vec::new());
+    for i in 0..report_paths.len() {
+        let (n, first) = warnings(&dir.join(format!("loadgen-{i}.log")));
+        gen_warnings.0 += n;
+        gen_warnings.1.extend(first);
+    }
+    gen_warnings.1.truncate(5);
+    out.generator_warnings = gen_warnings;
     Ok(out)
 }
 
@@ -472,6 +503,15 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn print_outcome(o: &Outcome) {
+    for (who, (n, first)) in [
+        ("collector", &o.collector_warnings),
+        ("generators", &o.generator_warnings),
+    ] {
+        println!("{who} log: {n} WARN/ERROR line(s)");
+        for l in first {
+            println!("  {l}");
+        }
+    }
     let g = &o.generator;
     println!(
         "agents connected          {} / {}  ({:.1} s from the generators' start)",
@@ -501,11 +541,14 @@ fn print_outcome(o: &Outcome) {
     );
     println!(
         "collector RSS             peak {:.0} MiB (VmHWM; sampled {:.0}), settled {:.0} MiB \
-         (VmRSS {} s after the last seal), {:.0} MiB after verify, {:.0} MiB when all connected",
+         (VmRSS {} s after the last seal; anon {:.0}, file {:.0}), {:.0} MiB after verify, \
+         {:.0} MiB when all connected",
         mib(o.peak_rss_kb),
         mib(o.sampled_peak_rss_kb),
         mib(o.settled_rss_kb),
         SETTLE.as_secs(),
+        mib(o.settled_split_kb.0),
+        mib(o.settled_split_kb.1),
         mib(o.rss_after_verify_kb),
         mib(o.rss_connected_kb)
     );
@@ -600,6 +643,10 @@ pub fn run(agents: usize, capture: &str) -> Result<()> {
     ];
     for (what, met) in goals {
         println!("goal {what:<26} {}", if met { "met" } else { "NOT met" });
+    }
+    if goals.iter().any(|g| !g.1) {
+        // The logs are the finding: keep them.
+        println!("logs and data kept in {}", tmp.keep().display());
     }
     println!("command: cargo xtask bench load --agents {agents} --capture {capture}");
     Ok(())
