@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_disk;
+mod bench_load;
 mod bench_memory;
 mod bench_sensor;
 mod bench_timeline;
@@ -71,7 +72,7 @@ enum Cmd {
         seed: Option<u64>,
     },
     /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`,
-    /// `memory`, `disk`, `timeline`, `fuzz`).
+    /// `memory`, `disk`, `timeline`, `fuzz`, `load`).
     Bench {
         /// Which benchmark.
         name: String,
@@ -97,6 +98,13 @@ enum Cmd {
         /// fuzz: seconds in all, split between the targets.
         #[arg(long, default_value_t = 240.0)]
         seconds: f64,
+        /// load: how many simulated agents connect to the one collector.
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// load: what each collection sends: `shared` (the volatile documents captured once,
+        /// sent by each agent as its own) or `live` (each agent runs the real capture).
+        #[arg(long, default_value = "shared")]
+        capture: String,
     },
     /// A second kernel (Debian's 6.1 cloud kernel) in a QEMU guest (TCG, no network):
     /// `prepare`, `smoke`, `sensor`, `run SCRIPT`.
@@ -218,6 +226,8 @@ fn main() -> ExitCode {
             events,
             triggers,
             seconds,
+            agents,
+            capture,
         } => match name.as_str() {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
             "sensor" => bench_sensor::run(execs, connects),
@@ -225,10 +235,11 @@ fn main() -> ExitCode {
             "disk" => bench_disk::run(size_mib.unwrap_or(2048)),
             "timeline" => bench_timeline::run(events, triggers),
             "fuzz" => fuzz::bench(seconds),
+            "load" => bench_load::run(agents, &capture),
             other => {
                 eprintln!(
                     "error: unknown benchmark {other:?} (known: ingest, sensor, memory, disk, \
-                     timeline, fuzz)"
+                     timeline, fuzz, load)"
                 );
                 return ExitCode::from(2);
             }

@@ -2,8 +2,11 @@
 //! has), then heartbeats from the agent and commands to it. Commands wait in the store; the
 //! session's bell rings when one is queued, and every `requested` command not yet sent on this
 //! connection goes out.
+//!
+//! Every store call runs on a blocking thread (`super::blocking`): a thousand control loops
+//! doing SQLite on the async workers starve the QUIC endpoint, and its connections time out.
 
-use super::refuse;
+use super::{blocking, refuse};
 use crate::error::Error;
 use crate::state::State;
 use anyhow::Result;
@@ -46,12 +49,20 @@ pub(super) async fn control(
         )
         .await;
     }
-    state
-        .meta()
-        .update_host_identity(host_id, &host, &agent_version)?;
-    if let Some(active) = &active_collections {
-        state.collections.fail_lost(host_id, active)?;
-    }
+    let (st, hid, h, active) = (
+        state.clone(),
+        host_id.to_string(),
+        host.clone(),
+        active_collections.clone(),
+    );
+    blocking(move || {
+        st.meta().update_host_identity(&hid, &h, &agent_version)?;
+        if let Some(active) = &active {
+            st.collections.fail_lost(&hid, active)?;
+        }
+        Ok(())
+    })
+    .await?;
     write_message(
         &mut send,
         Message::Welcome {
@@ -91,26 +102,24 @@ async fn control_loop(
         tokio::select! {
             frame = read_frame(recv) => {
                 let Some(frame) = frame? else { return Ok(()) };
-                // The agent stays connected while the collector's disk is full: its status
-                // waits, its session does not end.
-                if let Err(e) = state.meta().touch_host(host_id) {
-                    tracing::debug!("host {host_id}: last seen not recorded: {e}");
-                }
+                let status = match &frame {
+                    Frame::Message(Message::Heartbeat { status, .. }) => status.clone(),
+                    _ => None,
+                };
+                seen(state, host_id, status).await;
                 match frame {
-                    Frame::Message(Message::Heartbeat { status, .. }) => {
-                        if let Some(s) = status {
-                            if let Err(e) = state.meta().set_host_status(host_id, &s) {
-                                tracing::debug!("host {host_id}: status not recorded: {e}");
-                            }
-                        }
+                    Frame::Message(Message::Heartbeat { .. }) => {
                         write_message(send, Message::HeartbeatAck { time: cairn_protocol::rfc3339::now() }).await?;
                     }
                     Frame::Message(Message::CommandAccepted { collection_id }) => {
-                        state.collections.accepted(host_id, &collection_id)?;
+                        let (st, hid, id) = (state.clone(), host_id.to_string(), collection_id.clone());
+                        blocking(move || st.collections.accepted(&hid, &id)).await?;
                         accepted.insert(collection_id);
                     }
                     Frame::Message(Message::CollectionDone { collection_id, items, errors }) => {
-                        match state.collections.finish(host_id, &collection_id, &items, &errors) {
+                        let (st, hid, id) = (state.clone(), host_id.to_string(), collection_id.clone());
+                        let finished = tokio::task::spawn_blocking(move || st.collections.finish(&hid, &id, &items, &errors)).await?;
+                        match finished {
                             Ok(()) => {}
                             // The agent named a collection that is not its own: say so, go on.
                             Err(e @ (Error::NotFound(_) | Error::Conflict(_))) => {
@@ -131,6 +140,30 @@ async fn control_loop(
     }
 }
 
+/// The host was heard from (with its status, on a heartbeat). The agent stays connected while
+/// the collector's disk is full: its status waits, its session does not end.
+async fn seen(
+    state: &Arc<State>,
+    host_id: &str,
+    status: Option<cairn_protocol::wire::AgentStatus>,
+) {
+    let (st, hid) = (state.clone(), host_id.to_string());
+    let done = tokio::task::spawn_blocking(move || {
+        if let Err(e) = st.meta().touch_host(&hid) {
+            tracing::debug!("host {hid}: last seen not recorded: {e}");
+        }
+        if let Some(s) = status {
+            if let Err(e) = st.meta().set_host_status(&hid, &s) {
+                tracing::debug!("host {hid}: status not recorded: {e}");
+            }
+        }
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::debug!("host {host_id}: last seen not recorded: {e}");
+    }
+}
+
 async fn send_pending(
     state: &Arc<State>,
     host_id: &str,
@@ -139,12 +172,14 @@ async fn send_pending(
     accepted: &HashSet<String>,
 ) -> Result<()> {
     let in_flight: HashSet<String> = sent.difference(accepted).cloned().collect();
-    for req in state.collections.sendable(host_id, &in_flight)? {
+    let (st, hid) = (state.clone(), host_id.to_string());
+    for req in blocking(move || st.collections.sendable(&hid, &in_flight)).await? {
         if !sent.insert(req.collection_id.clone()) {
             continue;
         }
         write_message(send, Message::Collect(Box::new(req.clone()))).await?;
-        state.collections.command_sent(host_id, &req)?;
+        let (st, hid) = (state.clone(), host_id.to_string());
+        blocking(move || st.collections.command_sent(&hid, &req)).await?;
     }
     Ok(())
 }
