@@ -134,6 +134,57 @@ impl Iterator for ItemChunks {
     }
 }
 
+/// An item's raw bytes as a `BufRead`, one verified chunk in memory at a time: what the
+/// timeline reads, however large the item. A chunk that fails verification is a read error
+/// (an [`EvidenceError`] inside the `io::Error`), never bytes served.
+pub struct ItemReader {
+    chunks: ItemChunks,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl ItemReader {
+    pub fn open(stores: &Stores, item_id: &str) -> Result<ItemReader, EvidenceError> {
+        Ok(ItemReader {
+            chunks: ItemChunks::open(stores, item_id)?,
+            chunk: Vec::new(),
+            pos: 0,
+        })
+    }
+}
+
+impl std::io::Read for ItemReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for ItemReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.pos >= self.chunk.len() {
+            match self.chunks.next() {
+                None => return Ok(&[]),
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                Some(Ok((_, raw))) => {
+                    // The previous chunk is freed here: one chunk held at a time.
+                    self.chunk = raw;
+                    self.pos = 0;
+                }
+            }
+        }
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n).min(self.chunk.len());
+    }
+}
+
 /// A whole item's raw bytes, verified, when it is no larger than `max` bytes.
 pub fn read_item(stores: &Stores, item_id: &str, max: u64) -> Result<Vec<u8>, EvidenceError> {
     let chunks = ItemChunks::open(stores, item_id)?;
