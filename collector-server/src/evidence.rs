@@ -19,8 +19,6 @@ pub enum EvidenceError {
         sha256: String,
         source: ChunkError,
     },
-    #[error("item {item_id} is {len} bytes, more than the {max} this reader takes")]
-    TooLarge { item_id: String, len: u64, max: u64 },
 }
 
 /// A stored chunk's raw bytes, verified, with its codec looked up.
@@ -183,27 +181,4 @@ impl std::io::BufRead for ItemReader {
     fn consume(&mut self, n: usize) {
         self.pos = self.pos.saturating_add(n).min(self.chunk.len());
     }
-}
-
-/// A whole item's raw bytes, verified, when it is no larger than `max` bytes.
-pub fn read_item(stores: &Stores, item_id: &str, max: u64) -> Result<Vec<u8>, EvidenceError> {
-    let chunks = ItemChunks::open(stores, item_id)?;
-    let len: u64 = chunks
-        .chunks
-        .as_slice()
-        .iter()
-        .map(|(c, _)| c.raw_len)
-        .sum();
-    if len > max {
-        return Err(EvidenceError::TooLarge {
-            item_id: item_id.to_string(),
-            len,
-            max,
-        });
-    }
-    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    for c in chunks {
-        out.extend(c?.1);
-    }
-    Ok(out)
 }
