@@ -148,4 +148,10 @@ pub trait TimelineStore {
     ) -> Result<(Vec<StoredEvent>, Option<Cursor>)>;
     /// Facet counts over everything the filter matches, up to [`FACET_SCAN_MAX`] rows.
     fn timeline_facets(&self, filter: &Filter) -> Result<Facets>;
+    /// Give back to the system the memory a bulk insert filled (caches), after a large
+    /// item's timeline, so the collector's resident size is what it keeps, not what it once
+    /// needed.
+    fn release_memory(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -339,6 +339,12 @@ pub fn build_for_item(stores: &Stores, m: &ItemManifest) -> Result<()> {
         }
     }
     let error = error.map(|e| e.to_string());
+    if rows.read >= BATCH as u64 {
+        // A large item filled the store's caches: what it needed is not kept.
+        if let Err(e) = stores.meta.release_memory() {
+            tracing::warn!("timeline: releasing memory after item {item_id}: {e}");
+        }
+    }
     let parser_name = parser.map_or("file_times", |p| p.name());
     stores.meta.record_timeline_item(
         item_id,
