@@ -19,8 +19,6 @@ pub enum EvidenceError {
         sha256: String,
         source: ChunkError,
     },
-    #[error("item {item_id} is {len} bytes, more than the {max} this reader takes")]
-    TooLarge { item_id: String, len: u64, max: u64 },
 }
 
 /// A stored chunk's raw bytes, verified, with its codec looked up.
@@ -134,25 +132,53 @@ impl Iterator for ItemChunks {
     }
 }
 
-/// A whole item's raw bytes, verified, when it is no larger than `max` bytes.
-pub fn read_item(stores: &Stores, item_id: &str, max: u64) -> Result<Vec<u8>, EvidenceError> {
-    let chunks = ItemChunks::open(stores, item_id)?;
-    let len: u64 = chunks
-        .chunks
-        .as_slice()
-        .iter()
-        .map(|(c, _)| c.raw_len)
-        .sum();
-    if len > max {
-        return Err(EvidenceError::TooLarge {
-            item_id: item_id.to_string(),
-            len,
-            max,
-        });
+/// An item's raw bytes as a `BufRead`, one verified chunk in memory at a time: what the
+/// timeline reads, however large the item. A chunk that fails verification is a read error
+/// (an [`EvidenceError`] inside the `io::Error`), never bytes served.
+pub struct ItemReader {
+    chunks: ItemChunks,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl ItemReader {
+    pub fn open(stores: &Stores, item_id: &str) -> Result<ItemReader, EvidenceError> {
+        Ok(ItemReader {
+            chunks: ItemChunks::open(stores, item_id)?,
+            chunk: Vec::new(),
+            pos: 0,
+        })
     }
-    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    for c in chunks {
-        out.extend(c?.1);
+}
+
+impl std::io::Read for ItemReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
     }
-    Ok(out)
+}
+
+impl std::io::BufRead for ItemReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.pos >= self.chunk.len() {
+            match self.chunks.next() {
+                None => return Ok(&[]),
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                Some(Ok((_, raw))) => {
+                    // The previous chunk is freed here: one chunk held at a time.
+                    self.chunk = raw;
+                    self.pos = 0;
+                }
+            }
+        }
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n).min(self.chunk.len());
+    }
 }

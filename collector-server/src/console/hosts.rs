@@ -40,9 +40,13 @@ fn latest_snapshot(state: &S, host: &HostRow) -> PageResult<Option<(String, Valu
             else {
                 return Ok(Value::Null);
             };
-            let bytes = crate::evidence::read_item(&state.stores, &i.id, 64 << 20)
+            // A snapshot larger than this is not drawn here (it is still downloadable).
+            let reader = crate::evidence::ItemReader::open(&state.stores, &i.id)
                 .map_err(|e| PageError::from(crate::error::Error::from(e)))?;
-            Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+            Ok(
+                serde_json::from_reader(std::io::Read::take(reader, 64 << 20))
+                    .unwrap_or(Value::Null),
+            )
         };
         let procs = doc("processes.json")?;
         if procs.is_null() {

@@ -285,4 +285,10 @@ pub trait TimelineStore {
     fn timeline_context(&self, id: i64, n: u32) -> Result<Vec<StoredEvent>>;
     /// The earliest and latest time among the matching events.
     fn timeline_span(&self, filter: &Filter) -> Result<Option<(i64, i64)>>;
+    /// Give back to the system the memory a bulk insert filled (caches), after a large
+    /// item's timeline, so the collector's resident size is what it keeps, not what it once
+    /// needed.
+    fn release_memory(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -4,16 +4,27 @@
 //! `-20261129` ignored), bodyfiles by `source.name`/`media_type`, volatile artifacts and the
 //! event journal by their names. A file item also gives its own MACB times. What each item
 //! gave (events, unparsed lines, error) is recorded in `timeline_items`.
+//!
+//! Memory is bounded whatever the item's size: the item is read one verified chunk at a time
+//! (`evidence::ItemReader`), the parsers hold one line or record, and events go to the store
+//! [`BATCH`] at a time; at most [`CONCURRENT_BUILDS`] items are indexed at once.
 
-use super::parse;
-use super::{Event, Parsed};
+use super::parse::{self, Reopen, MAX_DOCUMENT};
+use super::{Emit, Event, Stop};
 use crate::error::{Error, Result};
+use crate::evidence::ItemReader;
 use crate::storage::Stores;
 use cairn_protocol::manifest::{ItemKind, ItemManifest};
 use cairn_protocol::rfc3339;
+use std::sync::{Condvar, Mutex};
 
-/// Items larger than this are not read for the timeline (a log this large is a disk image's job).
-pub const MAX_PARSE_BYTES: u64 = 512 << 20;
+/// Events per `insert_timeline` call: one transaction each, a few MiB of events in memory.
+pub const BATCH: usize = 8192;
+
+/// Items indexed at once. The others wait their turn, so that many collections finishing
+/// together (36 large `events.jsonl` at once) cost this many builds of memory, not one each;
+/// the store takes one writer at a time anyway.
+pub const CONCURRENT_BUILDS: usize = 2;
 
 /// How to read one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,18 +51,122 @@ impl Parser {
         }
     }
 
-    fn run(&self, data: &[u8], user: Option<String>, mtime_ns: i64) -> Parsed {
-        let text = || String::from_utf8_lossy(data);
+    /// Whether it reads the item whole (up to [`MAX_DOCUMENT`]) rather than streaming it.
+    pub fn whole_document(&self) -> bool {
+        matches!(self, Parser::Processes | Parser::Network)
+    }
+
+    /// Read `input` into `out`.
+    pub fn run<I: Reopen + ?Sized>(
+        &self,
+        input: &I,
+        user: Option<String>,
+        mtime_ns: i64,
+        out: &mut impl Emit,
+    ) -> std::result::Result<(), Stop> {
+        use parse::*;
         match *self {
-            Parser::Syslog(source) => parse::syslog::parse(&text(), source, mtime_ns),
-            Parser::Journal => parse::journal::parse(data, mtime_ns),
-            Parser::Utmp(source) => parse::utmp::parse(data, source, mtime_ns),
-            Parser::History(source) => parse::history::parse(&text(), source, user, mtime_ns),
-            Parser::Bodyfile => parse::bodyfile::parse(&text(), mtime_ns),
-            Parser::Processes => parse::volatile::processes(data, mtime_ns),
-            Parser::Network => parse::volatile::network(data, mtime_ns),
-            Parser::EventJournal => parse::volatile::event_journal(&text(), mtime_ns),
+            Parser::Syslog(source) => syslog::parse(input, source, mtime_ns, out),
+            Parser::Journal => journal::parse(input.open()?, mtime_ns, out),
+            Parser::Utmp(source) => utmp::parse(input.open()?, source, mtime_ns, out),
+            Parser::History(source) => history::parse(input.open()?, source, user, mtime_ns, out),
+            Parser::Bodyfile => bodyfile::parse(input.open()?, mtime_ns, out),
+            Parser::Processes => volatile::processes(input.open()?, mtime_ns, out),
+            Parser::Network => volatile::network(input.open()?, mtime_ns, out),
+            Parser::EventJournal => volatile::event_journal(input.open()?, mtime_ns, out),
         }
+    }
+}
+
+/// A sealed item as parser input: opened as many times as the parser reads it.
+struct StoredItem<'a> {
+    stores: &'a Stores,
+    item_id: &'a str,
+}
+
+impl Reopen for StoredItem<'_> {
+    type Reader = ItemReader;
+    fn open(&self) -> std::result::Result<ItemReader, Stop> {
+        ItemReader::open(self.stores, self.item_id)
+            .map_err(|e| Stop::Read(std::io::Error::other(e)))
+    }
+}
+
+/// Where a build's events go: to the store, [`BATCH`] at a time.
+struct Rows<'a> {
+    stores: &'a Stores,
+    host_id: &'a str,
+    item_id: &'a str,
+    /// The item's path on the host, for events that name no other.
+    path: Option<&'a str>,
+    batch: Vec<Event>,
+    /// Events read, and of those how many were new to the store and how many unparsed.
+    read: u64,
+    stored: u64,
+    unparsed: u64,
+}
+
+impl Rows<'_> {
+    fn flush(&mut self) -> std::result::Result<(), Stop> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let n = self
+            .stores
+            .meta
+            .insert_timeline(self.host_id, Some(self.item_id), &self.batch)
+            .map_err(Stop::Store)?;
+        self.stored += n as u64;
+        self.batch.clear();
+        Ok(())
+    }
+}
+
+impl Emit for Rows<'_> {
+    fn put(&mut self, mut e: Event, unparsed: bool) -> std::result::Result<(), Stop> {
+        if e.path.is_none() {
+            e.path = self.path.map(str::to_string);
+        }
+        self.read += 1;
+        self.unparsed += u64::from(unparsed);
+        self.batch.push(e);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// A counting semaphore for blocking threads (builds run on them, never on the runtime).
+struct Gate {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+static BUILDS: Gate = Gate {
+    busy: Mutex::new(0),
+    freed: Condvar::new(),
+};
+
+struct Permit;
+
+impl Gate {
+    fn enter(&'static self) -> Permit {
+        // A build that panicked left the count right (the permit is dropped on unwind).
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy >= CONCURRENT_BUILDS {
+            busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        *busy += 1;
+        Permit
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut busy = BUILDS.busy.lock().unwrap_or_else(|p| p.into_inner());
+        *busy = busy.saturating_sub(1);
+        BUILDS.freed.notify_one();
     }
 }
 
@@ -170,67 +285,85 @@ pub fn build_for_item(stores: &Stores, m: &ItemManifest) -> Result<()> {
         )));
     };
     let host_id = collection.host_id;
-    let mut events: Vec<Event> = Vec::new();
-    if let (ItemKind::File, Some(path)) = (m.header.kind, src.path.as_deref()) {
-        events.extend(file_time_events(path, &src.details));
-    }
+    let file_times = match (m.header.kind, src.path.as_deref()) {
+        (ItemKind::File, Some(path)) => file_time_events(path, &src.details),
+        _ => Vec::new(),
+    };
     let parser = choose(
         m.header.kind,
         &src.name,
         src.path.as_deref(),
         src.media_type.as_deref(),
     );
-    let mut unparsed = 0;
-    let mut error = None;
-    if let Some(p) = parser {
-        if m.raw_len > MAX_PARSE_BYTES {
-            error = Some(format!(
-                "{} bytes is more than the {MAX_PARSE_BYTES} read for the timeline; not parsed",
-                m.raw_len
-            ));
-        } else {
-            match crate::evidence::read_item(stores, item_id, MAX_PARSE_BYTES) {
-                Ok(data) => {
-                    let mtime = src
-                        .details
-                        .get("mtime")
-                        .and_then(|v| v.as_str())
-                        .and_then(rfc3339::parse_ns)
-                        .or_else(|| rfc3339::parse_ns(&m.acquisition_end))
-                        .unwrap_or(0);
-                    let user = src.path.as_deref().and_then(super::user_from_home_path);
-                    let parsed = p.run(&data, user, mtime);
-                    unparsed = parsed.unparsed;
-                    events.extend(parsed.events);
-                }
-                Err(e) => error = Some(format!("reading the item back from the store: {e}")),
-            }
-        }
-    }
-    if events.is_empty() && parser.is_none() {
+    if file_times.is_empty() && parser.is_none() {
         return Ok(());
     }
-    if let Some(path) = &src.path {
-        for e in events.iter_mut().filter(|e| e.path.is_none()) {
-            e.path = Some(path.clone());
+    let mut rows = Rows {
+        stores,
+        host_id: &host_id,
+        item_id,
+        path: src.path.as_deref(),
+        batch: Vec::new(),
+        read: 0,
+        stored: 0,
+        unparsed: 0,
+    };
+    let run = |rows: &mut Rows<'_>| -> std::result::Result<(), Stop> {
+        for e in file_times {
+            rows.event(e)?;
+        }
+        let Some(p) = parser else { return Ok(()) };
+        if p.whole_document() && m.raw_len > MAX_DOCUMENT {
+            return Err(Stop::TooLarge {
+                what: p.name(),
+                max: MAX_DOCUMENT,
+            });
+        }
+        let mtime = src
+            .details
+            .get("mtime")
+            .and_then(|v| v.as_str())
+            .and_then(rfc3339::parse_ns)
+            .or_else(|| rfc3339::parse_ns(&m.acquisition_end))
+            .unwrap_or(0);
+        let user = src.path.as_deref().and_then(super::user_from_home_path);
+        let _permit = BUILDS.enter();
+        p.run(&StoredItem { stores, item_id }, user, mtime, rows)
+    };
+    let mut error = run(&mut rows).err();
+    // Events read before a read failure are stored too: every byte they came from was
+    // verified. What was stored stays, and is counted.
+    if !matches!(error, Some(Stop::Store(_))) {
+        if let Err(e) = rows.flush() {
+            error.get_or_insert(e);
         }
     }
-    let stored = stores
-        .meta
-        .insert_timeline(&host_id, Some(item_id), &events)?;
+    let error = error.map(|e| e.to_string());
+    if rows.read >= BATCH as u64 {
+        // A large item filled the store's caches: what it needed is not kept.
+        if let Err(e) = stores.meta.release_memory() {
+            tracing::warn!("timeline: releasing memory after item {item_id}: {e}");
+        }
+    }
     let parser_name = parser.map_or("file_times", |p| p.name());
     stores.meta.record_timeline_item(
         item_id,
         &host_id,
         parser_name,
-        stored as u64,
-        unparsed,
+        rows.stored,
+        rows.unparsed,
         error.as_deref(),
     )?;
     tracing::info!(
-        "timeline: item {item_id} ({}) via {parser_name}: {} events ({stored} new), {unparsed} unparsed",
+        "timeline: item {item_id} ({}) via {parser_name}: {} events ({} new), {} unparsed{}",
         src.name,
-        events.len()
+        rows.read,
+        rows.stored,
+        rows.unparsed,
+        error
+            .as_deref()
+            .map(|e| format!("; {e}"))
+            .unwrap_or_default()
     );
     Ok(())
 }
@@ -239,6 +372,7 @@ pub fn build_for_item(stores: &Stores, m: &ItemManifest) -> Result<()> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::timeline::Parsed;
 
     #[test]
     fn parsers_are_chosen_by_file_name() {
@@ -281,6 +415,12 @@ mod tests {
         assert_eq!(choose(ItemKind::ProcessCore, "core.1", None, None), None);
     }
 
+    fn run(p: Parser, data: &[u8]) -> Parsed {
+        let mut out = Parsed::default();
+        p.run(&data, None, 0, &mut out).unwrap();
+        out
+    }
+
     #[test]
     fn no_parser_panics_on_hostile_bytes() {
         let parsers = [
@@ -307,14 +447,14 @@ mod tests {
                 })
                 .collect();
             for p in parsers {
-                let parsed = p.run(&data, None, 0);
+                let parsed = run(p, &data);
                 assert!(parsed.unparsed as usize <= parsed.events.len());
             }
         }
         // A binary journal field claiming an absurd length.
         let mut j = b"MESSAGE\n".to_vec();
         j.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert_eq!(Parser::Journal.run(&j, None, 0).unparsed, 1);
+        assert_eq!(run(Parser::Journal, &j).unparsed, 1);
     }
 
     #[test]
@@ -325,5 +465,160 @@ mod tests {
         assert_eq!(ev[0].kind, "file_mtime");
         assert_eq!(ev[0].path.as_deref(), Some("/etc/shadow"));
         assert_eq!(ev[0].user.as_deref(), Some("0"));
+    }
+
+    mod stored {
+        use super::super::*;
+        use crate::storage::chunk_dir::ChunkDir;
+        use crate::storage::head_file::HeadFile;
+        use crate::storage::sqlite::Sqlite;
+        use crate::storage::{CollectionOrigin, CollectionStatus};
+        use cairn_protocol::chunk::Chunk;
+        use cairn_protocol::manifest::{CollectRequest, ItemHeader, Source};
+        use std::sync::Arc;
+
+        fn stores(dir: &std::path::Path) -> Stores {
+            std::fs::create_dir_all(dir.join("chunks")).unwrap();
+            let s = Stores {
+                meta: Arc::new(Sqlite::open(&dir.join("t.db")).unwrap()),
+                blobs: Arc::new(ChunkDir::new(dir.join("chunks"), false)),
+                heads: Arc::new(HeadFile::open(&dir.join("heads.jsonl"), true).unwrap()),
+            };
+            s.meta.insert_enrolled_host("h1", "web-1", "fp").unwrap();
+            let req = CollectRequest {
+                collection_id: "c1".into(),
+                profile: "volatile".into(),
+                reason: "test".into(),
+                requested_by: "api:t".into(),
+                paths: vec![],
+                pid: None,
+                container_id: None,
+                devices: Vec::new(),
+            };
+            s.meta
+                .insert_collection(
+                    "h1",
+                    &req,
+                    CollectionStatus::Running,
+                    CollectionOrigin::Live,
+                )
+                .unwrap();
+            s
+        }
+
+        /// An item stored in chunks of `chunk` bytes (so lines span chunks), and its manifest.
+        fn store_item(s: &Stores, id: &str, name: &str, data: &[u8], chunk: usize) -> ItemManifest {
+            let header = ItemHeader {
+                item_id: id.into(),
+                collection_id: "c1".into(),
+                kind: ItemKind::VolatileArtifact,
+                source: Source {
+                    name: name.into(),
+                    ..Default::default()
+                },
+                chunk_size: chunk as u64,
+                acquisition_start: "2026-11-29T10:00:00Z".into(),
+            };
+            s.meta.insert_item(&header).unwrap();
+            for (i, part) in data.chunks(chunk).enumerate() {
+                let c = Chunk::seal(i as u64, part, 1).unwrap();
+                crate::ingest::verify_and_store(s, id, chunk as u64, c).unwrap();
+            }
+            ItemManifest {
+                header,
+                host: Default::default(),
+                acquisition_end: "2026-11-29T10:05:00Z".into(),
+                raw_len: data.len() as u64,
+                sha256: String::new(),
+                chunk_count: data.len().div_ceil(chunk) as u64,
+                chunk_sha256: Vec::new(),
+                gaps: Vec::new(),
+                status: cairn_protocol::manifest::ItemStatus::Complete,
+                error: None,
+                tool: "test".into(),
+            }
+        }
+
+        fn line(i: usize) -> String {
+            format!(
+                r#"{{"time":"2026-11-29T09:{:02}:{:02}.{i:09}Z","kind":"process_exec","source":"ebpf","process":{{"pid":{i},"ppid":1,"uid":0,"comm":"sh","exe":"/bin/sh","args":["sh","-c","echo {i}"]}}}}"#,
+                (i / 60) % 60,
+                i % 60
+            )
+        }
+
+        fn items(s: &Stores) -> Vec<serde_json::Value> {
+            s.meta.timeline_items(None).unwrap()
+        }
+
+        #[test]
+        fn an_item_in_many_chunks_is_indexed_in_batches_with_every_event() {
+            let dir = tempfile::tempdir().unwrap();
+            let s = stores(dir.path());
+            let n = BATCH * 2 + 100;
+            let text: String = (0..n).map(|i| line(i) + "\n").collect();
+            // A 1000-byte chunk ends mid-line almost every time.
+            let m = store_item(&s, "i1", "events.jsonl", text.as_bytes(), 1000);
+            build_for_item(&s, &m).unwrap();
+            let rec = &items(&s)[0];
+            assert_eq!(rec["events"], n as u64, "{rec}");
+            assert_eq!(rec["unparsed"], 0);
+            assert!(rec["error"].is_null(), "{rec}");
+            let live = crate::timeline::parse::ebpf::from_line(&line(BATCH + 7)).unwrap();
+            let (page, _) = s
+                .meta
+                .timeline_page(
+                    &crate::timeline::Filter {
+                        from_ns: Some(live.time_ns),
+                        to_ns: Some(live.time_ns),
+                        ..Default::default()
+                    },
+                    None,
+                    10,
+                )
+                .unwrap();
+            assert_eq!(page.len(), 1);
+            assert_eq!(page[0].event.dedup, live.dedup, "keyed as its live copy");
+            // Read again: nothing new.
+            build_for_item(&s, &m).unwrap();
+            assert_eq!(items(&s)[0]["events"], 0);
+        }
+
+        #[test]
+        fn empty_one_byte_corrupt_and_oversized_items_are_recorded() {
+            let dir = tempfile::tempdir().unwrap();
+            let s = stores(dir.path());
+            let m = store_item(&s, "empty", "events.jsonl", b"", 1000);
+            build_for_item(&s, &m).unwrap();
+            let m = store_item(&s, "one", "events.jsonl", b"{", 1000);
+            build_for_item(&s, &m).unwrap();
+            let by_id = |id: &str| items(&s).into_iter().find(|r| r["item_id"] == id).unwrap();
+            assert_eq!(by_id("empty")["events"], 0);
+            assert!(by_id("empty")["error"].is_null());
+            assert_eq!(by_id("one")["unparsed"], 1);
+
+            // A stored chunk altered after the seal: the events before it are kept, the
+            // error names the chunk.
+            let text: String = (0..200).map(|i| line(i) + "\n").collect();
+            let m = store_item(&s, "bad", "events.jsonl", text.as_bytes(), 4096);
+            let chunks = s.meta.item_chunks("bad").unwrap();
+            let victim = &chunks[2];
+            let other = Chunk::seal(0, b"not the same bytes", 1).unwrap();
+            s.blobs.delete(&victim.sha256).unwrap();
+            s.blobs.put(&victim.sha256, &other.payload).unwrap();
+            build_for_item(&s, &m).unwrap();
+            let rec = by_id("bad");
+            let error = rec["error"].as_str().unwrap();
+            assert!(error.contains("chunk 2"), "{error}");
+            let kept = rec["events"].as_u64().unwrap();
+            assert!(kept > 0 && kept < 200, "{rec}");
+
+            // A processes.json over the cap is not read at all.
+            let mut m = store_item(&s, "procs", "processes.json", b"{}", 1000);
+            m.raw_len = MAX_DOCUMENT + 1;
+            build_for_item(&s, &m).unwrap();
+            let error = by_id("procs")["error"].as_str().unwrap().to_string();
+            assert!(error.contains("larger than"), "{error}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! than failing the batch; an event without a readable `time` takes the time it arrived.
 
 use super::parse::ebpf;
-use super::{dedup_key, Event, Parsed};
+use super::{dedup_key, unparsed_event, Event};
 use crate::error::Result;
 use crate::storage::{LiveEvent, MetadataStore};
 
@@ -31,9 +31,8 @@ pub fn derive(line: &str, arrived_ns: i64) -> (LiveEvent, Event) {
         json: line.to_string(),
     };
     let row = ebpf::from_line(line).unwrap_or_else(|| {
-        let mut p = Parsed::default();
-        p.unparsed(arrived_ns, "ebpf", line, "not a sensor event with a time");
-        let mut ev = p.events.pop().unwrap_or_default();
+        let why = "not a sensor event with a time";
+        let mut ev = unparsed_event(arrived_ns, "ebpf", 0, line, why);
         ev.dedup = dedup_key(&[b"ebpf", line.as_bytes()]);
         ev
     });

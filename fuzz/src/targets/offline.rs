@@ -115,7 +115,7 @@ impl Fresh {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = scratch_root().join(format!("run-{}", N.fetch_add(1, Ordering::Relaxed)));
         copy_dir(template()?, &dir).ok()?;
-        let state = cairn_collector::server::load_state(&DataDir::new(&dir), false).ok()?;
+        let state = cairn_collector::server::load_state(&DataDir::new(&dir), false, false).ok()?;
         Some(Fresh { dir, state })
     }
 }

@@ -31,23 +31,37 @@ pub struct Summary {
     pub kinds: BTreeSet<String>,
 }
 
-/// The adapter: run one parser over `data`.
+impl cairn_collector::timeline::Emit for Summary {
+    fn put(
+        &mut self,
+        e: cairn_collector::storage::timeline::Event,
+        unparsed: bool,
+    ) -> Result<(), cairn_collector::timeline::Stop> {
+        self.events += 1;
+        self.unparsed += u64::from(unparsed);
+        self.kinds.insert(e.kind);
+        Ok(())
+    }
+}
+
+/// The adapter: run one parser over `data`, streaming, as the builder does.
 pub fn parse(which: Which, data: &[u8], mtime_ns: i64) -> Summary {
-    let text = || String::from_utf8_lossy(data);
-    let parsed = match which {
-        Which::Syslog(source) => parse::syslog::parse(&text(), source, mtime_ns),
-        Which::Journal => parse::journal::parse(data, mtime_ns),
-        Which::Utmp(source) => parse::utmp::parse(data, source, mtime_ns),
+    let mut s = Summary::default();
+    let out = &mut s;
+    // A parser stops only when its sink or its reader fails; neither does here.
+    let _ = match which {
+        Which::Syslog(source) => parse::syslog::parse(&data, source, mtime_ns, out),
+        Which::Journal => parse::journal::parse(data, mtime_ns, out),
+        Which::Utmp(source) => parse::utmp::parse(data, source, mtime_ns, out),
         Which::History(source) => {
-            parse::history::parse(&text(), source, Some("alice".into()), mtime_ns)
+            parse::history::parse(data, source, Some("alice".into()), mtime_ns, out)
         }
-        Which::Bodyfile => parse::bodyfile::parse(&text(), mtime_ns),
-        Which::Processes => parse::volatile::processes(data, mtime_ns),
-        Which::Network => parse::volatile::network(data, mtime_ns),
-        Which::EventJournal => parse::volatile::event_journal(&text(), mtime_ns),
+        Which::Bodyfile => parse::bodyfile::parse(data, mtime_ns, out),
+        Which::Processes => parse::volatile::processes(data, mtime_ns, out),
+        Which::Network => parse::volatile::network(data, mtime_ns, out),
+        Which::EventJournal => parse::volatile::event_journal(data, mtime_ns, out),
         Which::EbpfLines => {
-            let mut s = Summary::default();
-            for line in text().lines() {
+            for line in String::from_utf8_lossy(data).lines() {
                 match parse::ebpf::from_line(line) {
                     Some(e) => {
                         s.events += 1;
@@ -59,11 +73,7 @@ pub fn parse(which: Which, data: &[u8], mtime_ns: i64) -> Summary {
             return s;
         }
     };
-    Summary {
-        events: parsed.events.len() as u64,
-        unparsed: parsed.unparsed,
-        kinds: parsed.events.into_iter().map(|e| e.kind).collect(),
-    }
+    s
 }
 
 /// 2026-11-29T09:57:52Z.

@@ -376,6 +376,18 @@ impl TimelineStore for Sqlite {
         Ok((rows, next))
     }
 
+    fn release_memory(&self) -> Result<()> {
+        // The page cache (up to `cache_size`) is full after a bulk insert: free its pages...
+        self.lock().execute_batch("PRAGMA shrink_memory")?;
+        // ...and hand the freed heap back (glibc keeps it otherwise).
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        Ok(())
+    }
+
     fn timeline_facets(&self, f: &Filter) -> Result<Facets> {
         let (w, p) = where_clause(f, None);
         let sql = format!(

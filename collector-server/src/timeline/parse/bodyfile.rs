@@ -3,7 +3,9 @@
 //! time, the way Plaso does it: `file_mtime`, `file_atime`, `file_ctime`, `file_btime`.
 //! File names may contain `|`: the name is everything between the first field and the last nine.
 
-use crate::timeline::{dedup_key, Event, Parsed};
+use super::{Line, Lines, MAX_LINE};
+use crate::timeline::{dedup_key, Emit, Event, Stop};
+use std::io::BufRead;
 
 /// Seconds with an optional fraction → nanoseconds; `None` for unknown (0, -1, empty).
 fn secs_to_ns(s: &str) -> Option<Option<i64>> {
@@ -22,20 +24,26 @@ fn secs_to_ns(s: &str) -> Option<Option<i64>> {
 }
 
 /// File events from a bodyfile. `mtime_ns` (of the bodyfile itself) dates unreadable lines.
-pub fn parse(text: &str, mtime_ns: i64) -> Parsed {
-    let mut out = Parsed::default();
-    for line in text.lines() {
+pub fn parse(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<(), Stop> {
+    let mut lines = Lines::new(r, MAX_LINE);
+    while let Some((at, line)) = lines.next_line()? {
+        let line = match line {
+            Line::Text(b) => String::from_utf8_lossy(b),
+            Line::TooLong { head, len, .. } => {
+                let text = String::from_utf8_lossy(head);
+                let why = Line::too_long(len, MAX_LINE);
+                out.unparsed(mtime_ns, "bodyfile", at, &text, &why)?;
+                continue;
+            }
+        };
+        let line = line.as_ref();
         if line.trim().is_empty() {
             continue;
         }
         let fields: Vec<&str> = line.split('|').collect();
         if fields.len() < 11 {
-            out.unparsed(
-                mtime_ns,
-                "bodyfile",
-                line,
-                "fewer than 11 `|`-separated fields",
-            );
+            let why = "fewer than 11 `|`-separated fields";
+            out.unparsed(mtime_ns, "bodyfile", at, line, why)?;
             continue;
         }
         let n = fields.len();
@@ -58,7 +66,8 @@ pub fn parse(text: &str, mtime_ns: i64) -> Parsed {
             ("file_btime", secs_to_ns(crtime), 'b'),
         ];
         if times.iter().any(|(_, t, _)| t.is_none()) {
-            out.unparsed(mtime_ns, "bodyfile", line, "a time field is not a number");
+            let why = "a time field is not a number";
+            out.unparsed(mtime_ns, "bodyfile", at, line, why)?;
             continue;
         }
         for (kind, t, letter) in times {
@@ -86,16 +95,23 @@ pub fn parse(text: &str, mtime_ns: i64) -> Parsed {
             e.path = Some(name.clone());
             e.user = Some(uid.to_string());
             e.dedup = dedup_key(&[b"bodyfile", line.as_bytes(), kind.as_bytes()]);
-            out.events.push(e);
+            out.event(e)?;
         }
     }
-    out
+    Ok(())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::timeline::Parsed;
+
+    fn parse(text: &str, mtime_ns: i64) -> Parsed {
+        let mut p = Parsed::default();
+        super::parse(text.as_bytes(), mtime_ns, &mut p).unwrap();
+        p
+    }
 
     #[test]
     fn macb_events_from_tsk_lines() {

@@ -4,7 +4,9 @@
 //! A command without a time of its own (bash without `HISTTIMEFORMAT`) is placed at the last
 //! time known before it, or at the file's mtime, and marked `time_inferred`.
 
-use crate::timeline::{dedup_key, Event, Occurrences, Parsed};
+use super::{Line, Lines, MAX_LINE};
+use crate::timeline::{dedup_key, Emit, Event, Occurrences, Stop};
+use std::io::BufRead;
 
 fn command_event(t: i64, source: &str, cmd: &str, user: &Option<String>, inferred: bool) -> Event {
     let mut e = Event::new(t, source, "shell_command", cmd.to_string()).attr("command", cmd);
@@ -15,25 +17,51 @@ fn command_event(t: i64, source: &str, cmd: &str, user: &Option<String>, inferre
     e
 }
 
-/// `source` is `bash_history` or `zsh_history`; `user` the history's owner.
-pub fn parse(text: &str, source: &str, user: Option<String>, mtime_ns: i64) -> Parsed {
-    let mut out = Parsed::default();
+/// `source` is `bash_history` or `zsh_history`; `user` the history's owner. A command (with
+/// its continuation lines) longer than [`MAX_LINE`] is kept as one `unparsed` event.
+pub fn parse(
+    r: impl BufRead,
+    source: &str,
+    user: Option<String>,
+    mtime_ns: i64,
+    out: &mut impl Emit,
+) -> Result<(), Stop> {
     let mut occ = Occurrences::default();
-    let mut push = |out: &mut Parsed, t: i64, cmd: &str, stamp: &str, inferred: bool| {
+    let mut push = |out: &mut (dyn Emit + '_),
+                    t: i64,
+                    cmd: &str,
+                    stamp: &str,
+                    inferred: bool,
+                    at: u64|
+     -> Result<(), Stop> {
         let mut e = command_event(t, source, cmd, &user, inferred);
-        let n = occ.next(&format!("{stamp}\n{cmd}"));
+        let n = occ.next(t, &format!("{stamp}\n{cmd}"), at);
         e.dedup = dedup_key(&[
             source.as_bytes(),
             stamp.as_bytes(),
             cmd.as_bytes(),
-            &n.to_le_bytes(),
+            &n.key_part(),
         ]);
-        out.events.push(e);
+        out.event(e)
     };
     let mut pending_time: Option<(i64, String)> = None;
     let mut last_known: Option<i64> = None;
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
+    let mut lines = Lines::new(r, MAX_LINE);
+    while let Some((at, line)) = lines.next_line()? {
+        let line = match line {
+            Line::Text(b) => String::from_utf8_lossy(b).into_owned(),
+            Line::TooLong { head, len, last } => {
+                let text = String::from_utf8_lossy(head).into_owned();
+                let t = last_known.unwrap_or(mtime_ns);
+                let why = Line::too_long(len, MAX_LINE);
+                out.unparsed(t, source, at, &text, &why)?;
+                // A zsh command continued past it: its continuation lines go with it.
+                if text.starts_with(": ") && last == Some(b'\\') {
+                    skip_continuation(&mut lines)?;
+                }
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -46,22 +74,44 @@ pub fn parse(text: &str, source: &str, user: Option<String>, mtime_ns: i64) -> P
             match parsed {
                 Some((secs, cmd)) => {
                     let mut cmd = cmd.to_string();
+                    let mut too_long = None;
                     while cmd.ends_with('\\') {
-                        let Some(next) = lines.next() else { break };
+                        let Some((_, next)) = lines.next_line()? else {
+                            break;
+                        };
+                        let (next, last) = match next {
+                            Line::Text(b) => (b, b.last().copied()),
+                            Line::TooLong { head, last, .. } => (head, last),
+                        };
+                        if cmd.len() + next.len() >= MAX_LINE {
+                            too_long = Some(cmd.len() as u64 + next.len() as u64);
+                            if last == Some(b'\\') {
+                                skip_continuation(&mut lines)?;
+                            }
+                            break;
+                        }
                         cmd.pop();
                         cmd.push('\n');
-                        cmd.push_str(next);
+                        cmd.push_str(&String::from_utf8_lossy(next));
                     }
                     let t = secs.saturating_mul(1_000_000_000);
                     last_known = Some(t);
-                    push(&mut out, t, &cmd, &secs.to_string(), false);
+                    if let Some(len) = too_long {
+                        let why = format!(
+                            "command of more than {len} bytes is longer than the {MAX_LINE} read; not parsed"
+                        );
+                        out.unparsed(t, source, at, &cmd, &why)?;
+                        continue;
+                    }
+                    push(out, t, &cmd, &secs.to_string(), false, at)?;
                 }
                 None => out.unparsed(
                     last_known.unwrap_or(mtime_ns),
                     source,
-                    line,
+                    at,
+                    &line,
                     "zsh extended history line without `: EPOCH:DURATION;`",
-                ),
+                )?,
             }
             continue;
         }
@@ -75,18 +125,39 @@ pub fn parse(text: &str, source: &str, user: Option<String>, mtime_ns: i64) -> P
         match pending_time.take() {
             Some((t, stamp)) => {
                 last_known = Some(t);
-                push(&mut out, t, line, &stamp, false);
+                push(out, t, &line, &stamp, false, at)?;
             }
-            None => push(&mut out, last_known.unwrap_or(mtime_ns), line, "", true),
+            None => push(out, last_known.unwrap_or(mtime_ns), &line, "", true, at)?,
         }
     }
-    out
+    Ok(())
+}
+
+/// Read past the continuation lines of a command already given up on.
+fn skip_continuation(lines: &mut Lines<impl BufRead>) -> Result<(), Stop> {
+    while let Some((_, next)) = lines.next_line()? {
+        let last = match next {
+            Line::Text(b) => b.last().copied(),
+            Line::TooLong { last, .. } => last,
+        };
+        if last != Some(b'\\') {
+            break;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::timeline::Parsed;
+
+    fn parse(text: &str, source: &str, user: Option<String>, mtime_ns: i64) -> Parsed {
+        let mut p = Parsed::default();
+        super::parse(text.as_bytes(), source, user, mtime_ns, &mut p).unwrap();
+        p
+    }
 
     #[test]
     fn bash_with_epochs_and_without() {
@@ -113,5 +184,37 @@ mod tests {
         assert_eq!(p.events[1].kind, "unparsed");
         assert_eq!(p.unparsed, 1);
         assert_eq!(p.events[2].time_ns, 1_795_946_299_000_000_000);
+    }
+
+    #[test]
+    fn a_command_longer_than_the_cap_is_unparsed_with_its_continuations() {
+        let long = "y".repeat(MAX_LINE);
+        let text = format!(
+            ": 1795946290:0;echo \\\n{long}\\\nstill the same command\n: 1795946299:0;id\n{long}x\nls\n"
+        );
+        let p = parse(&text, "zsh_history", None, 0);
+        let kinds: Vec<&str> = p.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["unparsed", "shell_command", "unparsed", "shell_command"]
+        );
+        assert_eq!(p.events[0].time_ns, 1_795_946_290_000_000_000);
+        assert_eq!(p.events[1].message, "id");
+        assert_eq!(p.events[3].message, "ls");
+        assert_eq!(p.unparsed, 2);
+    }
+
+    #[test]
+    fn empty_one_byte_and_repeated_commands() {
+        assert!(parse("", "bash_history", None, 0).events.is_empty());
+        let p = parse("x", "bash_history", None, 7);
+        assert_eq!((p.events.len(), p.events[0].time_ns), (1, 7));
+        // The same command three times without a time: three events, three keys, the same
+        // keys when read again.
+        let p = parse("id\nid\nid\n", "bash_history", None, 7);
+        let keys: std::collections::HashSet<i64> = p.events.iter().map(|e| e.dedup).collect();
+        assert_eq!(keys.len(), 3);
+        let again = parse("id\nid\nid\n", "bash_history", None, 7);
+        assert_eq!(again.events[2].dedup, p.events[2].dedup);
     }
 }

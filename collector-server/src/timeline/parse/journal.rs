@@ -5,33 +5,78 @@
 //! The binary journal files themselves are not parsed; collect an export instead.
 
 use super::syslog::classify;
-use crate::timeline::{dedup_key, Event, Parsed};
+use super::{read_full, skip, Line, Lines, MAX_LINE};
+use crate::timeline::{dedup_key, Emit, Event, Stop};
 use std::collections::HashMap;
+use std::io::BufRead;
+
+/// The fields an entry's event is made of; the others are counted, not kept, so an entry
+/// holds at most these, each cut to [`MAX_LINE`] bytes.
+const FIELDS: &[&str] = &[
+    "__CURSOR",
+    "__REALTIME_TIMESTAMP",
+    "SYSLOG_IDENTIFIER",
+    "_COMM",
+    "MESSAGE",
+    "_PID",
+    "_EXE",
+    "_UID",
+    "_SYSTEMD_UNIT",
+    "_HOSTNAME",
+    "_CMDLINE",
+    "PRIORITY",
+    "_BOOT_ID",
+];
 
 /// Parse either export format; the first non-blank byte tells which.
-pub fn parse(data: &[u8], mtime_ns: i64) -> Parsed {
-    let first = data.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'{') {
-        parse_json(&String::from_utf8_lossy(data), mtime_ns)
+pub fn parse(mut r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<(), Stop> {
+    // Leading blanks are looked past without being read, unless a whole buffer is blank.
+    let first = loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            break None;
+        }
+        match buf.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b) => break Some(*b),
+            None => {
+                let n = buf.len();
+                r.consume(n);
+            }
+        }
+    };
+    if first == Some(b'{') {
+        parse_json(r, mtime_ns, out)
     } else {
-        parse_export(data, mtime_ns)
+        parse_export(r, mtime_ns, out)
     }
 }
 
-fn parse_json(text: &str, mtime_ns: i64) -> Parsed {
-    let mut out = Parsed::default();
+fn parse_json(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<(), Stop> {
     let mut last = mtime_ns;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = match serde_json::from_str(line) {
+    let mut lines = Lines::new(r, MAX_LINE);
+    while let Some((at, line)) = lines.next_line()? {
+        let bytes = match line {
+            Line::Text(b) => b,
+            Line::TooLong { head, len, .. } => {
+                let text = String::from_utf8_lossy(head);
+                out.unparsed(last, "journal", at, &text, &Line::too_long(len, MAX_LINE))?;
+                continue;
+            }
+        };
+        let line = String::from_utf8_lossy(bytes);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => {
-                out.unparsed(last, "journal", line, &format!("not JSON: {e}"));
+                out.unparsed(last, "journal", at, &line, &format!("not JSON: {e}"))?;
                 continue;
             }
         };
         let mut fields = HashMap::new();
         if let Some(obj) = v.as_object() {
-            for (k, val) in obj {
+            for (k, val) in obj.iter().filter(|(k, _)| FIELDS.contains(&k.as_str())) {
                 let s = match val {
                     serde_json::Value::String(s) => s.clone(),
                     // A field given several times is an array of its values: keep the first.
@@ -53,82 +98,123 @@ fn parse_json(text: &str, mtime_ns: i64) -> Parsed {
         match entry(&fields) {
             Some(e) => {
                 last = e.time_ns;
-                out.events.push(e);
+                out.event(e)?;
             }
-            None => out.unparsed(last, "journal", line, "no __REALTIME_TIMESTAMP"),
+            None => out.unparsed(last, "journal", at, &line, "no __REALTIME_TIMESTAMP")?,
         }
     }
-    out
+    Ok(())
 }
 
-fn parse_export(data: &[u8], mtime_ns: i64) -> Parsed {
-    let mut out = Parsed::default();
-    let mut last = mtime_ns;
-    let mut fields: HashMap<String, String> = HashMap::new();
-    let mut pos = 0usize;
-    let flush = |fields: &mut HashMap<String, String>, out: &mut Parsed, last: &mut i64| {
-        if fields.is_empty() {
-            return;
+/// Most distinct field names counted in one entry (for the text of an entry that cannot be
+/// read); the rest are read past uncounted.
+const NAMES_COUNTED: usize = 4096;
+
+/// One entry of the export format being read.
+#[derive(Default)]
+struct Entry {
+    fields: HashMap<String, String>,
+    /// The names of every field seen, kept or not, as hashes.
+    names: std::collections::HashSet<i64>,
+    /// Its first line's number, which keys it when it cannot be read.
+    at: u64,
+}
+
+impl Entry {
+    fn field(&mut self, name: &[u8], value: &[u8], at: u64) {
+        if self.names.is_empty() {
+            self.at = at;
         }
-        match entry(fields) {
+        let name = String::from_utf8_lossy(name);
+        if self.names.len() < NAMES_COUNTED {
+            self.names.insert(dedup_key(&[name.as_bytes()]));
+        }
+        if FIELDS.contains(&name.as_ref()) {
+            self.fields.insert(
+                name.into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            );
+        }
+    }
+
+    fn flush(&mut self, out: &mut impl Emit, last: &mut i64) -> Result<(), Stop> {
+        if self.names.is_empty() {
+            return Ok(());
+        }
+        match entry(&self.fields) {
             Some(e) => {
                 *last = e.time_ns;
-                out.events.push(e);
+                out.event(e)?;
             }
             None => {
-                let text = fields
+                let text = self
+                    .fields
                     .get("MESSAGE")
                     .cloned()
-                    .unwrap_or_else(|| format!("{} fields", fields.len()));
-                out.unparsed(
-                    *last,
-                    "journal",
-                    &text,
-                    "entry without __REALTIME_TIMESTAMP",
-                )
+                    .unwrap_or_else(|| format!("{} fields", self.names.len()));
+                let why = "entry without __REALTIME_TIMESTAMP";
+                out.unparsed(*last, "journal", self.at, &text, why)?;
             }
         }
-        fields.clear();
-    };
-    while pos < data.len() {
-        let end = data[pos..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(data.len(), |i| pos + i);
-        let line = &data[pos..end];
-        pos = end + 1;
+        self.fields.clear();
+        self.names.clear();
+        Ok(())
+    }
+}
+
+fn parse_export(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<(), Stop> {
+    let mut last = mtime_ns;
+    let mut entry = Entry::default();
+    let mut lines = Lines::raw(r, MAX_LINE);
+    let mut value = Vec::new();
+    while let Some((at, line)) = lines.next_line()? {
+        let line = match line {
+            Line::Text(b) => b,
+            Line::TooLong { head, len, .. } => {
+                let text = String::from_utf8_lossy(head);
+                out.unparsed(last, "journal", at, &text, &Line::too_long(len, MAX_LINE))?;
+                continue;
+            }
+        };
         if line.is_empty() {
-            flush(&mut fields, &mut out, &mut last);
+            entry.flush(out, &mut last)?;
             continue;
         }
         if let Some(eq) = line.iter().position(|b| *b == b'=') {
-            fields.insert(
-                String::from_utf8_lossy(&line[..eq]).into_owned(),
-                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
-            );
+            entry.field(&line[..eq], &line[eq + 1..], at);
             continue;
         }
-        // A binary field: the name alone on its line, then a 64-bit LE length.
-        let name = String::from_utf8_lossy(line).into_owned();
-        let Some(len_bytes) = data.get(pos..pos + 8) else {
-            out.unparsed(last, "journal", &name, "binary field truncated");
-            break;
-        };
+        // A binary field: the name alone on its line, then a 64-bit LE length, the value and
+        // a newline. The value is kept up to MAX_LINE bytes, the rest skipped.
+        let name = line.to_vec();
+        let r = lines.reader();
         let mut b = [0u8; 8];
-        b.copy_from_slice(len_bytes);
-        let len = u64::from_le_bytes(b) as usize;
-        let Some(value) = len
-            .checked_add(pos + 8)
-            .and_then(|stop| data.get(pos + 8..stop))
-        else {
-            out.unparsed(last, "journal", &name, "binary field longer than the file");
-            break;
-        };
-        fields.insert(name, String::from_utf8_lossy(value).into_owned());
-        pos += 8 + len + 1;
+        if read_full(r, &mut b)? < 8 {
+            let text = String::from_utf8_lossy(&name);
+            out.unparsed(last, "journal", at, &text, "binary field truncated")?;
+            return entry.flush(out, &mut last);
+        }
+        let len = u64::from_le_bytes(b);
+        value.clear();
+        value.resize(usize::try_from(len).unwrap_or(MAX_LINE).min(MAX_LINE), 0);
+        let kept = read_full(r, &mut value)?;
+        let complete = kept == value.len() && skip(r, len - kept as u64)? == len - kept as u64;
+        if !complete {
+            let text = String::from_utf8_lossy(&name);
+            out.unparsed(
+                last,
+                "journal",
+                at,
+                &text,
+                "binary field longer than the file",
+            )?;
+            return entry.flush(out, &mut last);
+        }
+        entry.field(&name, &value, at);
+        // The newline after the value.
+        skip(r, 1)?;
     }
-    flush(&mut fields, &mut out, &mut last);
-    out
+    entry.flush(out, &mut last)
 }
 
 /// One journal entry → an event, recognised by its syslog identifier like a syslog line.
@@ -174,6 +260,13 @@ fn entry(f: &HashMap<String, String>) -> Option<Event> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::timeline::Parsed;
+
+    fn parse(data: &[u8], mtime_ns: i64) -> Parsed {
+        let mut p = Parsed::default();
+        super::parse(data, mtime_ns, &mut p).unwrap();
+        p
+    }
 
     #[test]
     fn json_export_with_an_ssh_login() {
@@ -210,5 +303,32 @@ not json
         // The truncated binary field is kept and counted.
         assert_eq!(p.unparsed, 1);
         assert_eq!(p.events.len(), 3);
+    }
+
+    #[test]
+    fn big_binary_fields_are_cut_and_long_lines_unparsed() {
+        let mut data = b"__REALTIME_TIMESTAMP=1795946281000000\nMESSAGE\n".to_vec();
+        let big = vec![b'm'; MAX_LINE + 100];
+        data.extend_from_slice(&(big.len() as u64).to_le_bytes());
+        data.extend_from_slice(&big);
+        data.extend_from_slice(b"\n\n");
+        data.extend_from_slice(format!("X={}\n", "y".repeat(MAX_LINE)).as_bytes());
+        data.extend_from_slice(b"__REALTIME_TIMESTAMP=1795946282000000\nMESSAGE=next\n");
+        let p = parse(&data, 0);
+        assert_eq!(p.events.len(), 3);
+        assert_eq!(p.events[0].message.len(), ": ".len() + MAX_LINE);
+        assert_eq!(p.events[1].kind, "unparsed");
+        assert_eq!(p.events[2].message, ": next");
+        assert_eq!(p.unparsed, 1);
+    }
+
+    #[test]
+    fn empty_and_one_byte_inputs() {
+        assert!(parse(b"", 0).events.is_empty());
+        assert!(parse(b"\n", 0).events.is_empty());
+        let p = parse(b"{", 3);
+        assert_eq!((p.events.len(), p.unparsed, p.events[0].time_ns), (1, 1, 3));
+        // One byte of the export format: a field name with no length after it.
+        assert_eq!(parse(b"x", 0).unparsed, 1);
     }
 }

@@ -3,12 +3,15 @@
 //! Lines start with either an RFC 3339 time (rsyslog's default since Debian 12) or the
 //! traditional `Mmm dd hh:mm:ss`, which has no year and no zone. The year is inferred from the
 //! file's mtime, walking back from the last line and stepping back a year where the month
-//! goes backwards (a log spanning New Year); the zone is taken as UTC, as on cloud images, and
+//! goes backwards (a log spanning New Year), in two passes over the file so that nothing is
+//! kept per line; the zone is taken as UTC, as on cloud images, and
 //! the event says so (`time_zone_assumed`). The message is then recognised: sshd logins,
 //! sudo, su, useradd, cron commands; anything else is a plain log entry.
 
-use crate::timeline::{dedup_key, Event, Occurrences, Parsed};
+use super::{Line, Lines, Reopen, MAX_LINE};
+use crate::timeline::{dedup_key, Emit, Event, Occurrences, Stop};
 use serde_json::Value;
+use std::io::BufRead;
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -18,12 +21,7 @@ enum Stamp {
     /// Complete time, nanoseconds UTC.
     Full(i64),
     /// `Mmm dd hh:mm:ss[.frac]`: month 1-12, day, seconds of day, nanoseconds.
-    NoYear {
-        month: u8,
-        day: u8,
-        secs: u32,
-        nanos: u32,
-    },
+    NoYear(NoYear),
 }
 
 /// Split a line into its time stamp and the rest.
@@ -50,12 +48,12 @@ fn stamp(line: &str) -> Option<(Stamp, &str)> {
         digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32)
     };
     Some((
-        Stamp::NoYear {
+        Stamp::NoYear(NoYear {
             month,
             day,
             secs: h * 3600 + m * 60 + s,
             nanos,
-        },
+        }),
         rest,
     ))
 }
@@ -77,74 +75,173 @@ fn year_of(ns: i64) -> i32 {
         .unwrap_or(1970)
 }
 
-/// Parse a syslog-format file. `source` names it in the timeline (`auth.log`, `syslog`,
-/// `cron`); `mtime_ns` is the file's modification time, used for the year.
-pub fn parse(text: &str, source: &str, mtime_ns: i64) -> Parsed {
-    let lines: Vec<&str> = text.lines().collect();
-    let stamps: Vec<Option<(Stamp, &str)>> = lines.iter().map(|l| stamp(l)).collect();
-    // Years, walking back from the end.
-    let mut times: Vec<Option<i64>> = vec![None; lines.len()];
-    let mut year = year_of(mtime_ns);
-    let mut later_month: Option<u8> = None;
-    for (i, s) in stamps.iter().enumerate().rev() {
-        match s {
-            Some((Stamp::Full(ns), _)) => {
-                times[i] = Some(*ns);
-                year = year_of(*ns);
-                later_month = None;
-            }
-            Some((
-                Stamp::NoYear {
-                    month,
-                    day,
-                    secs,
-                    nanos,
-                },
-                _,
-            )) => {
-                match later_month {
-                    // The newest line is the latest date not after the file was last
-                    // written, with a day of slack for a clock or zone difference (a line
-                    // of Jan 1 in a file written on Dec 31 is from next year).
-                    None => {
-                        let base = year;
-                        year = [base + 1, base, base - 1]
-                            .into_iter()
-                            .find(|y| {
-                                ns_of(*y, *month, *day, *secs, *nanos).is_some_and(|t| {
-                                    t <= mtime_ns.saturating_add(86_400_000_000_000)
-                                })
-                            })
-                            .unwrap_or(base - 1);
-                    }
-                    Some(later) if *month > later => year -= 1,
-                    Some(_) => {}
-                }
-                later_month = Some(*month);
-                times[i] = ns_of(year, *month, *day, *secs, *nanos);
-            }
-            None => {}
-        }
+/// The year of the first yearless line of each run: a run is the yearless lines between two
+/// lines with a full time (or the file's ends). Walking back from the end of a run, the year
+/// is that of the full time after it (or of the mtime), adjusted for the run's last line, and
+/// steps back wherever the month goes backwards; so, reading forward, a run starts that many
+/// steps before its end year and steps forward at each New Year. Only the runs whose first
+/// year differs from the run before are kept.
+struct RunYears {
+    /// `(run, year)`, runs counted from 0 in file order.
+    changes: Vec<(u64, i64)>,
+}
+
+/// Most year changes between runs kept (a real log has a few; each is 16 bytes). Past that
+/// (only a file made to have them), later runs keep the last year recorded.
+const MAX_YEAR_CHANGES: usize = 65_536;
+
+/// The year of the last yearless line before a full time of `base`'s year (or the mtime):
+/// the latest date not after the file was last written, with a day of slack for a clock or
+/// zone difference (a line of Jan 1 in a file written on Dec 31 is from next year).
+fn last_year(base: i64, st: &NoYear, mtime_ns: i64) -> i64 {
+    [base + 1, base, base - 1]
+        .into_iter()
+        .find(|y| {
+            st.ns(*y)
+                .is_some_and(|t| t <= mtime_ns.saturating_add(86_400_000_000_000))
+        })
+        .unwrap_or(base - 1)
+}
+
+#[derive(Clone, Copy)]
+struct NoYear {
+    month: u8,
+    day: u8,
+    secs: u32,
+    nanos: u32,
+}
+
+impl NoYear {
+    fn ns(&self, year: i64) -> Option<i64> {
+        ns_of(
+            i32::try_from(year).ok()?,
+            self.month,
+            self.day,
+            self.secs,
+            self.nanos,
+        )
     }
-    let mut out = Parsed::default();
+}
+
+impl RunYears {
+    /// The first pass: one line in memory, and a few numbers per run.
+    fn scan(r: impl BufRead, mtime_ns: i64) -> Result<RunYears, Stop> {
+        struct Run {
+            index: u64,
+            steps: i64,
+            last: NoYear,
+        }
+        let mut out = RunYears {
+            changes: Vec::new(),
+        };
+        let close = |run: Run, base: i64, out: &mut RunYears| {
+            let first = last_year(base, &run.last, mtime_ns) - run.steps;
+            if out.changes.last().map(|c| c.1) != Some(first)
+                && out.changes.len() < MAX_YEAR_CHANGES
+            {
+                out.changes.push((run.index, first));
+            }
+        };
+        let mut lines = Lines::new(r, MAX_LINE);
+        let mut run: Option<Run> = None;
+        let mut runs = 0u64;
+        while let Some((_, line)) = lines.next_line()? {
+            let Line::Text(bytes) = line else { continue };
+            match stamp(&String::from_utf8_lossy(bytes)) {
+                Some((Stamp::Full(ns), _)) => {
+                    if let Some(r) = run.take() {
+                        close(r, i64::from(year_of(ns)), &mut out);
+                    }
+                }
+                Some((Stamp::NoYear(st), _)) => match &mut run {
+                    Some(r) => {
+                        if r.last.month > st.month {
+                            r.steps += 1;
+                        }
+                        r.last = st;
+                    }
+                    None => {
+                        run = Some(Run {
+                            index: runs,
+                            steps: 0,
+                            last: st,
+                        });
+                        runs += 1;
+                    }
+                },
+                None => {}
+            }
+        }
+        if let Some(r) = run.take() {
+            close(r, i64::from(year_of(mtime_ns)), &mut out);
+        }
+        Ok(out)
+    }
+}
+
+/// Parse a syslog-format file. `source` names it in the timeline (`auth.log`, `syslog`,
+/// `cron`); `mtime_ns` is the file's modification time, used for the year. The file is read
+/// twice: once for the years (see [`RunYears`]), once for the events.
+pub fn parse<I: Reopen + ?Sized>(
+    input: &I,
+    source: &str,
+    mtime_ns: i64,
+    out: &mut impl Emit,
+) -> Result<(), Stop> {
+    let years = RunYears::scan(input.open()?, mtime_ns)?;
+    let mut changes = years.changes.iter().peekable();
+    let mut lines = Lines::new(input.open()?, MAX_LINE);
     let mut occ = Occurrences::default();
     let mut last_time = None;
-    for (i, line) in lines.iter().enumerate() {
+    let mut runs = 0u64;
+    let mut year = 0i64;
+    let mut run_year = 0i64;
+    let mut month: Option<u8> = None;
+    while let Some((at, line)) = lines.next_line()? {
+        let bytes = match line {
+            Line::Text(b) => b,
+            Line::TooLong { head, len, .. } => {
+                let why = Line::too_long(len, MAX_LINE);
+                let t = last_time.unwrap_or(mtime_ns);
+                out.unparsed(t, source, at, &String::from_utf8_lossy(head), &why)?;
+                continue;
+            }
+        };
+        let line = String::from_utf8_lossy(bytes);
+        let st = stamp(&line);
+        let time = match &st {
+            Some((Stamp::Full(ns), _)) => {
+                month = None;
+                Some(*ns)
+            }
+            Some((Stamp::NoYear(ny), _)) => {
+                match month {
+                    None => {
+                        while let Some(c) = changes.next_if(|c| c.0 <= runs) {
+                            run_year = c.1;
+                        }
+                        runs += 1;
+                        year = run_year;
+                    }
+                    Some(earlier) if earlier > ny.month => year += 1,
+                    Some(_) => {}
+                }
+                month = Some(ny.month);
+                ny.ns(year)
+            }
+            None => None,
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let (Some((st, rest)), Some(t)) = (&stamps[i], times[i]) else {
-            out.unparsed(
-                last_time.unwrap_or(mtime_ns),
-                source,
-                line,
-                "no syslog time stamp",
-            );
+        let (Some((st, rest)), Some(t)) = (st, time) else {
+            let t = last_time.unwrap_or(mtime_ns);
+            out.unparsed(t, source, at, &line, "no syslog time stamp")?;
             continue;
         };
         last_time = Some(t);
         let mut e = entry(t, source, rest);
-        if matches!(st, Stamp::NoYear { .. }) {
+        if matches!(st, Stamp::NoYear(_)) {
             e = e
                 .attr("time_zone_assumed", "UTC")
                 .attr("year_inferred", true);
@@ -152,11 +249,11 @@ pub fn parse(text: &str, source: &str, mtime_ns: i64) -> Parsed {
         e.dedup = dedup_key(&[
             source.as_bytes(),
             line.as_bytes(),
-            &occ.next(line).to_le_bytes(),
+            &occ.next(t, &line, at).key_part(),
         ]);
-        out.events.push(e);
+        out.event(e)?;
     }
-    out
+    Ok(())
 }
 
 /// `HOST PROG[PID]: MESSAGE` → an event, recognised where we know the message.
@@ -310,9 +407,58 @@ pub fn classify(t: i64, source: &str, prog: &str, msg: &str) -> Event {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::timeline::Parsed;
 
     fn ns(s: &str) -> i64 {
         cairn_protocol::rfc3339::parse_ns(s).unwrap()
+    }
+
+    fn parse(text: &str, source: &str, mtime_ns: i64) -> Parsed {
+        let mut p = Parsed::default();
+        super::parse(&text.as_bytes(), source, mtime_ns, &mut p).unwrap();
+        p
+    }
+
+    /// The times the first version gave each line: every line's stamp in memory, years
+    /// walked back from the last line.
+    fn times_walking_back(text: &str, mtime_ns: i64) -> Vec<Option<i64>> {
+        let stamps: Vec<Option<Stamp>> = text.lines().map(|l| stamp(l).map(|s| s.0)).collect();
+        let mut times = vec![None; stamps.len()];
+        let mut year = i64::from(year_of(mtime_ns));
+        let mut later_month: Option<u8> = None;
+        for (i, s) in stamps.iter().enumerate().rev() {
+            match s {
+                Some(Stamp::Full(ns)) => {
+                    times[i] = Some(*ns);
+                    year = i64::from(year_of(*ns));
+                    later_month = None;
+                }
+                Some(Stamp::NoYear(st)) => {
+                    match later_month {
+                        None => year = last_year(year, st, mtime_ns),
+                        Some(later) if st.month > later => year -= 1,
+                        Some(_) => {}
+                    }
+                    later_month = Some(st.month);
+                    times[i] = st.ns(year);
+                }
+                None => {}
+            }
+        }
+        times
+    }
+
+    /// Each line's time as the parser gave it (unparsed lines: none).
+    fn times_streamed(text: &str, mtime_ns: i64) -> Vec<Option<i64>> {
+        let p = parse(text, "syslog", mtime_ns);
+        let mut events = p.events.iter();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|_| {
+                let e = events.next().unwrap();
+                (e.kind != "unparsed").then_some(e.time_ns)
+            })
+            .collect()
     }
 
     const AUTH: &str = "\
@@ -390,5 +536,116 @@ Nov 29 10:02:01 ip-10-0-1-17 CRON[4500]: (root) CMD (cd / && run-parts --report 
         assert_ne!(p.events[0].dedup, p.events[1].dedup);
         let again = parse(text, "syslog", 0);
         assert_eq!(again.events[1].dedup, p.events[1].dedup);
+    }
+
+    #[test]
+    fn two_passes_give_the_years_of_the_walk_back_across_new_years() {
+        let mtime = ns("2027-01-02T08:00:00Z");
+        // Three New Years in one file, a full time in the middle, lines without a time, a
+        // blank line, an impossible date (Feb 30) and a line just after the mtime.
+        let text = "\
+Nov 30 10:00:00 h a: 2024
+Dec 31 23:59:59 h a: 2024
+Jan  1 00:00:01 h a: 2025
+not a log line
+Jun  5 12:00:00 h a: 2025
+Feb 30 12:00:00 h a: never
+
+Dec 24 18:00:00 h a: 2026, the full time's year, as the walk back has it
+2026-03-01T10:00:00Z h a: full time
+Jan  2 07:00:00 h a: 2026, the full time's year
+Oct  1 00:00:00 h a: 2026
+Jan  1 00:00:00 h a: 2027
+Jan  2 08:30:00 h a: 2027, just after the mtime
+";
+        let want: Vec<Option<i64>> = text
+            .lines()
+            .zip(times_walking_back(text, mtime))
+            .filter(|(l, _)| !l.trim().is_empty())
+            .map(|(_, t)| t)
+            .collect();
+        assert_eq!(times_streamed(text, mtime), want);
+        let p = parse(text, "syslog", mtime);
+        let year = |i: usize| year_of(p.events[i].time_ns);
+        assert_eq!(
+            [year(0), year(1), year(2), year(4), year(6)],
+            [2024, 2024, 2025, 2025, 2026]
+        );
+        assert_eq!(p.events[3].kind, "unparsed"); // not a log line
+        assert_eq!(p.events[5].kind, "unparsed"); // Feb 30
+        assert_eq!(p.events[8].time_ns, ns("2026-01-02T07:00:00Z"));
+        assert_eq!(p.events[10].time_ns, ns("2027-01-01T00:00:00Z"));
+        assert_eq!(p.events[11].time_ns, ns("2027-01-02T08:30:00Z"));
+        // Against the walk back on many shapes of file: runs of yearless lines between full
+        // times, months going back, garbage between.
+        let mut x: u64 = 0x9e37_79b9;
+        for round in 0..300 {
+            let mut text = String::new();
+            for _ in 0..(round % 40) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                match x % 9 {
+                    0 => text.push_str(&format!("2026-0{}-01T00:00:00Z h a: full\n", x % 9 + 1)),
+                    1 => text.push_str("garbage\n"),
+                    _ => text.push_str(&format!(
+                        "{} {:2} 1{}:00:00 h a: x\n",
+                        MONTHS[(x >> 8) as usize % 12],
+                        (x >> 16) % 31 + 1,
+                        x % 10
+                    )),
+                }
+            }
+            let mtime = ns("2026-06-15T00:00:00Z") + (x % 400) as i64 * 86_400_000_000_000;
+            let want: Vec<Option<i64>> = text
+                .lines()
+                .zip(times_walking_back(&text, mtime))
+                .filter(|(l, _)| !l.trim().is_empty())
+                .map(|(_, t)| t)
+                .collect();
+            assert_eq!(times_streamed(&text, mtime), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_line_longer_than_the_cap_is_one_unparsed_event() {
+        let long = format!("Nov 29 10:00:00 h a: {}\n", "x".repeat(MAX_LINE + 10));
+        let text = format!("Nov 29 09:00:00 h a: before\n{long}Nov 29 11:00:00 h a: after\n");
+        let p = parse(&text, "syslog", ns("2026-11-29T12:00:00Z"));
+        assert_eq!(p.events.len(), 3);
+        assert_eq!(p.unparsed, 1);
+        let cut = &p.events[1];
+        assert_eq!(cut.kind, "unparsed");
+        assert_eq!(cut.time_ns, ns("2026-11-29T09:00:00Z"));
+        assert_eq!(cut.message.chars().count(), 4096);
+        let why = cut.attrs["parse_error"].as_str().unwrap();
+        assert!(why.contains(&format!("{} bytes", long.len() - 1)), "{why}");
+        assert_eq!(p.events[2].time_ns, ns("2026-11-29T11:00:00Z"));
+    }
+
+    #[test]
+    fn empty_and_one_byte_files() {
+        assert!(parse("", "syslog", 5).events.is_empty());
+        let p = parse("x", "syslog", 5);
+        assert_eq!((p.events.len(), p.unparsed), (1, 1));
+        assert_eq!(p.events[0].time_ns, 5);
+        assert!(parse("\n", "syslog", 5).events.is_empty());
+    }
+
+    #[test]
+    fn repeated_lines_at_one_time_and_out_of_order_stay_distinct() {
+        // The same line twice at one time, then an earlier line, then the first line again.
+        let a = "Nov 29 10:00:00 h CRON[1]: (root) CMD (true)";
+        let b = "Nov 29 09:00:00 h CRON[1]: (root) CMD (true)";
+        let text = format!("{a}\n{a}\n{b}\n{a}\n{b}\n");
+        let p = parse(&text, "cron", ns("2026-11-29T12:00:00Z"));
+        let mut keys: Vec<(i64, i64)> = p.events.iter().map(|e| (e.time_ns, e.dedup)).collect();
+        assert_eq!(keys.len(), 5);
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), 5, "no two lines share (time, key)");
+        let again = parse(&text, "cron", ns("2026-11-29T12:00:00Z"));
+        let k = |p: &Parsed| p.events.iter().map(|e| e.dedup).collect::<Vec<_>>();
+        assert_eq!(k(&p), k(&again));
     }
 }

@@ -2,7 +2,9 @@
 //! sessions). Linux `struct utmp` on x86_64 and aarch64 is 384 bytes, little-endian, with
 //! 32-bit times (glibc's `__WORDSIZE_TIME64_COMPAT32` layout).
 
-use crate::timeline::{dedup_key, Event, Parsed};
+use super::read_full;
+use crate::timeline::{dedup_key, Emit, Event, Stop};
+use std::io::BufRead;
 
 pub const RECORD: usize = 384;
 
@@ -23,20 +25,26 @@ fn i32_at(b: &[u8], at: usize) -> i32 {
     i32::from_le_bytes(x)
 }
 
-/// Parse a utmp-format file; `source` is `wtmp`, `btmp` or `utmp`.
-pub fn parse(data: &[u8], source: &str, mtime_ns: i64) -> Parsed {
-    let mut out = Parsed::default();
+/// Parse a utmp-format file, one record at a time; `source` is `wtmp`, `btmp` or `utmp`.
+pub fn parse(
+    mut input: impl BufRead,
+    source: &str,
+    mtime_ns: i64,
+    out: &mut impl Emit,
+) -> Result<(), Stop> {
     let mut last = mtime_ns;
-    for (n, r) in data.chunks(RECORD).enumerate() {
-        if r.len() < RECORD {
-            out.unparsed(
-                last,
-                source,
-                &format!("{} trailing bytes", r.len()),
-                "truncated utmp record",
-            );
+    let mut record = [0u8; RECORD];
+    for n in 0u64.. {
+        let got = read_full(&mut input, &mut record)?;
+        if got == 0 {
             break;
         }
+        if got < RECORD {
+            let text = format!("{got} trailing bytes");
+            out.unparsed(last, source, n, &text, "truncated utmp record")?;
+            break;
+        }
+        let r = &record[..];
         let ut_type = i16::from_le_bytes([r[0], r[1]]);
         let pid = i32_at(r, 4);
         let line = cstr(&r[8..40]);
@@ -48,12 +56,8 @@ pub fn parse(data: &[u8], source: &str, mtime_ns: i64) -> Parsed {
             continue; // an empty slot
         }
         if !(0..=9).contains(&ut_type) || !(0..1_000_000).contains(&usecs) {
-            out.unparsed(
-                last,
-                source,
-                &format!("record {n}: type {ut_type}, time {secs}.{usecs}"),
-                "not a utmp record",
-            );
+            let text = format!("record {n}: type {ut_type}, time {secs}.{usecs}");
+            out.unparsed(last, source, n, &text, "not a utmp record")?;
             continue;
         }
         let t = i64::from(secs) * 1_000_000_000 + i64::from(usecs) * 1000;
@@ -86,15 +90,22 @@ pub fn parse(data: &[u8], source: &str, mtime_ns: i64) -> Parsed {
         e.pid = (pid > 0).then_some(i64::from(pid));
         e.user = (!user.is_empty()).then_some(user);
         e.dedup = dedup_key(&[source.as_bytes(), r]);
-        out.events.push(e);
+        out.event(e)?;
     }
-    out
+    Ok(())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub(crate) mod tests {
     use super::*;
+    use crate::timeline::Parsed;
+
+    fn parse(data: &[u8], source: &str, mtime_ns: i64) -> Parsed {
+        let mut p = Parsed::default();
+        super::parse(data, source, mtime_ns, &mut p).unwrap();
+        p
+    }
 
     /// One record as glibc writes it.
     pub fn record(
@@ -151,5 +162,24 @@ pub(crate) mod tests {
             0,
         );
         assert_eq!(btmp.events[0].kind, "failed_login");
+    }
+
+    #[test]
+    fn empty_one_byte_and_records_across_reads() {
+        assert!(parse(b"", "wtmp", 0).events.is_empty());
+        let p = parse(b"\x07", "wtmp", 9);
+        assert_eq!(
+            (p.unparsed, p.events[0].message.as_str()),
+            (1, "1 trailing bytes")
+        );
+        // Records split over many small reads are read whole.
+        let mut data = record(USER_PROCESS, 1, "pts/0", "alice", "", 1_795_946_281);
+        data.extend(record(DEAD_PROCESS, 1, "pts/0", "", "", 1_795_946_282));
+        let mut p = Parsed::default();
+        let r = std::io::BufReader::with_capacity(7, data.as_slice());
+        super::parse(r, "wtmp", 0, &mut p).unwrap();
+        let kinds: Vec<&str> = p.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["login", "logout"]);
+        assert_eq!(p.events[0].dedup, parse(&data, "wtmp", 0).events[0].dedup);
     }
 }

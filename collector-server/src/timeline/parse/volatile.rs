@@ -2,31 +2,48 @@
 //! sockets from `network.json` (dated by the snapshot's `collected_at`), and the sensor events
 //! a collection carries in `events.jsonl`.
 
-use crate::timeline::{dedup_key, Event, Parsed};
+use super::{Line, Lines, MAX_DOCUMENT, MAX_LINE};
+use crate::timeline::{dedup_key, Emit, Event, Stop};
 use serde_json::Value;
+use std::io::{BufRead, Read};
 
-/// The snapshot's JSON, or `None` with the whole item kept as one unparsed event.
-fn document(data: &[u8], mtime_ns: i64, name: &str, out: &mut Parsed) -> Option<Value> {
-    match serde_json::from_slice(data) {
-        Ok(v) => Some(v),
+/// The snapshot's JSON (read whole, at most [`MAX_DOCUMENT`] bytes), or `None` with the whole
+/// item kept as one unparsed event.
+fn document(
+    r: impl BufRead,
+    mtime_ns: i64,
+    name: &'static str,
+    out: &mut impl Emit,
+) -> Result<Option<Value>, Stop> {
+    let mut data = Vec::new();
+    r.take(MAX_DOCUMENT + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > MAX_DOCUMENT {
+        return Err(Stop::TooLarge {
+            what: name,
+            max: MAX_DOCUMENT,
+        });
+    }
+    match serde_json::from_slice(&data) {
+        Ok(v) => Ok(Some(v)),
         Err(e) => {
-            out.unparsed(mtime_ns, name, name, &format!("not JSON: {e}"));
-            None
+            out.unparsed(mtime_ns, name, 0, name, &format!("not JSON: {e}"))?;
+            Ok(None)
         }
     }
 }
 
 /// `processes.json` → one `process_start` per process with a start time (kernel threads left
 /// out: they start at boot and say nothing about an intrusion).
-pub fn processes(data: &[u8], mtime_ns: i64) -> Parsed {
-    let mut out = Parsed::default();
-    let Some(doc) = document(data, mtime_ns, "processes.json", &mut out) else {
-        return out;
+pub fn processes(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<(), Stop> {
+    let Some(doc) = document(r, mtime_ns, "processes.json", out)? else {
+        return Ok(());
     };
-    for p in doc["processes"]
+    for (n, p) in doc["processes"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
+        .iter()
+        .enumerate()
     {
         if p["kernel_thread"].as_bool() == Some(true) {
             continue;
@@ -36,12 +53,9 @@ pub fn processes(data: &[u8], mtime_ns: i64) -> Parsed {
             .and_then(cairn_protocol::rfc3339::parse_ns)
         else {
             if !p["vanished"].as_bool().unwrap_or(false) {
-                out.unparsed(
-                    mtime_ns,
-                    "processes.json",
-                    &p["pid"].to_string(),
-                    "process without start_time",
-                );
+                let pid = p["pid"].to_string();
+                let why = "process without start_time";
+                out.unparsed(mtime_ns, "processes.json", n as u64, &pid, why)?;
             }
             continue;
         };
@@ -84,16 +98,15 @@ pub fn processes(data: &[u8], mtime_ns: i64) -> Parsed {
             p["pid"].to_string().as_bytes(),
             p["start_time"].to_string().as_bytes(),
         ]);
-        out.events.push(e);
+        out.event(e)?;
     }
-    out
+    Ok(())
 }
 
 /// `network.json` → the sockets seen at the snapshot: connections and listeners.
-pub fn network(data: &[u8], mtime_ns: i64) -> Parsed {
-    let mut out = Parsed::default();
-    let Some(doc) = document(data, mtime_ns, "network.json", &mut out) else {
-        return out;
+pub fn network(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<(), Stop> {
+    let Some(doc) = document(r, mtime_ns, "network.json", out)? else {
+        return Ok(());
     };
     let t = doc["collected_at"]
         .as_str()
@@ -147,32 +160,60 @@ pub fn network(data: &[u8], mtime_ns: i64) -> Parsed {
                 s["remote_address"].to_string().as_bytes(),
                 s["remote_port"].to_string().as_bytes(),
             ]);
-            out.events.push(e);
+            out.event(e)?;
         }
     }
-    out
+    Ok(())
 }
 
-/// `events.jsonl` (the flight recorder's window): sensor events, keyed like the live stream.
-pub fn event_journal(text: &str, mtime_ns: i64) -> Parsed {
-    let mut out = Parsed::default();
+/// `events.jsonl` (the flight recorder's window): sensor events, keyed like the live stream,
+/// one line at a time.
+pub fn event_journal(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<(), Stop> {
     let mut last = mtime_ns;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        match super::ebpf::from_line(line) {
+    let mut lines = Lines::new(r, MAX_LINE);
+    while let Some((at, line)) = lines.next_line()? {
+        let line = match line {
+            Line::Text(b) => String::from_utf8_lossy(b),
+            Line::TooLong { head, len, .. } => {
+                let text = String::from_utf8_lossy(head);
+                let why = Line::too_long(len, MAX_LINE);
+                out.unparsed(last, "event_journal", at, &text, &why)?;
+                continue;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match super::ebpf::from_line(&line) {
             Some(e) => {
                 last = e.time_ns;
-                out.events.push(e);
+                out.event(e)?;
             }
-            None => out.unparsed(last, "event_journal", line, "not a sensor event"),
+            None => out.unparsed(last, "event_journal", at, &line, "not a sensor event")?,
         }
     }
-    out
+    Ok(())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::timeline::Parsed;
+
+    fn run(f: fn(&[u8], i64, &mut Parsed) -> Result<(), Stop>, data: &[u8], t: i64) -> Parsed {
+        let mut p = Parsed::default();
+        f(data, t, &mut p).unwrap();
+        p
+    }
+
+    fn processes(data: &[u8], t: i64) -> Parsed {
+        run(|d, t, p| super::processes(d, t, p), data, t)
+    }
+
+    fn network(data: &[u8], t: i64) -> Parsed {
+        run(|d, t, p| super::network(d, t, p), data, t)
+    }
 
     #[test]
     fn process_starts_and_sockets() {
@@ -203,5 +244,40 @@ mod tests {
             .contains("198.51.100.20:3333 ESTABLISHED xmrig (pid 4242)"));
         assert_eq!(n.events[1].kind, "socket_listen");
         assert_eq!(processes(b"{not json", 5).unparsed, 1);
+    }
+
+    #[test]
+    fn event_journal_lines_keep_their_live_keys() {
+        let line = r#"{"time":"2026-11-29T09:57:52.065472261Z","kind":"process_exec","source":"ebpf","process":{"pid":7,"ppid":1,"uid":0,"comm":"sh","exe":"/bin/sh","args":["sh"]}}"#;
+        let long = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_LINE));
+        let text = format!("{line}\r\n\n{long}\nnot json\n{line}");
+        let p = run(|d, t, p| event_journal(d, t, p), text.as_bytes(), 3);
+        let kinds: Vec<&str> = p.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["process_exec", "unparsed", "unparsed", "process_exec"]
+        );
+        assert_eq!(p.unparsed, 2);
+        let live = super::super::ebpf::from_line(line).unwrap();
+        assert_eq!(p.events[0].dedup, live.dedup);
+        assert_eq!(p.events[3].dedup, live.dedup);
+        // The two unreadable lines are dated by the event before them, and keyed apart.
+        assert_eq!(p.events[1].time_ns, live.time_ns);
+        assert_ne!(p.events[1].dedup, p.events[2].dedup);
+        assert!(run(|d, t, p| event_journal(d, t, p), b"", 0)
+            .events
+            .is_empty());
+        assert_eq!(run(|d, t, p| event_journal(d, t, p), b"{", 0).unparsed, 1);
+    }
+
+    #[test]
+    fn documents_over_the_cap_are_not_parsed() {
+        let big = vec![b' '; MAX_DOCUMENT as usize + 1];
+        let mut p = Parsed::default();
+        let err = super::processes(big.as_slice(), 0, &mut p).unwrap_err();
+        assert!(matches!(err, Stop::TooLarge { .. }), "{err}");
+        assert!(p.events.is_empty());
+        assert_eq!(processes(b"", 0).unparsed, 1);
+        assert_eq!(network(b"{", 0).unparsed, 1);
     }
 }
