@@ -86,7 +86,7 @@ fn default_heartbeat() -> u64 {
     15
 }
 fn default_backoff() -> u64 {
-    5
+    60
 }
 fn default_metadata_mode() -> String {
     "auto".into()

@@ -103,7 +103,9 @@ pub async fn checks(opts: &SelftestOptions) -> Vec<CheckResult> {
     let start = Instant::now();
     let trip = if pong.is_ok() {
         let spool = ChunkSpool::new(opts.state.spool(), cfg.spool_max_bytes);
-        match tokio::time::timeout(Duration::from_secs(60), round_trip(&connector, &spool, &host)).await {
+        match tokio::time::timeout(Duration::from_secs(60), round_trip(&connector, &spool, &host))
+            .await
+        {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => Verdict::fail(
                 format!("evidence round trip to {} failed: {e:#}", cfg.collector),
@@ -276,7 +278,9 @@ async fn round_trip(
     let item_id = header.item_id.clone();
     let item = crate::collect::PlannedItem::from_bytes(header.clone(), bytes);
     let host = host.clone();
-    let sealed = upload::send_item(connector, spool, header, move |sink| {
+    // Its own pause state: the running agent's heartbeat speaks for collections only.
+    let pause = Arc::new(upload::UploadPause::default());
+    let sealed = upload::send_item(connector, spool, &pause, header, move |sink| {
         item.produce(&host, &Default::default(), sink)
     })
     .await
