@@ -174,6 +174,8 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    // Keys, spooled chunks, the journal and offline collections are for this user only.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
@@ -217,6 +219,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
             );
         }
         Cmd::Run => {
+            state.check_private()?;
             let agent = cairn_agent::daemon::Agent::with_host_root(&state, cli.host_root).await?;
             tokio::select! {
                 r = cairn_agent::daemon::run(agent) => r?,
