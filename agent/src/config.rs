@@ -142,6 +142,47 @@ impl StateDir {
         Ok(())
     }
 
+    /// The age recipient the collector gave (at enrollment or in its last `welcome`), if any.
+    pub fn evidence_recipient(&self) -> Result<Option<crate::encryption::Recipient>> {
+        let p = self.path(crate::encryption::RECIPIENT_FILE);
+        match std::fs::read_to_string(&p) {
+            Ok(text) => Ok(Some(
+                crate::encryption::Recipient::parse(&text)
+                    .with_context(|| format!("{} is damaged", p.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+        }
+    }
+
+    /// Keep (or, `None`: forget) the collector's evidence recipient. One that is not a valid
+    /// age recipient is refused, and what was kept stays.
+    pub fn save_evidence_recipient(&self, recipient: Option<&str>) -> Result<()> {
+        let p = self.path(crate::encryption::RECIPIENT_FILE);
+        match recipient {
+            Some(r) => {
+                let r = crate::encryption::Recipient::parse(r)
+                    .context("the collector's evidence recipient")?;
+                if self
+                    .evidence_recipient()
+                    .ok()
+                    .flatten()
+                    .map(|k| k.as_str().to_string())
+                    != Some(r.as_str().to_string())
+                {
+                    cairn_private_fs::write_secret(&p, format!("{}\n", r.as_str()).as_bytes())?;
+                }
+            }
+            None => match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove {}", p.display()))
+                }
+                _ => {}
+            },
+        }
+        Ok(())
+    }
+
     /// Refuse a state directory other users can read: it holds the agent's private key and
     /// evidence waiting for the collector (spooled chunks, the event journal). The directory,
     /// every entry at its top and the entries of its subdirectories are checked.

@@ -172,6 +172,21 @@ impl ControlHandler for Arc<Agent> {
         Some(self.pause.bell())
     }
 
+    /// The collector's evidence recipient, kept for `collect --encrypt`.
+    fn welcomed(&self, welcome: &Message) {
+        if let Message::Welcome {
+            evidence_recipient, ..
+        } = welcome
+        {
+            if let Err(e) = self
+                .state
+                .save_evidence_recipient(evidence_recipient.as_deref())
+            {
+                tracing::warn!("{e:#}");
+            }
+        }
+    }
+
     fn collect(&self, req: CollectRequest) {
         if lock(&self.seen).insert(req.collection_id.clone()) {
             tracing::info!(
