@@ -189,6 +189,8 @@ pub struct Pong {
     /// Our clock half-way through the round trip, to compare with `server_time`.
     pub local_mid: time::OffsetDateTime,
     pub collector_version: String,
+    /// The collector's age recipient for evidence, when it keeps evidence encrypted.
+    pub evidence_recipient: Option<String>,
 }
 
 /// A hello round trip on a connection of its own, with a 10 s limit on each step: proves
@@ -214,12 +216,14 @@ pub async fn probe(connector: &Connector, host: HostIdentity) -> Result<Pong> {
         Ok(Ok(Some(Frame::Message(Message::Welcome {
             server_time,
             collector_version,
+            evidence_recipient,
             ..
         })))) => Ok(Pong {
             rtt,
             server_time,
             local_mid: local_start + rtt / 2,
             collector_version,
+            evidence_recipient,
         }),
         Ok(Ok(Some(Frame::Message(Message::Error { code, message })))) => {
             Err(anyhow!("collector refused us ({code}): {message}"))
