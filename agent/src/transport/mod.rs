@@ -12,9 +12,11 @@
 //!   daemon's.
 //! - [`events`]: the live event stream, batched and acknowledged, spilling to the on-disk
 //!   `EventSpool` (`event_spool`).
-//! - [`upload`]: one item over one stream, resumable, with the on-disk [`upload::ChunkSpool`].
+//! - [`upload`]: one item over one stream, resumable, with the on-disk [`upload::ChunkSpool`]
+//!   (`chunk_spool`).
 
 pub mod backoff;
+mod chunk_spool;
 pub mod connection;
 pub mod control;
 pub mod enroll;
