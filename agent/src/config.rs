@@ -288,6 +288,25 @@ mod tests {
     }
 
     #[test]
+    fn the_collectors_recipient_is_kept_private_replaced_and_forgotten() {
+        let d = tempfile::tempdir().unwrap();
+        let state = StateDir::new(d.path());
+        assert!(state.evidence_recipient().unwrap().is_none());
+        let one = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        state.save_evidence_recipient(Some(one)).unwrap();
+        assert_eq!(state.evidence_recipient().unwrap().unwrap().as_str(), one);
+        let p = state.path(crate::encryption::RECIPIENT_FILE);
+        assert_eq!(cairn_private_fs::exposure(&p).unwrap(), None);
+        // A collector that sends garbage does not replace what was kept.
+        assert!(state.save_evidence_recipient(Some("age1garbage")).is_err());
+        assert_eq!(state.evidence_recipient().unwrap().unwrap().as_str(), one);
+        // Encryption at rest turned off at the collector: forgotten.
+        state.save_evidence_recipient(None).unwrap();
+        assert!(state.evidence_recipient().unwrap().is_none());
+        state.save_evidence_recipient(None).unwrap();
+    }
+
+    #[test]
     fn a_state_directory_others_can_read_is_refused_with_the_fix() {
         let d = tempfile::tempdir().unwrap();
         let state = StateDir::new(d.path().join("state"));
