@@ -83,6 +83,14 @@ impl Journal {
 enum Body {
     Bytes(Vec<u8>),
     File(capture::file::OpenedFile),
+    /// A `file` profile path, checked when planned and opened again only when produced: a
+    /// request may name thousands of files, too many to hold open.
+    Path {
+        host_root: std::path::PathBuf,
+        path: String,
+        /// (device, inode) when planned: a file replaced since is not read.
+        identity: (u64, u64),
+    },
     /// Planned when the item is produced, not before: a core's registers and maps must be
     /// read just before its memory, not when the collection started.
     Deferred(Box<dyn FnOnce() -> Result<Streamed, Failure> + Send>),
@@ -203,8 +211,10 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
             if req.paths.is_empty() {
                 errors.push("profile file needs at least one path".into());
             }
+            let host_root = &opts.volatile.host_root;
             for p in &req.paths {
-                match capture::file::open_in(&opts.volatile.host_root, p) {
+                // Opened and closed: one descriptor at a time, however many paths.
+                match capture::file::open_in(host_root, p) {
                     Ok(f) => {
                         let source = Source {
                             name: std::path::Path::new(p)
@@ -217,7 +227,11 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
                         };
                         items.push(PlannedItem {
                             header: header(req, ItemKind::File, source),
-                            body: Body::File(f),
+                            body: Body::Path {
+                                host_root: host_root.clone(),
+                                path: p.clone(),
+                                identity: f.identity(),
+                            },
                         });
                     }
                     Err(e) => errors.push(e),
@@ -451,6 +465,22 @@ impl PlannedItem {
                 }
             },
             Body::File(f) => file_reader(f),
+            Body::Path {
+                host_root,
+                path,
+                identity,
+            } => match capture::file::open_in(&host_root, &path) {
+                Ok(f) if f.identity() == identity => file_reader(f),
+                Ok(f) => {
+                    let msg = format!(
+                        "{path}: replaced between planning and reading (inode {} is now {}); not read",
+                        identity.1,
+                        f.identity().1
+                    );
+                    (Box::new(FailingReader(Some(msg))), None)
+                }
+                Err(msg) => (Box::new(FailingReader(Some(msg))), None),
+            },
             Body::Triage(t) => match t.open() {
                 Ok(f) => file_reader(f),
                 Err(msg) => (Box::new(FailingReader(Some(msg))), None),

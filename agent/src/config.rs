@@ -8,7 +8,12 @@
 //!       spool/        chunks not yet acknowledged by the collector
 //!       journal/      the flight recorder: recent events, zstd segments
 //!       profiles/     the user's own triage profiles (NAME.toml), for `--profile NAME`
+//!       collector.age-recipient  the collector's age recipient for encrypted offline
+//!                     collections (`collect --encrypt`), from enrollment and each welcome
 //! ```
+//!
+//! All of it is private: the directory 0700, what the agent writes there 0600 (it runs with
+//! umask 077), and `run` refuses a state directory others can read.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -86,7 +91,7 @@ fn default_heartbeat() -> u64 {
     15
 }
 fn default_backoff() -> u64 {
-    5
+    60
 }
 fn default_metadata_mode() -> String {
     "auto".into()
@@ -137,6 +142,99 @@ impl StateDir {
         Ok(())
     }
 
+    /// The age recipient the collector gave (at enrollment or in its last `welcome`), if any.
+    pub fn evidence_recipient(&self) -> Result<Option<crate::encryption::Recipient>> {
+        let p = self.path(crate::encryption::RECIPIENT_FILE);
+        match std::fs::read_to_string(&p) {
+            Ok(text) => Ok(Some(
+                crate::encryption::Recipient::parse(&text)
+                    .with_context(|| format!("{} is damaged", p.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+        }
+    }
+
+    /// Keep (or, `None`: forget) the collector's evidence recipient. One that is not a valid
+    /// age recipient is refused, and what was kept stays.
+    pub fn save_evidence_recipient(&self, recipient: Option<&str>) -> Result<()> {
+        let p = self.path(crate::encryption::RECIPIENT_FILE);
+        match recipient {
+            Some(r) => {
+                let r = crate::encryption::Recipient::parse(r)
+                    .context("the collector's evidence recipient")?;
+                if self
+                    .evidence_recipient()
+                    .ok()
+                    .flatten()
+                    .map(|k| k.as_str().to_string())
+                    != Some(r.as_str().to_string())
+                {
+                    cairn_private_fs::write_secret(&p, format!("{}\n", r.as_str()).as_bytes())?;
+                }
+            }
+            None => match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove {}", p.display()))
+                }
+                _ => {}
+            },
+        }
+        Ok(())
+    }
+
+    /// Refuse a state directory other users can read: it holds the agent's private key and
+    /// evidence waiting for the collector (spooled chunks, the event journal). The directory,
+    /// every entry at its top and the entries of its subdirectories are checked.
+    pub fn check_private(&self) -> Result<()> {
+        // Enough to find a mistake; a spool of millions of chunks is not walked at every start.
+        const MAX_ENTRIES: usize = 10_000;
+        let mut exposed = Vec::new();
+        let seen = std::cell::Cell::new(0usize);
+        let mut look = |p: &std::path::Path| -> Result<()> {
+            seen.set(seen.get() + 1);
+            if let Some(why) = cairn_private_fs::exposure(p)? {
+                exposed.push(why);
+            }
+            Ok(())
+        };
+        look(&self.root)?;
+        let top: Vec<_> = std::fs::read_dir(&self.root)
+            .with_context(|| format!("cannot read the state directory {}", self.root.display()))?
+            .flatten()
+            .collect();
+        for entry in &top {
+            look(&entry.path())?;
+        }
+        for entry in top
+            .iter()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        {
+            let Ok(rd) = std::fs::read_dir(entry.path()) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if seen.get() >= MAX_ENTRIES {
+                    break;
+                }
+                look(&e.path())?;
+            }
+        }
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        let n = exposed.len();
+        let first: Vec<String> = exposed.into_iter().take(3).collect();
+        anyhow::bail!(
+            "the state directory {} holds the agent's private key and evidence not yet sent, but {n} entr{} other users can read: {}{}. Fix: `chmod -R go-rwx {}`",
+            self.root.display(),
+            if n == 1 { "y is one" } else { "ies are ones" },
+            first.join("; "),
+            if n > 3 { "; …" } else { "" },
+            self.root.display()
+        )
+    }
+
     pub fn read(&self, name: &str) -> Result<String> {
         let p = self.path(name);
         std::fs::read_to_string(&p)
@@ -176,5 +274,65 @@ impl AgentConfig {
             url: self.metadata_url.clone().unwrap_or(defaults.url),
             ..defaults
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &std::path::Path, m: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+
+    #[test]
+    fn the_collectors_recipient_is_kept_private_replaced_and_forgotten() {
+        let d = tempfile::tempdir().unwrap();
+        let state = StateDir::new(d.path());
+        assert!(state.evidence_recipient().unwrap().is_none());
+        let one = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        state.save_evidence_recipient(Some(one)).unwrap();
+        assert_eq!(state.evidence_recipient().unwrap().unwrap().as_str(), one);
+        let p = state.path(crate::encryption::RECIPIENT_FILE);
+        assert_eq!(cairn_private_fs::exposure(&p).unwrap(), None);
+        // A collector that sends garbage does not replace what was kept.
+        assert!(state.save_evidence_recipient(Some("age1garbage")).is_err());
+        assert_eq!(state.evidence_recipient().unwrap().unwrap().as_str(), one);
+        // Encryption at rest turned off at the collector: forgotten.
+        state.save_evidence_recipient(None).unwrap();
+        assert!(state.evidence_recipient().unwrap().is_none());
+        state.save_evidence_recipient(None).unwrap();
+    }
+
+    #[test]
+    fn a_state_directory_others_can_read_is_refused_with_the_fix() {
+        let d = tempfile::tempdir().unwrap();
+        let state = StateDir::new(d.path().join("state"));
+        cairn_private_fs::create_private_dir(&state.root).unwrap();
+        cairn_private_fs::write_secret(&state.path("agent.key"), b"KEY").unwrap();
+        std::fs::create_dir(state.spool()).unwrap();
+        mode(&state.spool(), 0o700);
+        std::fs::create_dir(state.spool().join("item")).unwrap();
+        mode(&state.spool().join("item"), 0o700);
+        state.check_private().unwrap();
+
+        // A chunk spool directory readable by all, as a default umask would leave it.
+        mode(&state.spool().join("item"), 0o755);
+        let e = format!("{:#}", state.check_private().unwrap_err());
+        assert!(e.contains("spool/item has mode 0755"), "{e}");
+        assert!(
+            e.contains(&format!("chmod -R go-rwx {}", state.root.display())),
+            "{e}"
+        );
+        mode(&state.spool().join("item"), 0o700);
+
+        mode(&state.root, 0o755);
+        std::fs::write(state.path("agent.toml"), "x").unwrap();
+        mode(&state.path("agent.toml"), 0o644);
+        let e = format!("{:#}", state.check_private().unwrap_err());
+        assert!(e.contains("2 entries are ones other users can read"), "{e}");
+        assert!(e.contains("agent.toml has mode 0644"), "{e}");
     }
 }

@@ -12,7 +12,7 @@
 //! config                             the state directory and agent.toml
 //! capture  sensor  flight_recorder   what a collection reads; live events; the journal
 //! identity  containers               who this host is; the containers running here
-//! mountinfo                          /proc/PID/mountinfo
+//! mountinfo  encryption              /proc/PID/mountinfo; age to the collector's key
 //! ```
 //!
 //! - [`daemon`]: `cairn-agent run`: the policy above the transport's mechanisms.
@@ -28,6 +28,7 @@
 //! - [`identity`]: who this host is (hostname, machine id, boot id, kernel, cloud instance).
 //! - [`containers`]: the containers running here, reported so triggers naming a pod find us.
 //! - [`mountinfo`]: the one parser of the kernel's mount tables.
+//! - [`encryption`]: evidence encrypted on the host to the collector's age recipient.
 //!
 //! [`tool_version`], at the crate root, may be used from any floor.
 
@@ -36,6 +37,7 @@ pub mod collect;
 pub mod config;
 pub mod containers;
 pub mod daemon;
+pub mod encryption;
 pub mod flight_recorder;
 pub mod identity;
 pub mod mountinfo;

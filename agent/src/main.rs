@@ -67,6 +67,8 @@ enum Cmd {
         /// Why: recorded in the collection.
         #[arg(long, default_value = "offline collection")]
         reason: String,
+        #[command(flatten)]
+        encrypt: EncryptArgs,
     },
     /// Capture one kind of evidence now, into an offline collection (`cairn import DIR`).
     Capture {
@@ -131,6 +133,8 @@ enum CaptureCmd {
         /// Why: recorded in the collection.
         #[arg(long, default_value = "disk capture")]
         reason: String,
+        #[command(flatten)]
+        encrypt: EncryptArgs,
     },
     /// Process cores (ELF, for gdb and lldb) and, with --physical, an image of all RAM.
     ///
@@ -163,7 +167,39 @@ enum CaptureCmd {
         /// Why: recorded in the collection.
         #[arg(long, default_value = "memory capture")]
         reason: String,
+        #[command(flatten)]
+        encrypt: EncryptArgs,
     },
+}
+
+/// Offline collections encrypted to the collector: unreadable on a USB stick or in a bucket.
+#[derive(clap::Args)]
+struct EncryptArgs {
+    /// Encrypt every item to this age X25519 recipient (`age1…`); only its identity reads them.
+    #[arg(long, value_name = "RECIPIENT", conflicts_with = "encrypt")]
+    encrypt_to: Option<String>,
+    /// Encrypt every item to the collector's key (the recipient it gave at enrollment or in
+    /// its last welcome).
+    #[arg(long)]
+    encrypt: bool,
+}
+
+impl EncryptArgs {
+    fn recipient(&self, state: &StateDir) -> Result<Option<cairn_agent::encryption::Recipient>> {
+        if let Some(r) = &self.encrypt_to {
+            return Ok(Some(cairn_agent::encryption::Recipient::parse(r)?));
+        }
+        if !self.encrypt {
+            return Ok(None);
+        }
+        match state.evidence_recipient()? {
+            Some(r) => Ok(Some(r)),
+            None => anyhow::bail!(
+                "--encrypt: the collector gave this agent no evidence recipient ({} does not exist): its encryption at rest is off, or this agent has not connected since it was turned on. Give the recipient with --encrypt-to age1…, or start the agent once to hear the collector's welcome",
+                state.path(cairn_agent::encryption::RECIPIENT_FILE).display()
+            ),
+        }
+    }
 }
 
 fn main() {
@@ -174,6 +210,8 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    // Keys, spooled chunks, the journal and offline collections are for this user only.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
@@ -217,6 +255,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
             );
         }
         Cmd::Run => {
+            state.check_private()?;
             let agent = cairn_agent::daemon::Agent::with_host_root(&state, cli.host_root).await?;
             tokio::select! {
                 r = cairn_agent::daemon::run(agent) => r?,
@@ -241,7 +280,9 @@ async fn real_main(cli: Cli) -> Result<i32> {
             devices,
             out,
             reason,
+            encrypt,
         } => {
+            let recipient = encrypt.recipient(&state)?;
             if let Some(f) = &profile_file {
                 // The file's own name is the profile, unless --profile names it differently.
                 let p = cairn_agent::capture::disk::profile::load_file(f)?;
@@ -255,17 +296,19 @@ async fn real_main(cli: Cli) -> Result<i32> {
             }
             opts.disk.profile_file = profile_file;
             let req = local_request(profile, reason, paths, devices);
-            offline(req, opts, out).await?;
+            offline(req, opts, out, recipient).await?;
         }
         Cmd::Capture { what } => match what {
             CaptureCmd::Disk {
                 devices,
                 out,
                 reason,
+                encrypt,
             } => {
+                let recipient = encrypt.recipient(&state)?;
                 let req = local_request("disk".into(), reason, Vec::new(), devices);
                 let opts = collect_options(&state, cli.host_root.as_deref());
-                let status = offline(req, opts, out).await?;
+                let status = offline(req, opts, out, recipient).await?;
                 if status == cairn_protocol::manifest::CollectionStatus::Failed {
                     anyhow::bail!("no device could be imaged (errors above)");
                 }
@@ -279,8 +322,10 @@ async fn real_main(cli: Cli) -> Result<i32> {
                 format,
                 out,
                 reason,
+                encrypt,
             } => {
                 use cairn_agent::capture::memory::targets;
+                let recipient = encrypt.recipient(&state)?;
                 let host_root = cli.host_root.clone().unwrap_or_else(|| "/".into());
                 let proc_root = &host_root.join("proc");
                 let mut pids = Vec::new();
@@ -321,7 +366,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
                 opts.memory.volatile = false;
                 opts.volatile.proc_root = proc_root.clone();
                 opts.volatile.host_root = host_root;
-                offline(req, opts, out).await?;
+                offline(req, opts, out, recipient).await?;
             }
         },
         Cmd::Unpack { dir, item, to } => {
@@ -450,18 +495,24 @@ async fn offline(
     req: CollectRequest,
     opts: cairn_agent::collect::CollectOptions,
     out: PathBuf,
+    encrypt_to: Option<cairn_agent::encryption::Recipient>,
 ) -> Result<cairn_protocol::manifest::CollectionStatus> {
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let out2 = out.clone();
     let s = tokio::task::spawn_blocking(move || {
-        cairn_agent::offline::collect_to_dir(&req, &opts, &out2, progress)
+        cairn_agent::offline::collect_to_dir(&req, &opts, &out2, progress, encrypt_to.as_ref())
     })
     .await??;
     println!(
-        "collection {} written to {} [{:?}]",
+        "collection {} written to {} [{:?}]{}",
         s.record.request.collection_id,
         out.display(),
-        s.record.status
+        s.record.status,
+        s.record
+            .encrypted_to
+            .as_deref()
+            .map(|r| format!(", items encrypted to {r}"))
+            .unwrap_or_default()
     );
     for (id, name, len, sha) in &s.items {
         println!("  {id}  {name:<20} {len:>12}  {sha}");

@@ -6,8 +6,15 @@
 //!                                     what an upload sends, so `cairn import` replays it
 //! DIR/items/<item id>.manifest.json   the manifest, for people and other tools
 //! ```
+//!
+//! Encrypted (`--encrypt-to age1…`, `--encrypt`): each `<item id>.cairn` is written as
+//! `<item id>.cairn.age`, the age encryption (X25519 recipient) of exactly the bytes the clear
+//! file would hold; manifests stay clear so a responder sees what is there, and
+//! `collection.json` names the recipient in `encrypted_to`. Only the holder of the matching
+//! identity (the collector) can read the evidence.
 
 use crate::collect::{plan, CollectOptions};
+use crate::encryption::{MaybeEncrypted, Recipient};
 use anyhow::{bail, Context, Result};
 use cairn_protocol::manifest::{CollectRequest, CollectionRecord, CollectionStatus, ItemStatus};
 use cairn_protocol::wire::{Frame, Message};
@@ -46,6 +53,7 @@ pub fn collect_to_dir(
     opts: &CollectOptions,
     out: &Path,
     progress: bool,
+    encrypt_to: Option<&Recipient>,
 ) -> Result<OfflineSummary> {
     if out.join("collection.json").exists() {
         bail!(
@@ -66,11 +74,16 @@ pub fn collect_to_dir(
     for item in plan.items {
         let id = item.header.item_id.clone();
         let name = item.header.source.name.clone();
-        let path = items_dir.join(format!("{id}.cairn"));
-        let mut f = std::io::BufWriter::new(
+        let path = items_dir.join(match encrypt_to {
+            Some(_) => format!("{id}.cairn.age"),
+            None => format!("{id}.cairn"),
+        });
+        let file = std::io::BufWriter::new(
             std::fs::File::create(&path)
                 .with_context(|| format!("cannot create {}", path.display()))?,
         );
+        let mut f = MaybeEncrypted::new(file, encrypt_to)
+            .with_context(|| format!("cannot encrypt {}", path.display()))?;
         Frame::Message(Message::ItemBegin(Box::new(item.header.clone()))).write_to(&mut f)?;
         let mut write_err = None;
         let bar = progress_bar(&item.header, progress);
@@ -96,8 +109,11 @@ pub fn collect_to_dir(
             bail!("item {name} was abandoned")
         };
         Frame::Message(Message::ItemEnd(Box::new(m.clone()))).write_to(&mut f)?;
-        f.flush()?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let mut file = f
+            .finish()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.flush()?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::write(
             items_dir.join(format!("{id}.manifest.json")),
             serde_json::to_vec_pretty(&m)?,
@@ -127,6 +143,7 @@ pub fn collect_to_dir(
         status,
         errors,
         tool: crate::tool_version(),
+        encrypted_to: encrypt_to.map(|r| r.as_str().to_string()),
     };
     std::fs::write(
         out.join("collection.json"),
@@ -172,6 +189,14 @@ pub fn unpack(dir: &Path, item: &str, to: &Path) -> Result<cairn_protocol::manif
         );
     };
     let frames = items.join(format!("{}.cairn", manifest.header.item_id));
+    let sealed = items.join(format!("{}.cairn.age", manifest.header.item_id));
+    if !frames.exists() && sealed.exists() {
+        bail!(
+            "{} is encrypted to the collector's key: import the collection there (`cairn import {}`), or decrypt it with the collector's identity (`age -d -i KEY`)",
+            sealed.display(),
+            dir.display()
+        );
+    }
     let mut r = std::io::BufReader::new(
         std::fs::File::open(&frames)
             .with_context(|| format!("cannot open {}", frames.display()))?,

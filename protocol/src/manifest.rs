@@ -232,6 +232,11 @@ pub struct CollectionRecord {
     #[serde(default)]
     pub errors: Vec<String>,
     pub tool: String,
+    /// The age X25519 recipient (`age1…`) the items of an offline collection are encrypted
+    /// to: each `items/ID.cairn` is then `items/ID.cairn.age`, the age encryption of exactly
+    /// the bytes the clear file would hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

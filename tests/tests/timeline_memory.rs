@@ -180,6 +180,7 @@ fn offline_collection(work: &Path, host: u32, size: u64) -> (PathBuf, u64) {
         status: CollectionStatus::Sealed,
         errors: Vec::new(),
         tool: "cairn-agent e2e".into(),
+        encrypted_to: None,
     };
     std::fs::write(
         dir.join("collection.json"),

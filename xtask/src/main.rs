@@ -138,6 +138,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("cc", "gcc"),
     ("unshare", "util-linux"),
     ("python3", "python3"),
+    // Encrypted offline collections are decrypted with the reference age CLI.
+    ("age", "age"),
 ];
 
 fn test(args: &[String]) -> Result<()> {

@@ -34,6 +34,13 @@ pub fn open(path: &str) -> Result<OpenedFile, String> {
 /// when the agent runs in a container). Below another root the path is resolved with
 /// `openat2(RESOLVE_IN_ROOT)`, so `..` and absolute symlinks on the host stay inside it.
 pub fn open_in(host_root: &Path, path: &str) -> Result<OpenedFile, String> {
+    // A relative path would resolve against the agent's working directory, which is nothing
+    // the requester can know: refused, not guessed.
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{path:?}: a relative path; name the file by its absolute path as the host sees it (/var/log/auth.log)"
+        ));
+    }
     let in_root = host_root != Path::new("/");
     let root_dir = if in_root {
         Some(std::fs::File::open(host_root).map_err(|e| {
@@ -143,6 +150,11 @@ impl OpenedFile {
         d
     }
 
+    /// (device, inode) as opened: whether a path still names the same file.
+    pub fn identity(&self) -> (u64, u64) {
+        (self.before.dev(), self.before.ino())
+    }
+
     /// A note when the file changed between open and the end of reading.
     pub fn changed_since_open(&self) -> Option<String> {
         let after = self.file.metadata().ok()?;
@@ -162,5 +174,29 @@ impl OpenedFile {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_refused_whatever_the_working_directory_holds() {
+        for p in ["../../../../etc/shadow", "etc/passwd", "./x", ""] {
+            let e = open(p).unwrap_err();
+            assert!(
+                e.contains("relative path") && e.contains("absolute"),
+                "{p}: {e}"
+            );
+            let e = open_in(Path::new("/tmp"), p).unwrap_err();
+            assert!(e.contains("relative path"), "{p}: {e}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("ok.txt");
+        std::fs::write(&f, b"evidence").unwrap();
+        let opened = open(f.to_str().unwrap()).unwrap();
+        assert_eq!(opened.details()["size"], 8);
     }
 }

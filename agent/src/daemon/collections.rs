@@ -39,9 +39,13 @@ pub async fn send_item(agent: &Agent, item: PlannedItem, host: &HostIdentity) ->
     let header = item.header.clone();
     let host = host.clone();
     let pipeline = agent.options.pipeline.clone();
-    upload::send_item(&agent.connector, &agent.spool, header, move |sink| {
-        item.produce(&host, &pipeline, sink)
-    })
+    upload::send_item(
+        &agent.connector,
+        &agent.spool,
+        &agent.pause,
+        header,
+        move |sink| item.produce(&host, &pipeline, sink),
+    )
     .await
 }
 

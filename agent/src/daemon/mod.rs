@@ -14,10 +14,11 @@ pub mod schedule;
 use crate::collect::CollectOptions;
 use crate::config::{AgentConfig, StateDir};
 use crate::flight_recorder::FlightRecorder;
+use crate::transport::backoff::Backoff;
 use crate::transport::connection::Connector;
 use crate::transport::control::{self, ControlHandler, Outbox};
 use crate::transport::events::EventShipper;
-use crate::transport::upload::ChunkSpool;
+use crate::transport::upload::{ChunkSpool, UploadPause};
 use anyhow::Result;
 use cairn_protocol::manifest::{CollectRequest, HostIdentity};
 use cairn_protocol::wire::{AgentStatus, Message};
@@ -33,6 +34,8 @@ pub struct Agent {
     pub shipper: Arc<EventShipper>,
     pub connector: Arc<Connector>,
     pub spool: Arc<ChunkSpool>,
+    /// Whether uploads wait for room at the collector (the heartbeat says so).
+    pub pause: Arc<UploadPause>,
     pub options: CollectOptions,
     /// Collections seen, so a command repeated after a reconnect runs once.
     seen: Mutex<HashSet<String>>,
@@ -98,6 +101,7 @@ impl Agent {
             cfg,
             connector,
             spool,
+            pause: Arc::new(UploadPause::default()),
             options,
             seen: Mutex::new(HashSet::new()),
             running: Mutex::new(HashSet::new()),
@@ -117,7 +121,7 @@ impl Agent {
             sensor_reason: sensor.1,
             events_lost: self.sensor_lost.load(Ordering::Relaxed) + self.shipper.dropped_total(),
             events_queued: self.shipper.queued() as u64,
-            uploads_paused: None,
+            uploads_paused: self.pause.status(),
             containers: if self.cfg.report_containers {
                 crate::containers::running_containers(std::path::Path::new("/proc"))
             } else {
@@ -164,6 +168,25 @@ impl ControlHandler for Arc<Agent> {
         Agent::status(self)
     }
 
+    fn status_bell(&self) -> Option<&tokio::sync::Notify> {
+        Some(self.pause.bell())
+    }
+
+    /// The collector's evidence recipient, kept for `collect --encrypt`.
+    fn welcomed(&self, welcome: &Message) {
+        if let Message::Welcome {
+            evidence_recipient, ..
+        } = welcome
+        {
+            if let Err(e) = self
+                .state
+                .save_evidence_recipient(evidence_recipient.as_deref())
+            {
+                tracing::warn!("{e:#}");
+            }
+        }
+    }
+
     fn collect(&self, req: CollectRequest) {
         if lock(&self.seen).insert(req.collection_id.clone()) {
             tracing::info!(
@@ -189,6 +212,13 @@ pub async fn run(agent: Arc<Agent>) -> Result<()> {
         agent.cfg.agent_id,
         agent.cfg.collector
     );
+    // Spooled chunks of a previous run belong to collections that died with it.
+    let (items, bytes) = agent.spool.remove_leftovers();
+    if items > 0 {
+        tracing::info!(
+            "removed the spool of {items} item(s) of a previous run ({bytes} bytes): their collections ended with it"
+        );
+    }
     let a = agent.clone();
     let _sensor = tokio::task::spawn_blocking(move || recording::start(&a)).await??;
     tokio::spawn(crate::transport::events::ship(
@@ -197,12 +227,20 @@ pub async fn run(agent: Arc<Agent>) -> Result<()> {
     ));
     tokio::spawn(schedule::readiness(agent.clone()));
     let heartbeat = Duration::from_secs(agent.cfg.heartbeat_secs.max(1));
+    let mut backoff = Backoff::standard();
     loop {
         let conn = agent.connector.get().await;
-        if let Err(e) = control::session(&conn, &agent, &agent.outbox, heartbeat).await {
-            tracing::warn!("control stream ended: {e:#}");
+        let end = control::session(&conn, &agent, &agent.outbox, heartbeat).await;
+        if end.welcomed {
+            backoff.reset();
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let wait = backoff.next_delay();
+        tracing::warn!(
+            "control stream ended: {:#}; again in {:.1}s",
+            end.error,
+            wait.as_secs_f64()
+        );
+        tokio::time::sleep(wait).await;
     }
 }
 

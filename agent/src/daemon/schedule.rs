@@ -2,12 +2,13 @@
 //! (6 h by default), each report sent to the collector.
 
 use super::{release_freed_memory, Agent};
+use crate::transport::backoff::Backoff;
 use cairn_protocol::readiness::CheckStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The readiness self-test at start and then every `selftest_interval_secs`, each report sent
-/// to the collector; reports it could not take are retried every minute.
+/// to the collector; reports it could not take are retried with backoff (5 s → 15 min).
 pub async fn readiness(agent: Arc<Agent>) {
     let opts = agent.selftest_options(None);
     let interval = Duration::from_secs(agent.cfg.selftest_interval_secs);
@@ -36,9 +37,14 @@ pub async fn readiness(agent: Arc<Agent>) {
         let mut outcome =
             crate::selftest::collector::report(&opts, Some(&agent.connector), Some(&report)).await;
         let next = Instant::now() + interval;
+        let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(15 * 60));
         while let Err(e) = &outcome {
-            tracing::warn!("readiness report not delivered (kept for later): {e:#}");
-            tokio::time::sleep(Duration::from_secs(60)).await;
+            let wait = backoff.next_delay();
+            tracing::warn!(
+                "readiness report not delivered (kept for later, next try in {:.0}s): {e:#}",
+                wait.as_secs_f64()
+            );
+            tokio::time::sleep(wait).await;
             outcome = crate::selftest::collector::report(&opts, Some(&agent.connector), None).await;
         }
         if interval.is_zero() {

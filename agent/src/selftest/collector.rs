@@ -1,6 +1,6 @@
 //! Checks against the collector: reachability (QUIC handshake with mutual TLS and a hello round
-//! trip), certificate expiry, clock skew, and an evidence round trip through the real upload
-//! path — and sending the finished report (`report`), with the reports that could not be sent
+//! trip), certificate expiry, clock skew, an evidence round trip through the real upload
+//! path, and that what this host encrypts to the collector's key the collector can decrypt — and sending the finished report (`report`), with the reports that could not be sent
 //! before kept in the state directory until the collector takes them.
 
 use super::{result, SelftestOptions, Verdict};
@@ -37,6 +37,7 @@ pub async fn checks(opts: &SelftestOptions) -> Vec<CheckResult> {
                 "collector.reachability",
                 "collector.clock_skew",
                 "collector.evidence_round_trip",
+                "collector.evidence_decryptable",
             ]
             .iter()
             .map(|id| result(id, Verdict::fail(measured.clone(), NOT_ENROLLED), start))
@@ -61,14 +62,19 @@ pub async fn checks(opts: &SelftestOptions) -> Vec<CheckResult> {
                 ),
                 start,
             ));
-            out.push(result(
+            for id in [
                 "collector.evidence_round_trip",
-                Verdict::fail(
-                    "not tested: no connection",
-                    "fix collector.reachability first",
-                ),
-                start,
-            ));
+                "collector.evidence_decryptable",
+            ] {
+                out.push(result(
+                    id,
+                    Verdict::fail(
+                        "not tested: no connection",
+                        "fix collector.reachability first",
+                    ),
+                    start,
+                ));
+            }
             return out;
         }
     };
@@ -103,7 +109,9 @@ pub async fn checks(opts: &SelftestOptions) -> Vec<CheckResult> {
     let start = Instant::now();
     let trip = if pong.is_ok() {
         let spool = ChunkSpool::new(opts.state.spool(), cfg.spool_max_bytes);
-        match tokio::time::timeout(Duration::from_secs(60), round_trip(&connector, &spool, &host)).await {
+        match tokio::time::timeout(Duration::from_secs(60), round_trip(&connector, &spool, &host))
+            .await
+        {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => Verdict::fail(
                 format!("evidence round trip to {} failed: {e:#}", cfg.collector),
@@ -121,7 +129,111 @@ pub async fn checks(opts: &SelftestOptions) -> Vec<CheckResult> {
         )
     };
     out.push(result("collector.evidence_round_trip", trip, start));
+    let start = Instant::now();
+    let decryptable = match &pong {
+        Ok(p) => evidence_decryptable(&connector, p.evidence_recipient.as_deref()).await,
+        Err(_) => Verdict::fail(
+            "not tested: the collector did not answer",
+            "fix collector.reachability first",
+        ),
+    };
+    out.push(result("collector.evidence_decryptable", decryptable, start));
     out
+}
+
+/// A random 32-byte canary encrypted here to the collector's evidence recipient, sent on a
+/// stream of its own; the collector must decrypt it and answer its SHA-256. This is what
+/// proves evidence encrypted on hosts (offline collections) can be read at the collector.
+async fn evidence_decryptable(connector: &Connector, recipient: Option<&str>) -> Verdict {
+    let Some(text) = recipient else {
+        return Verdict::warn(
+            "the collector gave no evidence recipient: it keeps evidence unencrypted at rest, and offline collections cannot be encrypted to it (`cairn-agent collect --encrypt`)",
+            "turn on encryption at rest at the collector (an age identity for evidence), so chunks on its disk, in backups and offline collections on removable media are unreadable without its key",
+        );
+    };
+    let recipient = match crate::encryption::Recipient::parse(text) {
+        Ok(r) => r,
+        Err(e) => {
+            return Verdict::fail(
+                format!("the collector's evidence recipient is unusable: {e}"),
+                "check the collector's evidence key configuration; it must hand out an age X25519 recipient (age1…)",
+            )
+        }
+    };
+    let canary: [u8; 32] = rand::random();
+    let ciphertext = match recipient.encrypt(&canary) {
+        Ok(c) => c,
+        Err(e) => {
+            return Verdict::fail(
+                format!("cannot encrypt the canary to {}: {e}", recipient.as_str()),
+                "report this as a bug in the agent",
+            )
+        }
+    };
+    let want = cairn_protocol::sha256_hex(&canary);
+    let limit = Duration::from_secs(10);
+    match tokio::time::timeout(limit, canary_round_trip(connector, &ciphertext)).await {
+        Ok(Ok(reply)) => judge_canary(reply, &want, recipient.as_str()),
+        Ok(Err(e)) => Verdict::fail(
+            format!("the encryption canary did not reach the collector: {e:#}"),
+            "check the collector's log; fix collector.reachability first if it fails too",
+        ),
+        Err(_) => Verdict::fail(
+            format!(
+                "the collector did not answer the encryption canary within {} s",
+                limit.as_secs()
+            ),
+            "check the collector's log and load",
+        ),
+    }
+}
+
+async fn canary_round_trip(connector: &Connector, ciphertext: &[u8]) -> Result<Message> {
+    use base64::Engine;
+    let conn = connector.get().await;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let ciphertext = base64::engine::general_purpose::STANDARD.encode(ciphertext);
+    write_message(&mut send, Message::Canary { ciphertext }).await?;
+    let reply = read_frame(&mut recv).await?;
+    let _ = send.finish();
+    match reply {
+        Some(Frame::Message(m)) => Ok(m),
+        Some(Frame::Chunk(_)) => bail!("the collector answered the canary with a chunk"),
+        None => bail!("the collector closed the canary stream without an answer"),
+    }
+}
+
+/// The collector's answer to the canary whose SHA-256 is `want`.
+fn judge_canary(reply: Message, want: &str, recipient: &str) -> Verdict {
+    let key_fix = "the collector's age identity does not match the recipient it hands out: check its evidence key; until then evidence encrypted on hosts (offline collections) cannot be read there";
+    match reply {
+        Message::CanaryResult { ok: true, sha256: Some(sha), .. } if sha == want => Verdict::pass(format!(
+            "a random 32-byte canary encrypted on this host to {recipient} was decrypted by the collector (SHA-256 {}…)",
+            &want[..16]
+        )),
+        Message::CanaryResult { ok: true, sha256, .. } => Verdict::fail(
+            format!(
+                "the collector decrypted the canary to other bytes (SHA-256 {}, this host sent {want})",
+                sha256.unwrap_or_else(|| "none".into())
+            ),
+            key_fix,
+        ),
+        Message::CanaryResult { ok: false, error, .. } => Verdict::fail(
+            format!(
+                "the collector cannot decrypt what is encrypted to its recipient {recipient}: {}",
+                error.unwrap_or_else(|| "no reason given".into())
+            ),
+            key_fix,
+        ),
+        Message::Error { code, message } => Verdict::fail(
+            format!("the collector refused the encryption canary ({code}): {message}"),
+            "upgrade the collector: it hands out an evidence recipient but does not check canaries",
+        ),
+        other => Verdict::fail(
+            format!("unexpected answer to the encryption canary: {}", other.name()),
+            "upgrade the agent and the collector to the same version",
+        ),
+    }
 }
 
 fn certificates(opts: &SelftestOptions) -> Verdict {
@@ -276,7 +388,9 @@ async fn round_trip(
     let item_id = header.item_id.clone();
     let item = crate::collect::PlannedItem::from_bytes(header.clone(), bytes);
     let host = host.clone();
-    let sealed = upload::send_item(connector, spool, header, move |sink| {
+    // Its own pause state: the running agent's heartbeat speaks for collections only.
+    let pause = Arc::new(upload::UploadPause::default());
+    let sealed = upload::send_item(connector, spool, &pause, header, move |sink| {
         item.produce(&host, &Default::default(), sink)
     })
     .await
@@ -421,4 +535,46 @@ pub fn queue(opts: &SelftestOptions, report: &SelftestReport) -> Result<()> {
     let mut pending = load_pending(opts);
     pending.push(report.clone());
     save_pending(opts, &pending)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn result(ok: bool, sha256: Option<&str>, error: Option<&str>) -> Message {
+        Message::CanaryResult {
+            ok,
+            sha256: sha256.map(str::to_string),
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_canary_passes_only_when_the_collector_gives_back_its_hash() {
+        let want = cairn_protocol::sha256_hex(b"canary");
+        let r = "age1example";
+        let v = judge_canary(result(true, Some(&want), None), &want, r);
+        assert_eq!(v.status, CheckStatus::Pass, "{}", v.measured);
+        assert!(v.measured.contains(r));
+
+        let v = judge_canary(result(true, Some(&"0".repeat(64)), None), &want, r);
+        assert_eq!(v.status, CheckStatus::Fail);
+        assert!(v.measured.contains("other bytes"), "{}", v.measured);
+
+        let v = judge_canary(result(false, None, Some("no matching identity")), &want, r);
+        assert_eq!(v.status, CheckStatus::Fail);
+        assert!(
+            v.measured.contains("cannot decrypt") && v.measured.contains("no matching identity")
+        );
+        assert!(v.remediation.contains("age identity"));
+
+        let v = judge_canary(
+            Message::error("bad_request", "unknown message canary"),
+            &want,
+            r,
+        );
+        assert_eq!(v.status, CheckStatus::Fail);
+        assert!(v.remediation.contains("upgrade the collector"));
+    }
 }

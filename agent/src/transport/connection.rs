@@ -1,8 +1,10 @@
-//! One QUIC connection to the collector, re-established with capped exponential backoff.
+//! One QUIC connection to the collector, re-established with capped exponential backoff and
+//! full jitter ([`super::backoff`]).
 //!
 //! The control loop and every upload share it; whoever finds it closed reconnects, and the
 //! others pick up the new one. Each new connection starts its own control stream (hello).
 
+use super::backoff::Backoff;
 use crate::config::{AgentConfig, StateDir};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -84,7 +86,7 @@ impl Connector {
                 return c.clone();
             }
         }
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
         loop {
             match self.connect_once().await {
                 Ok(c) => {
@@ -94,9 +96,9 @@ impl Connector {
                     return c;
                 }
                 Err(e) => {
-                    tracing::warn!("{e:#}; retrying in {:.1}s", backoff.as_secs_f64());
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.max_backoff);
+                    let wait = backoff.next_delay();
+                    tracing::warn!("{e:#}; retrying in {:.1}s", wait.as_secs_f64());
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

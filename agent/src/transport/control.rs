@@ -25,6 +25,13 @@ pub trait ControlHandler {
     /// A collection command, already answered with `command_accepted`. It may come again
     /// after a reconnect.
     fn collect(&self, req: CollectRequest);
+    /// Rung when the status changed in a way the collector should hear now, not at the next
+    /// periodic heartbeat (uploads paused or going on again).
+    fn status_bell(&self) -> Option<&Notify> {
+        None
+    }
+    /// The collector's `welcome` (its evidence recipient, for offline collections).
+    fn welcomed(&self, _welcome: &Message) {}
 }
 
 /// Messages for the collector that must not be lost with a connection.
@@ -78,18 +85,44 @@ pub fn hello(host: HostIdentity, active_collections: Option<Vec<String>>) -> Mes
     }
 }
 
+/// How a control session ended (always with an error): `welcomed` when the collector had
+/// accepted its hello, so the caller's backoff starts over.
+pub struct SessionEnd {
+    pub welcomed: bool,
+    pub error: anyhow::Error,
+}
+
 /// One control session on `conn`, until the stream or the connection ends.
 pub async fn session(
     conn: &quinn::Connection,
     handler: &impl ControlHandler,
     outbox: &Outbox,
     heartbeat: Duration,
+) -> SessionEnd {
+    let mut welcomed = false;
+    let error = match run_session(conn, handler, outbox, heartbeat, &mut welcomed).await {
+        Ok(()) => anyhow!("control stream ended"),
+        Err(e) => e,
+    };
+    SessionEnd { welcomed, error }
+}
+
+async fn run_session(
+    conn: &quinn::Connection,
+    handler: &impl ControlHandler,
+    outbox: &Outbox,
+    heartbeat: Duration,
+    welcomed: &mut bool,
 ) -> Result<()> {
     let (mut send, mut recv) = conn.open_bi().await?;
     write_message(&mut send, handler.hello()).await?;
     match read_frame(&mut recv).await? {
-        Some(Frame::Message(Message::Welcome { agent_id, .. })) => {
-            tracing::info!("collector welcomed us as {agent_id}");
+        Some(Frame::Message(m @ Message::Welcome { .. })) => {
+            if let Message::Welcome { agent_id, .. } = &m {
+                tracing::info!("collector welcomed us as {agent_id}");
+            }
+            *welcomed = true;
+            handler.welcomed(&m);
         }
         Some(Frame::Message(Message::Error { code, message })) => {
             bail!("collector refused hello ({code}): {message}")
@@ -132,6 +165,14 @@ async fn control_loop(
                 }
                 write_message(send, Message::Heartbeat { time: cairn_protocol::rfc3339::now(), status: None }).await?;
             }
+            _ = async {
+                match handler.status_bell() {
+                    Some(bell) => bell.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                write_message(send, Message::Heartbeat { time: cairn_protocol::rfc3339::now(), status: Some(handler.status()) }).await?;
+            }
             _ = heartbeat.tick() => {
                 write_message(send, Message::Heartbeat { time: cairn_protocol::rfc3339::now(), status: Some(handler.status()) }).await?;
             }
@@ -148,6 +189,8 @@ pub struct Pong {
     /// Our clock half-way through the round trip, to compare with `server_time`.
     pub local_mid: time::OffsetDateTime,
     pub collector_version: String,
+    /// The collector's age recipient for evidence, when it keeps evidence encrypted.
+    pub evidence_recipient: Option<String>,
 }
 
 /// A hello round trip on a connection of its own, with a 10 s limit on each step: proves
@@ -173,12 +216,14 @@ pub async fn probe(connector: &Connector, host: HostIdentity) -> Result<Pong> {
         Ok(Ok(Some(Frame::Message(Message::Welcome {
             server_time,
             collector_version,
+            evidence_recipient,
             ..
         })))) => Ok(Pong {
             rtt,
             server_time,
             local_mid: local_start + rtt / 2,
             collector_version,
+            evidence_recipient,
         }),
         Ok(Ok(Some(Frame::Message(Message::Error { code, message })))) => {
             Err(anyhow!("collector refused us ({code}): {message}"))

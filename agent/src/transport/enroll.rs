@@ -60,7 +60,7 @@ pub async fn enroll(
             agent_id,
             cert_pem,
             ca_pem,
-            ..
+            evidence_recipient,
         })) => {
             // The CA we store must be the one we pinned.
             let got = ca_fingerprint(&ca_pem).unwrap_or_default();
@@ -70,6 +70,9 @@ pub async fn enroll(
             }
             store_credentials(state, &key.serialize_pem(), &cert_pem, &ca_pem)?;
             state.save(&AgentConfig::new(collector.to_string(), agent_id.clone()))?;
+            if let Err(e) = state.save_evidence_recipient(evidence_recipient.as_deref()) {
+                tracing::warn!("{e:#}; offline collections cannot be encrypted with --encrypt");
+            }
             std::fs::create_dir_all(state.spool())?;
             endpoint.wait_idle().await;
             Ok(Enrolled { agent_id })

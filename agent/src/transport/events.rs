@@ -8,6 +8,7 @@
 //! in the flight recorder — and the drop is sent as an explicit `events_lost` event, never a
 //! silent gap.
 
+use super::backoff::Backoff;
 use super::connection::Connector;
 use super::event_spool::{lost_count, EventSpool};
 use anyhow::{anyhow, Result};
@@ -16,7 +17,6 @@ use cairn_protocol::wire::{Message, RawEvent};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::Notify;
 
 const BATCH: usize = 512;
@@ -194,18 +194,26 @@ impl EventShipper {
     }
 }
 
-/// Ship events for as long as the agent runs, reconnecting with the shared connector.
+/// Ship events for as long as the agent runs, reconnecting with the shared connector; a
+/// stream that fails is reopened with backoff, which starts over once events were acknowledged.
 pub async fn ship(shipper: Arc<EventShipper>, connector: Arc<Connector>) {
+    let mut backoff = Backoff::standard();
     loop {
         if shipper.queued() == 0 {
             shipper.bell.notified().await;
         }
         let conn = connector.get().await;
+        let acked_before = shipper.lock().acked;
         if let Err(e) = session(&shipper, &conn).await {
+            if shipper.lock().acked != acked_before {
+                backoff.reset();
+            }
+            let wait = backoff.next_delay();
             tracing::warn!(
-                "event stream: {e:#}; resending unacknowledged events on the next connection"
+                "event stream: {e:#}; resending unacknowledged events in {:.1}s",
+                wait.as_secs_f64()
             );
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(wait).await;
         }
     }
 }

@@ -4,14 +4,19 @@
 //!
 //! - [`tls`]: rustls configurations: the pinned-CA one used to enroll, the mutual one after.
 //! - [`enroll`]: key generation, CSR, token exchange; the private key never leaves the host.
+//! - [`backoff`]: the one retry policy (capped exponential backoff, full jitter) of every
+//!   retry below and in the daemon.
 //! - [`connection`]: one QUIC connection kept alive with reconnect and backoff.
 //! - [`control`]: the control-stream protocol (hello, heartbeats, commands, an outbox of
 //!   messages kept until acknowledged) and the probe round trip; what commands do is the
 //!   daemon's.
 //! - [`events`]: the live event stream, batched and acknowledged, spilling to the on-disk
 //!   `EventSpool` (`event_spool`).
-//! - [`upload`]: one item over one stream, resumable, with the on-disk [`upload::ChunkSpool`].
+//! - [`upload`]: one item over one stream, resumable, with the on-disk [`upload::ChunkSpool`]
+//!   (`chunk_spool`).
 
+pub mod backoff;
+mod chunk_spool;
 pub mod connection;
 pub mod control;
 pub mod enroll;

@@ -1,28 +1,40 @@
-//! One item over one QUIC stream, resumable across lost connections and collector restarts.
+//! One item over one QUIC stream, resumable across lost connections, collector restarts and a
+//! collector whose disk is full.
 //!
 //! Chunks come from the producer (a blocking thread running the pipeline) and are sent at
 //! once; each stays in memory until the collector acknowledges it as persisted. When the
-//! connection drops, unacknowledged chunks are written to the [`ChunkSpool`], and the producer
-//! keeps filling it (up to its bound) while we reconnect, so a capture is not lost to a
-//! collector restart. On reconnect the collector says which chunks it already holds, and
-//! only the others are sent. A spooled chunk is deleted only after it is acknowledged.
+//! connection drops, or the collector answers `storage_full`, unacknowledged chunks are
+//! written to the [`ChunkSpool`], and the producer keeps filling it (up to its bound) while we
+//! wait (with [`Backoff`]), so a capture is not lost to a collector restart or a full disk. On
+//! the next attempt the collector says which chunks it already holds, and only the others are
+//! sent. A spooled chunk is deleted only after it is acknowledged; the item's spool directory
+//! goes when the upload ends, however it ends.
+//!
+//! Chunks in flight on a stream are bounded by a window that starts at one chunk after
+//! `storage_full` and grows by one with each acknowledgment: a collector still full costs one
+//! chunk per attempt, not the whole memory window.
 
+use super::backoff::Backoff;
+pub use super::chunk_spool::ChunkSpool;
 use super::connection::Connector;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Result};
 use bytes::Bytes;
 use cairn_protocol::chunk::{Chunk, ChunkHeader, HEADER_LEN};
 use cairn_protocol::manifest::{ItemHeader, ItemManifest};
 use cairn_protocol::wire::aio::write_message;
 use cairn_protocol::wire::{Message, KIND_CHUNK};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
 
 /// Unacknowledged bytes kept in memory per item before we wait for acks.
 const WINDOW_BYTES: usize = 96 * 1024 * 1024;
+/// Most chunks in flight on one stream (the memory window is what bounds them in practice).
+const MAX_IN_FLIGHT: usize = 256;
+/// In flight again after this many acknowledgments in a row: the storage-full backoff
+/// starts over.
+const RECOVERED: usize = 16;
 
 /// What the producer thread sends.
 pub enum Produced {
@@ -30,58 +42,84 @@ pub enum Produced {
     Done(Box<ItemManifest>),
 }
 
-/// The chunk spool (`STATE/spool/ITEM/N.chunk`): chunks of items not yet acknowledged,
-/// written when the connection drops, shared by all uploads, bounded in bytes. Not to be
-/// confused with the live events' `EventSpool` (`transport/event_spool.rs`).
-pub struct ChunkSpool {
-    root: PathBuf,
-    max_bytes: u64,
-    used: AtomicU64,
+/// Removes the item's spool when its upload ends: sealed, refused, failed, or dropped (a
+/// self-test that timed out).
+struct SpoolGuard {
+    spool: Arc<ChunkSpool>,
+    pause: Arc<UploadPause>,
+    item: String,
 }
 
-impl ChunkSpool {
-    pub fn new(root: PathBuf, max_bytes: u64) -> Arc<ChunkSpool> {
-        Arc::new(ChunkSpool {
-            root,
-            max_bytes,
-            used: AtomicU64::new(0),
-        })
+impl Drop for SpoolGuard {
+    fn drop(&mut self) {
+        self.spool.remove_item(&self.item);
+        self.pause.done(&self.item);
     }
-    fn has_room(&self, n: usize) -> bool {
-        self.used.load(Ordering::Relaxed) + n as u64 <= self.max_bytes
+}
+
+/// Whether uploads wait for room at the collector, for the heartbeat status. Said once in the
+/// log when the first upload pauses and once when the last one goes on, not per chunk.
+#[derive(Default)]
+pub struct UploadPause {
+    state: Mutex<PauseState>,
+    bell: Notify,
+}
+
+#[derive(Default)]
+struct PauseState {
+    /// When the collector first said it had no room (RFC 3339), and the monotonic instant.
+    since: Option<(String, Instant)>,
+    items: BTreeSet<String>,
+}
+
+impl UploadPause {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PauseState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-    fn dir(&self, item: &str) -> PathBuf {
-        self.root.join(item)
+
+    /// `item` got `storage_full`.
+    fn paused(&self, item: &str, why: &str) {
+        let mut s = self.lock();
+        s.items.insert(item.to_string());
+        if s.since.is_none() {
+            s.since = Some((cairn_protocol::rfc3339::now(), Instant::now()));
+            tracing::warn!(
+                "the collector has no room for evidence ({why}): uploads paused; their chunks are kept on this host and sent again, with backoff, once it has room"
+            );
+            self.bell.notify_one();
+        }
     }
-    fn put(&self, item: &str, c: &Pending) -> Result<()> {
-        let dir = self.dir(item);
-        std::fs::create_dir_all(&dir)?;
-        let mut buf = Vec::with_capacity(HEADER_LEN + c.payload.len());
-        buf.extend(c.header.encode());
-        buf.extend(&c.payload);
-        std::fs::write(dir.join(format!("{}.chunk", c.header.index)), &buf)
-            .with_context(|| format!("cannot spool chunk {} of item {item}", c.header.index))?;
-        self.used.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-    fn get(&self, item: &str, index: u64) -> Result<Pending> {
-        let p = self.dir(item).join(format!("{index}.chunk"));
-        let bytes =
-            std::fs::read(&p).with_context(|| format!("spooled chunk {} is gone", p.display()))?;
-        Chunk::read_from(&mut &bytes[..])?
-            .map(Pending::from)
-            .ok_or_else(|| anyhow!("spooled chunk {} is empty", p.display()))
-    }
-    fn remove(&self, item: &str, index: u64) {
-        let p = self.dir(item).join(format!("{index}.chunk"));
-        if let Ok(m) = std::fs::metadata(&p) {
-            if std::fs::remove_file(&p).is_ok() {
-                self.used.fetch_sub(m.len(), Ordering::Relaxed);
+
+    /// `item`'s chunks are stored again, or its upload ended.
+    fn done(&self, item: &str) {
+        let mut s = self.lock();
+        s.items.remove(item);
+        if s.items.is_empty() {
+            if let Some((_, at)) = s.since.take() {
+                tracing::info!(
+                    "uploads go on: the collector stores evidence again (paused {:.0} s)",
+                    at.elapsed().as_secs_f64()
+                );
+                self.bell.notify_one();
             }
         }
     }
-    fn remove_item(&self, item: &str) {
-        let _ = std::fs::remove_dir_all(self.dir(item));
+
+    fn is_paused(&self) -> bool {
+        self.lock().since.is_some()
+    }
+
+    /// For `AgentStatus::uploads_paused`.
+    pub fn status(&self) -> Option<String> {
+        self.lock()
+            .since
+            .as_ref()
+            .map(|(since, _)| format!("storage full at the collector since {since}"))
+    }
+
+    /// Rung when uploads pause or go on.
+    pub fn bell(&self) -> &Notify {
+        &self.bell
     }
 }
 
@@ -97,6 +135,7 @@ struct Upload {
     header: ItemHeader,
     item: String,
     spool: Arc<ChunkSpool>,
+    pause: Arc<UploadPause>,
     producer: mpsc::Receiver<Produced>,
     producer_done: bool,
     manifest: Option<Box<ItemManifest>>,
@@ -104,18 +143,37 @@ struct Upload {
     mem_bytes: usize,
     spooled: BTreeSet<u64>,
     chunks_sent: u64,
+    /// Chunks that may be in flight on a stream.
+    window: usize,
+    /// Acknowledgments since the last `storage_full`.
+    acks_in_a_row: usize,
+    lost_backoff: Backoff,
+    full_backoff: Backoff,
 }
 
 enum AttemptError {
-    /// The connection went away: reconnect and resume.
+    /// The connection or the stream went away: reconnect and resume.
     Lost(anyhow::Error),
+    /// No room at the collector: keep the chunks, wait, resume.
+    Full(String),
     /// The collector refused the item: do not retry.
     Refused(String),
+    /// This host cannot go on (a spooled chunk is unreadable, the capture stopped).
+    Local(anyhow::Error),
 }
 
 impl<E: Into<anyhow::Error>> From<E> for AttemptError {
     fn from(e: E) -> Self {
         AttemptError::Lost(e.into())
+    }
+}
+
+/// What an `error` from the collector means for the upload.
+fn classify(code: &str, message: &str) -> AttemptError {
+    match code {
+        "storage_full" => AttemptError::Full(message.to_string()),
+        "storage_error" => AttemptError::Lost(anyhow!("collector storage error: {message}")),
+        _ => AttemptError::Refused(format!("{code}: {message}")),
     }
 }
 
@@ -147,23 +205,63 @@ async fn write_chunk(send: &mut quinn::SendStream, c: &Pending) -> Result<()> {
 }
 
 impl Upload {
-    fn acked(&mut self, index: u64) {
+    /// Forget an acknowledged chunk; true if it was still held.
+    fn acked(&mut self, index: u64) -> bool {
+        let mut held = false;
         if let Some(c) = self.in_memory.remove(&index) {
             self.mem_bytes -= c.payload.len();
+            held = true;
         }
         if self.spooled.remove(&index) {
             self.spool.remove(&self.item, index);
+            held = true;
+        }
+        held
+    }
+
+    /// A chunk was stored: the window grows, and after a run of them the backoffs start over.
+    fn progress(&mut self) {
+        self.window = (self.window + 1).min(MAX_IN_FLIGHT);
+        self.acks_in_a_row += 1;
+        self.lost_backoff.reset();
+        if self.acks_in_a_row == 1 {
+            self.pause.done(&self.item);
+        }
+        if self.acks_in_a_row >= RECOVERED {
+            self.full_backoff.reset();
         }
     }
 
-    /// Move what is in memory to the spool (connection lost).
-    fn spill(&mut self) -> Result<()> {
+    /// Move what is in memory to the spool. What the spool cannot take stays in memory.
+    fn spill(&mut self) {
+        let mut kept = BTreeMap::new();
+        let mut failed = None;
         for (i, c) in std::mem::take(&mut self.in_memory) {
-            self.spool.put(&self.item, &c)?;
-            self.spooled.insert(i);
+            let len = HEADER_LEN + c.payload.len();
+            let put = if failed.is_none() && self.spool.has_room(len) {
+                self.spool.put(&self.item, &c.header, &c.payload)
+            } else {
+                Err(anyhow!("the spool is full"))
+            };
+            match put {
+                Ok(()) => {
+                    self.mem_bytes -= c.payload.len();
+                    self.spooled.insert(i);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    kept.insert(i, c);
+                }
+            }
         }
-        self.mem_bytes = 0;
-        Ok(())
+        if let Some(e) = failed {
+            tracing::warn!(
+                "item {}: {} chunk(s) stay in memory: {e:#}",
+                self.item,
+                kept.len()
+            );
+        }
+        self.in_memory = kept;
     }
 
     async fn attempt(&mut self, conn: &quinn::Connection) -> Result<Sealed, AttemptError> {
@@ -171,6 +269,26 @@ impl Upload {
         write_message(&mut send, Message::ItemBegin(Box::new(self.header.clone()))).await?;
         let (mut replies, _reader) = super::read_messages(recv, "item stream", 256);
         self.exchange(&mut send, &mut replies).await
+    }
+
+    /// A write failed: the collector may have said why just before it stopped reading.
+    async fn why_stopped(
+        &mut self,
+        e: anyhow::Error,
+        replies: &mut mpsc::Receiver<Result<Message>>,
+    ) -> AttemptError {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match tokio::time::timeout_at(deadline, replies.recv()).await {
+                Ok(Some(Ok(Message::ChunkAck { index }))) => {
+                    if self.acked(index) {
+                        self.progress();
+                    }
+                }
+                Ok(Some(Ok(Message::Error { code, message }))) => return classify(&code, &message),
+                _ => return AttemptError::Lost(e),
+            }
+        }
     }
 
     async fn exchange(
@@ -198,9 +316,7 @@ impl Upload {
                 }
             }
             Message::ItemSealed { sha256, .. } => return Ok(self.sealed(sha256, resumed)),
-            Message::Error { code, message } => {
-                return Err(AttemptError::Refused(format!("{code}: {message}")))
-            }
+            Message::Error { code, message } => return Err(classify(&code, &message)),
             other => {
                 return Err(AttemptError::Lost(anyhow!(
                     "unexpected {} after item_begin",
@@ -208,60 +324,69 @@ impl Upload {
                 )))
             }
         }
-        // Resend what is unacknowledged, in order.
-        let mut resend: Vec<u64> = self
+        // What is unacknowledged goes first, in order, within the window.
+        let mut unsent: BTreeSet<u64> = self
             .spooled
             .iter()
             .chain(self.in_memory.keys())
             .copied()
             .collect();
-        resend.sort_unstable();
-        for i in resend {
-            let c = match self.in_memory.get(&i) {
-                Some(c) => c.clone(),
-                None => self.spool.get(&self.item, i)?,
-            };
-            write_chunk(send, &c).await?;
-            self.chunks_sent += 1;
-        }
+        let mut in_flight: BTreeSet<u64> = BTreeSet::new();
         let mut end_sent = false;
         loop {
-            if self.producer_done && !end_sent {
+            while in_flight.len() < self.window {
+                let Some(i) = unsent.pop_first() else { break };
+                let c = match self.in_memory.get(&i) {
+                    Some(c) => c.clone(),
+                    None => self
+                        .spool
+                        .get(&self.item, i)
+                        .map(Pending::from)
+                        .map_err(AttemptError::Local)?,
+                };
+                if let Err(e) = write_chunk(send, &c).await {
+                    return Err(self.why_stopped(e, replies).await);
+                }
+                self.chunks_sent += 1;
+                in_flight.insert(i);
+            }
+            if self.producer_done && unsent.is_empty() && !end_sent {
                 if let Some(m) = &self.manifest {
-                    write_message(send, Message::ItemEnd(m.clone())).await?;
+                    if let Err(e) = write_message(send, Message::ItemEnd(m.clone())).await {
+                        return Err(self.why_stopped(e.into(), replies).await);
+                    }
                     end_sent = true;
                 }
             }
-            let window_open = self.mem_bytes < WINDOW_BYTES;
+            let room = self.mem_bytes < WINDOW_BYTES;
             tokio::select! {
                 r = replies.recv() => {
                     match r.ok_or_else(|| anyhow!("item stream reader stopped"))?? {
-                        Message::ChunkAck { index } => self.acked(index),
-                        Message::ItemSealed { sha256, .. } => return Ok(self.sealed(sha256, resumed)),
-                        Message::Error { code, message } if code == "storage_error" => {
-                            return Err(AttemptError::Lost(anyhow!("collector storage error: {message}")))
+                        Message::ChunkAck { index } => {
+                            in_flight.remove(&index);
+                            if self.acked(index) {
+                                self.progress();
+                            }
                         }
-                        Message::Error { code, message } => return Err(AttemptError::Refused(format!("{code}: {message}"))),
+                        Message::ItemSealed { sha256, .. } => return Ok(self.sealed(sha256, resumed)),
+                        Message::Error { code, message } => return Err(classify(&code, &message)),
                         other => return Err(AttemptError::Lost(anyhow!("unexpected {} on an item stream", other.name()))),
                     }
                 }
-                p = self.producer.recv(), if !self.producer_done && window_open => {
+                p = self.producer.recv(), if !self.producer_done && room => {
                     match p {
                         Some(Produced::Chunk(c)) => {
                             // Kept before it is written: a write that fails must not lose it.
                             let index = c.header.index;
                             self.mem_bytes += c.payload.len();
                             self.in_memory.insert(index, Pending::from(c));
-                            if let Some(c) = self.in_memory.get(&index) {
-                                write_chunk(send, c).await?;
-                            }
-                            self.chunks_sent += 1;
+                            unsent.insert(index);
                         }
                         Some(Produced::Done(m)) => {
                             self.manifest = Some(m);
                             self.producer_done = true;
                         }
-                        None => return Err(AttemptError::Refused("the capture stopped before finishing the item".into())),
+                        None => return Err(AttemptError::Local(anyhow!("the capture stopped before finishing the item"))),
                     }
                 }
             }
@@ -276,26 +401,40 @@ impl Upload {
         }
     }
 
-    /// While disconnected: keep the capture going into the spool, as far as it has room.
-    async fn drain_while_disconnected(
+    /// While waiting (to reconnect, for room at the collector): keep the capture going into
+    /// the spool, as far as it has room.
+    async fn keep_producing_while<T>(
         &mut self,
-        reconnect: &mut tokio::task::JoinHandle<quinn::Connection>,
-    ) -> Result<quinn::Connection> {
+        wait: impl std::future::Future<Output = T>,
+    ) -> Result<T> {
+        tokio::pin!(wait);
+        let mut spool_ok = true;
         loop {
-            let room = self.spool.has_room(cairn_protocol::CHUNK_SIZE + HEADER_LEN);
+            let room = spool_ok && self.spool.has_room(cairn_protocol::CHUNK_SIZE + HEADER_LEN);
             tokio::select! {
-                c = &mut *reconnect => return c.context("reconnect task failed"),
+                t = &mut wait => return Ok(t),
                 p = self.producer.recv(), if !self.producer_done && room => match p {
                     Some(Produced::Chunk(c)) => {
                         let index = c.header.index;
-                        self.spool.put(&self.item, &Pending::from(c))?;
-                        self.spooled.insert(index);
+                        let c = Pending::from(c);
+                        match self.spool.put(&self.item, &c.header, &c.payload) {
+                            Ok(()) => {
+                                self.spooled.insert(index);
+                            }
+                            Err(e) => {
+                                // Kept in memory; the capture waits for the next attempt.
+                                tracing::warn!("item {}: {e:#}; the capture waits", self.item);
+                                self.mem_bytes += c.payload.len();
+                                self.in_memory.insert(index, c);
+                                spool_ok = false;
+                            }
+                        }
                     }
                     Some(Produced::Done(m)) => {
                         self.manifest = Some(m);
                         self.producer_done = true;
                     }
-                    None => bail!("the capture stopped before finishing the item"),
+                    None => return Err(anyhow!("the capture stopped before finishing the item")),
                 }
             }
         }
@@ -308,6 +447,7 @@ impl Upload {
 pub async fn send_item<F>(
     connector: &Arc<Connector>,
     spool: &Arc<ChunkSpool>,
+    pause: &Arc<UploadPause>,
     header: ItemHeader,
     produce: F,
 ) -> Result<Sealed>
@@ -321,7 +461,7 @@ where
             let _ = tx.blocking_send(Produced::Done(Box::new(m)));
         }
     });
-    let sealed = upload(connector.clone(), spool.clone(), header, rx).await;
+    let sealed = upload(connector.clone(), spool.clone(), pause.clone(), header, rx).await;
     let _ = producer.await;
     sealed
 }
@@ -330,14 +470,23 @@ where
 pub async fn upload(
     connector: Arc<Connector>,
     spool: Arc<ChunkSpool>,
+    pause: Arc<UploadPause>,
     header: ItemHeader,
     producer: mpsc::Receiver<Produced>,
 ) -> Result<Sealed> {
     let item = header.item_id.clone();
+    let _guard = SpoolGuard {
+        spool: spool.clone(),
+        pause: pause.clone(),
+        item: item.clone(),
+    };
+    // Uploads that start while the collector is full start with one chunk in flight.
+    let window = if pause.is_paused() { 1 } else { MAX_IN_FLIGHT };
     let mut up = Upload {
         header,
         item: item.clone(),
         spool,
+        pause,
         producer,
         producer_done: false,
         manifest: None,
@@ -345,31 +494,79 @@ pub async fn upload(
         mem_bytes: 0,
         spooled: BTreeSet::new(),
         chunks_sent: 0,
+        window,
+        acks_in_a_row: 0,
+        lost_backoff: Backoff::standard(),
+        full_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
     };
     let mut resumes = 0u32;
     let mut conn = connector.get().await;
-    let result = loop {
+    loop {
         match up.attempt(&conn).await {
             Ok(mut s) => {
                 s.resumed = resumes;
-                break Ok(s);
+                return Ok(s);
             }
             Err(AttemptError::Refused(why)) => {
-                break Err(anyhow!("collector refused item {item}: {why}"))
+                return Err(anyhow!("collector refused item {item}: {why}"))
+            }
+            Err(AttemptError::Local(e)) => return Err(e.context(format!("item {item}"))),
+            Err(AttemptError::Full(why)) => {
+                resumes += 1;
+                up.pause.paused(&item, &why);
+                up.window = 1;
+                up.acks_in_a_row = 0;
+                let wait = up.full_backoff.next_delay();
+                tracing::debug!(
+                    "item {item}: no room at the collector; next try in {:.1}s",
+                    wait.as_secs_f64()
+                );
+                up.spill();
+                up.keep_producing_while(tokio::time::sleep(wait)).await?;
+                conn = connector.get().await;
             }
             Err(AttemptError::Lost(e)) => {
                 resumes += 1;
-                tracing::warn!("item {item}: connection lost ({e:#}); spooling and resuming");
-                up.spill()?;
+                let wait = up.lost_backoff.next_delay();
+                tracing::warn!(
+                    "item {item}: connection lost ({e:#}); spooling and resuming in {:.1}s",
+                    wait.as_secs_f64()
+                );
+                up.spill();
                 let c = connector.clone();
-                let mut reconnect = tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                let reconnect = async move {
+                    tokio::time::sleep(wait).await;
                     c.get().await
-                });
-                conn = up.drain_while_disconnected(&mut reconnect).await?;
+                };
+                conn = up.keep_producing_while(reconnect).await?;
             }
         }
-    };
-    up.spool.remove_item(&item);
-    result
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_is_said_once_and_cleared_when_the_last_item_goes_on() {
+        let p = UploadPause::default();
+        assert_eq!(p.status(), None);
+        p.paused("a", "no room");
+        let first = p.status().unwrap();
+        assert!(
+            first.starts_with("storage full at the collector since "),
+            "{first}"
+        );
+        p.paused("a", "no room");
+        p.paused("b", "no room");
+        assert_eq!(p.status().unwrap(), first, "the first pause's time is kept");
+        p.done("a");
+        assert!(p.is_paused(), "b still waits");
+        p.done("b");
+        assert_eq!(p.status(), None);
+        p.done("b");
+        assert_eq!(p.status(), None);
+    }
 }

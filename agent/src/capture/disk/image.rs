@@ -15,35 +15,61 @@ use std::path::{Path, PathBuf};
 /// `_IOR(0x12, 114, u64)`: the device size in bytes.
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 
-/// Open a block device (or a raw image file) for imaging, with its details.
+/// Open a block device for imaging, with its details. Only a block device under `/dev` is
+/// imaged: the path (symlinks such as `/dev/disk/by-id/…` resolved) must lead there, it is
+/// opened read-only without following a symlink, and the opened file must be a block device
+/// (`fstat`), so a request naming `/etc/passwd` or a link planted elsewhere gets an error, not
+/// an image.
 pub fn open(device: &str) -> Result<(OpenedFile, Map<String, Value>), String> {
+    let asked = Path::new(device);
+    if !asked.is_absolute() {
+        return Err(format!(
+            "{device:?}: a relative path; name the block device by its absolute path under /dev (/dev/nvme1n1)"
+        ));
+    }
+    let real = std::fs::canonicalize(asked).map_err(|e| format!("{device}: cannot open: {e}"))?;
+    if !real.starts_with("/dev") {
+        return Err(format!(
+            "{device}: not a block device under /dev (it is {}); the disk profile images block devices such as /dev/nvme0n1 or /dev/loop0",
+            real.display()
+        ));
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(device)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&real)
         .map_err(|e| format!("{device}: cannot open: {e} (imaging a device needs root)"))?;
     let meta = file
         .metadata()
         .map_err(|e| format!("{device}: cannot stat: {e}"))?;
     let ft = meta.file_type();
-    let mut d = Map::new();
-    let size = if ft.is_block_device() {
-        d.insert("type".into(), "block_device".into());
-        let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
-        d.insert("major".into(), major.into());
-        d.insert("minor".into(), minor.into());
-        let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
-        sysfs_details(&sys, &mut d);
-        block_size(&file).or_else(|| sysfs_u64(&sys.join("size")).map(|s| s * 512))
-    } else if ft.is_file() {
-        d.insert("type".into(), "image_file".into());
-        Some(meta.len())
-    } else {
+    if !ft.is_block_device() {
+        let what = if ft.is_file() {
+            "a regular file"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_dir() {
+            "a directory"
+        } else {
+            "not a block device"
+        };
         return Err(format!(
-            "{device}: not a block device or image file; `capture disk` images block devices such as /dev/nvme0n1 or /dev/loop0"
+            "{device}: is {what}, not a block device; the disk profile images block devices such as /dev/nvme0n1 or /dev/loop0"
         ));
-    };
-    let size = size.ok_or_else(|| format!("{device}: cannot read its size"))?;
+    }
+    let mut d = Map::new();
+    d.insert("type".into(), "block_device".into());
+    if real != asked {
+        d.insert("resolved".into(), real.display().to_string().into());
+    }
+    let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+    d.insert("major".into(), major.into());
+    d.insert("minor".into(), minor.into());
+    let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    sysfs_details(&sys, &mut d);
+    let size = block_size(&file)
+        .or_else(|| sysfs_u64(&sys.join("size")).map(|s| s * 512))
+        .ok_or_else(|| format!("{device}: cannot read its size"))?;
     d.insert("size".into(), size.into());
     let sector = d
         .get("logical_sector_size")
@@ -235,7 +261,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_mbr_image_file_is_described() {
+    fn an_mbr_partition_table_is_read() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("disk.img");
         let mut img = vec![0u8; 1 << 20];
@@ -246,19 +272,33 @@ mod tests {
         img[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
         img[446 + 12..446 + 16].copy_from_slice(&100u32.to_le_bytes());
         std::fs::write(&p, &img).unwrap();
-        let (_f, det) = open(p.to_str().unwrap()).unwrap();
-        assert_eq!(det["size"], 1 << 20);
-        assert_eq!(det["partition_table"]["scheme"], "mbr");
-        assert_eq!(det["partition_table"]["partitions"][0]["type"], "0x83");
-        assert_eq!(det["partition_table"]["partitions"][0]["start_lba"], 2048);
+        let f = std::fs::File::open(&p).unwrap();
+        let t = partition_table(&f, 512, 1 << 20);
+        assert_eq!(t["scheme"], "mbr");
+        assert_eq!(t["partitions"][0]["type"], "0x83");
+        assert_eq!(t["partitions"][0]["start_lba"], 2048);
     }
 
     #[test]
-    fn not_a_device_is_a_clear_error() {
+    fn only_block_devices_under_dev_are_imaged() {
         let d = tempfile::tempdir().unwrap();
-        let e = open(d.path().to_str().unwrap()).unwrap_err();
-        assert!(e.contains("not a block device"), "{e}");
-        let e = open("/nonexistent/dev").unwrap_err();
-        assert!(e.contains("/nonexistent/dev"), "{e}");
+        let img = d.path().join("disk.img");
+        std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+        let link = d.path().join("looks-like-a-disk");
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        for (dev, want) in [
+            ("/etc/passwd", "not a block device under /dev"),
+            (img.to_str().unwrap(), "not a block device under /dev"),
+            (link.to_str().unwrap(), "it is /etc/passwd"),
+            (d.path().to_str().unwrap(), "not a block device under /dev"),
+            ("/dev/null", "is a character device, not a block device"),
+            ("/dev", "is a directory, not a block device"),
+            ("dev/sda", "relative path"),
+            ("../../dev/sda", "relative path"),
+            ("/nonexistent/dev", "/nonexistent/dev: cannot open"),
+        ] {
+            let e = open(dev).unwrap_err();
+            assert!(e.contains(want), "{dev}: {e}");
+        }
     }
 }
