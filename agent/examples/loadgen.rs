@@ -156,6 +156,8 @@ struct SimAgent {
     host: HostIdentity,
     connector: Arc<Connector>,
     spool: Arc<ChunkSpool>,
+    /// Whether uploads wait for a full collector, as the agent's do.
+    pause: Arc<upload::UploadPause>,
     outbox: Outbox,
     /// Collections seen, so a command repeated after a reconnect runs once.
     seen: Mutex<HashSet<String>>,
@@ -315,9 +317,13 @@ async fn run_collection(agent: Arc<SimAgent>, req: CollectRequest) {
         items.push(header.item_id.clone());
         let host = agent.host.clone();
         let pipeline = pipeline.clone();
-        let sent = upload::send_item(&agent.connector, &agent.spool, header, move |sink| {
-            item.produce(&host, &pipeline, sink)
-        })
+        let sent = upload::send_item(
+            &agent.connector,
+            &agent.spool,
+            &agent.pause,
+            header,
+            move |sink| item.produce(&host, &pipeline, sink),
+        )
         .await;
         match sent {
             Ok(s) => {
@@ -412,6 +418,7 @@ async fn agent_main(
         state,
         connector,
         spool,
+        pause: Arc::default(),
         outbox: Outbox::default(),
         seen: Mutex::new(HashSet::new()),
         running: Mutex::new(HashSet::new()),
@@ -424,9 +431,8 @@ async fn agent_main(
     drop(permit);
     let handler = Handler(agent.clone());
     loop {
-        if let Err(e) = control::session(&conn, &handler, &agent.outbox, heartbeat).await {
-            tracing::warn!("agent {n}: control stream ended: {e:#}");
-        }
+        let end = control::session(&conn, &handler, &agent.outbox, heartbeat).await;
+        tracing::warn!("agent {n}: control stream ended: {:#}", end.error);
         agent.ended_session();
         tokio::time::sleep(Duration::from_millis(200)).await;
         conn = agent.connector.get().await;
