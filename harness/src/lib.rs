@@ -12,6 +12,8 @@
 //!   collections ([`Collector::collect_wait`], [`summary`], [`item_named`]…) and the HTTPS
 //!   API ([`Api`], or [`Collector::api_get`] through curl).
 //!
+//! - [`ConsoleClient`]: the web console over HTTPS with a session cookie; [`Browser`]: headless
+//!   Chromium over WebDriver, with screenshots.
 //! - [`memimage`]: the LiME and ELF core readers the memory checks use.
 //!
 //! Everything has a timeout: a broken binary makes a test fail with the tail of the process
@@ -22,12 +24,14 @@ mod api;
 mod bins;
 mod collection;
 mod collector;
+mod console;
 mod files;
 mod managed;
 pub mod memimage;
 mod ports;
 mod run;
 mod wait;
+mod webdriver;
 
 use std::time::Duration;
 
@@ -36,11 +40,13 @@ pub use api::Api;
 pub use bins::{bin, bin_dir, Bins};
 pub use collection::{is_finished, item_named, items, s, summary, u};
 pub use collector::{cli, Collector, InitInfo};
+pub use console::{csrf_of, ConsoleClient, Page};
 pub use files::{sha256_bytes, sha256_file, sha256sum_cli, workdir, write_random_file};
 pub use managed::{KillOnDrop, Managed};
 pub use ports::{free_ports, with_free_ports};
 pub use run::{describe_cmd, have_command, run, tail_file, tail_str, Output};
 pub use wait::{wait_for, wait_for_every};
+pub use webdriver::{Browser, El};
 
 pub use serde_json;
 pub use tempfile;

@@ -96,7 +96,7 @@ fn timeline_holds_exec_login_history_and_file_time_in_order_and_exports_for_time
     loop {
         let v = collector
             .api_get(&format!(
-                "/api/v1/timeline?host={host}&from={from}&to={to}&kind=process_exec,ssh_login,shell_command,file_mtime&limit=200{cursor}"
+                "/api/v1/timeline?host={host}&from={from}&to={to}&kind=process_exec,ssh_login,shell_command,file_mtime&order=oldest&limit=200{cursor}"
             ))
             .unwrap();
         if facets.is_null() {
@@ -115,6 +115,22 @@ fn timeline_holds_exec_login_history_and_file_time_in_order_and_exports_for_time
     assert!(
         times.windows(2).all(|w| w[0] <= w[1]),
         "the timeline is in time order"
+    );
+    // Without `order`, newest first.
+    let newest = collector
+        .api_get(&format!(
+            "/api/v1/timeline?host={host}&from={from}&to={to}&kind=process_exec,ssh_login,shell_command,file_mtime&limit=200&facets=false"
+        ))
+        .unwrap();
+    let newest: Vec<i64> = newest["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["time_ns"].as_i64().unwrap())
+        .collect();
+    assert!(
+        newest.len() > 1 && newest.windows(2).all(|w| w[0] >= w[1]),
+        "not newest first: {newest:?}"
     );
     let position = |what: &str, pred: &dyn Fn(&Value) -> bool| {
         let found: Vec<usize> = events

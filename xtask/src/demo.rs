@@ -159,6 +159,33 @@ pub fn run(keep_running: bool) -> Result<()> {
     println!("{c} export {item_id} -o /tmp/{name}");
     println!("{c} collect {host_id} --profile volatile --reason 'another look' --wait");
 
+    section("console");
+    let link = std::process::Command::new(bins.collector()?)
+        .args([
+            "console-link",
+            "--name",
+            "demo",
+            "--role",
+            "admin",
+            "--url",
+            &api_url,
+        ])
+        .arg("--data")
+        .arg(&collector.data)
+        .output()?;
+    if !link.status.success() {
+        bail!(
+            "cairn-collector console-link failed: {}",
+            String::from_utf8_lossy(&link.stderr)
+        );
+    }
+    println!("the web console: {api_url}/ (sign in with the admin token above)");
+    println!(
+        "or open this one-time sign-in link (15 minutes): {}",
+        String::from_utf8_lossy(&link.stdout).trim()
+    );
+    println!("(the collector's certificate is signed by the demo's own CA: {}; trust it or accept the warning)", ca_cert.display());
+
     if keep_running {
         let cp = collector.detach();
         let ap = agent.detach();

@@ -140,6 +140,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     // Encrypted offline collections are decrypted with the reference age CLI.
     ("age", "age"),
+    // The console's browser test: Debian's headless Chromium and its WebDriver.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 fn test(args: &[String]) -> Result<()> {

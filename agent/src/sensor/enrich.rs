@@ -19,10 +19,16 @@ pub struct Enricher {
     /// cgroup id → (path, container id, runtime, pod uid)
     cgroup_info: HashMap<u64, Process>,
     cookie_key: std::collections::hash_map::RandomState,
+    users: super::users::Users,
 }
 
 impl Enricher {
     pub fn new(cache: ProcessCache, proc_root: PathBuf) -> Enricher {
+        // The host's passwd beside its /proc (`/host/proc` → `/host/etc/passwd` in a pod).
+        let passwd = proc_root
+            .parent()
+            .unwrap_or(std::path::Path::new("/"))
+            .join("etc/passwd");
         Enricher {
             cache,
             clock: Clock::new(),
@@ -30,6 +36,7 @@ impl Enricher {
             cgroups: CgroupResolver::new(),
             cgroup_info: HashMap::new(),
             cookie_key: Default::default(),
+            users: super::users::Users::new(passwd),
         }
     }
 
@@ -98,6 +105,7 @@ impl Enricher {
         p.tid = Some(t.pid);
         p.ppid = t.ppid;
         p.uid = Some(t.uid);
+        p.user = self.users.name(t.uid);
         p.gid = Some(t.gid);
         p.euid = Some(t.euid);
         p.loginuid = Some(t.loginuid).filter(|u| *u != u32::MAX);

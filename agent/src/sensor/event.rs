@@ -53,6 +53,9 @@ pub struct Process {
     pub ppid: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// The name of `uid` in the host's `/etc/passwd`, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,6 +17,7 @@ pub mod ebpf;
 pub mod enrich;
 pub mod event;
 pub mod procs;
+pub mod users;
 
 pub use event::{Event, EventKind, Exit, Lost, Process, Socket, Source, Syscall};
 

@@ -95,7 +95,11 @@ async fn export_timeline(
     Query(p): Query<search::Params>,
 ) -> ApiResult<Response> {
     caller.require(READERS)?;
-    let (p, f) = search::resolve(state.meta(), p)?;
+    let (p, mut f) = search::resolve(state.meta(), p)?;
+    // An export reads in time order unless asked otherwise (tools and people expect it).
+    if p.order.is_none() {
+        f.newest_first = false;
+    }
     let name = p.format.as_deref().unwrap_or("timesketch-jsonl");
     let format = Format::parse(name).ok_or_else(|| {
         Error::invalid(format!(

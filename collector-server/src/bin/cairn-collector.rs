@@ -58,6 +58,24 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Print a one-time link that signs a person in to the web console (valid 15 minutes,
+    /// one use). Open it in a browser that reaches the API listener.
+    ConsoleLink {
+        #[arg(long, env = "CAIRN_DATA", default_value = "/var/lib/cairn-collector")]
+        data: PathBuf,
+        /// Who signs in (kept in the custody log for what they do).
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// admin, analyst or viewer (a trigger cannot sign in).
+        #[arg(long, default_value = "analyst")]
+        role: String,
+        /// The console's base URL as the browser reaches it.
+        #[arg(long, default_value = "https://127.0.0.1:8443")]
+        url: String,
+        /// How long the link is valid: 30s, 10m, 2h.
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+    },
     /// Chain of custody maintenance.
     Custody {
         #[command(subcommand)]
@@ -225,6 +243,29 @@ fn run() -> Result<()> {
             let custody = cairn_collector::custody::Custody::new(data.custody_key()?, stores);
             let n = custody.republish_heads()?;
             eprintln!("published the heads of {n} custody chain(s) as the database holds them now");
+        }
+        Cmd::ConsoleLink {
+            data,
+            name,
+            role,
+            url,
+            ttl,
+        } => {
+            let role = match cairn_collector::storage::Role::parse(&role) {
+                Some(cairn_collector::storage::Role::Trigger) | None => anyhow::bail!(
+                    "role {role:?} cannot sign in to the console: use admin, analyst or viewer"
+                ),
+                Some(r) => r,
+            };
+            let ttl = parse_duration(&ttl)?;
+            let db = DataDir::new(&data).open_db()?;
+            let code = cairn_collector::storage::ConsoleStore::create_link(&db, &name, role, ttl)?;
+            println!("{}/login/link/{code}", url.trim_end_matches('/'));
+            eprintln!(
+                "one use, valid {}s, signs in {name:?} as {}",
+                ttl,
+                role.as_str()
+            );
         }
         Cmd::Token {
             cmd: TokenCmd::Api { data, name, role },

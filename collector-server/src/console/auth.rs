@@ -128,7 +128,7 @@ pub fn urlencode(s: &str) -> String {
 }
 
 /// Only paths of this console are followed after sign-in, never another site.
-fn safe_next(next: Option<&str>) -> String {
+pub(super) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
         _ => "/".to_string(),

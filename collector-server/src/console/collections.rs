@@ -5,6 +5,7 @@
 
 use super::layout::{self, page, status, val};
 use super::{PageError, PageResult, Viewer, S};
+use crate::storage::cases::Target;
 use crate::storage::CollectionRow;
 use axum::extract::{Form, Path, State as AxState};
 use axum::response::{IntoResponse, Response};
@@ -69,13 +70,22 @@ fn render(state: &S, viewer: &Viewer, id: &str, verdict: Option<Markup>) -> Page
     let v = crate::api::collections::collection_view(state, id).map_err(|e| PageError(e.0, e.1))?;
     let cid = v["id"].as_str().unwrap_or(id).to_string();
     let records = state.meta().custody_records(&cid)?;
+    let notes = super::cases::notes_block(state, Target::Collection, &cid)?;
     let items = v["items"].as_array().cloned().unwrap_or_default();
     let total: u64 = items.iter().filter_map(|i| i["raw_len"].as_u64()).sum();
     let received: u64 = items
         .iter()
         .filter_map(|i| i["chunks_received"].as_u64())
         .sum();
-    let st = v["status"].as_str().unwrap_or("?").to_string();
+    let mut st = v["status"].as_str().unwrap_or("?").to_string();
+    // Sealed bytes of an acquisition that failed are not evidence of what was asked for.
+    if st == "sealed"
+        && items
+            .iter()
+            .any(|i| i["acquisition_status"].as_str() == Some("failed"))
+    {
+        st = "partial".into();
+    }
     Ok(page(
         "Collection",
         viewer,
@@ -113,6 +123,7 @@ fn render(state: &S, viewer: &Viewer, id: &str, verdict: Option<Markup>) -> Page
                     }
                 } }
             }
+            (notes.render(viewer, Target::Collection, &cid, &format!("/collections/{cid}")))
             div.card {
                 h2 { "Chain of custody" }
                 form.inline method="post" action={"/collections/" (cid) "/verify"} {

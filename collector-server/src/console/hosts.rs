@@ -150,7 +150,7 @@ async fn host(
             div.card {
                 h2 { "Collect" }
                 @if viewer.can_act() {
-                    form method="post" action={"/hosts/" (h.id) "/collect"} {
+                    form.collect method="post" action={"/hosts/" (h.id) "/collect"} {
                         input type="hidden" name="csrf" value=(viewer.csrf);
                         label for="profile" { "Profile" }
                         select #profile name="profile" {

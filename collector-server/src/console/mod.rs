@@ -6,14 +6,19 @@
 //!
 //! - [`auth`]: sign-in (token or one-time link), the session cookie, CSRF, roles.
 //! - [`layout`]: the page shell, tables, time and size formatting.
-//! - [`fleet`], [`hosts`], [`collections`], [`timeline`]: the pages.
+//! - [`fleet`], [`hosts`], [`collections`], [`timeline`]: the pages; [`cases`]: notes on
+//!   events and collections, and cases that group them.
 
 mod assets;
 mod auth;
+mod cases;
 mod collections;
+mod events;
 mod fleet;
 mod hosts;
 mod layout;
+mod saved;
+mod timeline;
 
 use crate::error::Error;
 use crate::state::State;
@@ -79,6 +84,8 @@ pub fn router(state: S) -> Router {
         .merge(fleet::routes())
         .merge(hosts::routes())
         .merge(collections::routes())
+        .merge(timeline::routes())
+        .merge(cases::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth::session));
     Router::new()
         .merge(pages)

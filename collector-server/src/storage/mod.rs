@@ -12,6 +12,7 @@
 //! and the domain above. Errors are typed: a caller can tell a conflict from a broken disk.
 
 pub mod blobs;
+pub mod cases;
 pub mod chunk_dir;
 pub mod collections;
 pub mod console;
@@ -29,6 +30,7 @@ pub mod timeline;
 pub mod tokens;
 
 pub use blobs::{BlobError, BlobStore, Capacity};
+pub use cases::CaseStore;
 pub use collections::{CollectionOrigin, CollectionRow, CollectionStatus, CollectionStore};
 pub use console::{ConsoleSession, ConsoleStore};
 pub use custody::CustodyStore;
@@ -77,6 +79,7 @@ pub trait MetadataStore:
     + ReadinessStore
     + SearchStore
     + ConsoleStore
+    + CaseStore
     + Send
     + Sync
 {
@@ -93,6 +96,7 @@ impl<T> MetadataStore for T where
         + ReadinessStore
         + SearchStore
         + ConsoleStore
+        + CaseStore
         + Send
         + Sync
 {

@@ -9,4 +9,6 @@ pub trait SearchStore {
     fn saved_searches(&self) -> Result<Vec<Value>>;
     /// False when there was no search of that name.
     fn delete_saved_search(&self, name: &str) -> Result<bool>;
+    /// False when there was no search named `from`; a conflict when `to` is taken.
+    fn rename_saved_search(&self, from: &str, to: &str) -> Result<bool>;
 }

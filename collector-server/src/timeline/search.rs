@@ -258,3 +258,14 @@ pub fn save(
     meta.save_search(name, &v, by)?;
     Ok(v)
 }
+
+/// Rename a saved search; the new name follows the rules of [`save`].
+pub fn rename(meta: &dyn MetadataStore, from: &str, to: &str) -> Result<()> {
+    if to.trim().is_empty() || to.len() > 200 {
+        return Err(Error::invalid("a saved search's name is 1-200 characters"));
+    }
+    if !meta.rename_saved_search(from, to)? {
+        return Err(Error::not_found(format!("no saved search {from:?}")));
+    }
+    Ok(())
+}

@@ -35,6 +35,8 @@ document.addEventListener("click", async (e) => {
   drawer.hidden = false;
   const ctx = drawer.querySelector("a.context");
   if (ctx) ctx.href = row.getAttribute("data-context") || "#";
+  const open = drawer.querySelector("a.open");
+  if (open) open.href = row.getAttribute("data-open") || "#";
   drawer.scrollIntoView({ behavior: "smooth", block: "nearest" });
 });
 

@@ -4,6 +4,7 @@
 //! `cairn-collector token create` run beside a serving collector. Each group of tables has
 //! its file here: its schema and its part of the [`super::MetadataStore`] traits.
 
+mod cases;
 mod collections;
 mod console;
 mod custody;
@@ -74,7 +75,7 @@ impl Sqlite {
         // 16 KiB pages take effect on new databases only (WAL fixes the page size).
         conn.execute_batch(
             "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
-             PRAGMA foreign_keys=ON; PRAGMA cache_size=-262144; PRAGMA wal_autocheckpoint=4096;",
+             PRAGMA foreign_keys=ON; PRAGMA cache_size=-131072; PRAGMA wal_autocheckpoint=4096;",
         )?;
         for schema in [
             tokens::SCHEMA,
@@ -87,6 +88,7 @@ impl Sqlite {
             custody::SCHEMA,
             readiness::SCHEMA,
             console::SCHEMA,
+            cases::SCHEMA,
         ] {
             conn.execute_batch(schema)?;
         }

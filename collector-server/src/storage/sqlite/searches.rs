@@ -51,4 +51,24 @@ impl SearchStore for Sqlite {
             .execute("DELETE FROM saved_searches WHERE name = ?1", params![name])?
             == 1)
     }
+
+    fn rename_saved_search(&self, from: &str, to: &str) -> Result<bool> {
+        let conn = self.lock();
+        let taken: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM saved_searches WHERE name = ?1",
+                params![to],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if taken.is_some() && from != to {
+            return Err(crate::storage::StorageError::Conflict(format!(
+                "a saved search named {to:?}"
+            )));
+        }
+        Ok(conn.execute(
+            "UPDATE saved_searches SET name = ?2 WHERE name = ?1",
+            params![from, to],
+        )? == 1)
+    }
 }

@@ -145,7 +145,8 @@ fn where_clause(f: &Filter, after: Option<Cursor>) -> (String, Vec<Sql>) {
         w.push(format!("kind IN ({})", marks.join(",")));
     }
     if let Some(u) = &f.user {
-        w.push(format!("user = {}", bind(&mut p, Sql::Text(u.clone()))));
+        let u = bind(&mut p, Sql::Text(u.clone()));
+        w.push(format!("({USER_OR_UID})").replace("?U", &u));
     }
     if let Some(c) = &f.container {
         // A prefix match on an exact range keeps it an index-friendly comparison.
@@ -193,6 +194,9 @@ fn like_escape(t: &str) -> String {
 }
 
 /// SQL for a condition of the query language; its values are bound, never spliced.
+/// A user filter: the name or the uid (`?U` is its one parameter).
+const USER_OR_UID: &str = "user = ?U OR json_extract(attrs, '$.uid') = ?U";
+
 fn compile(c: &Cond, p: &mut Vec<Sql>) -> String {
     let mut bind = |v: Sql| {
         p.push(v);
@@ -227,6 +231,17 @@ fn compile(c: &Cond, p: &mut Vec<Sql>) -> String {
                 marks.join(",")
             )
         }
+        // A user is a name or a uid (sensor events carry both).
+        Cond::Is(Column::User, Match::Is(v)) => {
+            format!("({USER_OR_UID})").replace("?U", &bind(Sql::Text(v.clone())))
+        }
+        Cond::Is(Column::User, Match::OneOf(vs)) => format!(
+            "({})",
+            vs.iter()
+                .map(|v| USER_OR_UID.replace("?U", &bind(Sql::Text(v.clone()))))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        ),
         Cond::Is(col, m) => {
             let name = col.sql();
             let value = |v: &str| -> Sql {

@@ -83,7 +83,15 @@ fn from_value(t: i64, v: &Value) -> Event {
     e.ppid = p["ppid"].as_i64();
     e.exe = s(p, "exe");
     e.argv = argv;
-    e.user = p["uid"].as_u64().map(|u| u.to_string());
+    // The name when the host knows it (uid 0 is root everywhere), the uid beside it, so a
+    // search by either finds the event.
+    let uid = p["uid"].as_u64();
+    e.user =
+        s(p, "user").or_else(|| uid.map(|u| if u == 0 { "root".into() } else { u.to_string() }));
+    if let Some(u) = uid {
+        e.attrs
+            .insert("uid".to_string(), serde_json::Value::String(u.to_string()));
+    }
     e.container = s(p, "container_id");
     e.pod = s(p, "pod_uid");
     for k in ["comm", "cwd", "cgroup"] {
@@ -114,7 +122,14 @@ mod tests {
         assert_eq!(e.argv.as_ref().unwrap()[2], "b c");
         assert_eq!(e.pid, Some(29190));
         assert_eq!(e.ppid, Some(29153));
-        assert_eq!(e.user.as_deref(), Some("0"));
+        assert_eq!(e.user.as_deref(), Some("root"), "uid 0 is root");
+        assert_eq!(e.attrs["uid"], "0");
+        let named = line.replace("\"uid\":0,", "\"uid\":1000,\"user\":\"alice\",");
+        let alice = from_line(&named).unwrap();
+        assert_eq!(alice.user.as_deref(), Some("alice"));
+        assert_eq!(alice.attrs["uid"], "1000");
+        let unnamed = line.replace("\"uid\":0,", "\"uid\":1001,");
+        assert_eq!(from_line(&unnamed).unwrap().user.as_deref(), Some("1001"));
         assert_eq!(e.attrs["parent"]["comm"], "bash");
         assert_eq!(e.dedup, from_line(line).unwrap().dedup);
         assert!(from_line("{\"kind\":\"x\"}").is_none());
