@@ -274,11 +274,18 @@ pub(crate) async fn list(api: &Api, host: Option<&str>, limit: u32, json_out: bo
         let errors = c["errors"].as_array().map_or(0, Vec::len);
         let mut reason = clip(&s(&c["reason"]), 60);
         if errors > 0 {
-            let first = c["errors"][0].as_str().map(crate::output::printable);
+            // The item's id is in `cairn show`; here the name and the reason matter.
+            let first = c["errors"][0].as_str().map(|e| {
+                let short = match e.strip_prefix("item ") {
+                    Some(rest) if rest.get(36..37) == Some(" ") => &rest[37..],
+                    _ => e,
+                };
+                crate::output::printable(short)
+            });
             reason.push_str(&format!(
                 "  ({errors} error{}: {})",
                 if errors == 1 { "" } else { "s" },
-                clip(first.as_deref().unwrap_or("-"), 80)
+                clip(first.as_deref().unwrap_or("-"), 100)
             ));
         }
         println!(
