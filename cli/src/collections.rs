@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+/// Whether a profile uses one of the request's targets.
+type Uses = fn(&cairn_protocol::manifest::ProfileTakes) -> bool;
+
 /// What `cairn collect` asks for.
 pub(crate) struct Request<'a> {
     pub host: &'a str,
@@ -27,7 +30,7 @@ impl Request<'_> {
     /// A flag the profile would ignore is refused here, before anything is sent: the same
     /// table the collector refuses by.
     fn check(&self) -> Result<()> {
-        use cairn_protocol::manifest::{profile_takes, ProfileTakes, PROFILES};
+        use cairn_protocol::manifest::{profile_takes, PROFILES};
         if !PROFILES.contains(&self.profile) {
             return fail(
                 Exit::Usage,
@@ -39,7 +42,7 @@ impl Request<'_> {
             );
         }
         let takes = profile_takes(self.profile);
-        let using = |f: fn(&ProfileTakes) -> bool| -> String {
+        let using = |f: Uses| -> String {
             let names: Vec<&str> = PROFILES
                 .iter()
                 .copied()
@@ -47,27 +50,20 @@ impl Request<'_> {
                 .collect();
             names.join(", ")
         };
-        let given: [(bool, bool, &str, fn(&ProfileTakes) -> bool); 4] = [
-            (self.pid.is_some(), takes.pid, "--pid", |t| t.pid),
-            (
-                self.container.is_some(),
-                takes.container,
-                "--container",
-                |t| t.container,
-            ),
-            (!self.paths.is_empty(), takes.paths, "--path", |t| t.paths),
-            (!self.devices.is_empty(), takes.devices, "--device", |t| {
-                t.devices
-            }),
+        let given: [(bool, &str, Uses); 4] = [
+            (self.pid.is_some(), "--pid", |t| t.pid),
+            (self.container.is_some(), "--container", |t| t.container),
+            (!self.paths.is_empty(), "--path", |t| t.paths),
+            (!self.devices.is_empty(), "--device", |t| t.devices),
         ];
-        for (set, taken, flag, f) in given {
-            if set && !taken {
+        for (set, flag, uses) in given {
+            if set && !uses(&takes) {
                 return fail(
                     Exit::Usage,
                     format!(
                         "profile {:?} does not use {flag}, so it is refused rather than ignored; profiles that use {flag}: {}",
                         self.profile,
-                        using(f)
+                        using(uses)
                     ),
                 );
             }

@@ -194,7 +194,7 @@ mod tests {
         let m = mid("/var/lib/docker/overlay2/abcdef/merged/etc/passwd", 20);
         assert_eq!(m.chars().count(), 20);
         assert!(
-            m.starts_with("/var/lib/") && m.ends_with("etc/passwd"),
+            m.starts_with("/var/lib/") && m.ends_with("/passwd"),
             "{m}"
         );
         assert_eq!(mid("short", 20), "short");
