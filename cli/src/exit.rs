@@ -37,7 +37,7 @@ pub const HELP: &str = "Exit codes:
   4  not found: no such host, collection, item or token
   5  auth: no API token (set CAIRN_TOKEN), or the collector refused it
   6  network: the collector's API cannot be reached
-  7  conflict: a name or prefix matches several, or the state forbids it
+  7  conflict: a name or prefix matches several, the state forbids it, or -o names an existing file (use --force)
   8  verification failed: custody or a hash does not match";
 
 /// An error with the exit code it should end `cairn` with.

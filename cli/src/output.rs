@@ -193,10 +193,7 @@ mod tests {
     fn long_names_keep_both_ends_and_the_width() {
         let m = mid("/var/lib/docker/overlay2/abcdef/merged/etc/passwd", 20);
         assert_eq!(m.chars().count(), 20);
-        assert!(
-            m.starts_with("/var/lib/") && m.ends_with("/passwd"),
-            "{m}"
-        );
+        assert!(m.starts_with("/var/lib/") && m.ends_with("/passwd"), "{m}");
         assert_eq!(mid("short", 20), "short");
         assert_eq!(pad("é", 3), "é  ");
     }
