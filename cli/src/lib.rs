@@ -2,30 +2,35 @@
 //! It depends on the protocol crate only (custody records, collection records), never on the
 //! collector: what it can do, a script with a token can do too.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod api;
+mod collections;
 mod evidence;
+mod exit;
+mod hosts;
 mod output;
 mod timeline;
 
-use api::Api;
+use api::{seg, Api};
 use evidence::verify_log_locally;
+pub use exit::{code_of, Exit};
 pub use output::printable;
-use output::{human, print_collection, s};
+use output::{human, s, time_s};
 
 #[derive(Parser)]
 #[command(
     name = "cairn",
     version,
-    about = "cairn analyst CLI: request, inspect, export and verify evidence"
+    about = "cairn analyst CLI: request, inspect, export and verify evidence",
+    after_help = exit::HELP
 )]
 pub struct Cli {
-    /// Collector API base URL.
+    /// Collector API base URL (HTTPS: the collector's --api-listen).
     #[arg(
         long,
         env = "CAIRN_API",
@@ -38,6 +43,7 @@ pub struct Cli {
         long,
         env = "CAIRN_TOKEN",
         default_value = "",
+        hide_default_value = true,
         hide_env_values = true,
         global = true
     )]
@@ -54,9 +60,14 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// List enrolled hosts.
-    Hosts,
-    /// Request a collection from a host (agent id, hostname, cloud instance id or machine id).
+    /// List enrolled hosts (with the readiness checks that fail); `hosts readiness HOST`,
+    /// `hosts retire HOST`.
+    Hosts {
+        #[command(subcommand)]
+        cmd: Option<HostsCmd>,
+    },
+    /// Request a collection from a host (hostname, agent id or prefix, cloud instance id or
+    /// machine id).
     Collect {
         host: String,
         /// volatile, file (with --path), memory (with --pid or --container), full
@@ -72,99 +83,130 @@ enum Cmd {
         /// The process to capture (memory, full): its core and its ancestors' cores.
         #[arg(long)]
         pid: Option<u32>,
-        /// The container to capture (memory, full): a core of each of its processes.
+        /// The container to capture (memory, full) or triage (triage, minimal).
         #[arg(long)]
         container: Option<String>,
         /// Block devices to image with the disk profile (repeatable): /dev/nvme1n1.
         #[arg(long = "device")]
         devices: Vec<String>,
-        /// Wait until the collection is finished, showing progress.
+        /// Wait until the collection is finished; exit 3 unless all its evidence is there.
         #[arg(long)]
         wait: bool,
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
+        /// Progress (items, bytes, rate, ETA) on stderr even when it is not a terminal.
+        #[arg(long)]
+        progress: bool,
     },
-    /// Show a collection: status, items, sizes, hashes.
+    /// Show a collection (id or prefix): status, items, sizes, hashes, what failed and why.
     Show { collection: String },
-    /// List recent collections.
+    /// List recent collections, newest first.
     Collections {
+        /// Only this host's (hostname, id or prefix, instance id).
         #[arg(long)]
         host: Option<String>,
+        /// Most collections listed.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
-    /// Show an item's manifest: source, host, hashes, chunks, gaps, acquisition times.
+    /// Show an item's manifest (id or prefix): source, host, hashes, chunks, gaps, acquisition.
     Item { item: String },
-    /// Write an item's exact raw bytes to a file, checking them against the manifest's SHA-256.
+    /// Write an item's exact raw bytes to a file (or stdout with `-o -`), checked against the
+    /// SHA-256 sealed in custody. ITEM is an id or prefix, or COLLECTION:NAME.
     Export {
         item: String,
+        /// The item by name (or path on the host, or base name) in collection ITEM.
+        #[arg(long)]
+        name: Option<String>,
         #[arg(short = 'o', long)]
         output: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A whole collection as one tar (items, manifests, custody, SHA256SUMS), streamed to a
+    /// file or to stdout with `-o -`.
+    Archive {
+        collection: String,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
     },
     /// Chain of custody.
     Custody {
         #[command(subcommand)]
         cmd: CustodyCmd,
     },
-    /// Load an offline collection (`cairn-agent collect --out DIR`) into the collector.
+    /// Load an offline collection (`cairn-agent collect --out DIR`) into the collector; run
+    /// it again to finish one that was interrupted.
     Import { dir: PathBuf },
     /// The timeline of a host (or --all): `cairn timeline HOST|--all [--from] [--to] [--kind]
-    /// [--grep]`, `cairn timeline export -o FILE`, `cairn timeline searches`.
+    /// [--grep]`, `cairn timeline export -o FILE`, `cairn timeline searches`, `cairn timeline
+    /// sources`.
     Timeline(Box<timeline::TimelineArgs>),
+    /// API and enrollment tokens (admin only): `tokens list`, `tokens revoke ID`.
+    Tokens {
+        #[command(subcommand)]
+        cmd: Option<TokensCmd>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostsCmd {
+    /// List enrolled hosts (the default).
+    List,
+    /// A host's self-test: every check of the last report, what to fix, the history.
+    Readiness {
+        host: String,
+        /// Most reports in the history.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+    },
+    /// Retire a host: its agent is refused from now on, its evidence and custody are kept.
+    Retire {
+        host: String,
+        /// Why: recorded with the host.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCmd {
+    /// Every API and enrollment token (never a secret).
+    List,
+    /// Revoke a token by its id (6 hex digits or more) or an API token's name.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
 enum CustodyCmd {
-    /// Check the custody chain and every stored byte of the collection; non-zero if anything is broken.
+    /// Check the custody chain and every stored byte of the collection; exit 8 if anything is broken.
     Verify { collection: String },
     /// Print the custody log.
     Log { collection: String },
 }
 
 pub async fn run(cli: Cli) -> Result<i32> {
-    let api = Api::new(&cli)?;
+    let api = Api::new(&cli.api, &cli.token, cli.ca_cert.as_deref())?;
+    let json_out = cli.json;
     match &cli.cmd {
-        Cmd::Hosts => {
-            let v = api.get("/api/v1/hosts").await?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(0);
+        Cmd::Hosts { cmd } => match cmd {
+            None | Some(HostsCmd::List) => hosts::list(&api, json_out).await,
+            Some(HostsCmd::Readiness { host, limit }) => {
+                hosts::readiness(&api, host, *limit, json_out).await
             }
-            println!(
-                "{:<36}  {:<20} {:<20} {:<20} {:<31} {:<9} {:<7} {:<6} {:<9} SINCE",
-                "ID",
-                "HOSTNAME",
-                "INSTANCE",
-                "AGENT",
-                "LAST SEEN",
-                "CONNECTED",
-                "SENSOR",
-                "LOST",
-                "READINESS"
-            );
-            for h in v["hosts"].as_array().into_iter().flatten() {
-                let st = &h["status"];
-                println!(
-                    "{:<36}  {:<20} {:<20} {:<20} {:<31} {:<9} {:<7} {:<6} {:<9} {}",
-                    s(&h["id"]),
-                    s(&h["hostname"]),
-                    s(&h["instance_id"]),
-                    s(&h["agent_version"]),
-                    s(&h["last_seen"]),
-                    if h["connected"].as_bool() == Some(true) {
-                        "yes"
-                    } else {
-                        "no"
-                    },
-                    s(&st["sensor_mode"]),
-                    s(&st["events_lost"]),
-                    s(&h["readiness"]),
-                    s(&h["readiness_since"]),
-                );
-                if let Some(r) = st["sensor_reason"].as_str() {
-                    println!("{:<38}sensor: {r}", "");
-                }
+            Some(HostsCmd::Retire { host, reason }) => {
+                hosts::retire(&api, host, reason, json_out).await
             }
-        }
+        },
+        Cmd::Tokens { cmd } => match cmd {
+            None | Some(TokensCmd::List) => hosts::tokens(&api, json_out).await,
+            Some(TokensCmd::Revoke { id }) => hosts::revoke(&api, id, json_out).await,
+        },
         Cmd::Collect {
             host,
             profile,
@@ -175,204 +217,104 @@ pub async fn run(cli: Cli) -> Result<i32> {
             devices,
             wait,
             timeout,
+            progress,
         } => {
-            let v = api
-                .post(
-                    "/api/v1/collections",
-                    &json!({"host": host, "profile": profile, "reason": reason, "paths": paths,
-                            "pid": pid, "container_id": container, "devices": devices}),
-                )
-                .await?;
-            let id = s(&v["id"]);
-            if !wait {
-                if cli.json {
-                    println!("{v}");
-                } else {
-                    println!("{id}");
-                    if v["agent_connected"].as_bool() == Some(false) {
-                        eprintln!("note: the agent is not connected now; the command waits for it");
-                    }
-                }
-                return Ok(0);
-            }
-            let c = wait_for(&api, &id, Duration::from_secs(*timeout), !cli.json).await?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&c)?);
-            } else {
-                print_collection(&c);
-            }
-            return Ok(match c["status"].as_str() {
-                Some("sealed") => 0,
-                Some("partial") => 3,
-                _ => 4,
-            });
+            let req = collections::Request {
+                host,
+                profile,
+                reason,
+                paths,
+                pid: *pid,
+                container: container.as_deref(),
+                devices,
+            };
+            let progress = *progress || std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let wait = wait.then_some((Duration::from_secs(*timeout), progress));
+            collections::collect(&api, &req, wait, json_out).await
         }
-        Cmd::Show { collection } => {
-            let c = api
-                .get(&format!("/api/v1/collections/{collection}"))
-                .await?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&c)?);
-            } else {
-                print_collection(&c);
-            }
+        Cmd::Show { collection } => collections::show(&api, collection, json_out).await,
+        Cmd::Collections { host, limit } => {
+            collections::list(&api, host.as_deref(), *limit, json_out).await
         }
-        Cmd::Collections { host } => {
-            let q = host
-                .as_ref()
-                .map(|h| format!("?host={h}"))
-                .unwrap_or_default();
-            let v = api.get(&format!("/api/v1/collections{q}")).await?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                for c in v["collections"].as_array().into_iter().flatten() {
-                    println!(
-                        "{}  {:<8} {:<9} {}  {}",
-                        s(&c["id"]),
-                        s(&c["profile"]),
-                        s(&c["status"]),
-                        s(&c["requested_at"]),
-                        s(&c["reason"])
-                    );
-                }
-            }
-        }
-        Cmd::Item { item } => {
-            let v = api.get(&format!("/api/v1/items/{item}")).await?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("Item {}  [{}]", s(&v["item_id"]), s(&v["status"]));
-                println!("  collection: {}", s(&v["collection_id"]));
-                println!("  kind:       {}   source: {}", s(&v["kind"]), v["source"]);
-                println!(
-                    "  acquired:   {} → {}",
-                    s(&v["acquisition_start"]),
-                    s(&v["acquisition_end"])
-                );
-                println!(
-                    "  raw bytes:  {} in {} chunks   acquisition: {}",
-                    s(&v["raw_len"]),
-                    s(&v["chunk_count"]),
-                    s(&v["acquisition_status"])
-                );
-                println!("  SHA-256:    {}", s(&v["sha256"]));
-                for g in v["gaps"].as_array().into_iter().flatten() {
-                    println!(
-                        "  gap: {} bytes at {} ({}), filled with {}",
-                        s(&g["length"]),
-                        s(&g["offset"]),
-                        s(&g["reason"]),
-                        s(&g["filled_with"])
-                    );
-                }
-                if !v["error"].is_null() {
-                    println!("  note: {}", s(&v["error"]));
-                }
-            }
-        }
-        Cmd::Export { item, output } => {
-            return evidence::export(&api, item, output, cli.json).await
-        }
+        Cmd::Item { item } => collections::item(&api, item, json_out).await,
+        Cmd::Export {
+            item,
+            name,
+            output,
+            force,
+        } => evidence::export(&api, item, name.as_deref(), output, *force, json_out).await,
+        Cmd::Archive {
+            collection,
+            output,
+            force,
+        } => evidence::archive(&api, collection, output, *force, json_out).await,
         Cmd::Custody {
             cmd: CustodyCmd::Verify { collection },
-        } => {
-            let v = api
-                .post(
-                    &format!("/api/v1/collections/{collection}/verify"),
-                    &json!({}),
-                )
-                .await?;
-            // Check the signed chain here too, with the collector's public key, so the verdict
-            // does not rest on the server's word alone.
-            let log = api
-                .get(&format!("/api/v1/collections/{collection}/custody"))
-                .await?;
-            let local = verify_log_locally(&log);
-            let ok = v["ok"].as_bool() == Some(true) && local.is_ok();
-            if cli.json {
-                let mut out = v.clone();
-                out["client_chain_check"] = json!(local.as_ref().err().map(|e| e.to_string()));
-                out["ok"] = json!(ok);
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else if ok {
-                println!(
-                    "custody intact: {} records, {} items, {} chunks ({}) re-verified; signatures checked with key {}",
-                    s(&v["records_checked"]),
-                    s(&v["items_checked"]),
-                    s(&v["chunks_checked"]),
-                    human(v["bytes_checked"].as_u64().unwrap_or(0)),
-                    s(&log["public_key"])
-                );
-            } else {
-                if let Some(e) = v["error"].as_str() {
-                    println!("CUSTODY BROKEN: {e}");
-                }
-                if let Err(e) = &local {
-                    println!("CUSTODY BROKEN (client check): {e}");
-                }
-            }
-            return Ok(if ok { 0 } else { 1 });
-        }
+        } => custody_verify(&api, collection, json_out).await,
         Cmd::Custody {
             cmd: CustodyCmd::Log { collection },
-        } => {
-            let v = api
-                .get(&format!("/api/v1/collections/{collection}/custody"))
-                .await?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                for r in v["records"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:>3}  {}  {:<18} {:<40} {}",
-                        s(&r["seq"]),
-                        s(&r["time"]),
-                        s(&r["action"]),
-                        s(&r["actor"]),
-                        r["details"]
-                    );
-                }
-            }
-        }
-        Cmd::Import { dir } => return evidence::import(&api, dir, cli.json).await,
-        Cmd::Timeline(args) => return timeline::run(&api, args, cli.json).await,
+        } => custody_log(&api, collection, json_out).await,
+        Cmd::Import { dir } => evidence::import(&api, dir, json_out).await,
+        Cmd::Timeline(args) => timeline::run(&api, args, json_out).await,
     }
-    Ok(0)
 }
 
-async fn wait_for(api: &Api, id: &str, timeout: Duration, progress: bool) -> Result<Value> {
-    let start = Instant::now();
-    let bar = indicatif::ProgressBar::new_spinner();
-    if !progress || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.enable_steady_tick(Duration::from_millis(120));
-    loop {
-        let c = api.get(&format!("/api/v1/collections/{id}")).await?;
-        let status = s(&c["status"]);
-        let items = c["items"].as_array().cloned().unwrap_or_default();
-        let sealed = items.iter().filter(|i| i["status"] == "sealed").count();
-        let chunks: u64 = items
-            .iter()
-            .filter_map(|i| i["chunks_received"].as_u64())
-            .sum();
-        bar.set_message(format!(
-            "{status}: {sealed}/{} items sealed, {chunks} chunks received",
-            items.len()
-        ));
-        if matches!(status.as_str(), "sealed" | "partial" | "failed") {
-            bar.finish_and_clear();
-            return Ok(c);
+async fn custody_verify(api: &Api, collection: &str, json_out: bool) -> Result<i32> {
+    let v = api
+        .post(
+            &format!("/api/v1/collections/{}/verify", seg(collection)),
+            &json!({}),
+        )
+        .await?;
+    // Check the signed chain here too, with the collector's public key, so the verdict
+    // does not rest on the server's word alone.
+    let log = api
+        .get(&format!("/api/v1/collections/{}/custody", seg(collection)))
+        .await?;
+    let local = verify_log_locally(&log);
+    let ok = v["ok"].as_bool() == Some(true) && local.is_ok();
+    if json_out {
+        let mut out = v.clone();
+        out["client_chain_check"] = json!(local.as_ref().err().map(|e| e.to_string()));
+        out["ok"] = json!(ok);
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if ok {
+        println!(
+            "custody intact: {} records, {} items, {} chunks ({}) re-verified; signatures checked with key {}",
+            s(&v["records_checked"]),
+            s(&v["items_checked"]),
+            s(&v["chunks_checked"]),
+            human(v["bytes_checked"].as_u64().unwrap_or(0)),
+            s(&log["public_key"])
+        );
+    } else {
+        if let Some(e) = v["error"].as_str() {
+            println!("CUSTODY BROKEN: {}", printable(e));
         }
-        if start.elapsed() > timeout {
-            bar.finish_and_clear();
-            bail!(
-                "collection {id} is still {status} after {}s; check again with `cairn show {id}`",
-                timeout.as_secs()
-            );
+        if let Err(e) = &local {
+            println!("CUSTODY BROKEN (client check): {e}");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Ok(if ok { Exit::Ok } else { Exit::Verify }.code())
+}
+
+async fn custody_log(api: &Api, collection: &str, json_out: bool) -> Result<i32> {
+    let v = api
+        .get(&format!("/api/v1/collections/{}/custody", seg(collection)))
+        .await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    for r in v["records"].as_array().into_iter().flatten() {
+        println!(
+            "{:>3}  {}  {:<18} {:<40} {}",
+            s(&r["seq"]),
+            time_s(&r["time"]),
+            s(&r["action"]),
+            s(&r["actor"]),
+            s(&r["details"])
+        );
+    }
+    Ok(0)
 }

@@ -1,11 +1,12 @@
 //! `cairn timeline`: the timeline as a table, its export, saved searches.
 
 use crate::api::Api;
-use crate::output::s;
-use anyhow::{bail, Context, Result};
+use crate::evidence::Sink;
+use crate::exit::{fail, Exit};
+use crate::output::{clip, pad, s, time_s};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -31,11 +32,20 @@ enum TimelineCmd {
         /// timesketch-jsonl, timesketch-csv or jsonl.
         #[arg(long, default_value = "timesketch-jsonl")]
         format: String,
+        /// A file, or `-` for stdout.
         #[arg(short = 'o', long)]
         output: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
     },
     /// List saved searches.
     Searches,
+    /// Which items the timeline was built from: parser, events, what could not be parsed.
+    Sources {
+        /// Only this host's.
+        host: Option<String>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -76,7 +86,10 @@ struct QueryArgs {
 impl QueryArgs {
     fn pairs(&self) -> Result<Vec<(&'static str, String)>> {
         if self.host.is_none() && !self.all && self.saved.is_none() {
-            bail!("name a host, or pass --all for every host (or --saved NAME)");
+            return fail(
+                Exit::Usage,
+                "name a host, or pass --all for every host (or --saved NAME)",
+            );
         }
         let mut p = Vec::new();
         let mut put = |k: &'static str, v: &Option<String>| {
@@ -115,22 +128,17 @@ fn facet_line(name: &str, v: &Value) -> String {
     format!("  {name:<10} {}", parts.join(", "))
 }
 
-fn clip(text: &str, n: usize) -> String {
-    let one_line = text.replace('\n', "⏎");
-    if one_line.chars().count() <= n {
-        one_line
-    } else {
-        format!("{}…", one_line.chars().take(n - 1).collect::<String>())
-    }
-}
-
 pub async fn run(api: &Api, args: &TimelineArgs, json_out: bool) -> Result<i32> {
     match &args.cmd {
         Some(TimelineCmd::Export {
             query,
             format,
             output,
-        }) => return export(api, query, format, output, json_out).await,
+            force,
+        }) => return export(api, query, format, output, *force, json_out).await,
+        Some(TimelineCmd::Sources { host }) => {
+            return sources(api, host.as_deref(), json_out).await
+        }
         Some(TimelineCmd::Searches) => {
             let v = api.get("/api/v1/timeline/searches").await?;
             if json_out {
@@ -197,13 +205,22 @@ pub async fn run(api: &Api, args: &TimelineArgs, json_out: bool) -> Result<i32> 
         return Ok(0);
     }
     println!(
-        "{:<30}  {:<18} {:<13} {:<16} {:<8} {:>7}  MESSAGE",
+        "{:<21}  {:<18} {:<13} {:<16} {:<8} {:>7}  MESSAGE",
         "TIME (UTC)", "HOST", "SOURCE", "KIND", "USER", "PID"
     );
+    let mut inferred = false;
     for e in &events {
+        // A time the parser had to guess (no year in a syslog line, a history line's file
+        // mtime) is marked, so nobody reads it as exact.
+        let time = if e["time_inferred"] == true {
+            inferred = true;
+            format!("~{}", time_s(&e["time"]))
+        } else {
+            format!(" {}", time_s(&e["time"]))
+        };
         println!(
-            "{:<30}  {:<18} {:<13} {:<16} {:<8} {:>7}  {}",
-            s(&e["time"]),
+            "{:<21}  {:<18} {:<13} {:<16} {:<8} {:>7}  {}",
+            time,
             clip(
                 e["hostname"]
                     .as_str()
@@ -215,6 +232,11 @@ pub async fn run(api: &Api, args: &TimelineArgs, json_out: bool) -> Result<i32> 
             clip(&s(&e["user"]), 8),
             s(&e["pid"]),
             clip(&s(&e["message"]), 120)
+        );
+    }
+    if inferred {
+        println!(
+            "~ marks a time that was inferred (no year or no timestamp in the source), not read"
         );
     }
     let total = facets["total"].as_u64().unwrap_or(events.len() as u64);
@@ -245,11 +267,13 @@ async fn export(
     api: &Api,
     q: &QueryArgs,
     format: &str,
-    output: &PathBuf,
+    output: &std::path::Path,
+    force: bool,
     json_out: bool,
 ) -> Result<i32> {
     let mut pairs = q.pairs()?;
     pairs.push(("format", format.to_string()));
+    let mut sink = Sink::open(output, force)?;
     let mut resp = api
         .send(
             api.http
@@ -257,33 +281,84 @@ async fn export(
                 .query(&pairs),
         )
         .await?;
-    let tmp = output.with_extension("partial");
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
-    );
     let (mut bytes, mut lines) = (0u64, 0u64);
-    while let Some(b) = resp.chunk().await.context("timeline export interrupted")? {
+    while let Some(b) = resp
+        .chunk()
+        .await
+        .with_context(|| format!("timeline export interrupted; {}", sink.partial()))?
+    {
         lines += b.iter().filter(|c| **c == b'\n').count() as u64;
         bytes += b.len() as u64;
-        f.write_all(&b)?;
+        sink.write(&b)?;
     }
-    f.flush()?;
-    drop(f);
-    std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
+    let to_stdout = sink.is_stdout();
+    let dest = sink.name();
+    sink.commit()?;
     let events = if format.ends_with("csv") {
         lines.saturating_sub(1)
     } else {
         lines
     };
-    if json_out {
+    if json_out && !to_stdout {
         println!(
             "{}",
             json!({"path": output, "format": format, "events": events, "bytes": bytes})
         );
     } else {
+        let line = format!("{events} events written to {dest} ({format}, {bytes} bytes)");
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    Ok(0)
+}
+
+/// `cairn timeline sources`: the items the timeline was built from.
+async fn sources(api: &Api, host: Option<&str>, json_out: bool) -> Result<i32> {
+    let mut q: Vec<(&str, String)> = Vec::new();
+    if let Some(h) = host {
+        q.push(("host", h.to_string()));
+    }
+    let resp = api
+        .send(api.http.get(api.url("/api/v1/timeline/sources")).query(&q))
+        .await?;
+    let v = api.json(resp).await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let names = crate::collections::hostnames(api).await?;
+    println!(
+        "{:<36}  {:<18} {} {:<14} {:>8} {:>8}  {:<20}  ERROR",
+        "ITEM",
+        "HOST",
+        pad("NAME", 28),
+        "PARSER",
+        "EVENTS",
+        "UNPARSED",
+        "BUILT (UTC)"
+    );
+    for x in v["items"].as_array().into_iter().flatten() {
+        let host = names
+            .get(&s(&x["host_id"]))
+            .cloned()
+            .unwrap_or_else(|| s(&x["host_id"]));
         println!(
-            "{events} events written to {} ({format}, {bytes} bytes)",
-            output.display()
+            "{:<36}  {} {} {:<14} {:>8} {:>8}  {:<20}  {}",
+            s(&x["item_id"]),
+            pad(&clip(&host, 18), 18),
+            pad(&crate::output::mid(&s(&x["name"]), 28), 28),
+            s(&x["parser"]),
+            s(&x["events"]),
+            s(&x["unparsed"]),
+            time_s(&x["built_at"]),
+            if x["error"].is_null() {
+                String::new()
+            } else {
+                clip(&s(&x["error"]), 80)
+            }
         );
     }
     Ok(0)

@@ -63,19 +63,6 @@ pub struct Ask {
     pub devices: Vec<String>,
 }
 
-/// What each profile takes besides a reason: `(pid or container, paths, devices)`. A field a
-/// profile would ignore is refused, so nobody believes a flag did something it did not.
-fn takes(profile: &str) -> (bool, bool, bool) {
-    match profile {
-        "memory" | "full" => (true, false, false),
-        "file" => (false, true, false),
-        "disk" => (false, false, true),
-        // Triage of a container reads its root through /proc/PID/root.
-        "triage" | "minimal" => (true, false, false),
-        _ => (false, false, false),
-    }
-}
-
 impl Ask {
     /// Refuse what the agent could not run, before a command is sent.
     pub fn check(&self) -> Result<()> {
@@ -86,34 +73,34 @@ impl Ask {
                 PROFILES.join(", ")
             )));
         }
-        let (targets, paths, devices) = takes(&self.profile);
+        // A field a profile would ignore is refused, so nobody believes a flag did something
+        // it did not.
+        let takes = cairn_protocol::manifest::profile_takes(&self.profile);
         let ignored = |what: &str, flag: &str, hint: &str| {
             Err(Error::invalid(format!(
                 "profile {:?} takes no {what} ({flag}); {hint}",
                 self.profile
             )))
         };
-        if self.pid.is_some() && !targets {
-            return ignored(
-                "\"pid\"",
-                "--pid",
-                "a process's memory is the memory or full profile",
-            );
+        if self.pid.is_some() && !takes.pid {
+            let hint = if takes.container {
+                "triage a container with --container"
+            } else {
+                "a process's memory is the memory or full profile"
+            };
+            return ignored("\"pid\"", "--pid", hint);
         }
-        if self.container_id.is_some() && !targets {
+        if self.container_id.is_some() && !takes.container {
             return ignored(
                 "\"container_id\"",
                 "--container",
                 "a container's memory is the memory or full profile, its files triage",
             );
         }
-        if self.pid.is_some() && matches!(self.profile.as_str(), "triage" | "minimal") {
-            return ignored("\"pid\"", "--pid", "triage a container with --container");
-        }
-        if !self.paths.is_empty() && !paths {
+        if !self.paths.is_empty() && !takes.paths {
             return ignored("\"paths\"", "--path", "files are the file profile");
         }
-        if !self.devices.is_empty() && !devices {
+        if !self.devices.is_empty() && !takes.devices {
             return ignored(
                 "\"devices\"",
                 "--device",
@@ -436,7 +423,20 @@ impl Collections {
         let mut sealed = 0;
         for id in items {
             match self.stores.meta.get_item(id)? {
-                Some(i) if i.status == ItemStatus::Sealed => sealed += 1,
+                // Stored and sealed, but the host could not read its source (physical memory
+                // with no source): evidence is missing, and the collection must say so.
+                Some(i) if i.status == ItemStatus::Sealed => match i
+                    .manifest
+                    .as_ref()
+                    .filter(|m| m.status == cairn_protocol::manifest::ItemStatus::Failed)
+                {
+                    Some(m) => errors.push(format!(
+                        "item {id} ({}): acquisition failed on the host: {}",
+                        i.name,
+                        m.error.as_deref().unwrap_or("no reason given")
+                    )),
+                    None => sealed += 1,
+                },
                 Some(i) => errors.push(format!(
                     "item {id} ({}) is {}: {}",
                     i.name,

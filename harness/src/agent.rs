@@ -78,6 +78,15 @@ impl Agent {
         Ok(())
     }
 
+    /// Starts `cairn-agent --host-root ROOT run` in the background: /proc, /dev and collected
+    /// paths resolve inside ROOT, as for an agent in a container.
+    pub fn run_with_host_root(&mut self, root: &Path) -> Result<()> {
+        let mut cmd = self.agent_cmd("run")?;
+        cmd.arg("--host-root").arg(root);
+        self.proc = Managed::spawn("cairn-agent", cmd, &self.log)?;
+        Ok(())
+    }
+
     /// An error with the log tail unless `cairn-agent run` is running.
     pub fn check_alive(&mut self) -> Result<()> {
         self.proc.check_alive()

@@ -199,6 +199,42 @@ pub const PROFILES: &[&str] = &[
     "volatile", "file", "memory", "full", "triage", "minimal", "disk",
 ];
 
+/// Which of a request's targets a profile uses; a target it does not use is refused (by the
+/// collector and, before sending, by the CLI) rather than silently ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProfileTakes {
+    pub pid: bool,
+    /// Triage of a container reads its root through /proc/PID/root.
+    pub container: bool,
+    pub paths: bool,
+    pub devices: bool,
+}
+
+/// What `profile` takes; nothing for a profile this version does not know.
+pub fn profile_takes(profile: &str) -> ProfileTakes {
+    let none = ProfileTakes::default();
+    match profile {
+        "memory" | "full" => ProfileTakes {
+            pid: true,
+            container: true,
+            ..none
+        },
+        "triage" | "minimal" => ProfileTakes {
+            container: true,
+            ..none
+        },
+        "file" => ProfileTakes {
+            paths: true,
+            ..none
+        },
+        "disk" => ProfileTakes {
+            devices: true,
+            ..none
+        },
+        _ => none,
+    }
+}
+
 /// What one trigger asked of one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectRequest {

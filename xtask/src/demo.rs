@@ -157,6 +157,10 @@ pub fn run(keep_running: bool) -> Result<()> {
     println!("{c} custody log {id}");
     println!("{c} custody verify {id}");
     println!("{c} export {item_id} -o /tmp/{name}");
+    println!("{c} collections");
+    println!("{c} archive {id} -o /tmp/cairn-{id}.tar");
+    println!("{c} timeline {host_id} --limit 50");
+    println!("{c} timeline sources");
     println!("{c} collect {host_id} --profile volatile --reason 'another look' --wait");
 
     section("console");

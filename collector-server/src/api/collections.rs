@@ -105,10 +105,12 @@ pub(crate) fn collection_view(state: &State, id: &str) -> ApiResult<Value> {
         let source = i.header.as_ref().map(|h| to_value(&h.source)).transpose()?;
         let gaps = i.manifest.as_ref().map(|m| m.gaps.len()).unwrap_or(0);
         let acq = i.manifest.as_ref().map(|m| m.status);
+        let acq_error = i.manifest.as_ref().and_then(|m| m.error.clone());
         let mut v = to_value(&i)?;
         v["source"] = source.unwrap_or(Value::Null);
         v["gaps"] = json!(gaps);
         v["acquisition_status"] = json!(acq);
+        v["acquisition_error"] = json!(acq_error);
         items.push(v);
     }
     let mut v = to_value(&c)?;

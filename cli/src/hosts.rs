@@ -1,0 +1,196 @@
+//! Hosts (with the readiness checks that fail), a host's readiness detail, retiring a host,
+//! and API and enrollment tokens.
+
+use crate::api::{seg, Api};
+use crate::output::{clip, mid, pad, s, time_s};
+use anyhow::Result;
+use serde_json::{json, Value};
+
+/// The ids of the checks that failed (and warned) in a host's last self-test report.
+async fn failing_checks(api: &Api, host_id: &str) -> Result<Vec<String>> {
+    let v = api
+        .get(&format!("/api/v1/hosts/{}/readiness?limit=1", seg(host_id)))
+        .await?;
+    Ok(v["history"][0]["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| matches!(c["status"].as_str(), Some("fail" | "warn")))
+        .map(|c| format!("{} {}", s(&c["id"]), s(&c["status"])))
+        .collect())
+}
+
+pub(crate) async fn list(api: &Api, json_out: bool) -> Result<i32> {
+    let mut v = api.get("/api/v1/hosts").await?;
+    // The failing checks, so nobody needs the API to learn why a host is not ready.
+    if let Some(hosts) = v["hosts"].as_array_mut() {
+        for h in hosts.iter_mut() {
+            if matches!(h["readiness"].as_str(), Some("fail" | "warn")) {
+                let id = s(&h["id"]);
+                h["failing_checks"] = json!(failing_checks(api, &id).await?);
+            }
+        }
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<36}  {:<20} {:<20} {:<9} {:<20} {:<9} {:<7} {:>6}  READINESS",
+        "ID", "HOSTNAME", "INSTANCE", "AGENT", "LAST SEEN (UTC)", "CONNECTED", "SENSOR", "LOST"
+    );
+    for h in v["hosts"].as_array().into_iter().flatten() {
+        let st = &h["status"];
+        let mut readiness = s(&h["readiness"]);
+        if !h["readiness_since"].is_null() {
+            readiness.push_str(&format!(" since {}", time_s(&h["readiness_since"])));
+        }
+        if !h["retired_at"].is_null() {
+            readiness = format!("RETIRED {}", time_s(&h["retired_at"]));
+        }
+        println!(
+            "{:<36}  {} {} {} {:<20} {:<9} {:<7} {:>6}  {}",
+            s(&h["id"]),
+            pad(&mid(&s(&h["hostname"]), 20), 20),
+            pad(&mid(&s(&h["instance_id"]), 20), 20),
+            pad(&clip(&s(&h["agent_version"]), 9), 9),
+            time_s(&h["last_seen"]),
+            if h["connected"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            s(&st["sensor_mode"]),
+            s(&st["events_lost"]),
+            readiness
+        );
+        for c in h["failing_checks"].as_array().into_iter().flatten() {
+            println!("{:<38}check: {}", "", s(c));
+        }
+        if let Some(r) = st["sensor_reason"].as_str() {
+            println!("{:<38}sensor: {}", "", crate::output::printable(r));
+        }
+    }
+    Ok(0)
+}
+
+/// `cairn hosts readiness HOST`: the last report's checks, then the history of verdicts.
+pub(crate) async fn readiness(api: &Api, host: &str, limit: u32, json_out: bool) -> Result<i32> {
+    let v = api
+        .get(&format!(
+            "/api/v1/hosts/{}/readiness?limit={limit}",
+            seg(host)
+        ))
+        .await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "Host {} ({})  readiness: {} since {}",
+        s(&v["hostname"]),
+        s(&v["host_id"]),
+        s(&v["readiness"]),
+        time_s(&v["since"])
+    );
+    let history = v["history"].as_array().cloned().unwrap_or_default();
+    let Some(last) = history.first() else {
+        println!("  no self-test report yet (the agent sends one when it starts and every 6 h)");
+        return Ok(0);
+    };
+    println!("  last report {}:", time_s(&last["received_at"]));
+    println!("    {:<28} {:<6} MEASURED", "CHECK", "STATUS");
+    for c in last["checks"].as_array().into_iter().flatten() {
+        println!(
+            "    {} {:<6} {}",
+            pad(&s(&c["id"]), 28),
+            s(&c["status"]),
+            clip(&s(&c["measured"]), 100)
+        );
+        if c["status"] != "pass" && c["remediation"].as_str().is_some_and(|r| !r.is_empty()) {
+            println!("    {:<35}fix: {}", "", s(&c["remediation"]));
+        }
+    }
+    if history.len() > 1 {
+        println!("  history:");
+        for r in &history {
+            println!(
+                "    {}  {:<5} {} passed, {} warned, {} failed",
+                time_s(&r["received_at"]),
+                s(&r["status"]),
+                s(&r["passed"]),
+                s(&r["warned"]),
+                s(&r["failed"])
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub(crate) async fn retire(api: &Api, host: &str, reason: &str, json_out: bool) -> Result<i32> {
+    let v = api
+        .post(
+            &format!("/api/v1/hosts/{}/retire", seg(host)),
+            &json!({"reason": reason}),
+        )
+        .await?;
+    if json_out {
+        println!("{v}");
+    } else {
+        println!(
+            "retired {} ({}): its agent is refused from now on (enroll again to collect from it); its collections and custody are kept",
+            s(&v["hostname"]),
+            s(&v["retired"])
+        );
+    }
+    Ok(0)
+}
+
+pub(crate) async fn tokens(api: &Api, json_out: bool) -> Result<i32> {
+    let v = api.get("/api/v1/tokens").await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<12}  {:<6} {:<24} {:<8} {:<20}  STATE",
+        "ID", "KIND", "NAME", "ROLE", "CREATED (UTC)"
+    );
+    for t in v["tokens"].as_array().into_iter().flatten() {
+        let state = if !t["revoked_at"].is_null() {
+            format!("revoked {}", time_s(&t["revoked_at"]))
+        } else if !t["expires_at"].is_null() {
+            format!(
+                "expires {}, {} uses left",
+                time_s(&t["expires_at"]),
+                s(&t["uses_left"])
+            )
+        } else {
+            "active".into()
+        };
+        println!(
+            "{:<12}  {:<6} {} {:<8} {:<20}  {}",
+            s(&t["id"]),
+            s(&t["kind"]),
+            pad(&mid(&s(&t["name"]), 24), 24),
+            s(&t["role"]),
+            time_s(&t["created_at"]),
+            state
+        );
+    }
+    Ok(0)
+}
+
+pub(crate) async fn revoke(api: &Api, id: &str, json_out: bool) -> Result<i32> {
+    let v: Value = api.delete(&format!("/api/v1/tokens/{}", seg(id))).await?;
+    if json_out {
+        println!("{v}");
+    } else {
+        println!(
+            "revoked {} token(s) named {}",
+            s(&v["revoked"]),
+            crate::output::printable(id)
+        );
+    }
+    Ok(0)
+}
