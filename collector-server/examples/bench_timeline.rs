@@ -6,10 +6,12 @@
 //! An example of the collector crate, built with `--release`, so that the figures are those of
 //! optimised code and nothing of it ships in the collector binary.
 //! `bench_timeline --dir DIR [--events N]` prints one JSON object.
+//! `bench_timeline --fill DB [--events N]` only fills a collector's database with the same
+//! events and their 20 hosts (`web-00`…`web-19`), for `cargo xtask bench console`.
 
 use anyhow::{bail, Context, Result};
 use cairn_collector::storage::sqlite::Sqlite;
-use cairn_collector::storage::TimelineStore;
+use cairn_collector::storage::{HostStore, TimelineStore};
 use cairn_collector::timeline::{dedup_key, query, Event, Filter};
 use rusqlite::params;
 use serde_json::{json, Value};
@@ -285,6 +287,36 @@ fn run(dir: &Path, events: u64, progress: bool) -> Result<Value> {
     }))
 }
 
+/// Fill a collector's database (made by `cairn-collector init`) with the benchmark's events.
+fn fill(db_path: &Path, events: u64) -> Result<Value> {
+    let db = Sqlite::open(db_path)?;
+    for h in 0..HOSTS {
+        db.insert_enrolled_host(&host_id(h), &format!("web-{h:02}"), &format!("bench-{h}"))?;
+    }
+    let batches = (events as usize).div_ceil(BATCH);
+    let slots = batches.div_ceil(HOSTS);
+    let slot_ns = DAY_NS / slots as i64;
+    let step = slot_ns / BATCH as i64;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut stored = 0usize;
+    for b in 0..batches {
+        let evs = batch(
+            &mut rng,
+            b as u64,
+            BASE_NS + (b / HOSTS) as i64 * slot_ns,
+            step,
+        );
+        stored += db.insert_timeline(&host_id(b % HOSTS), None, &evs)?;
+        if b % 100 == 99 {
+            eprintln!("  {} / {} events", (b + 1) * BATCH, batches * BATCH);
+        }
+    }
+    Ok(
+        json!({"events": (batches * BATCH) as u64, "stored": stored, "hosts": HOSTS,
+              "from_ns": BASE_NS, "to_ns": BASE_NS + DAY_NS}),
+    )
+}
+
 fn with_window(mut f: Filter, len: i64) -> Filter {
     f.to_ns = f.from_ns.map(|from| from + len);
     f
@@ -292,11 +324,13 @@ fn with_window(mut f: Filter, len: i64) -> Filter {
 
 fn main() -> Result<()> {
     let mut dir = None;
+    let mut fill_db = None;
     let mut events = 10_000_000u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = args.next().map(std::path::PathBuf::from),
+            "--fill" => fill_db = args.next().map(std::path::PathBuf::from),
             "--events" => {
                 events = args
                     .next()
@@ -308,6 +342,10 @@ fn main() -> Result<()> {
                 bail!("unknown argument {other:?}; usage: bench_timeline --dir DIR [--events N]")
             }
         }
+    }
+    if let Some(db) = fill_db {
+        println!("{}", fill(&db, events)?);
+        return Ok(());
     }
     let dir = dir.context("usage: bench_timeline --dir DIR [--events N]")?;
     println!("{}", run(&dir, events, true)?);

@@ -1,6 +1,7 @@
 //! `cargo xtask`: cairn's build, test, demo and benchmark driver.
 
 mod bench;
+mod bench_console;
 mod bench_disk;
 mod bench_load;
 mod bench_memory;
@@ -72,7 +73,7 @@ enum Cmd {
         seed: Option<u64>,
     },
     /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`,
-    /// `memory`, `disk`, `timeline`, `fuzz`, `load`).
+    /// `memory`, `disk`, `timeline`, `fuzz`, `load`, `console`).
     Bench {
         /// Which benchmark.
         name: String,
@@ -89,10 +90,10 @@ enum Cmd {
         /// memory: RAM of the QEMU guest whose physical memory is captured.
         #[arg(long, default_value_t = 512)]
         guest_mib: u32,
-        /// timeline: how many events to ingest.
+        /// timeline, console: how many events to ingest.
         #[arg(long, default_value_t = 10_000_000)]
         events: u64,
-        /// timeline: how many trigger-to-first-chunk runs.
+        /// timeline: how many trigger-to-first-chunk runs; console: how many timed page loads.
         #[arg(long, default_value_t = 20)]
         triggers: u32,
         /// fuzz: seconds in all, split between the targets.
@@ -241,10 +242,11 @@ fn main() -> ExitCode {
             "timeline" => bench_timeline::run(events, triggers),
             "fuzz" => fuzz::bench(seconds),
             "load" => bench_load::run(agents, &capture),
+            "console" => bench_console::run(events, triggers),
             other => {
                 eprintln!(
                     "error: unknown benchmark {other:?} (known: ingest, sensor, memory, disk, \
-                     timeline, fuzz, load)"
+                     timeline, fuzz, load, console)"
                 );
                 return ExitCode::from(2);
             }
