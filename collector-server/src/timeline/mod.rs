@@ -16,6 +16,7 @@ pub mod parse;
 pub mod ql;
 pub mod query;
 pub mod search;
+pub mod spill;
 
 pub use crate::storage::timeline::{Cursor, Event, Facets, Filter};
 pub use builder::build_for_item;

@@ -189,12 +189,16 @@ impl<'a> Reopen for Small<'a> {
     }
 }
 
+fn scratch() -> std::path::PathBuf {
+    std::env::temp_dir()
+}
+
 fn streamed(p: Parser, data: &[u8], buffer: Option<usize>) -> (Vec<Event>, u64) {
     let mut out = Parsed::default();
     let user = Some("u".to_string());
     match buffer {
-        Some(n) => p.run(&Small(data, n), user, MTIME, &mut out),
-        None => p.run(&data, user, MTIME, &mut out),
+        Some(n) => p.run(&Small(data, n), user, MTIME, &scratch(), &mut out),
+        None => p.run(&data, user, MTIME, &scratch(), &mut out),
     }
     .unwrap();
     (out.events, out.unparsed)
