@@ -536,3 +536,242 @@ fn read_entry<R: ReadAt>(
         None => Ok(Read1::Bad(format!("entry at {at:#x} has no usable time"))),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::timeline::Parsed;
+
+    /// A fixture made by `testdata/make-journals.sh` (systemd-journal-remote).
+    pub(crate) fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/src/timeline/parse/testdata/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let z = std::fs::read(&path).unwrap();
+        zstd::decode_all(&z[..]).unwrap()
+    }
+
+    fn export(mode: &str) -> Parsed {
+        let path = format!(
+            "{}/src/timeline/parse/testdata/{mode}.export",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let data = std::fs::read(path).unwrap();
+        let mut p = Parsed::default();
+        super::super::journal::parse(&data[..], 0, &mut p).unwrap();
+        p
+    }
+
+    fn parse(data: &[u8]) -> Parsed {
+        let mut p = Parsed::default();
+        super::parse(data, 7, &mut p).unwrap();
+        p
+    }
+
+    const FILES: [&str; 6] = [
+        "regular-zstd",
+        "regular-xz",
+        "regular-lz4",
+        "compact-zstd",
+        "compact-xz",
+        "compact-lz4",
+    ];
+
+    #[test]
+    fn real_journal_files_give_the_events_of_their_export() {
+        for name in FILES {
+            let data = fixture(&format!("{name}.journal.zst"));
+            let p = parse(&data);
+            assert_eq!(p.unparsed, 0, "{name}: {:?}", p.events);
+            assert_eq!(p.events.len(), 6, "{name}");
+            // Exactly what journalctl's own export of the file gives, keys included.
+            let mode = name.split('-').next().unwrap();
+            assert_eq!(p.events, export(mode).events, "{name}");
+            let login = &p.events[0];
+            assert_eq!(login.kind, "ssh_login");
+            assert_eq!(login.source, "journal");
+            assert_eq!(login.time_ns, 1_795_946_281_123_456_000);
+            assert_eq!(login.user.as_deref(), Some("alice"));
+            assert_eq!(login.pid, Some(4121));
+            assert_eq!(login.exe.as_deref(), Some("/usr/sbin/sshd"));
+            assert_eq!(login.attrs["src_ip"], "203.0.113.7");
+            assert_eq!(login.attrs["unit"], "ssh.service");
+            assert_eq!(login.attrs["log_host"], "ip-10-0-1-17");
+            assert_eq!(p.events[1].kind, "ssh_failed");
+            assert_eq!(p.events[2].kind, "sudo");
+            assert_eq!(p.events[2].attrs["command"], "/usr/bin/id -u");
+            assert_eq!(p.events[2].time_ns, 1_795_946_283_123_458_000);
+            assert_eq!(p.events[3].kind, "su");
+            // The compressed field, read whole.
+            assert_eq!(p.events[4].kind, "log");
+            assert!(p.events[4].message.ends_with("key199=value199"), "{name}");
+            assert_eq!(p.events[5].attrs["unit"], "init.scope");
+        }
+    }
+
+    fn u64_at(b: &[u8], at: u64) -> u64 {
+        le64(b, at as usize)
+    }
+
+    fn put64(b: &mut [u8], at: u64, v: u64) {
+        b[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// The first entry array's offset.
+    fn first_array(b: &[u8]) -> u64 {
+        u64_at(b, 176)
+    }
+
+    /// The entries of a fixture (regular mode), through the array chain.
+    fn entries(b: &[u8]) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut arr = first_array(b);
+        while arr != 0 {
+            for i in 0..(u64_at(b, arr + 8) - 24) / 8 {
+                match u64_at(b, arr + 24 + 8 * i) {
+                    0 => break,
+                    e => out.push(e),
+                }
+            }
+            arr = u64_at(b, arr + 16);
+        }
+        out
+    }
+
+    /// The compressed data object of a fixture (regular mode).
+    fn compressed_object(b: &[u8]) -> u64 {
+        for e in entries(b) {
+            for k in 0..(u64_at(b, e + 8) - 64) / 16 {
+                let d = u64_at(b, e + 64 + k * 16);
+                if b[d as usize + 1] & 7 != 0 {
+                    return d;
+                }
+            }
+        }
+        panic!("no compressed object");
+    }
+
+    #[test]
+    fn truncated_files_never_panic_and_say_so() {
+        let data = fixture("regular-zstd.journal.zst");
+        let used = {
+            let tail = u64_at(&data, 136);
+            (tail + u64_at(&data, tail + 8)) as usize
+        };
+        let mut cuts = vec![0, 1, 7, 8, 100, 207, 208, 264, 4096];
+        cuts.extend(entries(&data).iter().map(|e| *e as usize + 20));
+        for cut in cuts {
+            let p = parse(&data[..cut]);
+            assert!(p.unparsed >= 1, "cut at {cut}: {:?}", p.events);
+            assert!(p.events.len() <= 6 + p.unparsed as usize);
+        }
+        // Cut after every object: all the entries, nothing unparsed.
+        assert_eq!(parse(&data[..used]).events.len(), 6);
+        let p = parse(b"not a journal at all");
+        assert_eq!(p.unparsed, 1);
+        let why = p.events[0].attrs["parse_error"].as_str().unwrap();
+        assert!(why.contains("not a systemd journal file"), "{why}");
+    }
+
+    #[test]
+    fn offsets_out_of_range_are_unparsed() {
+        let data = fixture("regular-zstd.journal.zst");
+        for bad in [u64::MAX - 7, 1 << 40, 8, 3, data.len() as u64 - 8] {
+            let mut b = data.clone();
+            put64(&mut b, 176, bad);
+            let p = parse(&b);
+            assert_eq!((p.events.len(), p.unparsed), (1, 1), "{bad:#x}");
+        }
+        // An entry's field pointing past the end: that field is unparsed, the entry kept.
+        let mut b = data.clone();
+        let e = u64_at(&b, first_array(&b) + 24);
+        put64(&mut b, e + 64, 1 << 50);
+        let p = parse(&b);
+        assert_eq!(p.unparsed, 1);
+        assert_eq!(p.events.iter().filter(|e| e.kind != "unparsed").count(), 6);
+        // A header size larger than the file.
+        let mut b = data.clone();
+        put64(&mut b, 88, 1 << 40);
+        assert_eq!(parse(&b).unparsed, 1);
+    }
+
+    #[test]
+    fn an_entry_array_cycle_ends_the_walk() {
+        let data = fixture("compact-zstd.journal.zst");
+        let arr = first_array(&data);
+        let mut b = data.clone();
+        // The first array's next is itself.
+        put64(&mut b, arr + 16, arr);
+        let p = parse(&b);
+        assert_eq!(p.unparsed, 1);
+        let why = p.events.last().unwrap().attrs["parse_error"]
+            .as_str()
+            .unwrap();
+        assert!(why.contains("loop"), "{why}");
+        // Pointing into the header: out of the objects.
+        put64(&mut b, arr + 16, 16);
+        assert_eq!(parse(&b).unparsed, 1);
+    }
+
+    #[test]
+    fn a_compressed_field_claiming_4_gib_is_unparsed_not_allocated() {
+        let mut b = fixture("regular-lz4.journal.zst");
+        let d = compressed_object(&b);
+        put64(&mut b, d + 64, 4 << 30);
+        let p = parse(&b);
+        assert_eq!(p.unparsed, 1);
+        let bad = p.events.iter().find(|e| e.kind == "unparsed").unwrap();
+        let why = bad.attrs["parse_error"].as_str().unwrap();
+        assert!(why.contains("longer than the 1048576 bytes read"), "{why}");
+        // The entry is kept, without its message.
+        assert_eq!(p.events.len(), 7);
+    }
+
+    #[test]
+    fn a_zstd_field_that_inflates_past_the_cap_is_unparsed() {
+        let mut b = fixture("regular-zstd.journal.zst");
+        let d = compressed_object(&b);
+        // A new data object at the end: MESSAGE= and 16 MiB, zstd'ed to a few hundred bytes.
+        let mut plain = b"MESSAGE=".to_vec();
+        plain.resize(16 << 20, b'a');
+        let z = zstd::encode_all(&plain[..], 19).unwrap();
+        let tail = u64_at(&b, 136);
+        let end = (tail + u64_at(&b, tail + 8) + 7) & !7;
+        let mut obj = b[d as usize..d as usize + 64].to_vec();
+        obj.extend_from_slice(&z);
+        let len = obj.len() as u64;
+        put64(&mut obj, 8, len);
+        b[end as usize..(end + len) as usize].copy_from_slice(&obj);
+        let e = entries(&b)[4];
+        let item = (0..(u64_at(&b, e + 8) - 64) / 16)
+            .map(|k| e + 64 + k * 16)
+            .find(|at| u64_at(&b, *at) == d)
+            .unwrap();
+        put64(&mut b, item, end);
+        let p = parse(&b);
+        assert_eq!(p.unparsed, 1, "{:?}", p.events);
+        assert_eq!(p.events.len(), 7);
+    }
+
+    #[test]
+    fn flipped_bytes_never_panic() {
+        let data = fixture("compact-xz.journal.zst");
+        let tail = u64_at(&data, 136);
+        let used = (tail + u64_at(&data, tail + 8)) as usize;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..300 {
+            let mut b = data[..used].to_vec();
+            for _ in 0..8 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = (x % used as u64) as usize;
+                b[at] ^= (x >> 32) as u8 | 1;
+            }
+            let p = parse(&b);
+            assert!(p.unparsed as usize <= p.events.len());
+        }
+    }
+}
