@@ -140,6 +140,14 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     // Encrypted offline collections are decrypted with the reference age CLI.
     ("age", "age"),
+    // Rotated logs for the timeline's tests are made by the real gzip; its binary journal
+    // fixtures by systemd's own writer (collector-server/src/timeline/parse/testdata/).
+    ("gzip", "gzip"),
+    ("journalctl", "systemd"),
+    (
+        "/usr/lib/systemd/systemd-journal-remote",
+        "systemd-journal-remote",
+    ),
 ];
 
 fn test(args: &[String]) -> Result<()> {

@@ -283,7 +283,8 @@ pub fn file_time_events(
         let Some(raw) = details.get(field).and_then(|v| v.as_str()) else {
             continue;
         };
-        let Some(t) = rfc3339::parse_ns(raw) else {
+        // 0 is "unknown" (a file system without birth times), not 1970.
+        let Some(t) = rfc3339::parse_ns(raw).filter(|t| *t != 0) else {
             continue;
         };
         let mut e = Event::new(
@@ -559,6 +560,12 @@ mod tests {
         assert_eq!(ev[0].kind, "file_mtime");
         assert_eq!(ev[0].path.as_deref(), Some("/etc/shadow"));
         assert_eq!(ev[0].user.as_deref(), Some("0"));
+        // A birth time of 0 is unknown: no event in 1970.
+        let d =
+            serde_json::json!({"mtime": "2026-11-29T10:00:00Z", "btime": "1970-01-01T00:00:00Z"});
+        let ev = file_time_events("/etc/shadow", d.as_object().unwrap());
+        let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["file_mtime"]);
     }
 
     mod stored {
@@ -577,8 +584,9 @@ mod tests {
                 meta: Arc::new(Sqlite::open(&dir.join("t.db")).unwrap()),
                 blobs: Arc::new(ChunkDir::new(dir.join("chunks"), false)),
                 heads: Arc::new(HeadFile::open(&dir.join("heads.jsonl"), true).unwrap()),
-                scratch: dir.to_path_buf(),
+                scratch: dir.join("scratch"),
             };
+            std::fs::create_dir(&s.scratch).unwrap();
             s.meta.insert_enrolled_host("h1", "web-1", "fp").unwrap();
             let req = CollectRequest {
                 collection_id: "c1".into(),
@@ -603,14 +611,36 @@ mod tests {
 
         /// An item stored in chunks of `chunk` bytes (so lines span chunks), and its manifest.
         fn store_item(s: &Stores, id: &str, name: &str, data: &[u8], chunk: usize) -> ItemManifest {
+            let source = Source {
+                name: name.into(),
+                ..Default::default()
+            };
+            store(s, id, ItemKind::VolatileArtifact, source, data, chunk)
+        }
+
+        /// A file collected from `path` on the host.
+        fn store_file(s: &Stores, id: &str, path: &str, data: &[u8]) -> ItemManifest {
+            let source = Source {
+                name: path.rsplit('/').next().unwrap().into(),
+                path: Some(path.into()),
+                ..Default::default()
+            };
+            store(s, id, ItemKind::File, source, data, 1 << 20)
+        }
+
+        fn store(
+            s: &Stores,
+            id: &str,
+            kind: ItemKind,
+            source: Source,
+            data: &[u8],
+            chunk: usize,
+        ) -> ItemManifest {
             let header = ItemHeader {
                 item_id: id.into(),
                 collection_id: "c1".into(),
-                kind: ItemKind::VolatileArtifact,
-                source: Source {
-                    name: name.into(),
-                    ..Default::default()
-                },
+                kind,
+                source,
                 chunk_size: chunk as u64,
                 acquisition_start: "2026-11-29T10:00:00Z".into(),
             };
@@ -677,6 +707,76 @@ mod tests {
             // Read again: nothing new.
             build_for_item(&s, &m).unwrap();
             assert_eq!(items(&s)[0]["events"], 0);
+        }
+
+        fn events_of(s: &Stores, item: &str) -> Vec<Event> {
+            let f = crate::timeline::Filter::default();
+            let (page, _) = s.meta.timeline_page(&f, None, 1000).unwrap();
+            page.into_iter()
+                .filter(|r| r.item_id.as_deref() == Some(item))
+                .map(|r| r.event)
+                .collect()
+        }
+
+        #[test]
+        fn a_binary_journal_item_is_read_through_a_scratch_copy() {
+            let dir = tempfile::tempdir().unwrap();
+            let s = stores(dir.path());
+            let data =
+                crate::timeline::parse::journal_file::tests::fixture("compact-lz4.journal.zst");
+            let path = "/var/log/journal/3d1219c7c4c5404aaa1f6d2a48adfda4/system.journal";
+            let m = store_file(&s, "j1", path, &data);
+            build_for_item(&s, &m).unwrap();
+            let rec = &items(&s)[0];
+            assert_eq!(rec["parser"], "journal_file", "{rec}");
+            assert_eq!(rec["events"], 6, "{rec}");
+            assert!(rec["error"].is_null(), "{rec}");
+            let ev = events_of(&s, "j1");
+            assert_eq!(ev[0].kind, "ssh_login");
+            assert_eq!(ev[0].user.as_deref(), Some("alice"));
+            assert_eq!(ev[0].path.as_deref(), Some(path));
+            // The scratch copy is gone.
+            assert_eq!(std::fs::read_dir(&s.scratch).unwrap().count(), 0);
+        }
+
+        #[test]
+        fn rotated_gz_logs_are_read_as_their_uncompressed_names() {
+            let dir = tempfile::tempdir().unwrap();
+            let s = stores(dir.path());
+            let text = "Nov 29 09:58:01 h sshd[4121]: Accepted publickey for alice from 203.0.113.7 port 52144 ssh2\n\
+                        Nov 29 09:59:02 h sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id\n";
+            let gz = crate::timeline::parse::gunzip::tests::gzip(text.as_bytes());
+            let m = store_file(&s, "g1", "/var/log/auth.log.2.gz", &gz);
+            build_for_item(&s, &m).unwrap();
+            let ev = events_of(&s, "g1");
+            let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
+            assert_eq!(kinds, ["ssh_login", "sudo"]);
+            assert_eq!(ev[0].source, "auth.log");
+            // A corrupt .gz: the error is recorded for the item.
+            let mut bad = gz.clone();
+            bad.truncate(gz.len() - 10);
+            let m = store_file(&s, "g2", "/var/log/syslog.3.gz", &bad);
+            build_for_item(&s, &m).unwrap();
+            let rec = items(&s)
+                .into_iter()
+                .find(|r| r["item_id"] == "g2")
+                .unwrap();
+            assert!(!rec["error"].is_null(), "{rec}");
+        }
+
+        #[test]
+        fn a_journald_unit_file_is_not_parsed_as_a_journal_export() {
+            let dir = tempfile::tempdir().unwrap();
+            let s = stores(dir.path());
+            let unit = b"[Unit]\nDescription=Flush Journal to Persistent Storage\nDefaultDependencies=no\n";
+            let m = store_file(
+                &s,
+                "u1",
+                "/usr/lib/systemd/system/systemd-journal-flush.service",
+                unit,
+            );
+            build_for_item(&s, &m).unwrap();
+            assert!(events_of(&s, "u1").iter().all(|e| e.kind != "unparsed"));
         }
 
         #[test]

@@ -136,9 +136,17 @@ not an event
     fixtures
 }
 
-/// One event as canonical JSON (unparsed events without their key).
+/// One event as canonical JSON (unparsed events without their key). An inferred time is
+/// shown as the attribute it was before `time_source` (#13): `year_inferred` for syslog's
+/// years, `time_inferred` for the rest, so the digests stay those of the whole-file parsers.
 pub fn canonical(e: &Event) -> String {
     let dedup = (e.kind != "unparsed").then_some(e.dedup);
+    let mut attrs = e.attrs.clone();
+    match e.time_source.as_deref() {
+        Some("inferred_year") => attrs.insert("year_inferred".into(), true.into()),
+        Some(_) => attrs.insert("time_inferred".into(), true.into()),
+        None => None,
+    };
     serde_json::json!([
         e.time_ns,
         e.source,
@@ -151,7 +159,7 @@ pub fn canonical(e: &Event) -> String {
         e.container,
         e.pod,
         e.message,
-        e.attrs,
+        attrs,
         e.path,
         dedup
     ])

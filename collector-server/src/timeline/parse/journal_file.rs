@@ -539,7 +539,7 @@ fn read_entry<R: ReadAt>(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::timeline::Parsed;
 
