@@ -129,7 +129,7 @@ struct Journal<'r, R: ReadAt> {
 impl<R: ReadAt> Journal<'_, R> {
     /// The object at `at`, checked to be of type `want`, at least `min` bytes, in the file.
     fn object(&mut self, at: u64, want: u8, min: u64) -> Result<Object, Fail> {
-        if at % 8 != 0 || at < self.header_size || at.saturating_add(16) > self.end {
+        if !at.is_multiple_of(8) || at < self.header_size || at.saturating_add(16) > self.end {
             return bad(format!("object offset {at:#x} outside the file's objects"));
         }
         let mut h = [0u8; 16];
@@ -347,7 +347,7 @@ pub fn parse(mut r: impl ReadAt, mtime_ns: i64, out: &mut impl Emit) -> Result<(
     }
     let header_size = le64(&h, 88);
     let arena_size = le64(&h, 96);
-    if header_size < MIN_HEADER || header_size % 8 != 0 || header_size > size {
+    if header_size < MIN_HEADER || !header_size.is_multiple_of(8) || header_size > size {
         return unparsed(
             out,
             &format!("journal header size {header_size} is not valid"),
@@ -539,7 +539,7 @@ fn read_entry<R: ReadAt>(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-pub(crate) mod tests {
+pub mod tests {
     use super::*;
     use crate::timeline::Parsed;
 

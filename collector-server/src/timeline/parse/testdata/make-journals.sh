@@ -118,3 +118,48 @@ for mode in regular compact; do
     done
 done
 ls -l "$here"
+
+# Fuzz seeds (fuzz/corpus/journal_file/): the same files without their hash tables (which
+# the parser never reads) and the zeroed tail, offsets moved down, so they fit a fuzz input.
+seeds="$here/../../../../../fuzz/corpus/journal_file"
+mkdir -p "$seeds"
+for f in "$work"/*.journal; do
+python3 - "$f" "$seeds/$(basename "$f" .journal)" <<'EOF2'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+u32 = lambda o: struct.unpack_from("<I", b, o)[0]
+u64 = lambda o: struct.unpack_from("<Q", b, o)[0]
+compact = u32(12) & 16
+hs = u64(88)
+first = hs
+while b[first] in (4, 5):  # the field and data hash tables
+    first = (first + u64(first + 8) + 7) & ~7
+delta = first - hs
+tail = u64(136)
+end = tail + u64(tail + 8)
+fixes = []  # (offset in b, width)
+arr = u64(176)
+while arr:
+    fixes.append((arr + 16, 8))
+    for i in range((u64(arr + 8) - 24) // (4 if compact else 8)):
+        at = arr + 24 + i * (4 if compact else 8)
+        e = u32(at) if compact else u64(at)
+        if e == 0:
+            break
+        fixes.append((at, 4 if compact else 8))
+        for k in range((u64(e + 8) - 64) // (4 if compact else 16)):
+            fixes.append((e + 64 + k * (4 if compact else 16), 4 if compact else 8))
+    arr = u64(arr + 16)
+for at, w in fixes:
+    fmt = "<I" if w == 4 else "<Q"
+    v = struct.unpack_from(fmt, b, at)[0]
+    if v:
+        struct.pack_into(fmt, b, at, v - delta)
+for field in (176, 136):
+    struct.pack_into("<Q", b, field, u64(field) - delta)
+struct.pack_into("<QQQQ", b, 104, 0, 0, 0, 0)  # no hash tables
+struct.pack_into("<Q", b, 96, end - delta - hs)  # arena
+open(sys.argv[2], "wb").write(b[:hs] + b[first:end])
+EOF2
+done
+ls -l "$seeds"
