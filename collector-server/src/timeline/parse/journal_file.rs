@@ -432,7 +432,7 @@ fn walk<R: ReadAt>(
                     Read1::Skipped { end } => after_entry = end,
                     Read1::Bad(why) => {
                         stop(out, at, last_time, why)?;
-                        after_entry = at + 1;
+                        after_entry = at.saturating_add(1);
                     }
                     Read1::Over(why) => return stop(out, at, last_time, why),
                 }
