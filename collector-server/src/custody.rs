@@ -552,6 +552,7 @@ mod tests {
             meta: Arc::new(Sqlite::open(&dir.join("t.db")).unwrap()),
             blobs: Arc::new(ChunkDir::new(dir.join("chunks"), false)),
             heads: Arc::new(HeadFile::open(&dir.join("heads.jsonl"), true).unwrap()),
+            scratch: dir.to_path_buf(),
         }
     }
 

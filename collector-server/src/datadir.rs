@@ -10,6 +10,7 @@
 //!      evidence.age-key         age identity evidence may be encrypted to (0600)
 //!      collector.toml           optional settings (encrypt_at_rest = true)
 //!      chunks/ab/abcd…          content-addressed chunk payloads
+//!      scratch/                 unnamed temporary files (sealed copies the timeline reads)
 //! ```
 
 use crate::authority::Authority;
@@ -32,6 +33,9 @@ pub struct CollectorConfig {
 
 /// The evidence key's file name in the data directory.
 pub const EVIDENCE_KEY: &str = "evidence.age-key";
+
+/// The scratch directory's name in the data directory.
+pub const SCRATCH: &str = "scratch";
 
 /// The custody head log's file name in the data directory.
 pub const HEADS: &str = "custody-heads.jsonl";
@@ -62,6 +66,13 @@ impl DataDir {
     }
     pub fn chunks(&self) -> PathBuf {
         self.path("chunks")
+    }
+    /// The scratch directory, made private if it is not there.
+    pub fn scratch(&self) -> Result<PathBuf> {
+        let p = self.path(SCRATCH);
+        cairn_private_fs::create_private_dir(&p)
+            .with_context(|| format!("cannot create the scratch directory {}", p.display()))?;
+        Ok(p)
     }
 
     fn read(&self, name: &str) -> Result<String> {

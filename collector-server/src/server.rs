@@ -42,6 +42,7 @@ pub fn load_state(data: &DataDir, fsync: bool, encrypt_at_rest: bool) -> Result<
         meta: Arc::new(db),
         blobs,
         heads: Arc::new(heads),
+        scratch: data.scratch()?,
     };
     let custody = Custody::new(data.custody_key()?, stores.clone());
     let sessions = Arc::new(Sessions::default());

@@ -144,6 +144,14 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     // The console's browser test: Debian's headless Chromium and its WebDriver.
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
+    // Rotated logs for the timeline's tests are made by the real gzip; its binary journal
+    // fixtures by systemd's own writer (collector-server/src/timeline/parse/testdata/).
+    ("gzip", "gzip"),
+    ("journalctl", "systemd"),
+    (
+        "/usr/lib/systemd/systemd-journal-remote",
+        "systemd-journal-remote",
+    ),
 ];
 
 fn test(args: &[String]) -> Result<()> {

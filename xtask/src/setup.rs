@@ -68,6 +68,16 @@ pub fn for_demo(tools: &[(&str, &str)]) -> Result<()> {
     mounts()
 }
 
+/// A test tool: a command on PATH, or a program by its absolute path (the ones packages
+/// install off PATH, such as `/usr/lib/systemd/systemd-journal-remote`).
+fn have_tool(tool: &str) -> bool {
+    if tool.starts_with('/') {
+        Path::new(tool).is_file()
+    } else {
+        have_command(tool)
+    }
+}
+
 fn packages(test_tools: &[(&str, &str)]) -> Result<()> {
     section("packages (clang, libbpf-dev, test tools)");
     let mut missing: Vec<(&str, &str)> = BUILD_NEEDS
@@ -75,7 +85,7 @@ fn packages(test_tools: &[(&str, &str)]) -> Result<()> {
         .filter(|(n, _)| !present(n))
         .map(|(n, p)| (describe(n), *p))
         .collect();
-    missing.extend(test_tools.iter().copied().filter(|(c, _)| !have_command(c)));
+    missing.extend(test_tools.iter().copied().filter(|(c, _)| !have_tool(c)));
     if missing.is_empty() {
         println!("all present");
     } else {
@@ -107,7 +117,7 @@ fn packages(test_tools: &[(&str, &str)]) -> Result<()> {
             .chain(
                 test_tools
                     .iter()
-                    .filter(|(c, _)| !have_command(c))
+                    .filter(|(c, _)| !have_tool(c))
                     .map(|t| t.0),
             )
             .collect();

@@ -239,6 +239,7 @@ fn run() -> Result<()> {
                     true,
                 )),
                 heads: std::sync::Arc::new(heads),
+                scratch: data.path(cairn_collector::datadir::SCRATCH),
             };
             let custody = cairn_collector::custody::Custody::new(data.custody_key()?, stores);
             let n = custody.republish_heads()?;

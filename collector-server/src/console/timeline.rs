@@ -376,10 +376,11 @@ pub(super) fn short(message: &str) -> String {
 /// An event's time as a person reads it: to the second, or marked when it is not a time the
 /// source recorded (guessed from a file's mtime or a year) or unknown.
 pub(super) fn event_time(r: &Row) -> Markup {
-    let inferred = r.attrs.get("time_inferred").and_then(|v| v.as_bool()) == Some(true);
     html! {
         @if r.time_ns == 0 { span.unknown title="the source gave no time" { "unknown" } }
-        @else if inferred { span.inferred title="inferred, not recorded by the source" { "~" (layout::time(&r.time)) } }
+        @else if r.time_inferred {
+            span.inferred title={"inferred (" (r.time_source.as_deref().unwrap_or("guessed")) "), not recorded by the source"} { "~" (layout::time(&r.time)) }
+        }
         @else { (layout::time(&r.time)) }
     }
 }

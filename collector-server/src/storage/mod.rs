@@ -108,6 +108,9 @@ pub struct Stores {
     pub meta: Arc<dyn MetadataStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub heads: Arc<dyn HeadStore>,
+    /// A private directory for scratch files (the timeline's copies of items it reads at
+    /// random), on the data directory's disk rather than in a RAM-backed `/tmp`.
+    pub scratch: std::path::PathBuf,
 }
 
 /// Values written to the store as JSON text and read back.

@@ -34,6 +34,10 @@ pub struct Event {
     /// Identity of the event within its host: the same event read twice (the live stream and
     /// the journal item, or a log collected twice) is stored once.
     pub dedup: i64,
+    /// Where the time came from when the input did not give it whole, so it is a guess:
+    /// `file_mtime`, `inferred_year`, `previous_command`, `nearby_entry`, … `None` when the
+    /// time is the input's own.
+    pub time_source: Option<String>,
 }
 
 impl Event {
@@ -50,6 +54,17 @@ impl Event {
     pub fn attr(mut self, key: &str, value: impl Into<Value>) -> Event {
         self.attrs.insert(key.to_string(), value.into());
         self
+    }
+
+    /// Mark the time as inferred, and say from what.
+    pub fn inferred(mut self, source: &str) -> Event {
+        self.time_source = Some(source.to_string());
+        self
+    }
+
+    /// Whether the time is a guess rather than the input's own.
+    pub fn time_inferred(&self) -> bool {
+        self.time_source.is_some()
     }
 }
 

@@ -1,15 +1,20 @@
 //! Which parser reads a sealed item, and the run that turns it into timeline rows.
 //!
 //! Files are recognised by their file name on the host (rotation suffixes such as `.1` or
-//! `-20261129` ignored), bodyfiles by `source.name`/`media_type`, volatile artifacts and the
-//! event journal by their names. A file item also gives its own MACB times. What each item
-//! gave (events, unparsed lines, error) is recorded in `timeline_items`.
+//! `-20261129` ignored, `.gz` read through [`Gunzip`]), binary journals by their place
+//! (`*.journal`, `*.journal~` in a `journal` directory), bodyfiles by `source.name`/
+//! `media_type`, volatile artifacts and the event journal by their names. A file item also
+//! gives its own MACB times. What each item gave (events, unparsed lines, error) is recorded
+//! in `timeline_items`.
 //!
 //! Memory is bounded whatever the item's size: the item is read one verified chunk at a time
 //! (`evidence::ItemReader`), the parsers hold one line or record, and events go to the store
-//! [`BATCH`] at a time; at most [`CONCURRENT_BUILDS`] items are indexed at once.
+//! [`BATCH`] at a time; at most [`CONCURRENT_BUILDS`] items are indexed at once. A binary
+//! journal, read at random, is first copied to a sealed scratch file ([`Spill`]).
 
+use super::parse::gunzip::{self, Gunzip};
 use super::parse::{self, Reopen, MAX_DOCUMENT};
+use super::spill::Spill;
 use super::{Emit, Event, Stop};
 use crate::error::{Error, Result};
 use crate::evidence::ItemReader;
@@ -26,11 +31,16 @@ pub const BATCH: usize = 8192;
 /// the store takes one writer at a time anyway.
 pub const CONCURRENT_BUILDS: usize = 2;
 
+/// Largest binary journal file read (journald rotates its files at 128 MiB at most).
+pub const MAX_JOURNAL_FILE: u64 = 1 << 30;
+
 /// How to read one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parser {
     Syslog(&'static str),
     Journal,
+    /// A binary journal file.
+    JournalFile,
     Utmp(&'static str),
     History(&'static str),
     Bodyfile,
@@ -44,6 +54,7 @@ impl Parser {
         match self {
             Parser::Syslog(s) | Parser::Utmp(s) | Parser::History(s) => s,
             Parser::Journal => "journal",
+            Parser::JournalFile => "journal_file",
             Parser::Bodyfile => "bodyfile",
             Parser::Processes => "processes.json",
             Parser::Network => "network.json",
@@ -56,18 +67,23 @@ impl Parser {
         matches!(self, Parser::Processes | Parser::Network)
     }
 
-    /// Read `input` into `out`.
+    /// Read `input` into `out`; `scratch` is where an input read at random is copied.
     pub fn run<I: Reopen + ?Sized>(
         &self,
         input: &I,
         user: Option<String>,
         mtime_ns: i64,
+        scratch: &std::path::Path,
         out: &mut impl Emit,
     ) -> std::result::Result<(), Stop> {
         use parse::*;
         match *self {
             Parser::Syslog(source) => syslog::parse(input, source, mtime_ns, out),
             Parser::Journal => journal::parse(input.open()?, mtime_ns, out),
+            Parser::JournalFile => {
+                let copy = Spill::copy(scratch, input.open()?, MAX_JOURNAL_FILE, "journal file")?;
+                journal_file::parse(copy, mtime_ns, out)
+            }
             Parser::Utmp(source) => utmp::parse(input.open()?, source, mtime_ns, out),
             Parser::History(source) => history::parse(input.open()?, source, user, mtime_ns, out),
             Parser::Bodyfile => bodyfile::parse(input.open()?, mtime_ns, out),
@@ -170,9 +186,9 @@ impl Drop for Permit {
     }
 }
 
-/// `auth.log.1` → `auth.log`, `secure-20261129` → `secure`.
+/// `auth.log.1` → `auth.log`, `secure-20261129` → `secure`, `syslog.3.gz` → `syslog`.
 fn base_name(name: &str) -> &str {
-    let mut n = name;
+    let mut n = gunzip::strip_gz(name).unwrap_or(name);
     if let Some((stem, suffix)) = n.rsplit_once('.') {
         if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) {
             n = stem;
@@ -210,16 +226,22 @@ pub fn choose(
         _ => return None,
     }
     let file = path.and_then(|p| p.rsplit('/').next()).unwrap_or(name);
-    if file.ends_with(".gz") || file.ends_with(".xz") || file.ends_with(".zst") {
+    if file.ends_with(".xz") || file.ends_with(".zst") {
         return None;
     }
     if file == "events.jsonl" {
         return Some(Parser::EventJournal);
     }
-    if file.contains("journal") && !file.ends_with(".journal") && !file.ends_with(".journal~") {
+    let base = base_name(file);
+    if base.ends_with(".journal") || base.ends_with(".journal~") {
+        // journald's files live in `/var/log/journal/MACHINE/` or `/run/log/journal/…`.
+        let in_journal_dir = path.is_some_and(|p| p.split('/').any(|c| c == "journal"));
+        return in_journal_dir.then_some(Parser::JournalFile);
+    }
+    if is_journal_export(base) {
         return Some(Parser::Journal);
     }
-    match base_name(file) {
+    match base {
         "auth.log" | "secure" => Some(Parser::Syslog("auth.log")),
         "syslog" | "messages" | "kern.log" | "daemon.log" | "user.log" => {
             Some(Parser::Syslog("syslog"))
@@ -232,6 +254,18 @@ pub fn choose(
         ".zsh_history" | ".histfile" => Some(Parser::History("zsh_history")),
         _ => None,
     }
+}
+
+/// `journalctl -o export` or `-o json` saved to a file: `*.export`, or a JSON file that names
+/// the journal (`journal.json`, `boot-journal.jsonl`). Not any file whose name says
+/// "journal" (`systemd-journal-flush.service` is a unit file).
+fn is_journal_export(file: &str) -> bool {
+    let Some((stem, ext)) = file.rsplit_once('.') else {
+        return false;
+    };
+    ext == "export"
+        || (matches!(ext, "json" | "jsonl" | "ndjson")
+            && stem.to_ascii_lowercase().contains("journal"))
 }
 
 /// MACB events of a collected file, from the times the agent recorded in `source.details`.
@@ -249,7 +283,8 @@ pub fn file_time_events(
         let Some(raw) = details.get(field).and_then(|v| v.as_str()) else {
             continue;
         };
-        let Some(t) = rfc3339::parse_ns(raw) else {
+        // 0 is "unknown" (a file system without birth times), not 1970.
+        let Some(t) = rfc3339::parse_ns(raw).filter(|t| *t != 0) else {
             continue;
         };
         let mut e = Event::new(
@@ -319,6 +354,12 @@ pub fn build_for_item(stores: &Stores, m: &ItemManifest) -> Result<()> {
                 max: MAX_DOCUMENT,
             });
         }
+        if p == Parser::JournalFile && m.raw_len > MAX_JOURNAL_FILE {
+            return Err(Stop::TooLarge {
+                what: "journal file",
+                max: MAX_JOURNAL_FILE,
+            });
+        }
         let mtime = src
             .details
             .get("mtime")
@@ -328,7 +369,21 @@ pub fn build_for_item(stores: &Stores, m: &ItemManifest) -> Result<()> {
             .unwrap_or(0);
         let user = src.path.as_deref().and_then(super::user_from_home_path);
         let _permit = BUILDS.enter();
-        p.run(&StoredItem { stores, item_id }, user, mtime, rows)
+        let item = StoredItem { stores, item_id };
+        let file = src.path.as_deref().unwrap_or(&src.name);
+        if m.header.kind == ItemKind::File && gunzip::strip_gz(file).is_some() {
+            let gz = Gunzip::new(&item, gunzip::MAX_GUNZIPPED);
+            p.run(&gz, user, mtime, &stores.scratch, rows)?;
+            if gz.capped() {
+                let why = format!(
+                    "decompressed to more than the {} bytes read; the rest is not parsed",
+                    gunzip::MAX_GUNZIPPED
+                );
+                rows.unparsed(mtime, p.name(), u64::MAX, file, &why)?;
+            }
+            return Ok(());
+        }
+        p.run(&item, user, mtime, &stores.scratch, rows)
     };
     let mut error = run(&mut rows).err();
     // Events read before a read failure are stored too: every byte they came from was
@@ -396,9 +451,48 @@ mod tests {
             Some(Parser::History("zsh_history"))
         );
         assert_eq!(f("/tmp/journal-export.json"), Some(Parser::Journal));
-        assert_eq!(f("/var/log/journal/x/system.journal"), None);
-        assert_eq!(f("/var/log/auth.log.2.gz"), None);
+        assert_eq!(f("/tmp/boot.export"), Some(Parser::Journal));
+        assert_eq!(
+            f("/var/log/auth.log.2.gz"),
+            Some(Parser::Syslog("auth.log"))
+        );
+        assert_eq!(f("/var/log/syslog.3.gz"), Some(Parser::Syslog("syslog")));
+        assert_eq!(
+            f("/var/log/messages-20261101.gz"),
+            Some(Parser::Syslog("syslog"))
+        );
+        assert_eq!(f("/var/log/wtmp.1.gz"), Some(Parser::Utmp("wtmp")));
+        assert_eq!(f("/var/log/syslog.2.xz"), None);
         assert_eq!(f("/etc/passwd"), None);
+    }
+
+    #[test]
+    fn journal_files_are_chosen_by_place_and_units_are_not_exports() {
+        let f = |p: &str| choose(ItemKind::File, p, Some(p), None);
+        let m = "/var/log/journal/3d1219c7c4c5404aaa1f6d2a48adfda4";
+        assert_eq!(f(&format!("{m}/system.journal")), Some(Parser::JournalFile));
+        assert_eq!(
+            f(&format!(
+                "{m}/system@0005ebbfd42fc981-39a8842ec948769a.journal~"
+            )),
+            Some(Parser::JournalFile)
+        );
+        assert_eq!(
+            f("/run/log/journal/x/user-1000.journal"),
+            Some(Parser::JournalFile)
+        );
+        // Not in a journal directory: not read as one.
+        assert_eq!(f("/tmp/system.journal"), None);
+        // Unit files and sockets whose names say "journal" are neither journals nor exports.
+        for unit in [
+            "/usr/lib/systemd/system/systemd-journal-flush.service",
+            "/etc/systemd/system/multi-user.target.wants/systemd-journald.service",
+            "/usr/lib/systemd/system/systemd-journald.socket",
+            "/etc/systemd/journald.conf",
+            "/var/log/journal",
+        ] {
+            assert_eq!(f(unit), None, "{unit}");
+        }
         assert_eq!(
             choose(
                 ItemKind::ArtifactBundle,
@@ -417,7 +511,8 @@ mod tests {
 
     fn run(p: Parser, data: &[u8]) -> Parsed {
         let mut out = Parsed::default();
-        p.run(&data, None, 0, &mut out).unwrap();
+        p.run(&data, None, 0, &std::env::temp_dir(), &mut out)
+            .unwrap();
         out
     }
 
@@ -465,6 +560,12 @@ mod tests {
         assert_eq!(ev[0].kind, "file_mtime");
         assert_eq!(ev[0].path.as_deref(), Some("/etc/shadow"));
         assert_eq!(ev[0].user.as_deref(), Some("0"));
+        // A birth time of 0 is unknown: no event in 1970.
+        let d =
+            serde_json::json!({"mtime": "2026-11-29T10:00:00Z", "btime": "1970-01-01T00:00:00Z"});
+        let ev = file_time_events("/etc/shadow", d.as_object().unwrap());
+        let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["file_mtime"]);
     }
 
     mod stored {
@@ -483,7 +584,9 @@ mod tests {
                 meta: Arc::new(Sqlite::open(&dir.join("t.db")).unwrap()),
                 blobs: Arc::new(ChunkDir::new(dir.join("chunks"), false)),
                 heads: Arc::new(HeadFile::open(&dir.join("heads.jsonl"), true).unwrap()),
+                scratch: dir.join("scratch"),
             };
+            std::fs::create_dir(&s.scratch).unwrap();
             s.meta.insert_enrolled_host("h1", "web-1", "fp").unwrap();
             let req = CollectRequest {
                 collection_id: "c1".into(),
@@ -508,14 +611,36 @@ mod tests {
 
         /// An item stored in chunks of `chunk` bytes (so lines span chunks), and its manifest.
         fn store_item(s: &Stores, id: &str, name: &str, data: &[u8], chunk: usize) -> ItemManifest {
+            let source = Source {
+                name: name.into(),
+                ..Default::default()
+            };
+            store(s, id, ItemKind::VolatileArtifact, source, data, chunk)
+        }
+
+        /// A file collected from `path` on the host.
+        fn store_file(s: &Stores, id: &str, path: &str, data: &[u8]) -> ItemManifest {
+            let source = Source {
+                name: path.rsplit('/').next().unwrap().into(),
+                path: Some(path.into()),
+                ..Default::default()
+            };
+            store(s, id, ItemKind::File, source, data, 1 << 20)
+        }
+
+        fn store(
+            s: &Stores,
+            id: &str,
+            kind: ItemKind,
+            source: Source,
+            data: &[u8],
+            chunk: usize,
+        ) -> ItemManifest {
             let header = ItemHeader {
                 item_id: id.into(),
                 collection_id: "c1".into(),
-                kind: ItemKind::VolatileArtifact,
-                source: Source {
-                    name: name.into(),
-                    ..Default::default()
-                },
+                kind,
+                source,
                 chunk_size: chunk as u64,
                 acquisition_start: "2026-11-29T10:00:00Z".into(),
             };
@@ -582,6 +707,76 @@ mod tests {
             // Read again: nothing new.
             build_for_item(&s, &m).unwrap();
             assert_eq!(items(&s)[0]["events"], 0);
+        }
+
+        fn events_of(s: &Stores, item: &str) -> Vec<Event> {
+            let f = crate::timeline::Filter::default();
+            let (page, _) = s.meta.timeline_page(&f, None, 1000).unwrap();
+            page.into_iter()
+                .filter(|r| r.item_id.as_deref() == Some(item))
+                .map(|r| r.event)
+                .collect()
+        }
+
+        #[test]
+        fn a_binary_journal_item_is_read_through_a_scratch_copy() {
+            let dir = tempfile::tempdir().unwrap();
+            let s = stores(dir.path());
+            let data =
+                crate::timeline::parse::journal_file::tests::fixture("compact-lz4.journal.zst");
+            let path = "/var/log/journal/3d1219c7c4c5404aaa1f6d2a48adfda4/system.journal";
+            let m = store_file(&s, "j1", path, &data);
+            build_for_item(&s, &m).unwrap();
+            let rec = &items(&s)[0];
+            assert_eq!(rec["parser"], "journal_file", "{rec}");
+            assert_eq!(rec["events"], 6, "{rec}");
+            assert!(rec["error"].is_null(), "{rec}");
+            let ev = events_of(&s, "j1");
+            assert_eq!(ev[0].kind, "ssh_login");
+            assert_eq!(ev[0].user.as_deref(), Some("alice"));
+            assert_eq!(ev[0].path.as_deref(), Some(path));
+            // The scratch copy is gone.
+            assert_eq!(std::fs::read_dir(&s.scratch).unwrap().count(), 0);
+        }
+
+        #[test]
+        fn rotated_gz_logs_are_read_as_their_uncompressed_names() {
+            let dir = tempfile::tempdir().unwrap();
+            let s = stores(dir.path());
+            let text = "Nov 29 09:58:01 h sshd[4121]: Accepted publickey for alice from 203.0.113.7 port 52144 ssh2\n\
+                        Nov 29 09:59:02 h sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id\n";
+            let gz = crate::timeline::parse::gunzip::tests::gzip(text.as_bytes());
+            let m = store_file(&s, "g1", "/var/log/auth.log.2.gz", &gz);
+            build_for_item(&s, &m).unwrap();
+            let ev = events_of(&s, "g1");
+            let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
+            assert_eq!(kinds, ["ssh_login", "sudo"]);
+            assert_eq!(ev[0].source, "auth.log");
+            // A corrupt .gz: the error is recorded for the item.
+            let mut bad = gz.clone();
+            bad.truncate(gz.len() - 10);
+            let m = store_file(&s, "g2", "/var/log/syslog.3.gz", &bad);
+            build_for_item(&s, &m).unwrap();
+            let rec = items(&s)
+                .into_iter()
+                .find(|r| r["item_id"] == "g2")
+                .unwrap();
+            assert!(!rec["error"].is_null(), "{rec}");
+        }
+
+        #[test]
+        fn a_journald_unit_file_is_not_parsed_as_a_journal_export() {
+            let dir = tempfile::tempdir().unwrap();
+            let s = stores(dir.path());
+            let unit = b"[Unit]\nDescription=Flush Journal to Persistent Storage\nDefaultDependencies=no\n";
+            let m = store_file(
+                &s,
+                "u1",
+                "/usr/lib/systemd/system/systemd-journal-flush.service",
+                unit,
+            );
+            build_for_item(&s, &m).unwrap();
+            assert!(events_of(&s, "u1").iter().all(|e| e.kind != "unparsed"));
         }
 
         #[test]

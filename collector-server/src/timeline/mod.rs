@@ -16,6 +16,7 @@ pub mod parse;
 pub mod ql;
 pub mod query;
 pub mod search;
+pub mod spill;
 
 pub use crate::storage::timeline::{Cursor, Event, Facets, Filter};
 pub use builder::build_for_item;
@@ -77,12 +78,13 @@ pub trait Emit {
     }
 }
 
-/// The event that stands for input that could not be read (its first 4,096 characters).
+/// The event that stands for input that could not be read (its first 4,096 characters),
+/// dated by what was read near it (or the file's mtime): an inferred time.
 pub fn unparsed_event(time_ns: i64, source: &str, at: u64, text: &str, why: &str) -> Event {
     let text: String = text.chars().take(4096).collect();
     let mut e = Event::new(time_ns, source, "unparsed", text)
         .attr("parse_error", why)
-        .attr("time_inferred", true);
+        .inferred("nearby_entry");
     e.dedup = dedup_key(&[
         source.as_bytes(),
         b"unparsed",

@@ -35,7 +35,7 @@ pub const KINDS: &[&str] = &[
     "failed_login",
     "su",
     "sudo",
-    "useradd",
+    "user_added",
     "boot",
     "shell_command",
     "cron_command",

@@ -23,6 +23,12 @@ pub struct Row {
     pub source: String,
     pub kind: String,
     pub timestamp_desc: &'static str,
+    /// The time is a guess (a history line without a stamp dated by the file's mtime, a
+    /// syslog line's year): shown as such everywhere.
+    pub time_inferred: bool,
+    /// What the guess was made from (`file_mtime`, `inferred_year`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,6 +62,8 @@ impl From<StoredEvent> for Row {
             time_ns: e.time_ns,
             host_id: s.host_id,
             timestamp_desc: super::timestamp_desc(&e.kind),
+            time_inferred: e.time_inferred(),
+            time_source: e.time_source,
             source: e.source,
             kind: e.kind,
             pid: e.pid,

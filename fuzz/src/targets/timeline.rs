@@ -13,6 +13,8 @@ use std::collections::BTreeSet;
 pub enum Which {
     Syslog(&'static str),
     Journal,
+    /// A binary journal file.
+    JournalFile,
     Utmp(&'static str),
     History(&'static str),
     Bodyfile,
@@ -52,6 +54,7 @@ pub fn parse(which: Which, data: &[u8], mtime_ns: i64) -> Summary {
     let _ = match which {
         Which::Syslog(source) => parse::syslog::parse(&data, source, mtime_ns, out),
         Which::Journal => parse::journal::parse(data, mtime_ns, out),
+        Which::JournalFile => parse::journal_file::parse(data, mtime_ns, out),
         Which::Utmp(source) => parse::utmp::parse(data, source, mtime_ns, out),
         Which::History(source) => {
             parse::history::parse(data, source, Some("alice".into()), mtime_ns, out)
@@ -157,6 +160,30 @@ const JOURNAL_DICT: &[&[u8]] = &[
     b"\n\n",
 ];
 
+const JOURNAL_FILE_DICT: &[&[u8]] = &[
+    b"LPKSHHRH",
+    // Incompatible flags: compact, each compression.
+    &[0x14, 0, 0, 0],
+    &[0x19, 0, 0, 0],
+    &[0x1e, 0, 0, 0],
+    // Object types (data, entry, entry array) with compression flags.
+    &[1, 0],
+    &[1, 1],
+    &[1, 2],
+    &[1, 4],
+    &[3, 0],
+    &[6, 0],
+    &[0, 0, 0, 0, 1, 0, 0, 0],
+    &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+    &[0xf8, 0xff, 0xff, 0xff],
+    b"MESSAGE=",
+    b"SYSLOG_IDENTIFIER=sshd",
+    b"_PID=",
+    b"Accepted publickey for ",
+    &[0x28, 0xb5, 0x2f, 0xfd],
+    &[0xfd, b'7', b'z', b'X', b'Z', 0],
+];
+
 const UTMP_DICT: &[&[u8]] = &[
     &[7, 0, 0, 0],
     &[8, 0, 0, 0],
@@ -250,6 +277,16 @@ pub fn targets() -> Vec<Target> {
             JOURNAL_DICT,
             |d| run(Which::Journal, d),
         ),
+        Target {
+            // An XZ field's decoder holds its 8 MiB dictionary, whatever the input's size.
+            alloc_floor: 40 * super::MIB,
+            ..text(
+                "journal_file",
+                "timeline binary journal file parser (entry arrays, compact, XZ/LZ4/ZSTD fields)",
+                JOURNAL_FILE_DICT,
+                |d| run(Which::JournalFile, d),
+            )
+        },
         text(
             "utmp",
             "timeline utmp parser (wtmp, btmp, utmp records)",

@@ -56,6 +56,7 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("timeline", "parent_exe", "TEXT"),
     ("timeline", "dst_addr", "TEXT"),
     ("timeline", "dst_port", "INTEGER"),
+    ("timeline", "time_source", "TEXT"),
 ];
 
 fn now() -> String {

@@ -35,8 +35,8 @@ CREATE TABLE IF NOT EXISTS timeline_items (
 
 /// Rows per multi-row INSERT: one statement step per 32 events instead of one per event.
 const ROWS: usize = 32;
-const COLUMNS: &str = "host, time_ns, source, kind, pid, ppid, exe, argv, user, container, pod, message, attrs, path, item_id, dedup, parent_exe, dst_addr, dst_port";
-const COLS: usize = 19;
+const COLUMNS: &str = "host, time_ns, source, kind, pid, ppid, exe, argv, user, container, pod, message, attrs, path, item_id, dedup, parent_exe, dst_addr, dst_port, time_source";
+const COLS: usize = 20;
 
 fn insert_sql(rows: usize) -> String {
     let row = format!("({})", vec!["?"; COLS].join(","));
@@ -77,6 +77,7 @@ fn bind(
     st.raw_bind_parameter(at + 16, &e.parent_exe)?;
     st.raw_bind_parameter(at + 17, &e.dst_addr)?;
     st.raw_bind_parameter(at + 18, e.dst_port)?;
+    st.raw_bind_parameter(at + 19, &e.time_source)?;
     Ok(())
 }
 
@@ -275,7 +276,7 @@ fn compile(c: &Cond, p: &mut Vec<Sql>) -> String {
     }
 }
 
-const ROW_COLS: &str = "id, time_ns, (SELECT host_id FROM timeline_hosts WHERE n = host), source, kind, pid, ppid, exe, argv, user, container, pod, message, attrs, path, item_id, dedup, parent_exe, dst_addr, dst_port";
+const ROW_COLS: &str = "id, time_ns, (SELECT host_id FROM timeline_hosts WHERE n = host), source, kind, pid, ppid, exe, argv, user, container, pod, message, attrs, path, item_id, dedup, parent_exe, dst_addr, dst_port, time_source";
 
 fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     let argv: Option<String> = r.get(8)?;
@@ -304,6 +305,7 @@ fn stored_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
             parent_exe: r.get(17)?,
             dst_addr: r.get(18)?,
             dst_port: r.get(19)?,
+            time_source: r.get(20)?,
         },
     })
 }
@@ -714,5 +716,36 @@ mod tests {
             ..Default::default()
         };
         assert!(db.timeline_page(&f, None, 10).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn inferred_times_are_stored_and_older_databases_gain_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        // A database from before the column.
+        drop(Sqlite::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("ALTER TABLE timeline DROP COLUMN time_source")
+            .unwrap();
+        let db = Sqlite::open(&path).unwrap();
+        let mut guessed =
+            Event::new(5, "bash_history", "shell_command", "id").inferred("file_mtime");
+        guessed.dedup = 1;
+        let mut exact = Event::new(6, "bash_history", "shell_command", "ls");
+        exact.dedup = 2;
+        db.insert_timeline("h", None, &[guessed, exact]).unwrap();
+        let (rows, _) = db.timeline_page(&Filter::default(), None, 10).unwrap();
+        assert_eq!(rows[0].event.time_source.as_deref(), Some("file_mtime"));
+        assert_eq!(rows[1].event.time_source, None);
+        // As the API shows them.
+        let json: Vec<Value> = rows
+            .into_iter()
+            .map(|r| serde_json::to_value(crate::timeline::query::Row::from(r)).unwrap())
+            .collect();
+        assert_eq!(json[0]["time_inferred"], true);
+        assert_eq!(json[0]["time_source"], "file_mtime");
+        assert_eq!(json[1]["time_inferred"], false);
+        assert!(json[1].get("time_source").is_none());
     }
 }

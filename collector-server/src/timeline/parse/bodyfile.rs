@@ -140,5 +140,9 @@ broken|line
         assert_eq!(b.len(), 3);
         assert_eq!(b[1].time_ns, 1_795_946_290_500_000_000);
         assert_eq!(b[0].attrs["md5"], "d41d8cd98f00b204e9800998ecf8427e");
+        // Times of 0 or -1 are unknown: no event in 1970 (and none dated 1969).
+        let p = parse("0|/lost+found|11|d/drwx------|0|0|16384|0|-1|0|0\n", 9);
+        assert!(p.events.is_empty(), "{:?}", p.events);
+        assert_eq!(p.unparsed, 0);
     }
 }

@@ -136,9 +136,17 @@ not an event
     fixtures
 }
 
-/// One event as canonical JSON (unparsed events without their key).
+/// One event as canonical JSON (unparsed events without their key). An inferred time is
+/// shown as the attribute it was before `time_source` (#13): `year_inferred` for syslog's
+/// years, `time_inferred` for the rest, so the digests stay those of the whole-file parsers.
 pub fn canonical(e: &Event) -> String {
     let dedup = (e.kind != "unparsed").then_some(e.dedup);
+    let mut attrs = e.attrs.clone();
+    match e.time_source.as_deref() {
+        Some("inferred_year") => attrs.insert("year_inferred".into(), true.into()),
+        Some(_) => attrs.insert("time_inferred".into(), true.into()),
+        None => None,
+    };
     serde_json::json!([
         e.time_ns,
         e.source,
@@ -151,7 +159,7 @@ pub fn canonical(e: &Event) -> String {
         e.container,
         e.pod,
         e.message,
-        e.attrs,
+        attrs,
         e.path,
         dedup
     ])
@@ -189,12 +197,16 @@ impl<'a> Reopen for Small<'a> {
     }
 }
 
+fn scratch() -> std::path::PathBuf {
+    std::env::temp_dir()
+}
+
 fn streamed(p: Parser, data: &[u8], buffer: Option<usize>) -> (Vec<Event>, u64) {
     let mut out = Parsed::default();
     let user = Some("u".to_string());
     match buffer {
-        Some(n) => p.run(&Small(data, n), user, MTIME, &mut out),
-        None => p.run(&data, user, MTIME, &mut out),
+        Some(n) => p.run(&Small(data, n), user, MTIME, &scratch(), &mut out),
+        None => p.run(&data, user, MTIME, &scratch(), &mut out),
     }
     .unwrap();
     (out.events, out.unparsed)
@@ -228,6 +240,30 @@ fn streaming_parsers_give_the_events_of_the_whole_file_parsers() {
                 streamed(*p, d, Some(n))
             });
             assert_eq!(got, want, "{p:?} through a {n}-byte buffer");
+        }
+    }
+}
+
+/// Every kind and source a parser makes is one the query language knows: a kind missing from
+/// `ql::KINDS` could never be searched for (`kind:NAME` would be refused as unknown).
+#[test]
+fn every_kind_and_source_made_is_searchable() {
+    use crate::timeline::ql::{KINDS, SOURCES};
+    for p in PARSERS {
+        for data in fixtures() {
+            let (events, _) = streamed(p, &data, None);
+            for e in events {
+                assert!(
+                    KINDS.contains(&e.kind.as_str()),
+                    "{p:?} made kind {:?}, not in ql::KINDS",
+                    e.kind
+                );
+                assert!(
+                    SOURCES.contains(&e.source.as_str()),
+                    "{p:?} made source {:?}, not in ql::SOURCES",
+                    e.source
+                );
+            }
         }
     }
 }

@@ -2,16 +2,24 @@
 //! zsh's extended format (`: EPOCH:DURATION;command`, continued lines end with `\`).
 //!
 //! A command without a time of its own (bash without `HISTTIMEFORMAT`) is placed at the last
-//! time known before it, or at the file's mtime, and marked `time_inferred`.
+//! time known before it (`time_source` `previous_command`), or at the file's mtime
+//! (`file_mtime`): an inferred time.
 
 use super::{Line, Lines, MAX_LINE};
 use crate::timeline::{dedup_key, Emit, Event, Occurrences, Stop};
 use std::io::BufRead;
 
-fn command_event(t: i64, source: &str, cmd: &str, user: &Option<String>, inferred: bool) -> Event {
+/// `inferred`: what the time was taken from, when the command had none of its own.
+fn command_event(
+    t: i64,
+    source: &str,
+    cmd: &str,
+    user: &Option<String>,
+    inferred: Option<&str>,
+) -> Event {
     let mut e = Event::new(t, source, "shell_command", cmd.to_string()).attr("command", cmd);
-    if inferred {
-        e = e.attr("time_inferred", true);
+    if let Some(how) = inferred {
+        e = e.inferred(how);
     }
     e.user = user.clone();
     e
@@ -31,7 +39,7 @@ pub fn parse(
                     t: i64,
                     cmd: &str,
                     stamp: &str,
-                    inferred: bool,
+                    inferred: Option<&str>,
                     at: u64|
      -> Result<(), Stop> {
         let mut e = command_event(t, source, cmd, &user, inferred);
@@ -103,7 +111,7 @@ pub fn parse(
                         out.unparsed(t, source, at, &cmd, &why)?;
                         continue;
                     }
-                    push(out, t, &cmd, &secs.to_string(), false, at)?;
+                    push(out, t, &cmd, &secs.to_string(), None, at)?;
                 }
                 None => out.unparsed(
                     last_known.unwrap_or(mtime_ns),
@@ -125,9 +133,15 @@ pub fn parse(
         match pending_time.take() {
             Some((t, stamp)) => {
                 last_known = Some(t);
-                push(out, t, &line, &stamp, false, at)?;
+                push(out, t, &line, &stamp, None, at)?;
             }
-            None => push(out, last_known.unwrap_or(mtime_ns), &line, "", true, at)?,
+            None => {
+                let (t, how) = match last_known {
+                    Some(t) => (t, "previous_command"),
+                    None => (mtime_ns, "file_mtime"),
+                };
+                push(out, t, &line, "", Some(how), at)?
+            }
         }
     }
     Ok(())
@@ -165,7 +179,8 @@ mod tests {
         let p = parse(text, "bash_history", Some("alice".into()), 42);
         assert_eq!(p.events.len(), 3);
         assert_eq!(p.events[0].time_ns, 42);
-        assert_eq!(p.events[0].attrs["time_inferred"], true);
+        assert!(p.events[0].time_inferred());
+        assert_eq!(p.events[0].time_source.as_deref(), Some("file_mtime"));
         assert_eq!(p.events[1].time_ns, 1_795_946_290_000_000_000);
         assert_eq!(
             p.events[1].message,
@@ -173,7 +188,15 @@ mod tests {
         );
         assert_eq!(p.events[1].user.as_deref(), Some("alice"));
         assert_eq!(p.events[2].kind, "shell_command");
-        assert!(!p.events[2].attrs.contains_key("time_inferred"));
+        assert!(!p.events[2].time_inferred());
+        // A command after a stamped one: at that time, inferred from it.
+        let p = parse("#1795946290\nid\nls\n", "bash_history", None, 42);
+        assert_eq!(p.events[0].time_source, None);
+        assert_eq!(p.events[1].time_ns, 1_795_946_290_000_000_000);
+        assert_eq!(p.events[1].time_source.as_deref(), Some("previous_command"));
+        // zsh's own stamps are exact.
+        let p = parse(": 1795946290:0;id\n", "zsh_history", None, 42);
+        assert!(!p.events[0].time_inferred());
     }
 
     #[test]

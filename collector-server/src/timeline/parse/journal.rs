@@ -2,7 +2,7 @@
 //! export` (the Journal Export Format: `KEY=value` lines, binary fields as `KEY\n` + 64-bit
 //! little-endian length + bytes + `\n`, entries separated by an empty line).
 //!
-//! The binary journal files themselves are not parsed; collect an export instead.
+//! The binary journal files are read by `journal_file`, into the same events.
 
 use super::syslog::classify;
 use super::{read_full, skip, Line, Lines, MAX_LINE};
@@ -12,7 +12,7 @@ use std::io::BufRead;
 
 /// The fields an entry's event is made of; the others are counted, not kept, so an entry
 /// holds at most these, each cut to [`MAX_LINE`] bytes.
-const FIELDS: &[&str] = &[
+pub(super) const FIELDS: &[&str] = &[
     "__CURSOR",
     "__REALTIME_TIMESTAMP",
     "SYSLOG_IDENTIFIER",
@@ -218,7 +218,7 @@ fn parse_export(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<(
 }
 
 /// One journal entry → an event, recognised by its syslog identifier like a syslog line.
-fn entry(f: &HashMap<String, String>) -> Option<Event> {
+pub(super) fn entry(f: &HashMap<String, String>) -> Option<Event> {
     let usec: i64 = f.get("__REALTIME_TIMESTAMP")?.trim().parse().ok()?;
     let t = usec.checked_mul(1000)?;
     let prog = f

@@ -2,14 +2,17 @@
 //! read becomes an `unparsed` event and is counted, and the rest of the input is still read.
 //! Each streams: it reads from a `BufRead` and hands events to an [`Emit`] one at a time, so
 //! what it holds is one line ([`MAX_LINE`]) or one record, whatever the input's size; only
-//! the volatile snapshots are read whole, up to [`MAX_DOCUMENT`].
+//! the volatile snapshots are read whole, up to [`MAX_DOCUMENT`], and binary journal files,
+//! read at random, from a copy (`journal_file`).
 
 pub mod bodyfile;
 pub mod ebpf;
 #[cfg(test)]
 pub(crate) mod golden;
+pub mod gunzip;
 pub mod history;
 pub mod journal;
+pub mod journal_file;
 pub mod syslog;
 pub mod utmp;
 pub mod volatile;

@@ -242,9 +242,7 @@ pub fn parse<I: Reopen + ?Sized>(
         last_time = Some(t);
         let mut e = entry(t, source, rest);
         if matches!(st, Stamp::NoYear(_)) {
-            e = e
-                .attr("time_zone_assumed", "UTC")
-                .attr("year_inferred", true);
+            e = e.attr("time_zone_assumed", "UTC").inferred("inferred_year");
         }
         e.dedup = dedup_key(&[
             source.as_bytes(),
@@ -479,6 +477,8 @@ Nov 29 10:02:01 ip-10-0-1-17 CRON[4500]: (root) CMD (cd / && run-parts --report 
         let login = &p.events[0];
         assert_eq!(login.kind, "ssh_login");
         assert_eq!(login.time_ns, ns("2026-11-29T09:58:01Z"));
+        // No year in the line: the year is inferred, and the event says so.
+        assert_eq!(login.time_source.as_deref(), Some("inferred_year"));
         assert_eq!(login.user.as_deref(), Some("alice"));
         assert_eq!(login.pid, Some(4121));
         assert_eq!(login.attrs["src_ip"], "203.0.113.7");
@@ -531,7 +531,7 @@ Nov 29 10:02:01 ip-10-0-1-17 CRON[4500]: (root) CMD (cd / && run-parts --report 
                     2026-11-29T10:00:00.123456+01:00 h CRON[9]: (root) CMD (true)\n";
         let p = parse(text, "syslog", 0);
         assert_eq!(p.events[0].time_ns, ns("2026-11-29T09:00:00.123456Z"));
-        assert!(!p.events[0].attrs.contains_key("year_inferred"));
+        assert!(!p.events[0].time_inferred());
         // Identical lines stay two events with distinct keys.
         assert_ne!(p.events[0].dedup, p.events[1].dedup);
         let again = parse(text, "syslog", 0);

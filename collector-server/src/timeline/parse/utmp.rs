@@ -33,6 +33,8 @@ pub fn parse(
     out: &mut impl Emit,
 ) -> Result<(), Stop> {
     let mut last = mtime_ns;
+    // Whether `last` is a record's own time (not the mtime).
+    let mut dated = false;
     let mut record = [0u8; RECORD];
     for n in 0u64.. {
         let got = read_full(&mut input, &mut record)?;
@@ -60,8 +62,21 @@ pub fn parse(
             out.unparsed(last, source, n, &text, "not a utmp record")?;
             continue;
         }
-        let t = i64::from(secs) * 1_000_000_000 + i64::from(usecs) * 1000;
+        // A record without a time (0) is not from 1970: it is dated by the one before it (or
+        // the file's mtime), as a guess.
+        let (t, guessed) = if secs == 0 {
+            (
+                last,
+                Some(if dated { "nearby_entry" } else { "file_mtime" }),
+            )
+        } else {
+            (
+                i64::from(secs) * 1_000_000_000 + i64::from(usecs) * 1000,
+                None,
+            )
+        };
         last = t;
+        dated |= guessed.is_none();
         let kind = match (source, ut_type) {
             ("btmp", _) => "failed_login",
             (_, USER_PROCESS) => "login",
@@ -90,6 +105,9 @@ pub fn parse(
         e.pid = (pid > 0).then_some(i64::from(pid));
         e.user = (!user.is_empty()).then_some(user);
         e.dedup = dedup_key(&[source.as_bytes(), r]);
+        if let Some(how) = guessed {
+            e = e.inferred(how);
+        }
         out.event(e)?;
     }
     Ok(())
@@ -162,6 +180,28 @@ pub(crate) mod tests {
             0,
         );
         assert_eq!(btmp.events[0].kind, "failed_login");
+    }
+
+    #[test]
+    fn a_record_without_a_time_is_not_from_1970() {
+        let mtime = 1_795_999_999_000_000_000;
+        let mut data = record(USER_PROCESS, 7, "pts/1", "eve", "", 0);
+        data.extend(record(USER_PROCESS, 8, "pts/2", "bob", "", 1_795_946_281));
+        data.extend(record(DEAD_PROCESS, 8, "pts/2", "", "", 0));
+        let p = parse(&data, "wtmp", mtime);
+        let t: Vec<(i64, Option<&str>)> = p
+            .events
+            .iter()
+            .map(|e| (e.time_ns, e.time_source.as_deref()))
+            .collect();
+        assert_eq!(
+            t,
+            [
+                (mtime, Some("file_mtime")),
+                (1_795_946_281_250_000_000, None),
+                (1_795_946_281_250_000_000, Some("nearby_entry")),
+            ]
+        );
     }
 
     #[test]

@@ -108,10 +108,10 @@ pub fn network(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<()
     let Some(doc) = document(r, mtime_ns, "network.json", out)? else {
         return Ok(());
     };
-    let t = doc["collected_at"]
+    let collected = doc["collected_at"]
         .as_str()
-        .and_then(cairn_protocol::rfc3339::parse_ns)
-        .unwrap_or(mtime_ns);
+        .and_then(cairn_protocol::rfc3339::parse_ns);
+    let t = collected.unwrap_or(mtime_ns);
     let owner = |s: &Value| -> (Option<i64>, String) {
         let o = s["owners"].as_array().and_then(|o| o.first());
         (
@@ -160,6 +160,9 @@ pub fn network(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<()
                 s["remote_address"].to_string().as_bytes(),
                 s["remote_port"].to_string().as_bytes(),
             ]);
+            if collected.is_none() {
+                e = e.inferred("file_mtime");
+            }
             out.event(e)?;
         }
     }
