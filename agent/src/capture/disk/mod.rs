@@ -58,6 +58,8 @@ pub enum DiskItem {
 pub struct DiskPlan {
     pub items: Vec<DiskItem>,
     pub errors: Vec<String>,
+    /// The flight recorder window the profile asks for (`events_window_secs`), if it says.
+    pub events_window_secs: Option<u64>,
 }
 
 /// Plan a disk profile, or None when `req.profile` is not one.
@@ -65,6 +67,11 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
     if req.profile == "disk" {
         return Some(plan_devices(&req.devices));
     }
+    let none = |items, errors| DiskPlan {
+        items,
+        errors,
+        events_window_secs: None,
+    };
     let profile = match &opts.profile_file {
         Some(f) => match profile::load_file(f) {
             Ok(p) if p.name == req.profile => Ok(p),
@@ -79,7 +86,7 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
         Ok(p) => p,
         Err(e) => {
             errors.push(e.to_string());
-            return Some(DiskPlan { items, errors });
+            return Some(none(items, errors));
         }
     };
     let root = match triage::resolve_root(
@@ -91,14 +98,22 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
         Ok(r) => r,
         Err(e) => {
             errors.push(e);
-            return Some(DiskPlan { items, errors });
+            return Some(DiskPlan {
+                items,
+                errors,
+                events_window_secs: profile.events_window_secs,
+            });
         }
     };
     let t = match triage::run(&profile, &root) {
         Ok(t) => t,
         Err(e) => {
             errors.push(e);
-            return Some(DiskPlan { items, errors });
+            return Some(DiskPlan {
+                items,
+                errors,
+                events_window_secs: profile.events_window_secs,
+            });
         }
     };
     let root_shown = root.display().to_string();
@@ -149,7 +164,11 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
     }
     // What could not be walked is in the index; here it reaches the collection's errors.
     errors.extend(t.errors);
-    Some(DiskPlan { items, errors })
+    Some(DiskPlan {
+        items,
+        errors,
+        events_window_secs: profile.events_window_secs,
+    })
 }
 
 fn plan_devices(devices: &[String]) -> DiskPlan {
@@ -182,5 +201,9 @@ fn plan_devices(devices: &[String]) -> DiskPlan {
             Err(e) => errors.push(e),
         }
     }
-    DiskPlan { items, errors }
+    DiskPlan {
+        items,
+        errors,
+        events_window_secs: None,
+    }
 }

@@ -12,6 +12,7 @@
 //! max_total_bytes = 4294967296       # all copied content (default 4 GiB)
 //! max_depth = 12                     # directory levels below a matched directory
 //! max_entries = 200000               # entries walked before the walk stops (recorded)
+//! events_window_secs = 3600          # flight recorder past each collection carries; 0: none
 //!
 //! [[artifact]]
 //! description = "nginx logs"
@@ -80,6 +81,7 @@ struct RawProfile {
     max_total_bytes: Option<u64>,
     max_depth: Option<usize>,
     max_entries: Option<usize>,
+    events_window_secs: Option<u64>,
     #[serde(default)]
     artifact: Vec<RawArtifact>,
 }
@@ -123,6 +125,9 @@ pub struct Profile {
     pub description: String,
     pub max_total_bytes: u64,
     pub max_entries: usize,
+    /// How much of the flight recorder's past a collection with this profile carries, in
+    /// seconds (0: none); `None`: the agent's `journal_window_secs`.
+    pub events_window_secs: Option<u64>,
     pub artifacts: Vec<Artifact>,
 }
 
@@ -196,6 +201,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<Profile, ProfileError> {
         description: raw.description,
         max_total_bytes: raw.max_total_bytes.unwrap_or(DEFAULT_MAX_TOTAL),
         max_entries: raw.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
+        events_window_secs: raw.events_window_secs,
         artifacts,
     })
 }
