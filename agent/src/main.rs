@@ -55,9 +55,19 @@ enum Cmd {
         #[arg(long)]
         profile_file: Option<PathBuf>,
         /// Triage this directory as the filesystem root instead of / (or --host-root): a
-        /// mounted image, another system's root.
+        /// mounted image, another system's root. The collection is filed under the host the
+        /// image names (its etc/hostname, etc/machine-id, cloud-init instance id), and carries
+        /// none of this machine's events.
         #[arg(long)]
         root: Option<PathBuf>,
+        /// The host name to file a --root collection under, instead of the image's
+        /// etc/hostname (recorded as given).
+        #[arg(long, requires = "root")]
+        host: Option<String>,
+        /// Seconds of the flight recorder's past to carry (events.jsonl), instead of the
+        /// profile's window (volatile 900, memory 3600, triage 86400); 0: none.
+        #[arg(long, value_name = "SECS")]
+        events_window: Option<u64>,
         /// Block devices for the disk profile (repeatable).
         #[arg(long = "device")]
         devices: Vec<String>,
@@ -277,6 +287,8 @@ async fn real_main(cli: Cli) -> Result<i32> {
             paths,
             profile_file,
             root,
+            host,
+            events_window,
             devices,
             out,
             reason,
@@ -291,12 +303,28 @@ async fn real_main(cli: Cli) -> Result<i32> {
                 }
             }
             let mut opts = collect_options(&state, cli.host_root.as_deref());
+            let mut image = None;
             if let Some(root) = root {
+                let this_system =
+                    std::fs::canonicalize(&root).is_ok_and(|r| r == std::path::Path::new("/"));
+                if !this_system {
+                    // Another system's files: its identity, and none of this machine's events.
+                    let reader = cairn_agent::identity::host_identity(&opts.volatile.metadata);
+                    image = Some(cairn_agent::capture::disk::root_identity::identify(
+                        &root,
+                        host.as_deref(),
+                        &reader,
+                    )?);
+                    opts.journal = None;
+                } else if host.is_some() {
+                    anyhow::bail!("--host names the host of another system's root (--root DIR other than /); {} is this running system", root.display());
+                }
                 opts.disk.root = root;
             }
+            opts.events_window_secs = events_window;
             opts.disk.profile_file = profile_file;
             let req = local_request(profile, reason, paths, devices);
-            offline(req, opts, out, recipient).await?;
+            offline(req, opts, out, recipient, image).await?;
         }
         Cmd::Capture { what } => match what {
             CaptureCmd::Disk {
@@ -308,7 +336,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
                 let recipient = encrypt.recipient(&state)?;
                 let req = local_request("disk".into(), reason, Vec::new(), devices);
                 let opts = collect_options(&state, cli.host_root.as_deref());
-                let status = offline(req, opts, out, recipient).await?;
+                let status = offline(req, opts, out, recipient, None).await?;
                 if status == cairn_protocol::manifest::CollectionStatus::Failed {
                     anyhow::bail!("no device could be imaged (errors above)");
                 }
@@ -366,7 +394,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
                 opts.memory.volatile = false;
                 opts.volatile.proc_root = proc_root.clone();
                 opts.volatile.host_root = host_root;
-                offline(req, opts, out, recipient).await?;
+                offline(req, opts, out, recipient, None).await?;
             }
         },
         Cmd::Unpack { dir, item, to } => {
@@ -496,13 +524,32 @@ async fn offline(
     opts: cairn_agent::collect::CollectOptions,
     out: PathBuf,
     encrypt_to: Option<cairn_agent::encryption::Recipient>,
+    host: Option<cairn_protocol::manifest::HostIdentity>,
 ) -> Result<cairn_protocol::manifest::CollectionStatus> {
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let out2 = out.clone();
     let s = tokio::task::spawn_blocking(move || {
-        cairn_agent::offline::collect_to_dir(&req, &opts, &out2, progress, encrypt_to.as_ref())
+        let to = cairn_agent::offline::Destination {
+            out: &out2,
+            progress,
+            encrypt_to: encrypt_to.as_ref(),
+            host,
+        };
+        cairn_agent::offline::collect_to_dir(&req, &opts, to)
     })
     .await??;
+    if let Some(root) = &s.record.host.source_root {
+        println!(
+            "evidence read from {root}, filed under host {:?}{}",
+            s.record.host.hostname,
+            s.record
+                .host
+                .machine_id
+                .as_deref()
+                .map(|m| format!(" (machine id {m})"))
+                .unwrap_or_default()
+        );
+    }
     println!(
         "collection {} written to {} [{:?}]{}",
         s.record.request.collection_id,

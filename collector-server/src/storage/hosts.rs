@@ -66,8 +66,9 @@ pub trait HostStore {
     ) -> Result<()>;
     fn set_host_status(&self, id: &str, status: &AgentStatus) -> Result<()>;
     fn touch_host(&self, id: &str) -> Result<()>;
-    /// The host an offline collection came from: an enrolled host with the same machine id,
-    /// else one created for imports.
+    /// The host an offline collection came from: a host with the same machine id (enrolled
+    /// first), else the one host of that name when a machine id cannot tell them apart, else
+    /// one created for imports. Retired hosts are not matched.
     fn upsert_import_host(&self, host: &HostIdentity) -> Result<String>;
     fn list_hosts(&self) -> Result<Vec<HostRow>>;
     /// Hosts matching an id, hostname, instance id or machine id.

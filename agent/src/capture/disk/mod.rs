@@ -8,6 +8,7 @@ pub mod bodyfile;
 pub mod glob;
 pub mod image;
 pub mod profile;
+pub mod root_identity;
 pub mod triage;
 pub mod walk;
 

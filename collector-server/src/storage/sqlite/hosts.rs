@@ -95,12 +95,15 @@ impl HostStore for Sqlite {
     }
 
     fn upsert_import_host(&self, host: &HostIdentity) -> Result<String> {
-        // An offline collection from an enrolled host belongs to that host.
+        // An offline collection from a known host belongs to that host: the same machine id
+        // (enrolled hosts first), else the one host of that name whose machine id cannot
+        // tell them apart (one side does not know it).
+        let conn = self.lock();
         if let Some(mid) = &host.machine_id {
-            let existing: Option<String> = self
-                .lock()
+            let existing: Option<String> = conn
                 .query_row(
-                    "SELECT id FROM hosts WHERE machine_id = ?1 ORDER BY origin = 'enrolled' DESC, enrolled_at LIMIT 1",
+                    "SELECT id FROM hosts WHERE machine_id = ?1 AND retired_at IS NULL
+                     ORDER BY origin = 'enrolled' DESC, enrolled_at LIMIT 1",
                     params![mid],
                     |r| r.get(0),
                 )
@@ -109,6 +112,20 @@ impl HostStore for Sqlite {
                 return Ok(id);
             }
         }
+        let mut by_name = conn.prepare(
+            "SELECT id FROM hosts WHERE hostname = ?1 AND retired_at IS NULL
+             AND (machine_id IS NULL OR ?2 IS NULL) LIMIT 2",
+        )?;
+        let named = by_name
+            .query_map(params![host.hostname, host.machine_id], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        drop(by_name);
+        if let [one] = named.as_slice() {
+            return Ok(one.clone());
+        }
+        drop(conn);
         let key = host
             .machine_id
             .clone()
