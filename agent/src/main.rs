@@ -37,6 +37,11 @@ enum Cmd {
         /// SHA-256 fingerprint of the collector's CA, as `cairn-collector init` printed it.
         #[arg(long)]
         ca_sha256: String,
+        /// Become a new host at the collector even if this machine (its machine id and cloud
+        /// instance id) enrolled before; without it, the machine keeps its host id and its
+        /// previous certificate stops working.
+        #[arg(long)]
+        new_identity: bool,
     },
     /// Stay connected to the collector and execute collection commands.
     Run,
@@ -254,9 +259,21 @@ async fn real_main(cli: Cli) -> Result<i32> {
             collector,
             token,
             ca_sha256,
+            new_identity,
         } => {
-            let e = cairn_agent::transport::enroll::enroll(&state, &collector, &token, &ca_sha256)
-                .await?;
+            let host_root = cli.host_root.clone().unwrap_or_else(|| PathBuf::from("/"));
+            let host = tokio::task::spawn_blocking(move || {
+                cairn_agent::identity::host_identity_in(&Default::default(), &host_root)
+            })
+            .await?;
+            let who = cairn_agent::transport::enroll::EnrollAs {
+                host: Some(host),
+                new_identity,
+            };
+            let e = cairn_agent::transport::enroll::enroll(
+                &state, &collector, &token, &ca_sha256, who,
+            )
+            .await?;
             println!("{}", e.agent_id);
             eprintln!(
                 "enrolled with {collector} as agent {}; start it with: cairn-agent run --state-dir {}",
