@@ -6,6 +6,7 @@
 
 pub mod bodyfile;
 pub mod glob;
+pub mod homes;
 pub mod image;
 pub mod profile;
 pub mod root_identity;
@@ -127,6 +128,10 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
             details.insert("root".into(), root_shown.clone().into());
         }
         details.insert("artifact".into(), f.artifact.clone().into());
+        if let Some(h) = &f.home {
+            details.insert("home".into(), h.path.clone().into());
+            details.insert("home_found".into(), h.found.into());
+        }
         details.insert("profile".into(), profile.name.clone().into());
         items.push(DiskItem::File {
             source: Source {
@@ -142,6 +147,11 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
     details.insert("root".into(), root_shown.clone().into());
     details.insert("profile".into(), profile.name.clone().into());
     details.insert("entries".into(), t.bodyfile_lines.into());
+    if !t.capped.is_empty() {
+        // Left out by a cap on purpose: said where the responder looks, not only in the index.
+        tracing::info!("triage caps left files out: {:?}", t.capped);
+        details.insert("capped".into(), t.capped.clone().into());
+    }
     items.push(DiskItem::Document {
         source: Source {
             name: "bodyfile".into(),
