@@ -270,10 +270,9 @@ async fn real_main(cli: Cli) -> Result<i32> {
                 host: Some(host),
                 new_identity,
             };
-            let e = cairn_agent::transport::enroll::enroll(
-                &state, &collector, &token, &ca_sha256, who,
-            )
-            .await?;
+            let e =
+                cairn_agent::transport::enroll::enroll(&state, &collector, &token, &ca_sha256, who)
+                    .await?;
             println!("{}", e.agent_id);
             eprintln!(
                 "enrolled with {collector} as agent {}; start it with: cairn-agent run --state-dir {}",

@@ -27,8 +27,11 @@ fn journal(dir: &std::path::Path) -> Journal {
     let mut r = FlightRecorder::open(dir, RecorderConfig::default()).unwrap();
     let min = 60 * 1_000_000_000i64;
     for (ago, what) in [(120, "two-hours"), (30, "half-hour"), (1, "minute")] {
-        r.append(now_ns() - ago * min, format!("{{\"e\":\"{what}\"}}").as_bytes())
-            .unwrap();
+        r.append(
+            now_ns() - ago * min,
+            format!("{{\"e\":\"{what}\"}}").as_bytes(),
+        )
+        .unwrap();
     }
     r.flush().unwrap();
     Journal {
@@ -66,7 +69,10 @@ fn the_window_is_the_profiles_unless_the_caller_gives_one() {
         ..Default::default()
     };
     let (text, details) = events("volatile", &opts).unwrap();
-    assert!(text.contains("minute") && !text.contains("half-hour"), "{text}");
+    assert!(
+        text.contains("minute") && !text.contains("half-hour"),
+        "{text}"
+    );
     assert_eq!(details["window_secs"], 900);
     assert_eq!(details["window_set_by"], "profile volatile");
     assert_eq!(details["events"], 1);
@@ -76,16 +82,22 @@ fn the_window_is_the_profiles_unless_the_caller_gives_one() {
     assert_eq!(details["window_secs"], 900, "{text}");
 
     // The triage profile carries the day.
-    let (text, details) = events("triage", &CollectOptions {
-        disk: cairn_agent::capture::disk::DiskOptions {
-            root: d.path().join("empty-root"),
-            ..Default::default()
+    let (text, details) = events(
+        "triage",
+        &CollectOptions {
+            disk: cairn_agent::capture::disk::DiskOptions {
+                root: d.path().join("empty-root"),
+                ..Default::default()
+            },
+            ..opts.clone()
         },
-        ..opts.clone()
-    })
+    )
     .unwrap_or_else(|| panic!("no events item"));
     assert_eq!(details["window_secs"], 86400);
-    assert!(text.contains("two-hours") && text.contains("minute"), "{text}");
+    assert!(
+        text.contains("two-hours") && text.contains("minute"),
+        "{text}"
+    );
 
     // The caller's window wins; 0 is none at all.
     let given = CollectOptions {
@@ -93,7 +105,10 @@ fn the_window_is_the_profiles_unless_the_caller_gives_one() {
         ..opts.clone()
     };
     let (text, details) = events("volatile", &given).unwrap();
-    assert!(text.contains("half-hour") && !text.contains("two-hours"), "{text}");
+    assert!(
+        text.contains("half-hour") && !text.contains("two-hours"),
+        "{text}"
+    );
     assert_eq!(details["window_set_by"], "request");
     let none = CollectOptions {
         events_window_secs: Some(0),
@@ -134,5 +149,8 @@ fn a_profile_file_sets_its_window_and_one_without_takes_the_agents() {
     let (text, details) = events("plain", &opts).unwrap();
     assert_eq!(details["window_secs"], 2400);
     assert_eq!(details["window_set_by"], "agent configuration");
-    assert!(text.contains("half-hour") && !text.contains("two-hours"), "{text}");
+    assert!(
+        text.contains("half-hour") && !text.contains("two-hours"),
+        "{text}"
+    );
 }

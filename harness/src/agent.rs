@@ -73,8 +73,8 @@ impl Agent {
         fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
         let state = base.join("state");
         let log = base.join("agent.log");
-        let out = enroll_raw_with(collector, &state, &collector.init.enrollment_token, extra)?
-            .ok()?;
+        let out =
+            enroll_raw_with(collector, &state, &collector.init.enrollment_token, extra)?.ok()?;
         Ok(Agent {
             bins: collector.bins.clone(),
             state,

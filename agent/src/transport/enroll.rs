@@ -3,8 +3,8 @@
 
 use crate::config::{AgentConfig, StateDir};
 use anyhow::{bail, Context, Result};
-use cairn_protocol::wire::aio::{read_frame, write_message};
 use cairn_protocol::manifest::HostIdentity;
+use cairn_protocol::wire::aio::{read_frame, write_message};
 use cairn_protocol::wire::{Frame, Message};
 
 pub struct Enrolled {

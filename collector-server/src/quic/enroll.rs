@@ -40,12 +40,17 @@ pub(super) async fn enrollment(state: Arc<State>, conn: quinn::Connection) -> Re
             // host id and its history; its old certificate stops working.
             let known = match (&host, new_identity) {
                 (Some(h), false) => match &h.machine_id {
-                    Some(mid) => state.meta().enrolled_host_of_machine(mid, h.instance_id())?,
+                    Some(mid) => state
+                        .meta()
+                        .enrolled_host_of_machine(mid, h.instance_id())?,
                     None => None,
                 },
                 _ => None,
             };
-            if let Some(id) = known.as_deref().filter(|id| state.sessions.is_connected(id)) {
+            if let Some(id) = known
+                .as_deref()
+                .filter(|id| state.sessions.is_connected(id))
+            {
                 // A live agent holds that identity: a second agent, or someone claiming the
                 // machine id, must not take it over.
                 tracing::warn!(

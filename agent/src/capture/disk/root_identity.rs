@@ -14,9 +14,7 @@ use std::path::Path;
 pub enum RootIdentityError {
     #[error("cannot open the root {root}: {error}")]
     Open { root: String, error: std::io::Error },
-    #[error(
-        "cannot tell which host {root} belongs to: {why}; name it with --host NAME"
-    )]
+    #[error("cannot tell which host {root} belongs to: {why}; name it with --host NAME")]
     Unnamed { root: String, why: String },
     #[error("--host {0:?} is not a host name (letters, digits, '.', '-', '_', at most 253)")]
     BadName(String),
@@ -180,10 +178,15 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), r.join("etc/hostname")).unwrap();
         std::fs::write(r.join("etc/machine-id"), "uninitialized\n").unwrap();
         let e = identify(r, None, &reader()).unwrap_err().to_string();
-        assert!(e.contains("--host NAME") && e.contains("etc/hostname"), "{e}");
+        assert!(
+            e.contains("--host NAME") && e.contains("etc/hostname"),
+            "{e}"
+        );
         let id = identify(r, Some("ghost"), &reader()).unwrap();
         assert_eq!(id.machine_id, None);
-        let e = identify(r, Some("a b/../c"), &reader()).unwrap_err().to_string();
+        let e = identify(r, Some("a b/../c"), &reader())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--host"), "{e}");
         std::fs::remove_file(r.join("etc/hostname")).unwrap();
         std::fs::write(r.join("etc/hostname"), "x".repeat(10_000)).unwrap();

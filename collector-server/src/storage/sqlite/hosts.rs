@@ -263,7 +263,8 @@ mod tests {
     #[test]
     fn an_import_finds_its_host_by_machine_id_then_by_name() {
         let (_d, s) = store();
-        s.insert_enrolled_host("h-enrolled", "web-1", "fp1").unwrap();
+        s.insert_enrolled_host("h-enrolled", "web-1", "fp1")
+            .unwrap();
         s.set_enrolled_identity("h-enrolled", &ident("web-1", Some("m1"), None))
             .unwrap();
         // The same machine, whatever the image calls itself.
@@ -284,7 +285,8 @@ mod tests {
         );
         // No machine id: the one host of that name.
         assert_eq!(
-            s.upsert_import_host(&ident("image-host", None, None)).unwrap(),
+            s.upsert_import_host(&ident("image-host", None, None))
+                .unwrap(),
             img
         );
         // A name shared by a host of another machine id is another host.
