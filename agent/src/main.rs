@@ -40,7 +40,7 @@ enum Cmd {
         /// Become a new host at the collector even if this machine (its machine id and cloud
         /// instance id) enrolled before; without it, the machine keeps its host id and its
         /// previous certificate stops working.
-        #[arg(long)]
+        #[arg(long, env = "CAIRN_NEW_IDENTITY", value_parser = clap::builder::BoolishValueParser::new())]
         new_identity: bool,
     },
     /// Stay connected to the collector and execute collection commands.
@@ -51,8 +51,9 @@ enum Cmd {
     Collect {
         /// volatile, file (with --path), memory, full, triage, minimal, disk (with --device),
         /// or the name of a profile file (--profile-file, or STATE/profiles/NAME.toml).
-        #[arg(long, default_value = "volatile")]
-        profile: String,
+        /// Default: volatile; triage with --root.
+        #[arg(long)]
+        profile: Option<String>,
         /// Files for the file profile (repeatable).
         #[arg(long = "path")]
         paths: Vec<String>,
@@ -299,7 +300,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
             );
         }
         Cmd::Collect {
-            mut profile,
+            profile,
             paths,
             profile_file,
             root,
@@ -311,20 +312,29 @@ async fn real_main(cli: Cli) -> Result<i32> {
             encrypt,
         } => {
             let recipient = encrypt.recipient(&state)?;
-            if let Some(f) = &profile_file {
-                // The file's own name is the profile, unless --profile names it differently.
-                let p = cairn_agent::capture::disk::profile::load_file(f)?;
-                if profile == "volatile" {
-                    profile = p.name;
-                }
-            }
+            // The profile file's own name is the profile, unless --profile names another.
+            let profile = match (profile, &profile_file) {
+                (Some(p), _) => p,
+                (None, Some(f)) => cairn_agent::capture::disk::profile::load_file(f)?.name,
+                (None, None) if root.is_some() => "triage".into(),
+                (None, None) => "volatile".into(),
+            };
             let mut opts = collect_options(&state, cli.host_root.as_deref());
             let mut image = None;
             if let Some(root) = root {
                 let this_system =
                     std::fs::canonicalize(&root).is_ok_and(|r| r == std::path::Path::new("/"));
                 if !this_system {
-                    // Another system's files: its identity, and none of this machine's events.
+                    // Another system's files: only what is read from them belongs to it.
+                    if matches!(
+                        profile.as_str(),
+                        "volatile" | "memory" | "full" | "file" | "disk"
+                    ) {
+                        anyhow::bail!(
+                            "--root reads another system's files, and profile {profile} captures this running machine (its processes, memory, devices or paths); use a triage profile with --root (triage, minimal, or --profile-file)"
+                        );
+                    }
+                    // Its identity, and none of this machine's events.
                     let reader = cairn_agent::identity::host_identity(&opts.volatile.metadata);
                     image = Some(cairn_agent::capture::disk::root_identity::identify(
                         &root,

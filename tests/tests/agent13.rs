@@ -177,6 +177,20 @@ fn an_image_collected_offline_is_filed_under_the_images_host() {
         2,
         "the workstation and the image's host"
     );
+
+    // A profile that captures this running machine is not filed under the image's host.
+    let mut cmd = Command::new(bin("cairn-agent").unwrap());
+    cmd.env_remove("CAIRN_AGENT_STATE")
+        .args(["collect", "--profile", "volatile", "--root"])
+        .arg(&image)
+        .arg("--out")
+        .arg(work.path().join("refused"));
+    let refused = run(cmd, CLI_TIMEOUT).unwrap();
+    assert!(
+        !refused.success() && refused.stderr.contains("use a triage profile with --root"),
+        "{}",
+        refused.describe("should refuse volatile --root")
+    );
 }
 
 #[test]
