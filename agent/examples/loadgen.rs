@@ -365,12 +365,17 @@ fn identity_of(base: &HostIdentity, n: usize) -> HostIdentity {
 }
 
 /// Enroll in `state` (retrying a few times: the collector may be busy), then load the config.
-async fn enroll_one(args: &Args, state: &StateDir) -> Result<AgentConfig> {
+async fn enroll_one(args: &Args, state: &StateDir, host: &HostIdentity) -> Result<AgentConfig> {
     let mut backoff = Duration::from_millis(200);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match enroll::enroll(state, &args.collector, &args.token, &args.ca_sha256).await {
+        // Each simulated agent is its own machine (its own machine id): its own host.
+        let who = enroll::EnrollAs {
+            host: Some(host.clone()),
+            new_identity: false,
+        };
+        match enroll::enroll(state, &args.collector, &args.token, &args.ca_sha256, who).await {
             Ok(_) => break,
             Err(e) if attempt < 5 => {
                 tracing::warn!("enrollment in {}: {e:#}; retrying", state.root.display());
@@ -401,7 +406,8 @@ async fn agent_main(
 ) -> Result<()> {
     let state = StateDir::new(args.state.join(format!("agent-{n:05}")));
     let permit = ramp.acquire().await?;
-    let cfg = match enroll_one(&args, &state).await {
+    let host = identity_of(&base, n);
+    let cfg = match enroll_one(&args, &state, &host).await {
         Ok(c) => c,
         Err(e) => {
             counters.enroll_failed.fetch_add(1, Ordering::SeqCst);
@@ -413,7 +419,7 @@ async fn agent_main(
     let spool = ChunkSpool::new(state.spool(), cfg.spool_max_bytes);
     let agent = Arc::new(SimAgent {
         n,
-        host: identity_of(&base, n),
+        host,
         cfg,
         state,
         connector,

@@ -19,6 +19,9 @@ pub struct CollectOptions {
     pub disk: capture::disk::DiskOptions,
     /// The flight recorder whose recent past every collection carries.
     pub journal: Option<Journal>,
+    /// How much of that past to take, in seconds, whatever the profile says (`collect
+    /// --events-window`); 0: none.
+    pub events_window_secs: Option<u64>,
 }
 
 /// What the `memory` and `full` profiles capture beyond what the request names.
@@ -51,7 +54,19 @@ pub struct Journal {
     /// The running agent's recorder; `None` reads the directory without touching it.
     pub recorder: Option<std::sync::Arc<std::sync::Mutex<crate::flight_recorder::FlightRecorder>>>,
     pub dir: std::path::PathBuf,
+    /// For profiles that set no window of their own (the agent's `journal_window_secs`).
     pub window: std::time::Duration,
+}
+
+/// The flight recorder window of the profiles written in code, in seconds. A look at what runs
+/// now needs the last minutes; a memory capture the hour before it. The TOML profiles set
+/// theirs (`events_window_secs`: triage a day).
+pub fn events_window_of(profile: &str) -> Option<u64> {
+    match profile {
+        "volatile" | "file" => Some(15 * 60),
+        "memory" | "full" | "disk" => Some(3600),
+        _ => None,
+    }
 }
 
 impl std::fmt::Debug for Journal {
@@ -61,9 +76,10 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// Where the window starts for a trigger now.
-    fn window_start(&self) -> i64 {
-        crate::flight_recorder::now_ns() - self.window.as_nanos().min(i64::MAX as u128) as i64
+    /// Where a window of `secs` starts for a trigger now.
+    fn window_start(secs: u64) -> i64 {
+        let ns = i64::try_from(u128::from(secs) * 1_000_000_000).unwrap_or(i64::MAX);
+        crate::flight_recorder::now_ns().saturating_sub(ns)
     }
 
     /// From `from` until now, as JSON lines, and the bounds.
@@ -198,6 +214,7 @@ fn volatile_items(req: &CollectRequest, opts: &CollectOptions, items: &mut Vec<P
 pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
     let mut items = Vec::new();
     let mut errors = Vec::new();
+    let mut profile_window = events_window_of(&req.profile);
     match req.profile.as_str() {
         "volatile" => volatile_items(req, opts, &mut items),
         "memory" | "full" => {
@@ -241,6 +258,7 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
         other => match capture::disk::plan(req, &opts.disk) {
             Some(p) => {
                 errors.extend(p.errors);
+                profile_window = p.events_window_secs.or(profile_window);
                 items.extend(p.items.into_iter().map(|i| disk_item(req, i)));
             }
             None => errors.push(format!(
@@ -249,36 +267,61 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
             )),
         },
     }
-    // Every collection carries the flight recorder's recent past: what ran before the trigger.
+    // Every collection carries the flight recorder's recent past, as much as its profile says.
     if let Some(j) = &opts.journal {
-        let source = Source {
-            name: "events.jsonl".into(),
-            path: Some(j.dir.display().to_string()),
-            media_type: Some("application/x-ndjson".into()),
-            ..Default::default()
-        };
-        let j = j.clone();
-        // The window opens `window` before the trigger and closes when the item is produced,
-        // the last of the collection: what happened during the capture is in it too.
-        let from = j.window_start();
-        items.push(PlannedItem {
-            header: header(req, ItemKind::EventJournal, source),
-            body: Body::Deferred(Box::new(move || {
-                let (bytes, from, to) = j.slice(from).map_err(|e| Failure {
-                    status: ItemStatus::Failed,
-                    error: format!("flight recorder: {e:#}"),
-                })?;
-                let events = bytecount_lines(&bytes);
-                let mut s = Streamed::bytes(bytes);
-                s.details.insert("events".into(), events.into());
-                s.details
-                    .insert("window_start".into(), rfc3339_ns(from).into());
-                s.details.insert("window_end".into(), rfc3339_ns(to).into());
-                Ok(s)
-            })),
-        });
+        if let Some(item) = journal_item(req, j, opts.events_window_secs, profile_window) {
+            items.push(item);
+        }
     }
     Plan { items, errors }
+}
+
+/// `events.jsonl`: the window the caller gives, else the profile's, else the agent's; none
+/// for a window of 0.
+fn journal_item(
+    req: &CollectRequest,
+    j: &Journal,
+    given: Option<u64>,
+    profile: Option<u64>,
+) -> Option<PlannedItem> {
+    let (secs, set_by) = match (given, profile) {
+        (Some(s), _) => (s, "request".to_string()),
+        (None, Some(s)) => (s, format!("profile {}", req.profile)),
+        (None, None) => (j.window.as_secs(), "agent configuration".to_string()),
+    };
+    if secs == 0 {
+        return None;
+    }
+    let mut source = Source {
+        name: "events.jsonl".into(),
+        path: Some(j.dir.display().to_string()),
+        media_type: Some("application/x-ndjson".into()),
+        ..Default::default()
+    };
+    source.details.insert("window_secs".into(), secs.into());
+    source.details.insert("window_set_by".into(), set_by.into());
+    let j = j.clone();
+    // The window opens `secs` before the trigger and closes when the item is produced, the
+    // last of the collection: what happened during the capture is in it too.
+    let from = Journal::window_start(secs);
+    Some(PlannedItem {
+        header: header(req, ItemKind::EventJournal, source),
+        body: Body::Deferred(Box::new(move || {
+            let (bytes, from, to) = j.slice(from).map_err(|e| Failure {
+                status: ItemStatus::Failed,
+                error: format!("flight recorder: {e:#}"),
+            })?;
+            let events = bytecount_lines(&bytes);
+            let size = bytes.len() as u64;
+            let mut s = Streamed::bytes(bytes);
+            s.details.insert("events".into(), events.into());
+            s.details.insert("bytes".into(), size.into());
+            s.details
+                .insert("window_start".into(), rfc3339_ns(from).into());
+            s.details.insert("window_end".into(), rfc3339_ns(to).into());
+            Ok(s)
+        })),
+    })
 }
 
 /// Cores of the processes the request (or the caller) names; physical memory for `full`.

@@ -51,7 +51,8 @@ pub struct AgentConfig {
     /// Flight recorder bound: age, in seconds.
     #[serde(default = "default_journal_age")]
     pub journal_max_age_secs: u64,
-    /// How much of the recent past every collection carries, in seconds.
+    /// How much of the recent past a collection carries, in seconds, when its profile sets no
+    /// window of its own (the shipped ones do: volatile 15 min, memory 1 h, triage 24 h).
     #[serde(default = "default_journal_window")]
     pub journal_window_secs: u64,
     /// The host's root file system when the agent runs in a container (`/host`): /proc and

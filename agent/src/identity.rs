@@ -112,6 +112,7 @@ pub fn host_identity_at(
         uptime_seconds,
         cloud,
         container_id,
+        ..Default::default()
     };
     (id, cloud_err)
 }

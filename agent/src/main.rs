@@ -37,6 +37,11 @@ enum Cmd {
         /// SHA-256 fingerprint of the collector's CA, as `cairn-collector init` printed it.
         #[arg(long)]
         ca_sha256: String,
+        /// Become a new host at the collector even if this machine (its machine id and cloud
+        /// instance id) enrolled before; without it, the machine keeps its host id and its
+        /// previous certificate stops working.
+        #[arg(long, env = "CAIRN_NEW_IDENTITY", value_parser = clap::builder::BoolishValueParser::new())]
+        new_identity: bool,
     },
     /// Stay connected to the collector and execute collection commands.
     Run,
@@ -46,8 +51,9 @@ enum Cmd {
     Collect {
         /// volatile, file (with --path), memory, full, triage, minimal, disk (with --device),
         /// or the name of a profile file (--profile-file, or STATE/profiles/NAME.toml).
-        #[arg(long, default_value = "volatile")]
-        profile: String,
+        /// Default: volatile; triage with --root.
+        #[arg(long)]
+        profile: Option<String>,
         /// Files for the file profile (repeatable).
         #[arg(long = "path")]
         paths: Vec<String>,
@@ -55,9 +61,19 @@ enum Cmd {
         #[arg(long)]
         profile_file: Option<PathBuf>,
         /// Triage this directory as the filesystem root instead of / (or --host-root): a
-        /// mounted image, another system's root.
+        /// mounted image, another system's root. The collection is filed under the host the
+        /// image names (its etc/hostname, etc/machine-id, cloud-init instance id), and carries
+        /// none of this machine's events.
         #[arg(long)]
         root: Option<PathBuf>,
+        /// The host name to file a --root collection under, instead of the image's
+        /// etc/hostname (recorded as given).
+        #[arg(long, requires = "root")]
+        host: Option<String>,
+        /// Seconds of the flight recorder's past to carry (events.jsonl), instead of the
+        /// profile's window (volatile 900, memory 3600, triage 86400); 0: none.
+        #[arg(long, value_name = "SECS")]
+        events_window: Option<u64>,
         /// Block devices for the disk profile (repeatable).
         #[arg(long = "device")]
         devices: Vec<String>,
@@ -244,9 +260,20 @@ async fn real_main(cli: Cli) -> Result<i32> {
             collector,
             token,
             ca_sha256,
+            new_identity,
         } => {
-            let e = cairn_agent::transport::enroll::enroll(&state, &collector, &token, &ca_sha256)
-                .await?;
+            let host_root = cli.host_root.clone().unwrap_or_else(|| PathBuf::from("/"));
+            let host = tokio::task::spawn_blocking(move || {
+                cairn_agent::identity::host_identity_in(&Default::default(), &host_root)
+            })
+            .await?;
+            let who = cairn_agent::transport::enroll::EnrollAs {
+                host: Some(host),
+                new_identity,
+            };
+            let e =
+                cairn_agent::transport::enroll::enroll(&state, &collector, &token, &ca_sha256, who)
+                    .await?;
             println!("{}", e.agent_id);
             eprintln!(
                 "enrolled with {collector} as agent {}; start it with: cairn-agent run --state-dir {}",
@@ -273,30 +300,57 @@ async fn real_main(cli: Cli) -> Result<i32> {
             );
         }
         Cmd::Collect {
-            mut profile,
+            profile,
             paths,
             profile_file,
             root,
+            host,
+            events_window,
             devices,
             out,
             reason,
             encrypt,
         } => {
             let recipient = encrypt.recipient(&state)?;
-            if let Some(f) = &profile_file {
-                // The file's own name is the profile, unless --profile names it differently.
-                let p = cairn_agent::capture::disk::profile::load_file(f)?;
-                if profile == "volatile" {
-                    profile = p.name;
-                }
-            }
+            // The profile file's own name is the profile, unless --profile names another.
+            let profile = match (profile, &profile_file) {
+                (Some(p), _) => p,
+                (None, Some(f)) => cairn_agent::capture::disk::profile::load_file(f)?.name,
+                (None, None) if root.is_some() => "triage".into(),
+                (None, None) => "volatile".into(),
+            };
             let mut opts = collect_options(&state, cli.host_root.as_deref());
+            let mut image = None;
             if let Some(root) = root {
+                let this_system =
+                    std::fs::canonicalize(&root).is_ok_and(|r| r == std::path::Path::new("/"));
+                if !this_system {
+                    // Another system's files: only what is read from them belongs to it.
+                    if matches!(
+                        profile.as_str(),
+                        "volatile" | "memory" | "full" | "file" | "disk"
+                    ) {
+                        anyhow::bail!(
+                            "--root reads another system's files, and profile {profile} captures this running machine (its processes, memory, devices or paths); use a triage profile with --root (triage, minimal, or --profile-file)"
+                        );
+                    }
+                    // Its identity, and none of this machine's events.
+                    let reader = cairn_agent::identity::host_identity(&opts.volatile.metadata);
+                    image = Some(cairn_agent::capture::disk::root_identity::identify(
+                        &root,
+                        host.as_deref(),
+                        &reader,
+                    )?);
+                    opts.journal = None;
+                } else if host.is_some() {
+                    anyhow::bail!("--host names the host of another system's root (--root DIR other than /); {} is this running system", root.display());
+                }
                 opts.disk.root = root;
             }
+            opts.events_window_secs = events_window;
             opts.disk.profile_file = profile_file;
             let req = local_request(profile, reason, paths, devices);
-            offline(req, opts, out, recipient).await?;
+            offline(req, opts, out, recipient, image).await?;
         }
         Cmd::Capture { what } => match what {
             CaptureCmd::Disk {
@@ -308,7 +362,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
                 let recipient = encrypt.recipient(&state)?;
                 let req = local_request("disk".into(), reason, Vec::new(), devices);
                 let opts = collect_options(&state, cli.host_root.as_deref());
-                let status = offline(req, opts, out, recipient).await?;
+                let status = offline(req, opts, out, recipient, None).await?;
                 if status == cairn_protocol::manifest::CollectionStatus::Failed {
                     anyhow::bail!("no device could be imaged (errors above)");
                 }
@@ -366,7 +420,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
                 opts.memory.volatile = false;
                 opts.volatile.proc_root = proc_root.clone();
                 opts.volatile.host_root = host_root;
-                offline(req, opts, out, recipient).await?;
+                offline(req, opts, out, recipient, None).await?;
             }
         },
         Cmd::Unpack { dir, item, to } => {
@@ -496,13 +550,32 @@ async fn offline(
     opts: cairn_agent::collect::CollectOptions,
     out: PathBuf,
     encrypt_to: Option<cairn_agent::encryption::Recipient>,
+    host: Option<cairn_protocol::manifest::HostIdentity>,
 ) -> Result<cairn_protocol::manifest::CollectionStatus> {
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let out2 = out.clone();
     let s = tokio::task::spawn_blocking(move || {
-        cairn_agent::offline::collect_to_dir(&req, &opts, &out2, progress, encrypt_to.as_ref())
+        let to = cairn_agent::offline::Destination {
+            out: &out2,
+            progress,
+            encrypt_to: encrypt_to.as_ref(),
+            host,
+        };
+        cairn_agent::offline::collect_to_dir(&req, &opts, to)
     })
     .await??;
+    if let Some(root) = &s.record.host.source_root {
+        println!(
+            "evidence read from {root}, filed under host {:?}{}",
+            s.record.host.hostname,
+            s.record
+                .host
+                .machine_id
+                .as_deref()
+                .map(|m| format!(" (machine id {m})"))
+                .unwrap_or_default()
+        );
+    }
     println!(
         "collection {} written to {} [{:?}]{}",
         s.record.request.collection_id,

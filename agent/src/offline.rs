@@ -16,7 +16,9 @@
 use crate::collect::{plan, CollectOptions};
 use crate::encryption::{MaybeEncrypted, Recipient};
 use anyhow::{bail, Context, Result};
-use cairn_protocol::manifest::{CollectRequest, CollectionRecord, CollectionStatus, ItemStatus};
+use cairn_protocol::manifest::{
+    CollectRequest, CollectionRecord, CollectionStatus, HostIdentity, ItemStatus,
+};
 use cairn_protocol::wire::{Frame, Message};
 use std::io::Write;
 use std::path::Path;
@@ -48,13 +50,29 @@ fn progress_bar(h: &cairn_protocol::manifest::ItemHeader, show: bool) -> indicat
     bar
 }
 
+/// Where an offline collection goes, and whose it is.
+pub struct Destination<'a> {
+    /// The directory (created; must not hold a collection already).
+    pub out: &'a Path,
+    /// Progress bars on stderr.
+    pub progress: bool,
+    pub encrypt_to: Option<&'a Recipient>,
+    /// The host the evidence is filed under, when it is not this one (a mounted image:
+    /// [`crate::capture::disk::root_identity::identify`]).
+    pub host: Option<HostIdentity>,
+}
+
 pub fn collect_to_dir(
     req: &CollectRequest,
     opts: &CollectOptions,
-    out: &Path,
-    progress: bool,
-    encrypt_to: Option<&Recipient>,
+    to: Destination<'_>,
 ) -> Result<OfflineSummary> {
+    let Destination {
+        out,
+        progress,
+        encrypt_to,
+        host,
+    } = to;
     if out.join("collection.json").exists() {
         bail!(
             "{} already holds a collection; choose an empty directory",
@@ -65,7 +83,7 @@ pub fn collect_to_dir(
     std::fs::create_dir_all(&items_dir)
         .with_context(|| format!("cannot create {}", items_dir.display()))?;
     let started = cairn_protocol::rfc3339::now();
-    let host = crate::identity::host_identity(&opts.volatile.metadata);
+    let host = host.unwrap_or_else(|| crate::identity::host_identity(&opts.volatile.metadata));
     let plan = plan(req, opts);
     let mut errors = plan.errors;
     let mut ids = Vec::new();

@@ -591,7 +591,9 @@ impl Collections {
             actor,
             "imported",
             json!({"host_id": host_id, "hostname": rec.host.hostname, "profile": rec.request.profile, "reason": rec.request.reason,
-                   "collected_by": rec.request.requested_by, "started": rec.started, "finished": rec.finished, "tool": rec.tool, "items": rec.items}),
+                   "collected_by": rec.request.requested_by, "started": rec.started, "finished": rec.finished, "tool": rec.tool, "items": rec.items,
+                   // A mounted image read on another machine: which files, which machine.
+                   "source_root": rec.host.source_root, "hostname_from": rec.host.hostname_from, "read_on": rec.host.collected_by}),
         )?;
         Ok((host_id, false))
     }

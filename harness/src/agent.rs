@@ -26,6 +26,16 @@ pub struct Agent {
 
 /// `cairn-agent enroll` with an explicit token; the output is returned whatever the exit code.
 pub fn enroll_raw(collector: &Collector, state: &Path, token: &str) -> Result<Output> {
+    enroll_raw_with(collector, state, token, &[])
+}
+
+/// [`enroll_raw`] with more arguments (`--new-identity`).
+pub fn enroll_raw_with(
+    collector: &Collector,
+    state: &Path,
+    token: &str,
+    extra: &[&str],
+) -> Result<Output> {
     let mut cmd = Command::new(collector.bins.agent()?);
     cmd.env_remove("CAIRN_AGENT_STATE")
         .arg("enroll")
@@ -36,7 +46,8 @@ pub fn enroll_raw(collector: &Collector, state: &Path, token: &str) -> Result<Ou
         .arg("--ca-sha256")
         .arg(&collector.init.ca_sha256)
         .arg("--state-dir")
-        .arg(state);
+        .arg(state)
+        .args(extra);
     run(cmd, CLI_TIMEOUT)
 }
 
@@ -49,10 +60,21 @@ impl Agent {
     /// Enrolls a new agent with the collector's fleet token: state in `base/state`, log in
     /// `base/agent.log`.
     pub fn enroll_in(collector: &Collector, base: &Path) -> Result<Agent> {
+        Self::enroll_in_with(collector, base, &[])
+    }
+
+    /// As [`Agent::enroll`], with more `enroll` arguments: `--new-identity` for a second host
+    /// on this machine (another agent of the same machine id would take over the first's).
+    pub fn enroll_with(collector: &Collector, work: &Path, extra: &[&str]) -> Result<Agent> {
+        Self::enroll_in_with(collector, &unique_dir(work, "agent"), extra)
+    }
+
+    fn enroll_in_with(collector: &Collector, base: &Path, extra: &[&str]) -> Result<Agent> {
         fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
         let state = base.join("state");
         let log = base.join("agent.log");
-        let out = enroll_raw(collector, &state, &collector.init.enrollment_token)?.ok()?;
+        let out =
+            enroll_raw_with(collector, &state, &collector.init.enrollment_token, extra)?.ok()?;
         Ok(Agent {
             bins: collector.bins.clone(),
             state,

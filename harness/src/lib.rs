@@ -35,7 +35,9 @@ mod webdriver;
 
 use std::time::Duration;
 
-pub use agent::{collector_with_agent, collector_with_agent_in, enroll_raw, Agent};
+pub use agent::{
+    collector_with_agent, collector_with_agent_in, enroll_raw, enroll_raw_with, Agent,
+};
 pub use api::Api;
 pub use bins::{bin, bin_dir, Bins};
 pub use collection::{is_finished, item_named, items, s, summary, u};

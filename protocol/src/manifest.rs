@@ -21,6 +21,26 @@ pub struct HostIdentity {
     pub cloud: Option<CloudIdentity>,
     /// Set when the agent runs inside a container (DaemonSet): the container it runs in.
     pub container_id: Option<String>,
+    /// Set when the evidence was read from another system's files (a mounted image, `collect
+    /// --root DIR`), not from a running host: the directory it was read from. The fields
+    /// above then describe the image's system, and only what its files say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_root: Option<String>,
+    /// Where `hostname` came from when it was not asked of the running kernel: `etc/hostname`
+    /// (of the image), `--host` (given by the responder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname_from: Option<String>,
+    /// The machine that ran the collection, when it is not the host the evidence is from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collected_by: Option<CollectedBy>,
+}
+
+/// The machine that read another system's files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectedBy {
+    pub hostname: String,
+    pub machine_id: Option<String>,
+    pub boot_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

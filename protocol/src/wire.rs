@@ -27,6 +27,13 @@ pub enum Message {
         token: String,
         csr_pem: String,
         hostname: String,
+        /// Who the machine is (machine id, cloud instance id): a machine enrolled before keeps
+        /// its host id. Absent from agents before it: a new host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<Box<HostIdentity>>,
+        /// A new host id even if this machine is known (`enroll --new-identity`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        new_identity: bool,
     },
     Enrolled {
         agent_id: String,

@@ -345,6 +345,8 @@ fn user_data_installs_enrolls_starts_and_reports_readiness() {
             ("CAIRN_ENROLL_TOKEN", String::new()),
             ("CAIRN_TOKEN_SSM_PARAMETER", "/cairn/token".into()),
             ("PATH", path),
+            // Another host, on this same machine (one machine id) as the first.
+            ("CAIRN_NEW_IDENTITY", "1".into()),
         ],
     );
     assert!(

@@ -295,6 +295,8 @@ fn triage_of_a_hostile_tree_records_links_skips_fifos_keeps_names_and_mactime_re
         .arg(work.path().join("no-state"))
         .args(["collect", "--profile", "triage", "--root"])
         .arg(&root)
+        // A tree that names no host: the responder names it.
+        .args(["--host", "hostile-tree"])
         .arg("--out")
         .arg(&dir);
     // A FIFO that blocked the walk would hit this timeout.
@@ -444,6 +446,7 @@ fn a_file_growing_while_it_is_collected_is_recorded_as_changed() {
         .arg(&profile)
         .arg("--root")
         .arg(&root)
+        .args(["--host", "growing"])
         .arg("--out")
         .arg(&dir);
     let out = run(cmd, Duration::from_secs(120)).unwrap();

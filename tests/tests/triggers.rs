@@ -84,7 +84,8 @@ fn agent_with_identity(
     instance: &str,
     containers: bool,
 ) -> Agent {
-    let mut agent = Agent::enroll(collector, work).unwrap();
+    // Two agents of one machine (one machine id) are two hosts only when asked.
+    let mut agent = Agent::enroll_with(collector, work, &["--new-identity"]).unwrap();
     set_agent_option(&agent.state, "metadata", "\"always\"");
     set_agent_option(
         &agent.state,

@@ -3,6 +3,7 @@
 
 use crate::config::{AgentConfig, StateDir};
 use anyhow::{bail, Context, Result};
+use cairn_protocol::manifest::HostIdentity;
 use cairn_protocol::wire::aio::{read_frame, write_message};
 use cairn_protocol::wire::{Frame, Message};
 
@@ -10,11 +11,20 @@ pub struct Enrolled {
     pub agent_id: String,
 }
 
+/// Who enrolls: the collector gives a machine it knows (same machine id and instance id) its
+/// host id back, unless a new identity is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct EnrollAs {
+    pub host: Option<HostIdentity>,
+    pub new_identity: bool,
+}
+
 pub async fn enroll(
     state: &StateDir,
     collector: &str,
     token: &str,
     ca_sha256: &str,
+    who: EnrollAs,
 ) -> Result<Enrolled> {
     cairn_private_fs::create_private_dir(&state.root)?;
     let key = rcgen::KeyPair::generate()?;
@@ -47,6 +57,8 @@ pub async fn enroll(
             token: token.to_string(),
             csr_pem: csr,
             hostname,
+            host: who.host.map(Box::new),
+            new_identity: who.new_identity,
         },
     )
     .await?;

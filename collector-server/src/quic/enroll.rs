@@ -16,6 +16,8 @@ pub(super) async fn enrollment(state: Arc<State>, conn: quinn::Connection) -> Re
         token,
         csr_pem,
         hostname,
+        host,
+        new_identity,
     })) = msg
     else {
         return refuse(
@@ -34,15 +36,56 @@ pub(super) async fn enrollment(state: Arc<State>, conn: quinn::Connection) -> Re
             Message::error("enrollment_refused", refusal.to_string())
         }
         Ok(()) => {
-            let agent_id = uuid::Uuid::new_v4().to_string();
+            // The same machine enrolled again (a reinstall, a wiped state directory) keeps its
+            // host id and its history; its old certificate stops working.
+            let known = match (&host, new_identity) {
+                (Some(h), false) => match &h.machine_id {
+                    Some(mid) => state
+                        .meta()
+                        .enrolled_host_of_machine(mid, h.instance_id())?,
+                    None => None,
+                },
+                _ => None,
+            };
+            if let Some(id) = known
+                .as_deref()
+                .filter(|id| state.sessions.is_connected(id))
+            {
+                // A live agent holds that identity: a second agent, or someone claiming the
+                // machine id, must not take it over.
+                tracing::warn!(
+                    "enrollment of {hostname:?} from {} refused: host {id} has the same machine id and is connected",
+                    conn.remote_address()
+                );
+                let refusal = Message::error(
+                    "enrollment_refused",
+                    format!("host {id} has this machine id and its agent is connected now: stop that agent and enroll again to take over its identity, or enroll with --new-identity for a second host"),
+                );
+                write_message(&mut send, refusal).await?;
+                send.finish()?;
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+                return Ok(());
+            }
+            let agent_id = known
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             match state.authority.sign_agent(&csr_pem, &agent_id) {
                 Ok(cert_pem) => {
                     let fp = crate::authority::pem_fingerprint(&cert_pem)
                         .context("fingerprinting the new agent certificate")?;
-                    state
-                        .meta()
-                        .insert_enrolled_host(&agent_id, &hostname, &fp)?;
-                    tracing::info!("enrolled {hostname} as agent {agent_id}");
+                    let meta = state.meta();
+                    if known.is_some() {
+                        meta.reenroll_host(&agent_id, &hostname, &fp)?;
+                        tracing::info!(
+                            "{hostname} enrolled again as agent {agent_id} (same machine id); its previous certificate is no longer accepted"
+                        );
+                    } else {
+                        meta.insert_enrolled_host(&agent_id, &hostname, &fp)?;
+                        tracing::info!("enrolled {hostname} as agent {agent_id}");
+                    }
+                    if let Some(h) = &host {
+                        meta.set_enrolled_identity(&agent_id, h)?;
+                    }
                     Message::Enrolled {
                         agent_id,
                         cert_pem,

@@ -57,6 +57,20 @@ pub struct HostRow {
 pub trait HostStore {
     fn insert_enrolled_host(&self, id: &str, hostname: &str, cert_sha256: &str) -> Result<()>;
     fn host_id_by_cert(&self, cert_sha256: &str) -> Result<Option<String>>;
+    /// The enrolled, unretired host a machine already is: the same machine id, and the same
+    /// cloud instance id where both are known (a machine id cloned into another instance's
+    /// image is another host). The most recently seen when several are.
+    fn enrolled_host_of_machine(
+        &self,
+        machine_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<Option<String>>;
+    /// A host enrolled again: the new certificate replaces the old one, which is no longer
+    /// accepted; the name is the one the enrolment gave.
+    fn reenroll_host(&self, id: &str, hostname: &str, cert_sha256: &str) -> Result<()>;
+    /// What an enrolment said of the machine (machine id, instance id), known before its first
+    /// hello so that a second enrolment finds it.
+    fn set_enrolled_identity(&self, id: &str, host: &HostIdentity) -> Result<()>;
     /// What the agent said about itself in its hello.
     fn update_host_identity(
         &self,
@@ -66,8 +80,9 @@ pub trait HostStore {
     ) -> Result<()>;
     fn set_host_status(&self, id: &str, status: &AgentStatus) -> Result<()>;
     fn touch_host(&self, id: &str) -> Result<()>;
-    /// The host an offline collection came from: an enrolled host with the same machine id,
-    /// else one created for imports.
+    /// The host an offline collection came from: a host with the same machine id (enrolled
+    /// first), else the one host of that name when a machine id cannot tell them apart, else
+    /// one created for imports. Retired hosts are not matched.
     fn upsert_import_host(&self, host: &HostIdentity) -> Result<String>;
     fn list_hosts(&self) -> Result<Vec<HostRow>>;
     /// Hosts matching an id, hostname, instance id or machine id.

@@ -6,8 +6,10 @@
 
 pub mod bodyfile;
 pub mod glob;
+pub mod homes;
 pub mod image;
 pub mod profile;
+pub mod root_identity;
 pub mod triage;
 pub mod walk;
 
@@ -58,6 +60,8 @@ pub enum DiskItem {
 pub struct DiskPlan {
     pub items: Vec<DiskItem>,
     pub errors: Vec<String>,
+    /// The flight recorder window the profile asks for (`events_window_secs`), if it says.
+    pub events_window_secs: Option<u64>,
 }
 
 /// Plan a disk profile, or None when `req.profile` is not one.
@@ -65,6 +69,11 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
     if req.profile == "disk" {
         return Some(plan_devices(&req.devices));
     }
+    let none = |items, errors| DiskPlan {
+        items,
+        errors,
+        events_window_secs: None,
+    };
     let profile = match &opts.profile_file {
         Some(f) => match profile::load_file(f) {
             Ok(p) if p.name == req.profile => Ok(p),
@@ -79,7 +88,7 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
         Ok(p) => p,
         Err(e) => {
             errors.push(e.to_string());
-            return Some(DiskPlan { items, errors });
+            return Some(none(items, errors));
         }
     };
     let root = match triage::resolve_root(
@@ -91,14 +100,22 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
         Ok(r) => r,
         Err(e) => {
             errors.push(e);
-            return Some(DiskPlan { items, errors });
+            return Some(DiskPlan {
+                items,
+                errors,
+                events_window_secs: profile.events_window_secs,
+            });
         }
     };
     let t = match triage::run(&profile, &root) {
         Ok(t) => t,
         Err(e) => {
             errors.push(e);
-            return Some(DiskPlan { items, errors });
+            return Some(DiskPlan {
+                items,
+                errors,
+                events_window_secs: profile.events_window_secs,
+            });
         }
     };
     let root_shown = root.display().to_string();
@@ -111,6 +128,10 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
             details.insert("root".into(), root_shown.clone().into());
         }
         details.insert("artifact".into(), f.artifact.clone().into());
+        if let Some(h) = &f.home {
+            details.insert("home".into(), h.path.clone().into());
+            details.insert("home_found".into(), h.found.into());
+        }
         details.insert("profile".into(), profile.name.clone().into());
         items.push(DiskItem::File {
             source: Source {
@@ -126,6 +147,11 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
     details.insert("root".into(), root_shown.clone().into());
     details.insert("profile".into(), profile.name.clone().into());
     details.insert("entries".into(), t.bodyfile_lines.into());
+    if !t.capped.is_empty() {
+        // Left out by a cap on purpose: said where the responder looks, not only in the index.
+        tracing::info!("triage caps left files out: {:?}", t.capped);
+        details.insert("capped".into(), t.capped.clone().into());
+    }
     items.push(DiskItem::Document {
         source: Source {
             name: "bodyfile".into(),
@@ -149,7 +175,11 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
     }
     // What could not be walked is in the index; here it reaches the collection's errors.
     errors.extend(t.errors);
-    Some(DiskPlan { items, errors })
+    Some(DiskPlan {
+        items,
+        errors,
+        events_window_secs: profile.events_window_secs,
+    })
 }
 
 fn plan_devices(devices: &[String]) -> DiskPlan {
@@ -182,5 +212,9 @@ fn plan_devices(devices: &[String]) -> DiskPlan {
             Err(e) => errors.push(e),
         }
     }
-    DiskPlan { items, errors }
+    DiskPlan {
+        items,
+        errors,
+        events_window_secs: None,
+    }
 }

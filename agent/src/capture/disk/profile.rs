@@ -12,6 +12,7 @@
 //! max_total_bytes = 4294967296       # all copied content (default 4 GiB)
 //! max_depth = 12                     # directory levels below a matched directory
 //! max_entries = 200000               # entries walked before the walk stops (recorded)
+//! events_window_secs = 3600          # flight recorder past each collection carries; 0: none
 //!
 //! [[artifact]]
 //! description = "nginx logs"
@@ -19,12 +20,15 @@
 //! action = "copy"                    # copy (default) | hash | list
 //! exclude = ["**/*.gz"]              # matched against the whole path; `**` crosses `/`
 //! max_file_bytes = 1048576           # overrides the profile's
+//! max_total_bytes = 1073741824       # all this artifact copies
+//! newest_first = true                # copy by mtime, newest first: a cap drops the oldest
 //! ```
 //!
 //! Paths are absolute inside the collected root; `*`, `?` and `[...]` match within one
 //! component, `**` is allowed only as the last component (everything below), and a path that
 //! names a directory means everything below it. `%user_home%` at the start expands to every
-//! home directory in the root's `/etc/passwd` (and `/root`). `.` and `..` are refused.
+//! home directory: those in the root's `/etc/passwd`, `/root`, and every directory under
+//! `/home` (see [`super::homes`]). `.` and `..` are refused.
 
 use serde::Deserialize;
 
@@ -80,6 +84,7 @@ struct RawProfile {
     max_total_bytes: Option<u64>,
     max_depth: Option<usize>,
     max_entries: Option<usize>,
+    events_window_secs: Option<u64>,
     #[serde(default)]
     artifact: Vec<RawArtifact>,
 }
@@ -96,6 +101,9 @@ struct RawArtifact {
     exclude: Vec<String>,
     max_file_bytes: Option<u64>,
     max_depth: Option<usize>,
+    max_total_bytes: Option<u64>,
+    #[serde(default)]
+    newest_first: bool,
 }
 
 /// A path pattern split into components, checked for safety.
@@ -115,6 +123,11 @@ pub struct Artifact {
     pub exclude: Vec<Vec<u8>>,
     pub max_file_bytes: u64,
     pub max_depth: usize,
+    /// All this artifact copies, in bytes (besides the profile's own cap).
+    pub max_total_bytes: Option<u64>,
+    /// Copy the most recently modified files first, so that a cap leaves out the oldest
+    /// (journals, rotated logs).
+    pub newest_first: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +136,9 @@ pub struct Profile {
     pub description: String,
     pub max_total_bytes: u64,
     pub max_entries: usize,
+    /// How much of the flight recorder's past a collection with this profile carries, in
+    /// seconds (0: none); `None`: the agent's `journal_window_secs`.
+    pub events_window_secs: Option<u64>,
     pub artifacts: Vec<Artifact>,
 }
 
@@ -189,6 +205,8 @@ pub fn parse(text: &str, source_name: &str) -> Result<Profile, ProfileError> {
             exclude,
             max_file_bytes: a.max_file_bytes.unwrap_or(max_file),
             max_depth: a.max_depth.unwrap_or(max_depth),
+            max_total_bytes: a.max_total_bytes,
+            newest_first: a.newest_first,
         });
     }
     Ok(Profile {
@@ -196,6 +214,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<Profile, ProfileError> {
         description: raw.description,
         max_total_bytes: raw.max_total_bytes.unwrap_or(DEFAULT_MAX_TOTAL),
         max_entries: raw.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
+        events_window_secs: raw.events_window_secs,
         artifacts,
     })
 }

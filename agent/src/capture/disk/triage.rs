@@ -4,7 +4,7 @@
 //! open would exhaust descriptors — but re-opened one at a time when their item is produced,
 //! by the same `O_NOFOLLOW` path, and checked to be the very inode that was walked.
 //!
-//! Long file: the walk and its per-entry decisions are one state machine (about 540 lines);
+//! Long file: the walk and its per-entry decisions are one state machine (about 600 lines);
 //! the rest are its tests, which build trees with links, odd names and caps to walk.
 
 use super::bodyfile;
@@ -27,6 +27,16 @@ pub struct CopyFile {
     pub path: Vec<u8>,
     pub stat: Stat,
     pub artifact: String,
+    /// The home directory it was found in (`%user_home%` paths), and how that home was found.
+    pub home: Option<HomeOf>,
+}
+
+/// A home directory a triage entry lies in: its path, and where it was found (`passwd`,
+/// `home_dir`, `both`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeOf {
+    pub path: String,
+    pub found: &'static str,
 }
 
 impl CopyFile {
@@ -57,6 +67,9 @@ impl CopyFile {
 /// What a triage run found.
 pub struct Triage {
     pub files: Vec<CopyFile>,
+    /// What artifact caps (`max_total_bytes` of an artifact) left out, per artifact: never
+    /// silent, also in the index.
+    pub capped: Vec<serde_json::Value>,
     /// `triage-index.json`: every entry and what was done with it.
     pub index: serde_json::Value,
     pub bodyfile: Vec<u8>,
@@ -75,6 +88,13 @@ struct Walker<'p> {
     bodyfile: String,
     lines: u64,
     errors: Vec<String>,
+    /// The home the current `%user_home%` pattern walks.
+    home: Option<HomeOf>,
+    /// Files of a `newest_first` artifact, decided once all of them are known: (the file, its
+    /// entry in `entries`).
+    pending: Vec<(CopyFile, usize)>,
+    /// What artifact caps left out: one summary per artifact that left something.
+    capped: Vec<serde_json::Value>,
 }
 
 /// One step of a walk: the directory being looked at and how it was reached.
@@ -127,22 +147,37 @@ pub fn run(profile: &Profile, root: &Path) -> Result<Triage, String> {
         bodyfile: String::new(),
         lines: 0,
         errors: Vec::new(),
+        home: None,
+        pending: Vec::new(),
+        capped: Vec::new(),
     };
-    let homes = user_homes(root_fd.as_fd(), &mut w.errors);
+    let homes = super::homes::find(root_fd.as_fd(), &mut w.errors);
     for a in &profile.artifacts {
         for p in &a.patterns {
-            let starts: Vec<Vec<Vec<u8>>> = if p.user_home {
-                homes.clone()
+            let starts: Vec<(Vec<Vec<u8>>, Option<HomeOf>)> = if p.user_home {
+                homes
+                    .iter()
+                    .map(|h| {
+                        let of = HomeOf {
+                            path: h.path(),
+                            found: h.found.as_str(),
+                        };
+                        (h.components.clone(), Some(of))
+                    })
+                    .collect()
             } else {
-                vec![Vec::new()]
+                vec![(Vec::new(), None)]
             };
-            for start in starts {
+            for (start, home) in starts {
                 if w.stopped {
                     break;
                 }
+                w.home = home;
                 w.pattern(root_fd.as_fd(), a, p, start);
             }
         }
+        w.home = None;
+        w.settle(a);
     }
     let index = serde_json::json!({
         "profile": profile.name,
@@ -151,55 +186,18 @@ pub fn run(profile: &Profile, root: &Path) -> Result<Triage, String> {
         "entries_walked": w.walked,
         "files_copied": w.files.len(),
         "bytes_copied": w.copy_bytes,
+        "capped": w.capped,
         "entries": w.entries,
         "errors": w.errors,
     });
     Ok(Triage {
         files: w.files,
+        capped: w.capped,
         index,
         bodyfile: w.bodyfile.into_bytes(),
         bodyfile_lines: w.lines,
         errors: w.errors,
     })
-}
-
-/// Home directories from the root's own `/etc/passwd` (read with the same safe opens), plus
-/// `/root`, as component lists; duplicates and unsafe entries dropped.
-fn user_homes(root: BorrowedFd<'_>, errors: &mut Vec<String>) -> Vec<Vec<Vec<u8>>> {
-    let mut homes: Vec<Vec<Vec<u8>>> = vec![vec![b"root".to_vec()]];
-    let text = walk::open_dir_in_root(root, &[b"etc".to_vec()])
-        .and_then(|etc| walk::open_file_at(etc.as_fd(), b"passwd"))
-        .and_then(|f| {
-            let mut buf = Vec::new();
-            f.take(16 << 20).read_to_end(&mut buf)?;
-            Ok(buf)
-        });
-    let text = match text {
-        Ok(t) => t,
-        Err(e) => {
-            errors.push(format!(
-                "/etc/passwd: cannot read ({e}); %user_home% covers /root only"
-            ));
-            return homes;
-        }
-    };
-    for line in text.split(|&b| b == b'\n') {
-        let Some(home) = line.split(|&b| b == b':').nth(5) else {
-            continue;
-        };
-        let Ok(home) = std::str::from_utf8(home) else {
-            continue;
-        };
-        if let Ok(p) = super::profile::parse_pattern(home) {
-            if !p.components.is_empty()
-                && !p.components.iter().any(|c| glob::has_wildcard(c))
-                && !homes.contains(&p.components)
-            {
-                homes.push(p.components);
-            }
-        }
-    }
-    homes
 }
 
 impl Walker<'_> {
@@ -408,6 +406,10 @@ impl Walker<'_> {
         e.insert("path".into(), String::from_utf8_lossy(path).into());
         walk::insert_exact_bytes(&mut e, "path", path);
         e.insert("artifact".into(), a.description.clone().into());
+        if let Some(h) = &self.home {
+            e.insert("home".into(), h.path.clone().into());
+            e.insert("home_found".into(), h.found.into());
+        }
         e.extend(st.details());
         let mut link = None;
         let (action, reason): (&str, Option<String>) = match st.kind() {
@@ -483,6 +485,20 @@ impl Walker<'_> {
                 Err(err) => ("error", Some(format!("cannot hash: {err}"))),
             },
             _ => {
+                let file = CopyFile {
+                    base: here.base.clone(),
+                    rel: rel.to_vec(),
+                    path: path.to_vec(),
+                    stat: st.clone(),
+                    artifact: a.description.clone(),
+                    home: self.home.clone(),
+                };
+                if a.newest_first {
+                    // Decided in `settle`, once the artifact's every file is known; the entry
+                    // `record` is about to push is the one to update.
+                    self.pending.push((file, self.entries.len()));
+                    return ("pending", None);
+                }
                 if self.copy_bytes.saturating_add(st.size) > self.profile.max_total_bytes {
                     return (
                         "skipped_total_cap",
@@ -493,15 +509,66 @@ impl Walker<'_> {
                     );
                 }
                 self.copy_bytes += st.size;
-                self.files.push(CopyFile {
-                    base: here.base.clone(),
-                    rel: rel.to_vec(),
-                    path: path.to_vec(),
-                    stat: st.clone(),
-                    artifact: a.description.clone(),
-                });
+                self.files.push(file);
                 ("copied", None)
             }
+        }
+    }
+
+    /// Copy the pending files of a `newest_first` artifact, newest first, while its own
+    /// `max_total_bytes` and the profile's allow; the rest are skipped, each with its reason
+    /// in the index and all of them summed up in `capped`.
+    fn settle(&mut self, a: &Artifact) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_by(|(x, _), (y, _)| {
+            (y.stat.mtime.secs, y.stat.mtime.nsec).cmp(&(x.stat.mtime.secs, x.stat.mtime.nsec))
+        });
+        let cap = a.max_total_bytes.unwrap_or(u64::MAX);
+        let (mut taken, mut left, mut left_bytes) = (0u64, 0u64, 0u64);
+        for (file, idx) in pending {
+            let size = file.stat.size;
+            let (action, reason) = if taken.saturating_add(size) > cap {
+                left += 1;
+                left_bytes += size;
+                (
+                    "skipped_artifact_cap",
+                    Some(format!(
+                        "newer files of this artifact fill its max_total_bytes {cap}; older ones are listed, not copied"
+                    )),
+                )
+            } else if self.copy_bytes.saturating_add(size) > self.profile.max_total_bytes {
+                left += 1;
+                left_bytes += size;
+                (
+                    "skipped_total_cap",
+                    Some(format!(
+                        "copying it would pass the profile's max_total_bytes {}",
+                        self.profile.max_total_bytes
+                    )),
+                )
+            } else {
+                taken += size;
+                self.copy_bytes += size;
+                self.files.push(file);
+                ("copied", None)
+            };
+            if let Some(serde_json::Value::Object(e)) = self.entries.get_mut(idx) {
+                e.insert("action".into(), action.into());
+                if let Some(r) = reason {
+                    e.insert("reason".into(), r.into());
+                }
+            }
+        }
+        if left > 0 {
+            self.capped.push(serde_json::json!({
+                "artifact": a.description,
+                "max_total_bytes": a.max_total_bytes,
+                "profile_max_total_bytes": self.profile.max_total_bytes,
+                "bytes_copied": taken,
+                "files_skipped": left,
+                "bytes_skipped": left_bytes,
+                "reason": "copied newest first until the artifact's or the profile's max_total_bytes; the older files are listed in the index and the bodyfile, not copied",
+            }));
         }
     }
 }

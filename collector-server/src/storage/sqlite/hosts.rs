@@ -55,6 +55,39 @@ impl HostStore for Sqlite {
             .optional()?)
     }
 
+    fn enrolled_host_of_machine(
+        &self,
+        machine_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT id FROM hosts WHERE machine_id = ?1 AND origin = 'enrolled' AND retired_at IS NULL
+                 AND (instance_id IS NULL OR ?2 IS NULL OR instance_id = ?2)
+                 ORDER BY instance_id IS ?2 DESC, last_seen IS NULL, last_seen DESC, enrolled_at DESC LIMIT 1",
+                params![machine_id, instance_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn reenroll_host(&self, id: &str, hostname: &str, cert_sha256: &str) -> Result<()> {
+        self.lock().execute(
+            "UPDATE hosts SET hostname = ?2, cert_sha256 = ?3 WHERE id = ?1",
+            params![id, hostname, cert_sha256],
+        )?;
+        Ok(())
+    }
+
+    fn set_enrolled_identity(&self, id: &str, host: &HostIdentity) -> Result<()> {
+        self.lock().execute(
+            "UPDATE hosts SET machine_id = ?2, instance_id = COALESCE(?3, instance_id) WHERE id = ?1",
+            params![id, host.machine_id, host.instance_id()],
+        )?;
+        Ok(())
+    }
+
     fn update_host_identity(
         &self,
         id: &str,
@@ -95,12 +128,15 @@ impl HostStore for Sqlite {
     }
 
     fn upsert_import_host(&self, host: &HostIdentity) -> Result<String> {
-        // An offline collection from an enrolled host belongs to that host.
+        // An offline collection from a known host belongs to that host: the same machine id
+        // (enrolled hosts first), else the one host of that name whose machine id cannot
+        // tell them apart (one side does not know it).
+        let conn = self.lock();
         if let Some(mid) = &host.machine_id {
-            let existing: Option<String> = self
-                .lock()
+            let existing: Option<String> = conn
                 .query_row(
-                    "SELECT id FROM hosts WHERE machine_id = ?1 ORDER BY origin = 'enrolled' DESC, enrolled_at LIMIT 1",
+                    "SELECT id FROM hosts WHERE machine_id = ?1 AND retired_at IS NULL
+                     ORDER BY origin = 'enrolled' DESC, enrolled_at LIMIT 1",
                     params![mid],
                     |r| r.get(0),
                 )
@@ -109,6 +145,20 @@ impl HostStore for Sqlite {
                 return Ok(id);
             }
         }
+        let mut by_name = conn.prepare(
+            "SELECT id FROM hosts WHERE hostname = ?1 AND retired_at IS NULL
+             AND (machine_id IS NULL OR ?2 IS NULL) LIMIT 2",
+        )?;
+        let named = by_name
+            .query_map(params![host.hostname, host.machine_id], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        drop(by_name);
+        if let [one] = named.as_slice() {
+            return Ok(one.clone());
+        }
+        drop(conn);
         let key = host
             .machine_id
             .clone()
@@ -183,5 +233,91 @@ impl HostStore for Sqlite {
             params![id, now(), reason],
         )?;
         Ok(n == 1)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Sqlite) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Sqlite::open(&d.path().join("meta.db")).unwrap();
+        (d, s)
+    }
+
+    fn ident(name: &str, mid: Option<&str>, instance: Option<&str>) -> HostIdentity {
+        HostIdentity {
+            hostname: name.into(),
+            machine_id: mid.map(str::to_string),
+            cloud: instance.map(|i| cairn_protocol::manifest::CloudIdentity {
+                provider: "aws".into(),
+                instance_id: Some(i.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_import_finds_its_host_by_machine_id_then_by_name() {
+        let (_d, s) = store();
+        s.insert_enrolled_host("h-enrolled", "web-1", "fp1")
+            .unwrap();
+        s.set_enrolled_identity("h-enrolled", &ident("web-1", Some("m1"), None))
+            .unwrap();
+        // The same machine, whatever the image calls itself.
+        let id = s
+            .upsert_import_host(&ident("renamed", Some("m1"), None))
+            .unwrap();
+        assert_eq!(id, "h-enrolled");
+        // Another machine of another name: a new host, found again by the next import.
+        let img = s
+            .upsert_import_host(&ident("image-host", Some("m2"), None))
+            .unwrap();
+        assert_ne!(img, "h-enrolled");
+        assert_eq!(s.get_host(&img).unwrap().unwrap().hostname, "image-host");
+        assert_eq!(
+            s.upsert_import_host(&ident("image-host", Some("m2"), None))
+                .unwrap(),
+            img
+        );
+        // No machine id: the one host of that name.
+        assert_eq!(
+            s.upsert_import_host(&ident("image-host", None, None))
+                .unwrap(),
+            img
+        );
+        // A name shared by a host of another machine id is another host.
+        let other = s
+            .upsert_import_host(&ident("image-host", Some("m3"), None))
+            .unwrap();
+        assert!(other != img && other != "h-enrolled");
+        assert_eq!(s.list_hosts().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_machine_enrolled_again_is_found_unless_its_instance_differs() {
+        let (_d, s) = store();
+        s.insert_enrolled_host("h1", "web-1", "fp1").unwrap();
+        s.set_enrolled_identity("h1", &ident("web-1", Some("m1"), Some("i-1")))
+            .unwrap();
+        assert_eq!(
+            s.enrolled_host_of_machine("m1", Some("i-1")).unwrap(),
+            Some("h1".into())
+        );
+        assert_eq!(
+            s.enrolled_host_of_machine("m1", None).unwrap(),
+            Some("h1".into())
+        );
+        // The machine id of an image cloned into another instance.
+        assert_eq!(s.enrolled_host_of_machine("m1", Some("i-2")).unwrap(), None);
+        assert_eq!(s.enrolled_host_of_machine("m9", None).unwrap(), None);
+        s.reenroll_host("h1", "web-1b", "fp2").unwrap();
+        assert_eq!(s.host_id_by_cert("fp1").unwrap(), None);
+        assert_eq!(s.host_id_by_cert("fp2").unwrap(), Some("h1".into()));
+        assert!(s.retire_host("h1", "gone").unwrap());
+        assert_eq!(s.enrolled_host_of_machine("m1", None).unwrap(), None);
     }
 }
