@@ -127,6 +127,58 @@ pub(crate) async fn readiness(api: &Api, host: &str, limit: u32, json_out: bool)
     Ok(0)
 }
 
+pub(crate) async fn events(
+    api: &Api,
+    host: &str,
+    from: Option<&str>,
+    kind: Option<&str>,
+    limit: u32,
+    json_out: bool,
+) -> Result<i32> {
+    let mut q = format!("limit={limit}");
+    if let Some(f) = from {
+        q.push_str(&format!("&from={}", seg(f)));
+    }
+    if let Some(k) = kind {
+        q.push_str(&format!("&kind={}", seg(k)));
+    }
+    let v = api
+        .get(&format!("/api/v1/hosts/{}/events?{q}", seg(host)))
+        .await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let events = v["events"].as_array().cloned().unwrap_or_default();
+    println!("{:<20} {:<14} {:>7}  WHAT", "TIME", "KIND", "PID");
+    for e in &events {
+        let p = &e["process"];
+        let what = match p["args"].as_array() {
+            Some(a) if !a.is_empty() => a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ if e["socket"].is_object() => format!(
+                "{} {}:{}",
+                s(&p["comm"]),
+                s(&e["socket"]["daddr"]),
+                s(&e["socket"]["dport"])
+            ),
+            _ => s(&p["comm"]),
+        };
+        println!(
+            "{:<20} {} {:>7}  {}",
+            time_s(&e["time"]),
+            pad(&s(&e["kind"]), 14),
+            s(&p["pid"]),
+            clip(&what, 120)
+        );
+    }
+    eprintln!("{} event(s)", events.len());
+    Ok(0)
+}
+
 pub(crate) async fn retire(api: &Api, host: &str, reason: &str, json_out: bool) -> Result<i32> {
     let v = api
         .post(

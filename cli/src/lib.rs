@@ -165,6 +165,19 @@ enum HostsCmd {
         #[arg(long, default_value_t = 10)]
         limit: u32,
     },
+    /// A host's live events (what its sensor sent), newest last.
+    Events {
+        host: String,
+        /// Since: RFC 3339 or relative (-1h, -15m). Default: the last hour.
+        #[arg(long, allow_hyphen_values = true)]
+        from: Option<String>,
+        /// Only this kind (process_exec, tcp_connect, …).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Most events.
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+    },
     /// Retire a host: its agent is refused from now on, its evidence and custody are kept.
     Retire {
         host: String,
@@ -198,6 +211,22 @@ pub async fn run(cli: Cli) -> Result<i32> {
             None | Some(HostsCmd::List) => hosts::list(&api, json_out).await,
             Some(HostsCmd::Readiness { host, limit }) => {
                 hosts::readiness(&api, host, *limit, json_out).await
+            }
+            Some(HostsCmd::Events {
+                host,
+                from,
+                kind,
+                limit,
+            }) => {
+                hosts::events(
+                    &api,
+                    host,
+                    from.as_deref(),
+                    kind.as_deref(),
+                    *limit,
+                    json_out,
+                )
+                .await
             }
             Some(HostsCmd::Retire { host, reason }) => {
                 hosts::retire(&api, host, reason, json_out).await

@@ -55,12 +55,22 @@ struct QueryArgs {
     /// Every host.
     #[arg(long, conflicts_with = "host")]
     all: bool,
-    /// From this time (RFC 3339).
-    #[arg(long)]
+    /// A query in the query language: `kind:process_exec -user:root dst_port:(22 OR 3389)`,
+    /// `host:web-1`, free words search the message (the console's search box).
+    #[arg(long, short = 'q')]
+    query: Option<String>,
+    /// The last 15m, 1h, 24h, 7d (stays relative when saved).
+    #[arg(long, conflicts_with = "from")]
+    last: Option<String>,
+    /// From this time: RFC 3339, or relative to now (-1h, -15m, -7d).
+    #[arg(long, allow_hyphen_values = true)]
     from: Option<String>,
-    /// Up to this time (RFC 3339).
-    #[arg(long)]
+    /// Up to this time: RFC 3339, or relative to now.
+    #[arg(long, allow_hyphen_values = true)]
     to: Option<String>,
+    /// Oldest first (the default is newest first).
+    #[arg(long)]
+    oldest: bool,
     /// Only these kinds (repeatable or comma-separated): process_exec, ssh_login, sudo, …
     #[arg(long)]
     kind: Vec<String>,
@@ -85,10 +95,10 @@ struct QueryArgs {
 
 impl QueryArgs {
     fn pairs(&self) -> Result<Vec<(&'static str, String)>> {
-        if self.host.is_none() && !self.all && self.saved.is_none() {
+        if self.host.is_none() && !self.all && self.saved.is_none() && self.query.is_none() {
             return fail(
                 Exit::Usage,
-                "name a host, or pass --all for every host (or --saved NAME)",
+                "name a host, or pass --all for every host (or --saved NAME, or --query 'host:NAME …')",
             );
         }
         let mut p = Vec::new();
@@ -98,6 +108,8 @@ impl QueryArgs {
             }
         };
         put("host", &self.host);
+        put("query", &self.query);
+        put("last", &self.last);
         put("from", &self.from);
         put("to", &self.to);
         put("q", &self.grep);
@@ -107,6 +119,9 @@ impl QueryArgs {
         put("saved", &self.saved);
         if !self.kind.is_empty() {
             p.push(("kind", self.kind.join(",")));
+        }
+        if self.oldest {
+            p.push(("order", "oldest".into()));
         }
         Ok(p)
     }

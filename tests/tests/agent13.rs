@@ -269,3 +269,20 @@ fn events_jsonl_carries_the_profiles_window_and_says_its_size() {
     assert_eq!(d["bytes"], ev["raw_len"], "{ev:#}");
     assert!(d["window_start"].is_string() && d["window_end"].is_string());
 }
+
+#[test]
+fn enrolling_against_a_collector_that_is_down_says_what_to_check() {
+    let work = workdir("agent13-enroll-down").unwrap();
+    let mut collector = Collector::start(work.path()).unwrap();
+    let token = collector.token_create(1, "1h").unwrap();
+    collector.kill();
+    let out = enroll_raw(&collector, &work.path().join("agent-state"), &token).unwrap();
+    assert!(!out.success(), "enrolled with no collector: {}", out.stdout);
+    let err = out.stderr.to_lowercase();
+    assert!(
+        err.contains("udp port") && err.contains("cairn-collector serve"),
+        "the error does not say what to check: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("stack backtrace"), "{}", out.stderr);
+}

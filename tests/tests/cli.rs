@@ -609,3 +609,55 @@ fn an_interrupted_import_is_finished_by_running_it_again() {
     let err = fails_with(&third, 7);
     assert!(err.contains("already imported"), "{err}");
 }
+
+/// Live events are not API-only: `cairn hosts events HOST` lists what the sensor sent.
+#[test]
+fn a_hosts_live_events_are_listed_by_the_cli() {
+    let work = workdir("cli-events").unwrap();
+    let (collector, _agent, host) = collector_with_agent(work.path()).unwrap();
+    let marker = "cairn-cli-events-marker";
+    let found = wait_for(
+        "the sensor's exec of the marker",
+        Duration::from_secs(60),
+        || {
+            Command::new("/bin/echo").arg(marker).output().unwrap();
+            let out = cairn(
+                &collector,
+                Some(&collector.init.admin_token),
+                &[
+                    "hosts",
+                    "events",
+                    &host,
+                    "--kind",
+                    "process_exec",
+                    "--from",
+                    "-10m",
+                    "--json",
+                ],
+            );
+            assert_eq!(out.code, Some(0), "{}", out.stderr);
+            let v: Value = serde_json::from_str(&out.stdout).unwrap();
+            Ok(v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e.to_string().contains(marker))
+                .then_some(()))
+        },
+    );
+    found.unwrap();
+    let out = cairn(
+        &collector,
+        Some(&collector.init.admin_token),
+        &["hosts", "events", &host, "--from", "-10m"],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.starts_with("TIME"), "{}", out.stdout);
+    assert!(out.stdout.contains(marker), "{}", out.stdout);
+    let out = cairn(
+        &collector,
+        Some(&collector.init.admin_token),
+        &["hosts", "events", "no-such-host"],
+    );
+    assert_eq!(out.code, Some(4), "an unknown host: {}", out.stderr);
+}

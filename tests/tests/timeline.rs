@@ -268,7 +268,7 @@ fn timeline_holds_exec_login_history_and_file_time_in_order_and_exports_for_time
     ]);
     run(cmd, Duration::from_secs(30)).unwrap().ok().unwrap();
     let saved = collector
-        .cli_json(&["timeline", "--saved", "alice-auth"])
+        .cli_json(&["timeline", "--saved", "alice-auth", "--oldest"])
         .unwrap();
     let kinds: Vec<&str> = saved["events"]
         .as_array()
@@ -277,6 +277,36 @@ fn timeline_holds_exec_login_history_and_file_time_in_order_and_exports_for_time
         .filter_map(|e| e["kind"].as_str())
         .collect();
     assert_eq!(kinds, ["ssh_login", "sudo"], "{saved}");
+
+    // The same through the query language, newest first; an unknown kind is an error that
+    // lists the known ones, never an empty answer.
+    let q = collector
+        .cli_json(&[
+            "timeline",
+            "--query",
+            &format!("host:{host} (kind:ssh_login OR kind:sudo) alice"),
+            "--from",
+            "-1h",
+        ])
+        .unwrap();
+    let kinds: Vec<&str> = q["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["sudo", "ssh_login"], "{q}");
+    let mut cmd = collector
+        .cairn_cmd(Some(&collector.init.admin_token))
+        .unwrap();
+    cmd.args(["timeline", "--query", "kind:bogus_kind", "--last", "1h"]);
+    let bad = run(cmd, Duration::from_secs(30)).unwrap();
+    assert_eq!(bad.code, Some(2), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("bogus_kind") && bad.stderr.contains("ssh_login"),
+        "{}",
+        bad.stderr
+    );
 
     // Timesketch: JSONL and CSV, checked by Python's parsers. The two exports must see the same
     // events, so their window closes in the past: the live stream keeps adding this busy

@@ -48,7 +48,13 @@ pub async fn enroll(
         )?
         .await
         .with_context(|| {
-            format!("cannot establish a TLS session with the collector at {collector}")
+            format!(
+                "cannot establish a TLS session with the collector at {collector} ({addr}): is \
+                 `cairn-collector serve` running there, and does UDP port {} reach it from this \
+                 host (agents speak QUIC, over UDP: check security groups, network ACLs and \
+                 firewalls for UDP, not TCP)?",
+                addr.port()
+            )
         })?;
     let (mut send, mut recv) = conn.open_bi().await?;
     write_message(
