@@ -118,7 +118,7 @@ impl Notes {
                         textarea name="text" rows="2" placeholder="comment" aria-label="comment" required {}
                         button type="submit" { "Comment" }
                     }
-                    form.tag method="post" action="/notes" {
+                    form.add-tag method="post" action="/notes" {
                         (hidden("tag"))
                         input type="text" name="text" placeholder="tag" aria-label="tag" required;
                         button type="submit" { "Tag" }

@@ -24,17 +24,64 @@ pub(super) fn routes() -> Router<S> {
         .route("/items/{id}/raw", get(raw))
 }
 
+/// Each collection's items and sealed bytes, for the list.
+pub(super) fn sizes(
+    state: &S,
+    rows: &[CollectionRow],
+) -> PageResult<HashMap<String, (usize, u64)>> {
+    let mut out = HashMap::new();
+    for c in rows {
+        let items = state.meta().items_of_collection(&c.id)?;
+        let bytes = items.iter().filter_map(|i| i.raw_len).sum();
+        out.insert(c.id.clone(), (items.len(), bytes));
+    }
+    Ok(out)
+}
+
+/// From request to finish, as a person reads it (`1m 05s`), or how long it has run so far.
+fn duration(from: &str, to: Option<&str>) -> String {
+    let t = |s: &str| cairn_protocol::rfc3339::parse(s).ok();
+    let end = match to {
+        Some(s) => t(s),
+        None => Some(time::OffsetDateTime::now_utc()),
+    };
+    match (t(from), end) {
+        (Some(a), Some(b)) if b >= a => {
+            let secs = (b - a).whole_seconds();
+            let d = if secs >= 3600 {
+                format!("{}h {:02}m", secs / 3600, secs % 3600 / 60)
+            } else if secs >= 60 {
+                format!("{}m {:02}s", secs / 60, secs % 60)
+            } else {
+                format!("{secs}s")
+            };
+            if to.is_some() {
+                d
+            } else {
+                format!("{d} so far")
+            }
+        }
+        _ => "—".into(),
+    }
+}
+
 /// The list as a table (also on a host's page).
-pub(super) fn table(rows: &[CollectionRow], hostnames: &HashMap<String, String>) -> Markup {
+pub(super) fn table(
+    rows: &[CollectionRow],
+    hostnames: &HashMap<String, String>,
+    sizes: &HashMap<String, (usize, u64)>,
+) -> Markup {
     html! {
         table.collections {
-            thead { tr { th { "Collection" } th { "Host" } th { "Profile" } th { "Status" } th { "Reason" } th { "Requested by" } th { "Requested" } th { "Finished" } } }
+            thead { tr { th { "Collection" } th { "Host" } th { "Profile" } th { "Status" } th { "Reason" } th { "Requested by" } th.num { "Items" } th.num { "Bytes" } th { "Requested" } th { "Duration" } } }
             tbody { @for c in rows { tr {
                 td.mono { a href={"/collections/" (c.id)} { (&c.id[..c.id.len().min(8)]) } }
                 td { a href={"/hosts/" (c.host_id)} { (layout::clean(hostnames.get(&c.host_id).map(String::as_str).unwrap_or(&c.host_id))) } }
                 td { (c.profile) } td { (status(c.status.as_str())) }
                 td.wrap { (layout::clean(&c.reason)) } td { (layout::clean(&c.requested_by)) }
-                td { (layout::time(&c.requested_at)) } td { (layout::opt_time(&c.finished_at)) }
+                @let (n, bytes) = sizes.get(&c.id).copied().unwrap_or((0, 0));
+                td.num { (n) } td.num { (layout::bytes(bytes)) }
+                td { (layout::time(&c.requested_at)) } td { (duration(&c.requested_at, c.finished_at.as_deref())) }
             } } }
         }
     }
@@ -61,7 +108,7 @@ async fn list(
         "Collections",
         html! {
             h1 { "Collections" }
-            (table(&rows, &names))
+            (table(&rows, &names, &sizes(&state, &rows)?))
         },
     ))
 }
@@ -101,6 +148,13 @@ fn render(state: &S, viewer: &Viewer, id: &str, verdict: Option<Markup>) -> Page
                     dt { "Requested by" } dd { (val(&v["requested_by"])) " at " (layout::time(v["requested_at"].as_str().unwrap_or(""))) }
                     dt { "Finished" } dd { (layout::time(v["finished_at"].as_str().unwrap_or("—"))) }
                     dt { "Items" } dd { (items.len()) ", " (layout::bytes(total)) " sealed, " (received) " chunks received" }
+                    @if matches!(st.as_str(), "running" | "paused") {
+                        @let secs = cairn_protocol::rfc3339::parse(v["requested_at"].as_str().unwrap_or(""))
+                            .map(|t| (time::OffsetDateTime::now_utc() - t).as_seconds_f64().max(1.0))
+                            .unwrap_or(1.0);
+                        @let got = received.saturating_mul(cairn_protocol::CHUNK_SIZE as u64);
+                        dt { "Progress" } dd { "up to " (layout::bytes(got)) " received in " (format!("{secs:.0}")) " s, about " (layout::bytes((got as f64 / secs) as u64)) "/s; the end is known when the host seals each item" }
+                    }
                     dt { "Id" } dd.mono { (cid) }
                 }
                 @for e in v["errors"].as_array().into_iter().flatten() { p.error { (val(e)) } }

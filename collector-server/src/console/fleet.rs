@@ -41,8 +41,8 @@ pub(super) fn readiness_chart(per_day: &[Value]) -> String {
         .max(1) as f64;
     let mut out = format!(
         r#"<svg class="chart" role="img" aria-label="readiness per day" width="{}" height="100" viewBox="0 0 {} 100">"#,
-        per_day.len() * w + 10,
-        per_day.len() * w + 10
+        (per_day.len() * w + 10).max(160),
+        (per_day.len() * w + 10).max(160)
     );
     for (i, d) in per_day.iter().enumerate() {
         let mut y = h;
@@ -74,11 +74,13 @@ pub(super) fn readiness_chart(per_day: &[Value]) -> String {
                 .collect::<String>()
         };
         out.push_str(&format!(r#"<text x="4" y="95">{}</text>"#, day(first)));
-        out.push_str(&format!(
-            r#"<text x="{}" y="95" text-anchor="end">{}</text>"#,
-            per_day.len() * w + 6,
-            day(last)
-        ));
+        if per_day.len() > 1 {
+            out.push_str(&format!(
+                r#"<text x="{}" y="95" text-anchor="end">{}</text>"#,
+                per_day.len() * w + 6,
+                day(last)
+            ));
+        }
     }
     out.push_str("</svg>");
     out

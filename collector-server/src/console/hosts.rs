@@ -57,6 +57,28 @@ fn latest_snapshot(state: &S, host: &HostRow) -> PageResult<Option<(String, Valu
     Ok(None)
 }
 
+/// A host's reports as the fleet chart's days: how many passed, warned and failed each day.
+fn per_day(history: &[Value]) -> Vec<Value> {
+    let mut days: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+    for r in history {
+        let day: String = r["received_at"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(10)
+            .collect();
+        let slot = match r["status"].as_str() {
+            Some("pass") => 0,
+            Some("warn") => 1,
+            _ => 2,
+        };
+        days.entry(day).or_default()[slot] += 1;
+    }
+    days.into_iter()
+        .map(|(day, [pass, warn, fail])| serde_json::json!({"day": day, "pass": pass, "warn": warn, "fail": fail}))
+        .collect()
+}
+
 /// `pstree`: children under their parents, the host's processes from one snapshot.
 fn tree(procs: &[Value]) -> String {
     let mut children: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
@@ -177,6 +199,8 @@ async fn host(
                     tbody { @for c in last["checks"].as_array().into_iter().flatten() {
                         tr { td.mono { (val(&c["id"])) } td { (status(c["status"].as_str().unwrap_or("?"))) } td.wrap { (val(&c["measured"])) } td.wrap { (val(&c["remediation"])) } }
                     } } }
+                h2 { "Readiness per day" }
+                (layout::svg(super::fleet::readiness_chart(&per_day(&history))))
                 h2 { "History" }
                 table { thead { tr { th { "Received" } th { "Verdict" } th.num { "Pass" } th.num { "Warn" } th.num { "Fail" } th { "Changed" } } }
                     tbody { @for r in &history { tr {
@@ -188,7 +212,7 @@ async fn host(
         }
         div.card {
             h2 { "Collections" }
-            (super::collections::table(&collections, &[(h.id.clone(), h.hostname.clone())].into_iter().collect()))
+            (super::collections::table(&collections, &[(h.id.clone(), h.hostname.clone())].into_iter().collect(), &super::collections::sizes(&state, &collections)?))
         }
         @if let Some((cid, procs, net)) = &snapshot {
             div.card {
