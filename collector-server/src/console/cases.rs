@@ -5,12 +5,12 @@
 
 use super::auth::{safe_next, urlencode};
 use super::layout::{self, page, status};
-use super::{PageError, PageResult, Viewer, S};
+use super::{blocking, hostnames, see_other, PageError, PageResult, Viewer, S};
 use crate::storage::cases::{Annotation, Case, CaseLink, Note, Target};
 use crate::timeline::query::Row;
 use axum::extract::{Form, Path, State as AxState};
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use maud::{html, Markup};
@@ -30,23 +30,6 @@ pub(super) fn routes() -> Router<S> {
         .route("/cases/{id}/links", post(link))
         .route("/cases/{id}/links/delete", post(unlink))
         .route("/cases/{id}/export", get(export))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> PageResult<T> + Send + 'static,
-) -> PageResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        PageError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("console task: {e}"),
-        )
-    })?
-}
-
-fn see_other(to: &str) -> Response {
-    let mut r = Redirect::to(to).into_response();
-    *r.status_mut() = StatusCode::SEE_OTHER;
-    r
 }
 
 fn bad(msg: impl Into<String>) -> PageError {
@@ -279,6 +262,14 @@ async fn create(
     Ok(see_other(&format!("/cases/{}", c.id)))
 }
 
+/// The timeline event a case links to (none if it is gone from the timeline).
+fn linked_event(state: &S, l: &CaseLink) -> PageResult<Option<Row>> {
+    match l.target_id.parse() {
+        Ok(n) => Ok(state.meta().timeline_event(n)?.map(Row::from)),
+        Err(_) => Ok(None),
+    }
+}
+
 fn load_case(state: &S, id: i64) -> PageResult<Case> {
     state
         .meta()
@@ -300,15 +291,8 @@ async fn show(
         for l in &links {
             match l.target {
                 Target::Event => {
-                    if let Some(e) = l
-                        .target_id
-                        .parse()
-                        .ok()
-                        .map(|n| st.meta().timeline_event(n))
-                        .transpose()?
-                        .flatten()
-                    {
-                        events.push(Row::from(e));
+                    if let Some(e) = linked_event(&st, l)? {
+                        events.push(e);
                     }
                 }
                 Target::Collection => {
@@ -482,26 +466,14 @@ async fn export(
     let st = state.clone();
     let body = blocking(move || {
         load_case(&st, id)?;
-        let names: std::collections::HashMap<String, String> = st
-            .meta()
-            .list_hosts()?
-            .into_iter()
-            .map(|h| (h.id, h.hostname))
-            .collect();
+        let names = hostnames(&st)?;
         let mut rows = Vec::new();
         for l in st.meta().case_links(id)? {
             if l.target != Target::Event || rows.len() >= MAX_CASE_EVENTS {
                 continue;
             }
-            if let Some(e) = l
-                .target_id
-                .parse()
-                .ok()
-                .map(|n| st.meta().timeline_event(n))
-                .transpose()?
-                .flatten()
-            {
-                rows.push(Row::from(e));
+            if let Some(e) = linked_event(&st, &l)? {
+                rows.push(e);
             }
         }
         rows.sort_by_key(|r| (r.time_ns, r.id));

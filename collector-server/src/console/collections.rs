@@ -4,7 +4,7 @@
 //! whole collection as one tar archive; the chain of custody and "verify now".
 
 use super::layout::{self, page, status, val};
-use super::{PageError, PageResult, Viewer, S};
+use super::{hostnames, PageError, PageResult, Viewer, S};
 use crate::storage::cases::Target;
 use crate::storage::CollectionRow;
 use axum::extract::{Form, Path, State as AxState};
@@ -85,15 +85,6 @@ pub(super) fn table(
             } } }
         }
     }
-}
-
-fn hostnames(state: &S) -> PageResult<HashMap<String, String>> {
-    Ok(state
-        .meta()
-        .list_hosts()?
-        .into_iter()
-        .map(|h| (h.id, h.hostname))
-        .collect())
 }
 
 async fn list(

@@ -3,8 +3,8 @@
 
 use super::cases::notes_block;
 use super::layout::{self, page};
-use super::timeline::{blocking, event_time, exclude, hostnames, include};
-use super::{PageError, PageResult, Viewer, S};
+use super::timeline::{event_time, exclude, include};
+use super::{blocking, hostnames, PageError, PageResult, Viewer, S};
 use crate::storage::cases::Target;
 use crate::storage::timeline::StoredEvent;
 use crate::timeline::query::Row;

@@ -78,6 +78,35 @@ impl IntoResponse for PageError {
 
 pub(crate) type PageResult<T> = std::result::Result<T, PageError>;
 
+/// Run store calls off the async workers: the store is synchronous.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> PageResult<T> + Send + 'static,
+) -> PageResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        PageError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("console task: {e}"),
+        )
+    })?
+}
+
+/// After a form: go to the page that shows its result.
+pub(crate) fn see_other(to: &str) -> Response {
+    let mut r = axum::response::Redirect::to(to).into_response();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    r
+}
+
+/// Host id → hostname, for pages that name hosts.
+pub(crate) fn hostnames(state: &S) -> PageResult<std::collections::HashMap<String, String>> {
+    Ok(state
+        .meta()
+        .list_hosts()?
+        .into_iter()
+        .map(|h| (h.id, h.hostname))
+        .collect())
+}
+
 /// The console's routes; every page but the sign-in ones needs a session.
 pub fn router(state: S) -> Router {
     let pages = Router::new()

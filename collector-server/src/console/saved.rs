@@ -3,12 +3,11 @@
 
 use super::auth::urlencode;
 use super::layout;
-use super::timeline::blocking;
-use super::{PageError, PageResult, Viewer, S};
+use super::{blocking, see_other, PageError, PageResult, Viewer, S};
 use crate::timeline::search::{self, Params};
 use axum::extract::{Form, Path, State as AxState};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::routing::post;
 use axum::{Extension, Router};
 use maud::{html, Markup};
@@ -70,12 +69,6 @@ struct SaveForm {
     last: Option<String>,
     from: Option<String>,
     to: Option<String>,
-}
-
-fn see_other(to: &str) -> Response {
-    let mut r = Redirect::to(to).into_response();
-    *r.status_mut() = StatusCode::SEE_OTHER;
-    r
 }
 
 async fn save_search(

@@ -7,7 +7,7 @@
 
 use super::auth::urlencode;
 use super::layout::{self, page};
-use super::{PageError, PageResult, Viewer, S};
+use super::{blocking, hostnames, PageError, PageResult, Viewer, S};
 use crate::storage::timeline::{Column, Cursor, Facets, Histogram};
 use crate::timeline::query::Row;
 use crate::timeline::search::{self, Params};
@@ -50,15 +50,6 @@ pub(super) fn routes() -> Router<S> {
         .merge(super::saved::routes())
 }
 
-pub(super) fn hostnames(state: &S) -> PageResult<HashMap<String, String>> {
-    Ok(state
-        .meta()
-        .list_hosts()?
-        .into_iter()
-        .map(|h| (h.id, h.hostname))
-        .collect())
-}
-
 /// The search's own parameters as a query string (no cursor), for links that keep it.
 pub(super) fn qs(p: &Params) -> String {
     let mut parts = Vec::new();
@@ -99,18 +90,6 @@ pub(super) fn include(p: &Params, field: &str, value: &str) -> String {
 
 pub(super) fn exclude(p: &Params, field: &str, value: &str) -> String {
     with_term(p, &format!("-{}", ql::term(field, value)))
-}
-
-/// Resolve on a blocking thread: the store is synchronous.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> PageResult<T> + Send + 'static,
-) -> PageResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        PageError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("timeline task: {e}"),
-        )
-    })?
 }
 
 /// What the search page shows, computed off the async workers.
