@@ -283,6 +283,10 @@ fn link(collector: &Collector) -> String {
 /// The heading of a collection's page once it is finished (the page refreshes itself).
 fn finished_heading(b: &Browser) -> String {
     wait_for("the collection to finish", Duration::from_secs(300), || {
+        // The form's redirect may not have landed yet: only a collection's page counts.
+        if !b.url()?.contains("/collections/") {
+            return Ok(None);
+        }
         let h = b.script("return document.querySelector('h1').innerText")?;
         let h = h.as_str().unwrap_or("").to_string();
         let running = ["requested", "queued", "running", "paused"]
