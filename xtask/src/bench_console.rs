@@ -42,20 +42,7 @@ struct Timing {
 
 pub fn run(events: u64, runs: u32) -> Result<()> {
     let bins = build_release()?;
-    let mut build = crate::procs::cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "cairn-collector",
-        "--example",
-        "bench_timeline",
-    ]);
-    crate::procs::run_inherit(build)?;
-    let example = crate::procs::target_dir()
-        .join("release")
-        .join("examples")
-        .join("bench_timeline");
+    let example = crate::procs::build_release_example("cairn-collector", "bench_timeline")?;
     let tmp = tempfile::Builder::new()
         .prefix("cairn-bench-console-")
         .tempdir()?;

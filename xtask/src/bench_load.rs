@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 use cairn_harness::{is_finished, tail_file, Api, Bins, Collector, Managed};
 
 use crate::bench_sensor::cpu_seconds;
-use crate::procs::{build_release, cargo, run_inherit, section, target_dir};
+use crate::procs::{build_release, section};
 
 /// Agents per generator process: 1,000 UDP sockets and their state files are far from the
 /// 20,000 descriptors allowed, and one tokio runtime drives them on the two cores.
@@ -575,21 +575,7 @@ fn print_outcome(o: &Outcome) {
 
 /// `cargo build --release --example loadgen -p cairn-agent`.
 fn build_loadgen() -> Result<PathBuf> {
-    let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "--release",
-        "-p",
-        "cairn-agent",
-        "--example",
-        "loadgen",
-    ]);
-    run_inherit(cmd)?;
-    let p = target_dir().join("release/examples/loadgen");
-    if !p.is_file() {
-        bail!("{} was not built", p.display());
-    }
-    Ok(p)
+    crate::procs::build_release_example("cairn-agent", "loadgen")
 }
 
 pub fn run(agents: usize, capture: &str) -> Result<()> {

@@ -29,20 +29,7 @@ pub fn run(events: u64, triggers: u32) -> Result<()> {
         .tempdir()?;
 
     section(&format!("ingest {events} events, then faceted queries"));
-    let mut build = crate::procs::cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "cairn-collector",
-        "--example",
-        "bench_timeline",
-    ]);
-    crate::procs::run_inherit(build)?;
-    let example = crate::procs::target_dir()
-        .join("release")
-        .join("examples")
-        .join("bench_timeline");
+    let example = crate::procs::build_release_example("cairn-collector", "bench_timeline")?;
     let mut cmd = std::process::Command::new(&example);
     cmd.arg("--dir")
         .arg(tmp.path().join("ingest"))

@@ -106,6 +106,18 @@ pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<Vec<String>> {
 }
 
 /// `cargo build --release --bins` and where the results are.
+/// `cargo build --release -p PACKAGE --example NAME`, and where the example is.
+pub fn build_release_example(package: &str, name: &str) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "-p", package, "--example", name]);
+    run_inherit(cmd)?;
+    let p = target_dir().join("release").join("examples").join(name);
+    if !p.is_file() {
+        anyhow::bail!("{} was not built", p.display());
+    }
+    Ok(p)
+}
+
 pub fn build_release() -> Result<Bins> {
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--bins"]);
