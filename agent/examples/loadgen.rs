@@ -302,6 +302,7 @@ fn header(req: &CollectRequest, kind: ItemKind, source: Source) -> ItemHeader {
         source,
         chunk_size: cairn_protocol::CHUNK_SIZE as u64,
         acquisition_start: cairn_protocol::rfc3339::now(),
+        expected_len: None,
     }
 }
 

@@ -150,10 +150,21 @@ pub struct PlannedItem {
 impl PlannedItem {
     /// An item of bytes already in memory (the self-test's probe item).
     pub fn from_bytes(header: ItemHeader, bytes: Vec<u8>) -> PlannedItem {
-        PlannedItem {
-            header,
-            body: Body::Bytes(bytes),
-        }
+        PlannedItem::new(header, Body::Bytes(bytes))
+    }
+
+    /// The header says how long the item should be where that is known before reading: bytes
+    /// in memory, and files and devices by the size they were planned with. What is sized only
+    /// as it is read (process and physical memory, volatile documents) says nothing.
+    fn new(mut header: ItemHeader, body: Body) -> PlannedItem {
+        header.expected_len = match &body {
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::File(_) | Body::Path { .. } | Body::Triage(_) => {
+                header.source.details.get("size").and_then(|s| s.as_u64())
+            }
+            Body::Deferred(_) => None,
+        };
+        PlannedItem { header, body }
     }
 }
 
@@ -171,6 +182,7 @@ fn header(req: &CollectRequest, kind: ItemKind, source: Source) -> ItemHeader {
         source,
         chunk_size: cairn_protocol::CHUNK_SIZE as u64,
         acquisition_start: cairn_protocol::rfc3339::now(),
+        expected_len: None,
     }
 }
 
@@ -242,14 +254,14 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
                             details: f.details(),
                             ..Default::default()
                         };
-                        items.push(PlannedItem {
-                            header: header(req, ItemKind::File, source),
-                            body: Body::Path {
+                        items.push(PlannedItem::new(
+                            header(req, ItemKind::File, source),
+                            Body::Path {
                                 host_root: host_root.clone(),
                                 path: p.clone(),
                                 identity: f.identity(),
                             },
-                        });
+                        ));
                     }
                     Err(e) => errors.push(e),
                 }
@@ -464,10 +476,7 @@ fn disk_item(req: &CollectRequest, item: capture::disk::DiskItem) -> PlannedItem
         }
         DiskItem::Device { source, file } => (ItemKind::DiskImage, source, Body::File(file)),
     };
-    PlannedItem {
-        header: header(req, kind, source),
-        body,
-    }
+    PlannedItem::new(header(req, kind, source), body)
 }
 
 impl PlannedItem {

@@ -127,24 +127,12 @@ pub(crate) fn finished_code(c: &Value) -> i32 {
     }
 }
 
-/// Bytes received so far (sealed items whole, others by chunks) and, when every unfinished
-/// item's size is known, the bytes still to come.
-fn transferred(items: &[Value]) -> (u64, Option<u64>) {
-    const CHUNK: u64 = 4 << 20;
-    let mut got = 0u64;
-    let mut left = Some(0u64);
-    for i in items {
-        if i["status"] == "sealed" {
-            got += i["raw_len"].as_u64().unwrap_or(0);
-            continue;
-        }
-        let have = i["chunks_received"].as_u64().unwrap_or(0) * CHUNK;
-        got += have;
-        left = match (left, i["source"]["details"]["size"].as_u64()) {
-            (Some(l), Some(size)) => Some(l + size.saturating_sub(have)),
-            _ => None,
-        };
-    }
+/// Bytes received so far and, when every begun item's size is known, the bytes still to come:
+/// the collector's `progress` of the collection.
+fn transferred(c: &Value) -> (u64, Option<u64>) {
+    let p = &c["progress"];
+    let got = p["bytes_received"].as_u64().unwrap_or(0);
+    let left = p["bytes_expected"].as_u64().map(|e| e.saturating_sub(got));
     (got, left)
 }
 
@@ -173,7 +161,7 @@ async fn wait_for(api: &Api, id: &str, timeout: Duration, progress: bool) -> Res
         let status = s(&c["status"]).to_lowercase();
         let items = c["items"].as_array().cloned().unwrap_or_default();
         let sealed = items.iter().filter(|i| i["status"] == "sealed").count();
-        let (got, left) = transferred(&items);
+        let (got, left) = transferred(&c);
         let now = Instant::now();
         samples.push((now, got));
         samples.retain(|(t, _)| now.duration_since(*t) <= Duration::from_secs(10));

@@ -59,6 +59,7 @@ fn header() -> impl Strategy<Value = ItemHeader> {
                 },
                 chunk_size,
                 acquisition_start: "2026-11-29T09:57:52.065472261Z".into(),
+                expected_len: None,
             },
         )
 }

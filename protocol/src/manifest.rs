@@ -112,6 +112,11 @@ pub struct ItemHeader {
     pub source: Source,
     pub chunk_size: u64,
     pub acquisition_start: String,
+    /// The raw length the agent expects before reading, where it knows one (a file's or a
+    /// device's size, a document in memory): what progress and an ETA are measured against.
+    /// Only an expectation: the manifest's `raw_len` is what was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_len: Option<u64>,
 }
 
 /// How acquisition of an item ended.

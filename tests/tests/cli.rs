@@ -442,6 +442,24 @@ fn evidence_comes_out_by_name_and_as_a_checked_archive() {
     let listed = c.cli_json(&["collections"]).unwrap();
     let cid = listed["collections"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(listed["collections"][0]["status"], "sealed", "{listed}");
+    // Files say their size when they are planned: what progress and the ETA are measured by.
+    let shown = c.api_get(&format!("/api/v1/collections/{cid}")).unwrap();
+    let long_item = shown["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["name"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("a-rather-long")
+        })
+        .unwrap();
+    assert_eq!(long_item["expected_len"], 3u64 << 20, "{long_item}");
+    let p = &shown["progress"];
+    assert_eq!(p["items_sealed"], p["items_begun"], "{p}");
+    assert_eq!(p["bytes_expected"], p["bytes_received"], "{p}");
+    assert_eq!(p["eta_secs"], 0.0, "{p}");
 
     // By name, COLLECTION:NAME or --name, to a file or stdout, never over a file.
     let out = work.path().join("auth.out");

@@ -118,6 +118,7 @@ fn offline_collection(work: &Path, host: u32, size: u64) -> (PathBuf, u64) {
         },
         chunk_size: cairn_protocol::CHUNK_SIZE as u64,
         acquisition_start: started.clone(),
+        expected_len: None,
     };
     let count = Arc::new(AtomicU64::new(0));
     let events = Events {

@@ -384,6 +384,7 @@ async fn round_trip(
         },
         chunk_size: cairn_protocol::CHUNK_SIZE as u64,
         acquisition_start: cairn_protocol::rfc3339::now(),
+        expected_len: None,
     };
     let item_id = header.item_id.clone();
     let item = crate::collect::PlannedItem::from_bytes(header.clone(), bytes);

@@ -101,7 +101,9 @@ pub(crate) fn collection_view(state: &State, id: &str) -> ApiResult<Value> {
     let c = state.collections.get(id)?;
     let hostname = state.meta().get_host(&c.host_id)?.map(|h| h.hostname);
     let mut items = Vec::new();
-    for i in state.meta().items_of_collection(&c.id)? {
+    let rows = state.meta().items_of_collection(&c.id)?;
+    let progress = crate::collections::progress(&rows, time::OffsetDateTime::now_utc());
+    for i in rows {
         let source = i.header.as_ref().map(|h| to_value(&h.source)).transpose()?;
         let gaps = i.manifest.as_ref().map(|m| m.gaps.len()).unwrap_or(0);
         let acq = i.manifest.as_ref().map(|m| m.status);
@@ -111,11 +113,13 @@ pub(crate) fn collection_view(state: &State, id: &str) -> ApiResult<Value> {
         v["gaps"] = json!(gaps);
         v["acquisition_status"] = json!(acq);
         v["acquisition_error"] = json!(acq_error);
+        v["expected_len"] = json!(i.header.as_ref().and_then(|h| h.expected_len));
         items.push(v);
     }
     let mut v = to_value(&c)?;
     v["hostname"] = json!(hostname);
     v["items"] = Value::Array(items);
+    v["progress"] = to_value(&progress)?;
     Ok(v)
 }
 

@@ -104,6 +104,24 @@ async fn list(
     ))
 }
 
+/// Bytes in, the rate and the ETA of a running collection, as `collections::progress` has them.
+fn progress(p: &serde_json::Value) -> Markup {
+    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+    let rate = p["bytes_per_sec"].as_f64().unwrap_or(0.0);
+    let secs = p["elapsed_secs"].as_f64().unwrap_or(0.0);
+    html! {
+        (n("items_sealed")) " of " (n("items_begun")) " items begun sealed; "
+        (layout::bytes(n("bytes_received")))
+        @if let Some(e) = p["bytes_expected"].as_u64() { " of " (layout::bytes(e)) }
+        " in " (format!("{secs:.0}")) " s, " (layout::bytes(rate as u64)) "/s; "
+        @match (p["eta_secs"].as_f64(), n("items_of_unknown_size")) {
+            (Some(eta), _) => { span.eta { "ETA about " (format!("{:.0}", eta.ceil())) " s" } " for the items begun so far" }
+            (None, 0) => { "ETA unknown until bytes arrive" }
+            (None, u) => { "ETA unknown: " (u) " item(s) begun are sized only as they are read (memory, volatile state)" }
+        }
+    }
+}
+
 fn render(state: &S, viewer: &Viewer, id: &str, verdict: Option<Markup>) -> PageResult<Markup> {
     let v = crate::api::collections::collection_view(state, id).map_err(|e| PageError(e.0, e.1))?;
     let cid = v["id"].as_str().unwrap_or(id).to_string();
@@ -140,11 +158,7 @@ fn render(state: &S, viewer: &Viewer, id: &str, verdict: Option<Markup>) -> Page
                     dt { "Finished" } dd { (layout::time(v["finished_at"].as_str().unwrap_or("—"))) }
                     dt { "Items" } dd { (items.len()) ", " (layout::bytes(total)) " sealed, " (received) " chunks received" }
                     @if matches!(st.as_str(), "running" | "paused") {
-                        @let secs = cairn_protocol::rfc3339::parse(v["requested_at"].as_str().unwrap_or(""))
-                            .map(|t| (time::OffsetDateTime::now_utc() - t).as_seconds_f64().max(1.0))
-                            .unwrap_or(1.0);
-                        @let got = received.saturating_mul(cairn_protocol::CHUNK_SIZE as u64);
-                        dt { "Progress" } dd { "up to " (layout::bytes(got)) " received in " (format!("{secs:.0}")) " s, about " (layout::bytes((got as f64 / secs) as u64)) "/s; the end is known when the host seals each item" }
+                        dt { "Progress" } dd #progress { (progress(&v["progress"])) }
                     }
                     dt { "Id" } dd.mono { (cid) }
                 }

@@ -643,6 +643,7 @@ mod tests {
                 source,
                 chunk_size: chunk as u64,
                 acquisition_start: "2026-11-29T10:00:00Z".into(),
+                expected_len: None,
             };
             s.meta.insert_item(&header).unwrap();
             for (i, part) in data.chunks(chunk).enumerate() {

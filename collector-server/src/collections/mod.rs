@@ -13,6 +13,9 @@ use cairn_protocol::manifest::{CollectRequest, CollectionRecord, ItemHeader, Ite
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+mod progress;
+pub use progress::{progress, Progress};
+
 pub use cairn_protocol::manifest::PROFILES;
 
 /// Most files one request may name (each is an item, opened a few at a time on the host).
