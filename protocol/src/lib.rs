@@ -9,11 +9,13 @@
 //! - [`pipeline`]: turns any `Read` into framed chunks without holding the item in memory.
 //! - [`manifest`]: what an item and a collection are (host identity, source, gaps, hashes).
 //! - [`wire`]: versioned messages and the length-prefixed frame they travel in.
+//! - [`containment`]: isolate, release, freeze, thaw, kill: the request and what was enforced.
 //! - [`custody`]: chain-of-custody records and how their hash chain is computed.
 //! - [`readiness`]: the self-test report an agent sends and the collector keeps as history.
 //! - [`rfc3339`]: the one text format of times in manifests, custody and the API.
 
 pub mod chunk;
+pub mod containment;
 pub mod custody;
 pub mod manifest;
 pub mod pipeline;

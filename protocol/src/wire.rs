@@ -75,6 +75,15 @@ pub enum Message {
         time: String,
     },
     Collect(Box<CollectRequest>),
+    /// Collector → agent on the control stream: isolate, release, freeze, thaw or kill.
+    Contain(Box<crate::containment::Request>),
+    /// Agent → collector: what was enforced (or undone, or rolled back), acknowledged by
+    /// `ContainedAck`; a break-glass release on the host is reported this way when the agent
+    /// next connects.
+    Contained(Box<crate::containment::Outcome>),
+    ContainedAck {
+        id: String,
+    },
     CommandAccepted {
         collection_id: String,
     },
@@ -181,6 +190,9 @@ impl Message {
             Message::Heartbeat { .. } => "heartbeat",
             Message::HeartbeatAck { .. } => "heartbeat_ack",
             Message::Collect(_) => "collect",
+            Message::Contain(_) => "contain",
+            Message::Contained(_) => "contained",
+            Message::ContainedAck { .. } => "contained_ack",
             Message::CommandAccepted { .. } => "command_accepted",
             Message::CollectionDone { .. } => "collection_done",
             Message::ItemBegin(_) => "item_begin",

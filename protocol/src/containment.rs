@@ -1,0 +1,380 @@
+//! Containment: what the collector asks an agent to do to a host, a container or a process
+//! tree (isolate, release, freeze, thaw, kill), and what the agent says it enforced.
+//!
+//! Pure: the allow-list is parsed and checked here, once, by both sides, so that what the
+//! collector records in custody is exactly what the agent enforces.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Most allow-list entries one isolation may carry (each is a rule in the kernel).
+pub const MAX_ALLOW: usize = 64;
+/// Longest reason kept.
+pub const MAX_REASON: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Isolate,
+    Release,
+    Freeze,
+    Thaw,
+    Kill,
+}
+
+impl Action {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Isolate => "isolate",
+            Action::Release => "release",
+            Action::Freeze => "freeze",
+            Action::Thaw => "thaw",
+            Action::Kill => "kill",
+        }
+    }
+}
+
+/// What an action applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// The whole host (its network namespace).
+    Host,
+    /// One container or pod, by its container id (or a unique prefix of it): its cgroup.
+    Container { id: String },
+    /// A process and every descendant (freeze, thaw, kill).
+    Process { pid: u32 },
+}
+
+impl Target {
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Host => "host".into(),
+            Target::Container { id } => format!("container {}", &id[..id.len().min(12)]),
+            Target::Process { pid } => format!("process tree {pid}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// One exception to an isolation: traffic to and from `cidr` (and `port` on it, when given).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allow {
+    /// `10.0.0.5`, `10.0.0.0/24`, `fd00::/64`.
+    pub cidr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<Proto>,
+    /// Why it is allowed (`jump host`, `resolver`, `instance metadata`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// An allow-list entry, checked: an address and a prefix that fits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix must be 0 to {max}"))?,
+        };
+        Ok(Cidr {
+            addr: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+                mask(ip, self.prefix) == self.addr
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v) => {
+            let bits = u32::from(v);
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            IpAddr::V4((bits & m).into())
+        }
+        IpAddr::V6(v) => {
+            let bits = u128::from(v);
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            IpAddr::V6((bits & m).into())
+        }
+    }
+}
+
+impl Allow {
+    pub fn cidr(&self) -> Result<Cidr, String> {
+        Cidr::parse(&self.cidr)
+    }
+}
+
+/// The collector → agent request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The collector's id of this action: the agent's answer names it.
+    pub id: String,
+    pub action: Action,
+    pub target: Target,
+    /// For `isolate`: what stays reachable beside the collector and loopback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<Allow>,
+    pub reason: String,
+    pub requested_by: String,
+}
+
+impl Request {
+    /// Every rule an agent would refuse, refused here first.
+    pub fn check(&self) -> Result<(), String> {
+        if self.reason.trim().is_empty() {
+            return Err("a reason is required (the ticket, the alert)".into());
+        }
+        if self.reason.len() > MAX_REASON {
+            return Err(format!("the reason is longer than {MAX_REASON} bytes"));
+        }
+        if self.allow.len() > MAX_ALLOW {
+            return Err(format!(
+                "{} allow-list entries; at most {MAX_ALLOW}",
+                self.allow.len()
+            ));
+        }
+        if !self.allow.is_empty() && self.action != Action::Isolate {
+            return Err(format!(
+                "an allow-list applies to isolate only, not {}",
+                self.action.as_str()
+            ));
+        }
+        for a in &self.allow {
+            a.cidr()?;
+            if a.port == Some(0) {
+                return Err(format!("{}: port 0 is not a port", a.cidr));
+            }
+            if a.port.is_some() && a.proto.is_none() {
+                return Err(format!("{}: a port needs a protocol (tcp or udp)", a.cidr));
+            }
+        }
+        match (&self.action, &self.target) {
+            (Action::Isolate | Action::Release, Target::Process { .. }) => Err(
+                "a process tree cannot be isolated on its own: isolate its container or the host"
+                    .into(),
+            ),
+            (_, Target::Container { id })
+                if id.len() < 4 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                Err(format!(
+                    "container id {id:?}: 4 to 64 hex digits (a unique prefix is enough)"
+                ))
+            }
+            (Action::Freeze | Action::Thaw | Action::Kill, Target::Host) => Err(format!(
+                "{} applies to a container or a process tree, not the whole host",
+                self.action.as_str()
+            )),
+            (_, Target::Process { pid: 0 | 1 }) => {
+                Err("process 0 and 1 are the host itself; name a container instead".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The agent → collector answer: what is enforced now, proven by a round trip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The request it answers; for a break-glass release on the host, `local-…`.
+    pub id: String,
+    pub action: Action,
+    pub target: Target,
+    /// True when the action is in force (or, for release and thaw, undone).
+    pub ok: bool,
+    /// What enforces it: `nftables table inet cairn_isolation`, `cgroup_skb on /sys/fs/cgroup/…`,
+    /// `cgroup.freeze`, `SIGSTOP`, `cgroup.kill`, `SIGKILL`.
+    #[serde(default)]
+    pub mechanism: String,
+    /// SHA-256 of the rules in force as the agent wrote them (`rules`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<String>,
+    /// Processes the action reached (freeze, thaw, kill).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
+    /// The round trip to the collector through the isolated path, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_rtt_ms: Option<f64>,
+    /// Enforcement was undone because the collector could not be reached through it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolled_back: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For a local (break-glass) release: who and why, as the host's root gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalAction>,
+    /// When the agent finished the action (RFC 3339).
+    pub at: String,
+}
+
+/// An action taken on the host itself, without the collector (`cairn-agent isolation release
+/// --local`): reported when the agent next connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalAction {
+    pub user: String,
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(action: Action, target: Target, allow: Vec<Allow>) -> Request {
+        Request {
+            id: "r".into(),
+            action,
+            target,
+            allow,
+            reason: "IR-1".into(),
+            requested_by: "admin".into(),
+        }
+    }
+
+    fn allow(cidr: &str) -> Allow {
+        Allow {
+            cidr: cidr.into(),
+            port: None,
+            proto: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn cidrs_are_masked_and_matched_by_family() {
+        let c = Cidr::parse("10.1.2.3/24").unwrap();
+        assert_eq!(c.to_string(), "10.1.2.0/24");
+        assert!(c.contains("10.1.2.200".parse().unwrap()));
+        assert!(!c.contains("10.1.3.1".parse().unwrap()));
+        assert!(!c.contains("::ffff:10.1.2.1".parse().unwrap()));
+        let v6 = Cidr::parse("fd00::1/64").unwrap();
+        assert_eq!(v6.to_string(), "fd00::/64");
+        assert_eq!(Cidr::parse("192.0.2.1").unwrap().prefix, 32);
+        assert_eq!(Cidr::parse("0.0.0.0/0").unwrap().to_string(), "0.0.0.0/0");
+        for bad in [
+            "10.0.0.0/33",
+            "fd00::/129",
+            "host.example",
+            "10.0.0.0/x",
+            "",
+        ] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn requests_that_cannot_be_enforced_are_refused() {
+        let ok = req(Action::Isolate, Target::Host, vec![allow("10.0.0.0/8")]);
+        assert_eq!(ok.check(), Ok(()));
+        let mut r = ok.clone();
+        r.reason = " ".into();
+        assert!(r.check().unwrap_err().contains("reason"));
+        let r = req(Action::Isolate, Target::Host, vec![allow("nope")]);
+        assert!(r.check().is_err());
+        let r = req(
+            Action::Isolate,
+            Target::Host,
+            vec![allow("10.0.0.1"); MAX_ALLOW + 1],
+        );
+        assert!(r.check().unwrap_err().contains("at most"));
+        let mut a = allow("10.0.0.1");
+        a.port = Some(22);
+        let r = req(Action::Isolate, Target::Host, vec![a.clone()]);
+        assert!(r.check().unwrap_err().contains("protocol"));
+        a.proto = Some(Proto::Tcp);
+        assert_eq!(req(Action::Isolate, Target::Host, vec![a]).check(), Ok(()));
+        let r = req(Action::Freeze, Target::Host, vec![]);
+        assert!(r.check().unwrap_err().contains("not the whole host"));
+        let r = req(Action::Isolate, Target::Process { pid: 42 }, vec![]);
+        assert!(r.check().is_err());
+        let r = req(Action::Kill, Target::Process { pid: 1 }, vec![]);
+        assert!(r.check().is_err());
+        let r = req(
+            Action::Freeze,
+            Target::Container {
+                id: "zz; rm -rf /".into(),
+            },
+            vec![],
+        );
+        assert!(r.check().unwrap_err().contains("hex"));
+        let r = req(
+            Action::Thaw,
+            Target::Container {
+                id: "abcd12".into(),
+            },
+            vec![],
+        );
+        assert_eq!(r.check(), Ok(()));
+        let r = req(Action::Thaw, Target::Host, vec![allow("10.0.0.1")]);
+        assert!(r.check().is_err());
+    }
+
+    #[test]
+    fn the_wire_form_is_stable() {
+        let r = req(
+            Action::Isolate,
+            Target::Container { id: "abcd".into() },
+            vec![Allow {
+                cidr: "10.0.0.2".into(),
+                port: Some(53),
+                proto: Some(Proto::Udp),
+                note: Some("resolver".into()),
+            }],
+        );
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"id":"r","action":"isolate","target":{"kind":"container","id":"abcd"},"allow":[{"cidr":"10.0.0.2","port":53,"proto":"udp","note":"resolver"}],"reason":"IR-1","requested_by":"admin"}"#
+        );
+    }
+}
