@@ -305,6 +305,33 @@ impl Collector {
         out.json()
     }
 
+    /// Wait until the host's sensor is attached and its live events arrive: a process run
+    /// here shows up as a `process_exec` of that host. A fixed sleep is not enough on a
+    /// loaded machine, where attaching the eBPF programs takes seconds.
+    pub fn wait_sensor_live(&self, host: &str, timeout: Duration) -> Result<()> {
+        let start = std::time::Instant::now();
+        let mark = format!("cairn-sensor-probe-{}", std::process::id());
+        loop {
+            let _ = Command::new("/bin/sh")
+                .args(["-c", &format!("exec /bin/echo {mark}")])
+                .stdout(std::process::Stdio::null())
+                .status();
+            let v = self.api_get(&format!(
+                "/api/v1/hosts/{host}/events?kind=process_exec&from=-10m&limit=100000"
+            ))?;
+            let seen = v["events"]
+                .as_array()
+                .is_some_and(|es| es.iter().any(|e| e.to_string().contains(&mark)));
+            if seen {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!("no live process_exec from host {host}'s sensor within {timeout:?}: {v}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// A blocking HTTPS client for the API with the admin token, trusting the collector's CA.
     pub fn api(&self) -> Result<Api> {
         Api::new(&self.api_url(), &self.init.admin_token, &self.init.ca_cert)

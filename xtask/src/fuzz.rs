@@ -11,8 +11,11 @@ use anyhow::{bail, Context, Result};
 use crate::procs::{cargo, repo_root, run_inherit, target_dir};
 
 fn build() -> Result<PathBuf> {
+    // With the workspace's features, as `cargo xtask test` built it: `-p cairn-fuzz` alone
+    // unifies features differently and rebuilds a second copy of the collector and its deps
+    // (minutes, and a GiB of disk).
     let mut b = cargo();
-    b.args(["build", "-p", "cairn-fuzz", "--bin", "cairn-fuzz"]);
+    b.args(["build", "--workspace", "--bins"]);
     run_inherit(b)?;
     Ok(target_dir().join("debug").join("cairn-fuzz"))
 }
