@@ -148,6 +148,14 @@ impl Api {
             .await
     }
 
+    pub(crate) async fn delete_json(&self, path: &str, body: &Value) -> Result<Value> {
+        self.json(
+            self.send(self.http.delete(self.url(path)).json(body))
+                .await?,
+        )
+        .await
+    }
+
     pub(crate) async fn json(&self, resp: reqwest::Response) -> Result<Value> {
         resp.json()
             .await

@@ -20,6 +20,9 @@ pub enum Exit {
     Conflict = 7,
     /// Custody or a hash does not verify.
     Verify = 8,
+    /// A containment action was not confirmed: the agent could not enforce it, rolled it
+    /// back, or did not answer in time.
+    Contain = 9,
 }
 
 impl Exit {
@@ -38,7 +41,8 @@ pub const HELP: &str = "Exit codes:
   5  auth: no API token (set CAIRN_TOKEN), or the collector refused it
   6  network: the collector's API cannot be reached
   7  conflict: a name or prefix matches several, the state forbids it, or -o names an existing file (use --force)
-  8  verification failed: custody or a hash does not match";
+  8  verification failed: custody or a hash does not match
+  9  containment not confirmed: the agent could not enforce it, rolled it back, or did not answer in time";
 
 /// An error with the exit code it should end `cairn` with.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 mod api;
 mod collections;
+mod containment;
 mod evidence;
 mod exit;
 mod hosts;
@@ -147,11 +148,72 @@ enum Cmd {
     /// [--grep]`, `cairn timeline export -o FILE`, `cairn timeline searches`, `cairn timeline
     /// sources`.
     Timeline(Box<timeline::TimelineArgs>),
+    /// Cut a host (or one container) off the network, except its channel to the collector,
+    /// loopback and what --allow lists; waits for the agent to confirm what it enforced.
+    Isolate {
+        host: String,
+        #[command(flatten)]
+        c: ContainArgs,
+        /// Keep reachable: CIDR[,tcp/PORT|udp/PORT][,NOTE] (repeatable), e.g. a jump host
+        /// `10.0.0.5,tcp/22,jump host`, a resolver, the instance metadata service.
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+    },
+    /// Undo an isolation of the host (or of --container).
+    Release {
+        host: String,
+        #[command(flatten)]
+        c: ContainArgs,
+    },
+    /// Freeze a container (cgroup.freeze) or a process tree (SIGSTOP): its memory can still
+    /// be captured.
+    Freeze {
+        host: String,
+        #[command(flatten)]
+        c: ContainArgs,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Thaw what freeze stopped.
+    Thaw {
+        host: String,
+        #[command(flatten)]
+        c: ContainArgs,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Kill a container (cgroup.kill) or a process tree (SIGKILL).
+    Kill {
+        host: String,
+        #[command(flatten)]
+        c: ContainArgs,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// What is contained on a host now (who, when, why) and its containment history.
+    Containment { host: String },
     /// API and enrollment tokens (admin only): `tokens list`, `tokens revoke ID`.
     Tokens {
         #[command(subcommand)]
         cmd: Option<TokensCmd>,
     },
+}
+
+/// What every containment command takes.
+#[derive(clap::Args)]
+struct ContainArgs {
+    /// Why: recorded in the host's chain of custody.
+    #[arg(long)]
+    reason: String,
+    /// Only this container (id or unique prefix), not the host.
+    #[arg(long)]
+    container: Option<String>,
+    /// Return once requested instead of waiting for the agent's confirmation.
+    #[arg(long)]
+    no_wait: bool,
+    /// Give up waiting for the agent after this many seconds (exit 9).
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
 }
 
 #[derive(Subcommand)]
@@ -285,7 +347,36 @@ pub async fn run(cli: Cli) -> Result<i32> {
         } => custody_log(&api, collection, json_out).await,
         Cmd::Import { dir } => evidence::import(&api, dir, json_out).await,
         Cmd::Timeline(args) => timeline::run(&api, args, json_out).await,
+        Cmd::Isolate { host, c, allow } => {
+            contain(&api, "isolate", host, c, None, allow, json_out).await
+        }
+        Cmd::Release { host, c } => contain(&api, "release", host, c, None, &[], json_out).await,
+        Cmd::Freeze { host, c, pid } => contain(&api, "freeze", host, c, *pid, &[], json_out).await,
+        Cmd::Thaw { host, c, pid } => contain(&api, "thaw", host, c, *pid, &[], json_out).await,
+        Cmd::Kill { host, c, pid } => contain(&api, "kill", host, c, *pid, &[], json_out).await,
+        Cmd::Containment { host } => containment::show(&api, host, json_out).await,
     }
+}
+
+async fn contain(
+    api: &Api,
+    action: &str,
+    host: &str,
+    c: &ContainArgs,
+    pid: Option<u32>,
+    allow: &[String],
+    json_out: bool,
+) -> Result<i32> {
+    let ask = containment::Ask {
+        host,
+        action,
+        reason: &c.reason,
+        container: c.container.as_deref(),
+        pid,
+        allow,
+        wait: (!c.no_wait).then(|| Duration::from_secs(c.timeout)),
+    };
+    containment::contain(api, &ask, json_out).await
 }
 
 async fn custody_verify(api: &Api, collection: &str, json_out: bool) -> Result<i32> {

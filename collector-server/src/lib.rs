@@ -7,7 +7,7 @@
 //!  bin/ cairn-collector ─ server (wiring: stores, keys, listeners)
 //!  api/ (HTTP JSON, one module per resource)   console/ (web pages)   quic/ (agent streams)
 //!  state (what every handler holds)
-//!  collections timeline custody triggers readiness hosts sessions admission health   domain
+//!  collections containment timeline custody triggers readiness hosts sessions admission health
 //!  error (the domain's errors, by what the caller should do)
 //!  ingest (the item state machine: frame order, chunk verification, sealing)
 //!  evidence (the one verified read of stored chunks)
@@ -20,6 +20,7 @@ pub mod api;
 pub mod authority;
 pub mod collections;
 pub mod console;
+pub mod containment;
 pub mod crypt;
 pub mod custody;
 pub mod datadir;

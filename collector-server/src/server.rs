@@ -4,6 +4,7 @@
 
 use crate::admission::Admission;
 use crate::collections::{Collections, Limits};
+use crate::containment::Containments;
 use crate::custody::Custody;
 use crate::datadir::DataDir;
 use crate::sessions::Sessions;
@@ -53,6 +54,7 @@ pub fn load_state(data: &DataDir, fsync: bool, encrypt_at_rest: bool) -> Result<
             sessions.clone(),
             Limits::default(),
         ),
+        containments: Containments::new(stores.clone(), custody.clone(), sessions.clone()),
         stores,
         custody,
         sessions,

@@ -3,6 +3,7 @@
 
 use crate::authority::Authority;
 use crate::collections::Collections;
+use crate::containment::Containments;
 use crate::crypt::EvidenceKey;
 use crate::custody::Custody;
 use crate::health::Health;
@@ -17,6 +18,8 @@ pub struct State {
     /// Agents connected now, and the bell of each one's control loop.
     pub sessions: Arc<Sessions>,
     pub collections: Collections,
+    /// Isolate, release, freeze, thaw, kill: asked, sent, answered.
+    pub containments: Containments,
     /// Profile mapping, dedup and rate limits for `/api/v1/triggers/...`.
     pub triggers: Triggers,
     pub authority: Authority,

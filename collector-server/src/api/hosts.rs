@@ -63,6 +63,7 @@ async fn list_hosts(
         let connected = state.sessions.is_connected(&h.id);
         let mut v = to_value(&h)?;
         v["connected"] = json!(connected);
+        v["containment"] = to_value(&state.containments.in_force(&h.id)?)?;
         hosts.push(v);
     }
     Ok(Json(json!({ "hosts": hosts })))

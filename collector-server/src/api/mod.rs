@@ -8,6 +8,7 @@
 pub(crate) mod archive;
 mod auth;
 pub(crate) mod collections;
+mod containment;
 mod hosts;
 pub mod import;
 pub(crate) mod items;
@@ -97,6 +98,7 @@ pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
 pub fn router(state: S) -> Router {
     Router::new()
         .merge(hosts::routes())
+        .merge(containment::routes())
         .merge(collections::routes())
         .merge(archive::routes())
         .merge(items::routes())

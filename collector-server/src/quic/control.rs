@@ -1,7 +1,8 @@
 //! The control stream: `hello` (identity, protocol version, the collections the agent still
 //! has), then heartbeats from the agent and commands to it. Commands wait in the store; the
 //! session's bell rings when one is queued, and every `requested` command not yet sent on this
-//! connection goes out.
+//! connection goes out — containment actions before collections. The agent's `contained`
+//! answers are recorded and acknowledged (`contained_ack`), so a lost answer is sent again.
 //!
 //! Every store call runs on a blocking thread (`super::blocking`): a thousand control loops
 //! doing SQLite on the async workers starve the QUIC endpoint, and its connections time out.
@@ -129,6 +130,18 @@ async fn control_loop(
                             Err(e) => return Err(e.into()),
                         }
                     }
+                    Frame::Message(Message::Contained(o)) => {
+                        let (st, hid, id) = (state.clone(), host_id.to_string(), o.id.clone());
+                        let recorded = tokio::task::spawn_blocking(move || st.containments.outcome(&hid, &o)).await?;
+                        match recorded {
+                            Ok(()) => write_message(send, Message::ContainedAck { id }).await?,
+                            Err(e @ (Error::NotFound(_) | Error::Conflict(_))) => {
+                                tracing::warn!("contained from {host_id}: {e}");
+                                write_message(send, Message::error("bad_request", e.to_string())).await?;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
                     Frame::Message(m) => {
                         write_message(send, Message::error("bad_request", format!("unexpected {} on the control stream", m.name()))).await?;
                     }
@@ -171,6 +184,17 @@ async fn send_pending(
     sent: &mut HashSet<String>,
     accepted: &HashSet<String>,
 ) -> Result<()> {
+    // Containment first: an isolation must not wait behind collections.
+    let (st, hid) = (state.clone(), host_id.to_string());
+    for req in blocking(move || st.containments.sendable(&hid)).await? {
+        // Sent on an earlier connection and never answered: sent again (enforcing is idempotent).
+        if !sent.insert(req.id.clone()) {
+            continue;
+        }
+        write_message(send, Message::Contain(Box::new(req.clone()))).await?;
+        let (st, hid) = (state.clone(), host_id.to_string());
+        blocking(move || st.containments.sent(&hid, &req.id)).await?;
+    }
     let in_flight: HashSet<String> = sent.difference(accepted).cloned().collect();
     let (st, hid) = (state.clone(), host_id.to_string());
     for req in blocking(move || st.collections.sendable(&hid, &in_flight)).await? {

@@ -1,7 +1,7 @@
 //! Where the collector keeps things, behind two traits: the seam for other back ends.
 //!
 //! - [`MetadataStore`]: tokens, hosts, collections, items and their chunks, custody, live
-//!   events, the timeline, readiness and saved searches — one trait per group of tables, each
+//!   events, the timeline, readiness, saved searches and containment actions — one trait per group of tables, each
 //!   in its own file, so a back end is written group by group. [`sqlite`] is the first.
 //! - [`BlobStore`]: chunk payloads by the SHA-256 of their raw bytes. [`chunk_dir`] (a
 //!   content-addressed directory) is the first.
@@ -16,6 +16,7 @@ pub mod cases;
 pub mod chunk_dir;
 pub mod collections;
 pub mod console;
+pub mod containment;
 pub mod custody;
 pub mod encrypted_blobs;
 pub mod events;
@@ -33,6 +34,7 @@ pub use blobs::{BlobError, BlobStore, Capacity};
 pub use cases::CaseStore;
 pub use collections::{CollectionOrigin, CollectionRow, CollectionStatus, CollectionStore};
 pub use console::{ConsoleSession, ConsoleStore};
+pub use containment::{ContainmentRow, ContainmentStatus, ContainmentStore};
 pub use custody::CustodyStore;
 pub use events::{EventStore, LiveEvent};
 pub use heads::HeadStore;
@@ -80,6 +82,7 @@ pub trait MetadataStore:
     + SearchStore
     + ConsoleStore
     + CaseStore
+    + ContainmentStore
     + Send
     + Sync
 {
@@ -97,6 +100,7 @@ impl<T> MetadataStore for T where
         + SearchStore
         + ConsoleStore
         + CaseStore
+        + ContainmentStore
         + Send
         + Sync
 {

@@ -11,7 +11,7 @@ pub struct Event {
     pub time_ns: i64,
     /// Which parser or stream it came from: `ebpf`, `auth.log`, `syslog`, `journal`, `wtmp`,
     /// `btmp`, `utmp`, `bash_history`, `zsh_history`, `bodyfile`, `file`, `processes.json`,
-    /// `network.json`, `event_journal`.
+    /// `network.json`, `event_journal`, `cairn` (the collector's own actions: containment).
     pub source: String,
     /// What happened: `process_exec`, `ssh_login`, `sudo`, `shell_command`, `file_mtime`, …
     pub kind: String,

@@ -44,6 +44,7 @@ pub const KINDS: &[&str] = &[
     "file_ctime",
     "file_btime",
     "log",
+    "containment",
     "unparsed",
 ];
 
@@ -65,6 +66,7 @@ pub const SOURCES: &[&str] = &[
     "processes.json",
     "network.json",
     "event_journal",
+    "cairn",
 ];
 
 /// Field names as people write them.

@@ -7,6 +7,7 @@
 mod cases;
 mod collections;
 mod console;
+mod containment;
 mod custody;
 mod events;
 mod hosts;
@@ -90,6 +91,7 @@ impl Sqlite {
             readiness::SCHEMA,
             console::SCHEMA,
             cases::SCHEMA,
+            containment::SCHEMA,
         ] {
             conn.execute_batch(schema)?;
         }
