@@ -158,7 +158,8 @@ fn print_outcome(r: &Value) {
     }
 }
 
-fn target(t: &Value) -> String {
+/// How a target is shown (terminal-safe).
+pub(crate) fn target(t: &Value) -> String {
     match t["kind"].as_str() {
         Some("container") => format!("container {}", printable(&s(&t["id"]))),
         Some("process") => format!("process tree {}", s(&t["pid"])),

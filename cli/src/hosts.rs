@@ -70,6 +70,17 @@ pub(crate) async fn list(api: &Api, json_out: bool) -> Result<i32> {
         if let Some(r) = st["sensor_reason"].as_str() {
             println!("{:<38}sensor: {}", "", crate::output::printable(r));
         }
+        for f in h["containment"].as_array().into_iter().flatten() {
+            println!(
+                "{:<38}{} {} since {} by {}: {}",
+                "",
+                crate::containment::target(&f["target"]),
+                s(&f["state"]).to_uppercase(),
+                time_s(&f["since"]),
+                crate::output::printable(&s(&f["by"])),
+                crate::output::printable(&s(&f["reason"]))
+            );
+        }
     }
     Ok(0)
 }

@@ -109,6 +109,37 @@ impl Agent {
         Ok(())
     }
 
+    /// Starts `cairn-agent run` in network namespace `ns` (the network only: cgroups, bpffs
+    /// and tracefs stay as they are).
+    pub fn run_in_netns(&mut self, ns: &str) -> Result<()> {
+        let mut cmd = crate::netns::Topology::command(ns, &self.bins.agent()?.to_string_lossy());
+        cmd.env_remove("CAIRN_AGENT_STATE")
+            .arg("run")
+            .arg("--state-dir")
+            .arg(&self.state);
+        self.proc = Managed::spawn("cairn-agent", cmd, &self.log)?;
+        Ok(())
+    }
+
+    /// `cairn-agent SUB ARGS…` (in network namespace `ns` when given); the output whatever
+    /// the exit code.
+    pub fn command(&self, ns: Option<&str>, sub: &str, args: &[&str]) -> Result<Output> {
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c =
+                    crate::netns::Topology::command(ns, &self.bins.agent()?.to_string_lossy());
+                c.env_remove("CAIRN_AGENT_STATE")
+                    .arg(sub)
+                    .arg("--state-dir")
+                    .arg(&self.state);
+                c
+            }
+            None => self.agent_cmd(sub)?,
+        };
+        cmd.args(args);
+        run(cmd, CLI_TIMEOUT)
+    }
+
     /// An error with the log tail unless `cairn-agent run` is running.
     pub fn check_alive(&mut self) -> Result<()> {
         self.proc.check_alive()

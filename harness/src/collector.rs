@@ -40,6 +40,8 @@ pub struct Collector {
     pub log: PathBuf,
     pub quic_port: u16,
     pub api_port: u16,
+    /// Where QUIC listens: loopback, or an address in another network namespace's reach.
+    pub quic_ip: String,
     pub init: InitInfo,
     proc: Managed,
 }
@@ -61,6 +63,17 @@ impl Collector {
     pub fn start_in(
         bins: &Bins,
         base: &Path,
+        configure: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Collector> {
+        Self::start_at(bins, base, "127.0.0.1", configure)
+    }
+
+    /// [`Collector::start_in`] with QUIC listening on `quic_ip` (an address of the root end of
+    /// a veth pair, for agents in other network namespaces); the API stays on loopback.
+    pub fn start_at(
+        bins: &Bins,
+        base: &Path,
+        quic_ip: &str,
         configure: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<Collector> {
         fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
@@ -89,6 +102,7 @@ impl Collector {
                 log: log.clone(),
                 quic_port,
                 api_port,
+                quic_ip: quic_ip.to_string(),
                 init: init.clone(),
                 proc: Managed::idle("cairn-collector", &log),
             };
@@ -155,7 +169,7 @@ impl Collector {
     }
 
     pub fn quic_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.quic_port)
+        format!("{}:{}", self.quic_ip, self.quic_port)
     }
 
     pub fn api_url(&self) -> String {

@@ -28,6 +28,7 @@ mod console;
 mod files;
 mod managed;
 pub mod memimage;
+pub mod netns;
 mod ports;
 mod run;
 mod wait;

@@ -1,0 +1,187 @@
+//! Containment end to end, enforced by the real kernel: a collector in the root network
+//! namespace, an agent in a "host" namespace, TCP/UDP servers in a "peer" namespace. The
+//! host is isolated through the API, everything but the agent's channel is cut, a collection
+//! still seals, a restarted agent is still isolated, and a release leaves nothing behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cairn_harness::netns::Topology;
+use cairn_harness::{run, summary, workdir, Agent, Bins, Collector};
+use std::time::Duration;
+
+const PORT: u16 = 7000;
+
+fn root() -> bool {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string));
+    uid.as_deref() == Some("0")
+}
+
+fn nft_ruleset(ns: &str) -> String {
+    let mut c = Topology::command(ns, "nft");
+    c.args(["list", "ruleset"]);
+    let out = run(c, Duration::from_secs(10)).unwrap();
+    assert!(out.success(), "{}", out.describe("nft list ruleset"));
+    out.stdout
+}
+
+/// (host → peer TCP, UDP, ping v4, TCP over v6, peer → host TCP)
+fn reach(t: &Topology) -> [bool; 5] {
+    [
+        Topology::tcp_connects(&t.host_ns, &t.peer_ip, PORT).unwrap(),
+        Topology::udp_echoes(&t.host_ns, &t.peer_ip, PORT).unwrap(),
+        Topology::pings(&t.host_ns, &t.peer_ip).unwrap(),
+        Topology::tcp_connects(&t.host_ns, &t.peer_ip6, PORT).unwrap(),
+        Topology::tcp_connects(&t.peer_ns, &t.host_peer_ip, PORT).unwrap(),
+    ]
+}
+
+fn contain(c: &Collector, args: &[&str]) -> serde_json::Value {
+    let out = c.cli_text(args, Duration::from_secs(120)).unwrap();
+    assert!(out.success(), "{}", out.describe(&args.join(" ")));
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+#[test]
+fn an_isolated_host_reaches_only_its_collector_until_released() {
+    if !root() {
+        eprintln!("skipped: network namespaces and nftables need root");
+        return;
+    }
+    let work = workdir("containment").unwrap();
+    let t = Topology::create("iso").unwrap();
+    let c = Collector::start_at(
+        &Bins::beside_test_exe().unwrap(),
+        &work.path().join("collector"),
+        &t.root_ip,
+        |_| Ok(()),
+    )
+    .unwrap();
+    let mut agent = Agent::enroll_in(&c, &work.path().join("agent")).unwrap();
+    agent.run_in_netns(&t.host_ns).unwrap();
+    let host = agent.wait_connected(&c, Duration::from_secs(60)).unwrap();
+    let _peer4 = Topology::echo_servers(&t.peer_ns, &t.peer_ip, PORT).unwrap();
+    let _peer6 = Topology::echo_servers(&t.peer_ns, &t.peer_ip6, PORT).unwrap();
+    let _on_host = Topology::echo_servers(&t.host_ns, &t.host_peer_ip, PORT).unwrap();
+    assert_eq!(reach(&t), [true; 5], "before isolation");
+
+    // Isolated, with one TCP port of the peer allowed.
+    let allow = format!("{},tcp/{},jump host", t.peer_ip, PORT + 1);
+    let _jump = Topology::echo_servers(&t.peer_ns, &t.peer_ip, PORT + 1).unwrap();
+    let done = contain(
+        &c,
+        &[
+            "--json",
+            "isolate",
+            &host,
+            "--reason",
+            "IR-15: isolate",
+            "--allow",
+            &allow,
+        ],
+    );
+    assert_eq!(done["status"], "done", "{done}");
+    let o = &done["outcome"];
+    assert!(o["mechanism"].as_str().unwrap().contains("nftables"), "{o}");
+    assert!(o["verified_rtt_ms"].as_f64().is_some(), "{o}");
+    let rules_sha = o["rules_sha256"].as_str().unwrap().to_string();
+    assert_eq!(reach(&t), [false; 5], "while isolated");
+    assert!(
+        Topology::tcp_connects(&t.host_ns, &t.peer_ip, PORT + 1).unwrap(),
+        "the allow-listed port stays reachable"
+    );
+    assert!(nft_ruleset(&t.host_ns).contains("cairn_isolation"));
+
+    // The evidence channel still works: a collection seals, and says the host is isolated.
+    let col = c
+        .collect_wait(
+            &host,
+            "volatile",
+            "IR-15: while isolated",
+            &[],
+            Duration::from_secs(180),
+        )
+        .unwrap();
+    assert_eq!(col["status"], "sealed", "{}", summary(&col));
+    let cid = col["id"].as_str().unwrap();
+    let out = work.path().join("network.json");
+    c.export(&format!("{cid}:network.json"), &out).unwrap();
+    let network: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(
+        network["isolation"]["host"]["rules_sha256"],
+        rules_sha.as_str(),
+        "{}",
+        network["isolation"]
+    );
+
+    // The host list and the history say who isolated it and why.
+    let hosts = c.api_get("/api/v1/hosts").unwrap();
+    let me = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == host.as_str())
+        .unwrap();
+    assert_eq!(me["containment"][0]["state"], "isolated", "{me}");
+    assert_eq!(me["containment"][0]["reason"], "IR-15: isolate");
+
+    // Restarted with its table gone (as after a reboot): isolated again before it connects.
+    agent.kill();
+    let mut del = Topology::command(&t.host_ns, "nft");
+    del.args(["delete", "table", "inet", "cairn_isolation"]);
+    assert!(run(del, Duration::from_secs(10)).unwrap().success());
+    assert!(Topology::tcp_connects(&t.host_ns, &t.peer_ip, PORT).unwrap());
+    agent.run_in_netns(&t.host_ns).unwrap();
+    agent.wait_connected(&c, Duration::from_secs(60)).unwrap();
+    assert_eq!(reach(&t), [false; 5], "isolated after a restart");
+
+    // Released: everything works again and nothing of cairn is left.
+    let released = contain(&c, &["--json", "release", &host, "--reason", "IR-15: done"]);
+    assert_eq!(released["status"], "done", "{released}");
+    assert_eq!(reach(&t), [true; 5], "after release");
+    assert!(!nft_ruleset(&t.host_ns).contains("cairn"));
+
+    // Custody: requested, sent, isolated (with the hash of the rules), released.
+    let h = c
+        .api_get(&format!("/api/v1/hosts/{host}/containment"))
+        .unwrap();
+    assert_eq!(h["in_force"], serde_json::json!([]), "{h}");
+    let actions: Vec<&str> = h["custody"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"isolated") && actions.contains(&"released"),
+        "{actions:?}"
+    );
+    let isolated = h["custody"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "isolated")
+        .unwrap();
+    assert_eq!(isolated["details"]["rules_sha256"], rules_sha.as_str());
+
+    // And the timeline shows both moments.
+    let tl = c
+        .api_get(&format!(
+            "/api/v1/timeline?host={host}&kind=containment&from=-1h"
+        ))
+        .unwrap();
+    let msgs: Vec<&str> = tl["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        msgs.iter().any(|m| m.starts_with("isolated host"))
+            && msgs.iter().any(|m| m.starts_with("released host")),
+        "{msgs:?}"
+    );
+}
