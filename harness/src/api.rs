@@ -70,4 +70,14 @@ impl Api {
             .send_json(body.clone());
         Self::handle(path, r)
     }
+
+    /// `DELETE PATH` with a JSON body, the JSON answer.
+    pub fn delete(&self, path: &str, body: &Value) -> Result<Value> {
+        let r = self
+            .agent
+            .delete(&format!("{}{path}", self.base))
+            .set("Authorization", &self.auth)
+            .send_json(body.clone());
+        Self::handle(path, r)
+    }
 }

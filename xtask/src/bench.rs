@@ -49,7 +49,7 @@ impl Rng {
 
 /// Writes the benchmark file: first half log-like text, second half random bytes.
 /// Returns its SHA-256.
-fn make_file(path: &Path, size: u64) -> Result<String> {
+pub(crate) fn make_file(path: &Path, size: u64) -> Result<String> {
     let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = BufWriter::with_capacity(4 << 20, f);
     let mut h = Sha256::new();

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_console;
+mod bench_containment;
 mod bench_disk;
 mod bench_load;
 mod bench_memory;
@@ -73,7 +74,7 @@ enum Cmd {
         seed: Option<u64>,
     },
     /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`,
-    /// `memory`, `disk`, `timeline`, `fuzz`, `load`, `console`).
+    /// `memory`, `disk`, `timeline`, `fuzz`, `load`, `console`, `containment`).
     Bench {
         /// Which benchmark.
         name: String,
@@ -251,10 +252,11 @@ fn main() -> ExitCode {
             "fuzz" => fuzz::bench(seconds),
             "load" => bench_load::run(agents, &capture),
             "console" => bench_console::run(events, triggers),
+            "containment" => bench_containment::run_bench(),
             other => {
                 eprintln!(
                     "error: unknown benchmark {other:?} (known: ingest, sensor, memory, disk, \
-                     timeline, fuzz, load, console)"
+                     timeline, fuzz, load, console, containment)"
                 );
                 return ExitCode::from(2);
             }
