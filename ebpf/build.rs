@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// The programs, by the stem of `bpf/<stem>.bpf.c`.
-const PROGRAMS: &[&str] = &["cairn", "selftest"];
+const PROGRAMS: &[&str] = &["cairn", "selftest", "isolation"];
 
 const HOWTO: &str = "install them with `cargo xtask setup` (as root), or \
                      `apt-get install clang libbpf-dev`; set CLANG to use another clang";

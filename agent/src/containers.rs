@@ -67,6 +67,82 @@ pub fn running_containers(proc_root: &Path) -> Vec<ContainerInfo> {
     found.into_values().collect()
 }
 
+/// Where one container's processes are in the cgroup v2 hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerCgroup {
+    /// The full 64-hex id.
+    pub id: String,
+    /// A process found in it.
+    pub pid: u32,
+    /// The container's cgroup, relative to the cgroup v2 root (`/system.slice/docker-….scope`):
+    /// the path of that process cut after the segment that names the container, so that a
+    /// process in a sub-cgroup of the container still names the whole container.
+    pub path: String,
+}
+
+/// The cgroup of the one running container whose id starts with `prefix` (case-insensitive),
+/// from the `0::` (cgroup v2) line of its processes' `/proc/PID/cgroup`.
+pub fn cgroup_of(proc_root: &Path, prefix: &str) -> Result<ContainerCgroup, String> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("container id {prefix:?}: hex digits"));
+    }
+    let dir = std::fs::read_dir(proc_root)
+        .map_err(|e| format!("cannot list {}: {e}", proc_root.display()))?;
+    let mut found: BTreeMap<String, ContainerCgroup> = BTreeMap::new();
+    let mut v1_only = false;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cgroup) = std::fs::read_to_string(entry.path().join("cgroup")) else {
+            continue;
+        };
+        let Some(c) = cgroup
+            .lines()
+            .find_map(crate::identity::container_from_cgroup)
+            .filter(|c| c.id.starts_with(&prefix))
+        else {
+            continue;
+        };
+        let Some(v2) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) else {
+            v1_only = true;
+            continue;
+        };
+        let segments: Vec<&str> = v2.split('/').collect();
+        let Some(at) = segments.iter().rposition(|seg| {
+            crate::identity::container_from_cgroup(seg).is_some_and(|x| x.id == c.id)
+        }) else {
+            continue;
+        };
+        found
+            .entry(c.id.clone())
+            .or_insert_with(|| ContainerCgroup {
+                id: c.id.clone(),
+                pid,
+                path: segments[..=at].join("/"),
+            });
+        if found.len() > 1 {
+            let ids: Vec<&str> = found.keys().map(|k| &k[..12]).collect();
+            return Err(format!(
+                "container id {prefix} is ambiguous: {}; give more of it",
+                ids.join(", ")
+            ));
+        }
+    }
+    match found.into_values().next() {
+        Some(c) => Ok(c),
+        None if v1_only => Err(format!(
+            "container {prefix} runs in cgroup v1 only: containment needs cgroup v2"
+        )),
+        None => Err(format!("no running process belongs to container {prefix}")),
+    }
+}
+
 /// `HOSTNAME` from a `/proc/PID/environ` (NUL-separated `KEY=value`).
 fn hostname_env(path: &Path) -> Option<String> {
     let env = std::fs::read(path).ok()?;
@@ -112,5 +188,39 @@ mod tests {
         );
         assert_eq!(found[0].pod_name.as_deref(), Some("web-7d4b9c-x2kqp"));
         assert_eq!(found[0].pod_namespace.as_deref(), Some("payments"));
+    }
+
+    #[test]
+    fn a_container_prefix_names_its_whole_cgroup() {
+        let a = "4c01db0b339c0b5a0d0a3b2e1f5c7d9e8a6b4c2d0e1f3a5b7c9d1e3f5a7b9c1d";
+        let b = "4c01ffff339c0b5a0d0a3b2e1f5c7d9e8a6b4c2d0e1f3a5b7c9d1e3f5a7b9c1d";
+        let dir = tempfile::tempdir().unwrap();
+        let put = |pid: u32, text: String| {
+            std::fs::create_dir_all(dir.path().join(pid.to_string())).unwrap();
+            std::fs::write(dir.path().join(format!("{pid}/cgroup")), text).unwrap();
+        };
+        // Hybrid hierarchy: v1 lines, then the v2 one; the process sits in a sub-cgroup.
+        put(
+            10,
+            format!(
+                "4:memory:/system.slice/docker-{a}.scope\n0::/system.slice/docker-{a}.scope/init\n"
+            ),
+        );
+        put(11, format!("0::/kubepods/besteffort/pod1/{b}\n"));
+        put(12, "0::/init.scope\n".into());
+        let c = cgroup_of(dir.path(), "4C01DB0B").unwrap();
+        assert_eq!(c.id, a);
+        assert_eq!(c.pid, 10);
+        assert_eq!(c.path, format!("/system.slice/docker-{a}.scope"));
+        assert_eq!(
+            cgroup_of(dir.path(), "4c01ff").unwrap().path,
+            format!("/kubepods/besteffort/pod1/{b}")
+        );
+        assert!(cgroup_of(dir.path(), "4c01")
+            .unwrap_err()
+            .contains("ambiguous"));
+        assert!(cgroup_of(dir.path(), "dead")
+            .unwrap_err()
+            .contains("no running"));
     }
 }

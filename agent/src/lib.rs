@@ -10,7 +10,8 @@
 //! transport  collect                 connection, enrollment, TLS, control-stream protocol,
 //!                                    uploads, event stream; profile → items → chunks
 //! config                             the state directory and agent.toml
-//! capture  sensor  flight_recorder   what a collection reads; live events; the journal
+//! capture  sensor  flight_recorder   what a collection reads; live events; the journal;
+//! containment                        isolate, freeze, thaw, kill, kept across restarts
 //! identity  containers               who this host is; the containers running here
 //! mountinfo  encryption              /proc/PID/mountinfo; age to the collector's key
 //! ```
@@ -25,6 +26,8 @@
 //! - [`capture`]: what a collection reads — volatile state, files, memory, disks.
 //! - [`sensor`]: process and network events from eBPF (or /proc polling).
 //! - [`flight_recorder`]: the on-disk journal of recent events.
+//! - [`containment`]: host isolation (nftables), container isolation (cgroup BPF), freeze,
+//!   thaw and kill, their state on disk and the break-glass release.
 //! - [`identity`]: who this host is (hostname, machine id, boot id, kernel, cloud instance).
 //! - [`containers`]: the containers running here, reported so triggers naming a pod find us.
 //! - [`mountinfo`]: the one parser of the kernel's mount tables.
@@ -36,6 +39,7 @@ pub mod capture;
 pub mod collect;
 pub mod config;
 pub mod containers;
+pub mod containment;
 pub mod daemon;
 pub mod encryption;
 pub mod flight_recorder;

@@ -1,4 +1,5 @@
 //! `cairn-agent`: the host agent.
+//! Long file: the CLI, one subcommand per user action, each with its arguments and its output.
 
 use anyhow::Result;
 use cairn_agent::config::{StateDir, DEFAULT_STATE_DIR};
@@ -132,6 +133,36 @@ enum Cmd {
         /// auto (eBPF, else /proc polling), ebpf (fail without BPF) or procfs.
         #[arg(long, default_value = "auto")]
         mode: String,
+    },
+    /// Containment in force on this host (isolation, freeze): its status, and the break-glass
+    /// release.
+    Isolation {
+        #[command(subcommand)]
+        what: IsolationCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum IsolationCmd {
+    /// What is enforced now: the saved state checked against the kernel (the nftables table,
+    /// the pinned cgroup programs, frozen cgroups). Exits 1 when they disagree.
+    Status {
+        /// As JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Break glass (as root): end an isolation here, without the collector. Who and why are
+    /// queued for the collector, which records them when the agent next connects.
+    Release {
+        /// Required: says that this release bypasses the collector.
+        #[arg(long, required = true)]
+        local: bool,
+        /// Why (sent to the collector and kept in the custody chain).
+        #[arg(long)]
+        reason: String,
+        /// Release this container's isolation (its id or a prefix) instead of the host's.
+        #[arg(long)]
+        container: Option<String>,
     },
 }
 
@@ -450,8 +481,56 @@ async fn real_main(cli: Cli) -> Result<i32> {
             btf,
             no_report,
         } => return selftest(&state, cli.host_root, btf, json, no_report).await,
+        Cmd::Isolation { what } => {
+            let host_root = cli.host_root.clone();
+            let state = state.clone();
+            return tokio::task::spawn_blocking(move || isolation(&state, host_root, what)).await?;
+        }
     }
     Ok(0)
+}
+
+/// `cairn-agent isolation …`: read the containment state, or break glass.
+fn isolation(state: &StateDir, host_root: Option<PathBuf>, what: IsolationCmd) -> Result<i32> {
+    use cairn_agent::containment::{Containment, Roots};
+    let host_root = host_root.or_else(|| state.load().ok().and_then(|c| c.host_root));
+    let c = Containment::with_roots(Roots::detect(&state.root, host_root.as_deref()));
+    match what {
+        IsolationCmd::Status { json } => {
+            let s = c.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", s.render());
+            }
+            Ok(i32::from(!s.consistent()))
+        }
+        IsolationCmd::Release {
+            local: _,
+            reason,
+            container,
+        } => {
+            if !nix::unistd::geteuid().is_root() {
+                anyhow::bail!("isolation release --local changes the host's firewall and BPF programs: run it as root");
+            }
+            let target = match container {
+                Some(id) => cairn_protocol::containment::Target::Container { id },
+                None => cairn_protocol::containment::Target::Host,
+            };
+            let user = match std::env::var("SUDO_USER") {
+                Ok(u) if !u.is_empty() => format!("{u} (sudo to {})", whoami()),
+                _ => whoami(),
+            };
+            let o = c.release_local(&target, &user, &reason)?;
+            println!(
+                "released the isolation of {} ({}); the collector hears of it (report {}) when the agent next connects",
+                o.target.describe(),
+                o.mechanism,
+                o.id
+            );
+            Ok(0)
+        }
+    }
 }
 
 /// `cairn-agent selftest`: run every check, print, report to the collector when enrolled.

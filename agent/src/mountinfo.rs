@@ -62,6 +62,16 @@ pub fn read(path: &Path) -> std::io::Result<Vec<Mount>> {
     Ok(parse(&std::fs::read_to_string(path)?).collect())
 }
 
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
+/// a hybrid host), by a mountinfo file (`/proc/self/mountinfo`).
+pub fn cgroup2_root(mountinfo: &Path) -> Option<std::path::PathBuf> {
+    read(mountinfo).ok().and_then(|ms| {
+        ms.into_iter()
+            .find(|m| m.fs_type == "cgroup2")
+            .map(|m| std::path::PathBuf::from(m.mount_point))
+    })
+}
+
 /// Undo the kernel's octal escapes of space, tab, newline and backslash (`\040`).
 pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();

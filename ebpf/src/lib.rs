@@ -1,6 +1,7 @@
-//! Kernel-side programs of the cairn sensor, compiled from C (CO-RE) by `build.rs` and embedded.
+//! Kernel-side programs of the cairn agent, compiled from C by `build.rs` and embedded.
 //!
-//! `bpf/cairn.bpf.c` holds every program (tracepoints only); `bpf/events.h` is the layout of the
+//! `bpf/cairn.bpf.c` holds the sensor's programs (tracepoints only, CO-RE);
+//! `bpf/isolation.bpf.c` the container isolation's `cgroup_skb` programs; `bpf/events.h` is the layout of the
 //! records they write into the ring buffer, which the agent decodes by the offsets [`layout`]
 //! generates from it; `bpf/vmlinux.h` is the small subset of kernel types they read, relocated
 //! at load time against the kernel's BTF.
@@ -37,6 +38,33 @@ pub mod selftest {
     pub const RING_MAP: &str = "selftest_ring";
     pub const CATEGORY: &str = "syscalls";
     pub const TRACEPOINT: &str = "sys_enter_getppid";
+}
+
+static ISOLATION: &Aligned<[u8]> = &Aligned {
+    bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/isolation.bpf.o")),
+};
+
+/// Container isolation (`bpf/isolation.bpf.c`): `cgroup_skb` ingress and egress programs that
+/// drop every packet of a cgroup except loopback and an allow-list, while `enforce` is set.
+pub fn isolation_object() -> &'static [u8] {
+    &ISOLATION.bytes
+}
+
+/// The isolation object's programs and maps, and the layout of its map values.
+pub mod isolation {
+    pub const EGRESS: &str = "isolation_egress";
+    pub const INGRESS: &str = "isolation_ingress";
+    /// `struct allow_entry[MAX_ALLOW]`.
+    pub const ALLOW_MAP: &str = "isolation_allow";
+    /// `struct isolation_config[1]`: `enforce`, `count`.
+    pub const CONFIG_MAP: &str = "isolation_config";
+    /// `u64[2]`: packets dropped on egress, on ingress.
+    pub const DROPPED_MAP: &str = "isolation_dropped";
+    /// Slots of the allow map (the protocol's `MAX_ALLOW`).
+    pub const MAX_ALLOW: u32 = 64;
+    /// Bytes of one `struct allow_entry`: family u8, proto u8, port u16 (host order), then
+    /// addr and mask as four 32-bit words each in network order.
+    pub const ALLOW_ENTRY_SIZE: usize = 36;
 }
 
 /// Name of the ring buffer map (its size is set by the loader before load).

@@ -139,6 +139,11 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     // The memory tests build their fixture with the system C compiler.
     ("cc", "gcc"),
     ("unshare", "util-linux"),
+    // Containment: host isolation is an nftables table; its tests build network namespaces
+    // and ping through them.
+    ("nft", "nftables"),
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
     ("python3", "python3"),
     // Encrypted offline collections are decrypted with the reference age CLI.
     ("age", "age"),

@@ -296,13 +296,7 @@ pub struct CgroupResolver {
 
 impl CgroupResolver {
     pub fn new() -> CgroupResolver {
-        let root = crate::mountinfo::read(Path::new("/proc/self/mountinfo"))
-            .ok()
-            .and_then(|ms| {
-                ms.into_iter()
-                    .find(|m| m.fs_type == "cgroup2")
-                    .map(|m| PathBuf::from(m.mount_point))
-            });
+        let root = crate::mountinfo::cgroup2_root(Path::new("/proc/self/mountinfo"));
         let mut r = CgroupResolver {
             root,
             ids: HashMap::new(),
