@@ -76,7 +76,13 @@ impl Containment {
         Ok(out)
     }
 
-    /// Break-glass outcomes the collector has not acknowledged yet, oldest first.
+    /// Keeps an outcome for the collector until it acknowledges it: the daemon's answers to
+    /// the collector's commands wait here as break-glass reports do.
+    pub fn queue_report(&self, out: &Outcome) -> Result<(), ContainError> {
+        Store::lock(&self.roots.state_dir)?.push_report(out)
+    }
+
+    /// Outcomes the collector has not acknowledged yet, oldest first.
     pub fn pending_reports(&self) -> Result<Vec<Outcome>, ContainError> {
         Store::lock(&self.roots.state_dir)?.reports()
     }

@@ -3,11 +3,13 @@
 //! - [`recording`]: the sensor, the flight recorder and the live event stream.
 //! - [`collections`]: collection commands, run once each, their items sent as they are produced.
 //! - [`schedule`]: the readiness self-test, at start and every `selftest_interval_secs`.
+//! - [`containment`]: isolate, release, freeze, thaw, kill — enforced, proven, answered.
 //!
 //! [`run`] starts them and keeps one control session open at a time (reconnecting forever);
 //! the [`Agent`] is what they share.
 
 pub mod collections;
+pub mod containment;
 pub mod recording;
 pub mod schedule;
 
@@ -51,6 +53,10 @@ pub struct Agent {
     sensor_proof: Mutex<Option<String>>,
     /// Events the sensor reported lost (sum of `events_lost` counts seen).
     sensor_lost: Arc<AtomicU64>,
+    /// What is isolated or frozen here, kept in the state directory.
+    pub containment: Arc<crate::containment::Containment>,
+    /// Containment commands seen, so one repeated after a reconnect runs once.
+    seen_containment: Mutex<HashSet<String>>,
 }
 
 impl Agent {
@@ -95,6 +101,13 @@ impl Agent {
                 EventShipper::new(32 << 20)
             }
         };
+        let containment = Arc::new(crate::containment::Containment::with_roots(
+            crate::containment::Roots::detect(&state.root, cfg.host_root.as_deref()),
+        ));
+        let c = containment.clone();
+        options.volatile.isolation = Some(crate::capture::volatile::IsolationState(Arc::new(
+            move || containment::in_force_json(&c),
+        )));
         Ok(Arc::new(Agent {
             state: state.clone(),
             shipper,
@@ -110,6 +123,8 @@ impl Agent {
             sensor_status: Mutex::new(("off".into(), None)),
             sensor_proof: Mutex::new(None),
             sensor_lost: Arc::new(AtomicU64::new(0)),
+            containment,
+            seen_containment: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -199,6 +214,14 @@ impl ControlHandler for Arc<Agent> {
             tokio::spawn(collections::run_collection(self.clone(), req));
         }
     }
+
+    fn contain(&self, req: cairn_protocol::containment::Request) {
+        containment::contain(self, req);
+    }
+
+    fn contained_ack(&self, id: &str) {
+        containment::acknowledged(self, id);
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -219,6 +242,10 @@ pub async fn run(agent: Arc<Agent>) -> Result<()> {
             "removed the spool of {items} item(s) of a previous run ({bytes} bytes): their collections ended with it"
         );
     }
+    // Isolation and freezes in force before this start are in force again before anything
+    // connects (a reboot, a crash).
+    let a = agent.clone();
+    tokio::task::spawn_blocking(move || containment::restore(&a)).await?;
     let a = agent.clone();
     let _sensor = tokio::task::spawn_blocking(move || recording::start(&a)).await??;
     tokio::spawn(crate::transport::events::ship(

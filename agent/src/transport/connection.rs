@@ -60,6 +60,11 @@ impl Connector {
     }
 
     /// One attempt, no retry: for `ping` and the self-test.
+    /// The collector's address as resolved when the agent started.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub async fn connect_once(&self) -> Result<quinn::Connection> {
         let conn = self
             .endpoint

@@ -32,6 +32,11 @@ pub trait ControlHandler {
     }
     /// The collector's `welcome` (its evidence recipient, for offline collections).
     fn welcomed(&self, _welcome: &Message) {}
+    /// A containment action (isolate, release, freeze, thaw, kill). Its outcome goes back as
+    /// `contained` through the outbox; it may come again after a reconnect.
+    fn contain(&self, req: cairn_protocol::containment::Request);
+    /// The collector recorded the outcome `id`: it need not be sent again.
+    fn contained_ack(&self, _id: &str) {}
 }
 
 /// Messages for the collector that must not be lost with a connection.
@@ -154,6 +159,8 @@ async fn control_loop(
                         write_message(send, Message::CommandAccepted { collection_id: req.collection_id.clone() }).await?;
                         handler.collect(*req);
                     }
+                    Message::Contain(req) => handler.contain(*req),
+                    Message::ContainedAck { id } => handler.contained_ack(&id),
                     Message::HeartbeatAck { .. } => outbox.acknowledged(&mut written),
                     Message::Error { code, message } => tracing::warn!("collector error ({code}): {message}"),
                     other => tracing::warn!("ignoring unexpected {} on the control stream", other.name()),

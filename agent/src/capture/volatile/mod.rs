@@ -42,6 +42,19 @@ pub struct VolatileOptions {
     pub max_environ_bytes: usize,
     /// Whether and where to ask the cloud metadata service who this host is.
     pub metadata: MetadataConfig,
+    /// What is isolated or frozen on the host now, for `network.json` (`isolation`): given by
+    /// the running agent, which keeps that state.
+    pub isolation: Option<IsolationState>,
+}
+
+/// Says what containment is in force, as JSON (a closure: the state lives above capture).
+#[derive(Clone)]
+pub struct IsolationState(pub std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
+
+impl std::fmt::Debug for IsolationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IsolationState")
+    }
 }
 
 impl Default for VolatileOptions {
@@ -53,6 +66,7 @@ impl Default for VolatileOptions {
             hash_executables: true,
             max_environ_bytes: 32 * 1024,
             metadata: MetadataConfig::default(),
+            isolation: None,
         }
     }
 }

@@ -210,6 +210,9 @@ pub(super) fn collect(
             "ipv6_note": "not collected: IPv6 neighbours are only available over rtnetlink",
         }),
     );
+    if let Some(state) = &opts.isolation {
+        put(&mut body, &mut errors, "isolation", (state.0)());
+    }
     artifact("network.json", collected_at, body, errors, false)
 }
 
