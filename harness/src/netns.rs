@@ -46,8 +46,11 @@ fn ok(args: &[&str]) -> Result<()> {
 impl Topology {
     /// Creates the namespaces and links; `tag` names them (`cairn-TAG-host-PID`).
     pub fn create(tag: &str) -> Result<Topology> {
-        let pid = std::process::id();
-        let x = 100 + pid % 150;
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Distinct per test process and per topology in it (tests run on threads).
+        let pid = std::process::id() * 8 + n % 8;
+        let x = 100 + (std::process::id() * 3 + n) % 150;
         let t = Topology {
             host_ns: format!("cairn-{tag}-host-{pid}"),
             peer_ns: format!("cairn-{tag}-peer-{pid}"),
@@ -71,12 +74,12 @@ impl Topology {
     }
 
     fn build(&self) -> Result<()> {
-        let pid = std::process::id();
+        let id = self.root_link.trim_start_matches("cr");
         let (rh, hr, hp, ph) = (
             self.root_link.clone(),
-            format!("ch{pid}"),
-            format!("cp{pid}"),
-            format!("cq{pid}"),
+            format!("ch{id}"),
+            format!("cp{id}"),
+            format!("cq{id}"),
         );
         ok(&["netns", "add", &self.host_ns])?;
         ok(&["netns", "add", &self.peer_ns])?;

@@ -185,3 +185,107 @@ fn an_isolated_host_reaches_only_its_collector_until_released() {
         "{msgs:?}"
     );
 }
+
+fn nft_root(script: &str) -> bool {
+    let mut c = std::process::Command::new("nft");
+    c.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    child.wait().unwrap().success()
+}
+
+/// Removes the test's block in the root namespace even when an assertion failed.
+struct Block(String);
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        nft_root(&format!("table inet {0}\ndelete table inet {0}\n", self.0));
+    }
+}
+
+#[test]
+fn an_isolation_that_cuts_the_agent_off_is_rolled_back() {
+    if !root() {
+        eprintln!("skipped: network namespaces and nftables need root");
+        return;
+    }
+    let work = workdir("containment-rollback").unwrap();
+    let t = Topology::create("rb").unwrap();
+    let c = Collector::start_at(
+        &Bins::beside_test_exe().unwrap(),
+        &work.path().join("collector"),
+        &t.root_ip,
+        |_| Ok(()),
+    )
+    .unwrap();
+    let mut agent = Agent::enroll_in(&c, &work.path().join("agent")).unwrap();
+    agent.run_in_netns(&t.host_ns).unwrap();
+    let host = agent.wait_connected(&c, Duration::from_secs(60)).unwrap();
+    let _peer = Topology::echo_servers(&t.peer_ns, &t.peer_ip, PORT).unwrap();
+
+    // What the agent sends the collector is lost from now on (what the collector sends still
+    // arrives): the command gets there, the proof of the channel cannot.
+    let table = format!("cairntest_block_{}", std::process::id());
+    assert!(nft_root(&format!(
+        "table inet {table} {{\n chain input {{ type filter hook input priority -400; policy accept; ip saddr {} udp dport {} drop; }}\n}}\n",
+        t.host_ip, c.quic_port
+    )));
+    let block = Block(table);
+    let asked = contain(
+        &c,
+        &[
+            "--json",
+            "isolate",
+            &host,
+            "--reason",
+            "IR-15: rollback",
+            "--no-wait",
+        ],
+    );
+    let id = asked["id"].as_str().unwrap().to_string();
+    // Enforced, then undone when the round trip fails.
+    let mut seen = false;
+    let start = std::time::Instant::now();
+    loop {
+        let present = nft_ruleset(&t.host_ns).contains("cairn_isolation");
+        seen |= present;
+        if seen && !present {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "isolation applied: {seen}; never rolled back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(Topology::tcp_connects(&t.host_ns, &t.peer_ip, PORT).unwrap());
+    drop(block);
+    // The answer reaches the collector once the agent can talk to it again.
+    let start = std::time::Instant::now();
+    let row = loop {
+        let r = c.api_get(&format!("/api/v1/containment/{id}")).unwrap();
+        if r["status"] == "failed" || r["status"] == "done" {
+            break r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no answer: {r}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(row["status"], "failed", "{row}");
+    assert_eq!(row["outcome"]["rolled_back"], true, "{row}");
+    assert!(
+        row["outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("collector"),
+        "{row}"
+    );
+    let h = c
+        .api_get(&format!("/api/v1/hosts/{host}/containment"))
+        .unwrap();
+    assert_eq!(h["in_force"], serde_json::json!([]), "{h}");
+    assert!(h["custody"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["action"] == "containment_rolled_back"));
+}
