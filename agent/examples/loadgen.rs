@@ -211,6 +211,15 @@ impl ControlHandler for Handler {
         }
     }
 
+    /// A simulated host enforces nothing: it says so.
+    fn contain(&self, req: cairn_protocol::containment::Request) {
+        let e = cairn_agent::containment::ContainError::Refused(
+            "a simulated agent (loadgen) contains nothing".into(),
+        );
+        let o = cairn_agent::containment::failure(&req, &e);
+        self.outbox.push(Message::Contained(Box::new(o)));
+    }
+
     fn collect(&self, req: CollectRequest) {
         if lock(&self.seen).insert(req.collection_id.clone()) {
             self.counters.commands.fetch_add(1, Ordering::SeqCst);

@@ -22,33 +22,10 @@ pub struct Ask<'a> {
 
 /// `--allow CIDR[,tcp/PORT|udp/PORT][,NOTE]`: `10.0.0.5`, `10.0.0.0/24,tcp/22,jump host`.
 pub fn parse_allow(s: &str) -> Result<Value> {
-    let mut parts = s.splitn(3, ',');
-    let cidr = parts.next().unwrap_or("").trim();
-    let mut v = json!({ "cidr": cidr });
-    if let Some(pp) = parts.next().map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((proto, port)) = pp.split_once('/') else {
-            return fail(
-                Exit::Usage,
-                format!("--allow {s}: write the port as tcp/PORT or udp/PORT"),
-            );
-        };
-        let proto = proto.to_ascii_lowercase();
-        if proto != "tcp" && proto != "udp" {
-            return fail(
-                Exit::Usage,
-                format!("--allow {s}: the protocol is tcp or udp"),
-            );
-        }
-        let Ok(port) = port.parse::<u16>() else {
-            return fail(Exit::Usage, format!("--allow {s}: {port:?} is not a port"));
-        };
-        v["proto"] = json!(proto);
-        v["port"] = json!(port);
+    match cairn_protocol::containment::Allow::parse_spec(s) {
+        Ok(a) => Ok(serde_json::to_value(a)?),
+        Err(e) => fail(Exit::Usage, format!("--allow {e}")),
     }
-    if let Some(note) = parts.next().map(str::trim).filter(|n| !n.is_empty()) {
-        v["note"] = json!(note);
-    }
-    Ok(v)
 }
 
 pub async fn contain(api: &Api, a: &Ask<'_>, json_out: bool) -> Result<i32> {

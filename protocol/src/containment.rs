@@ -153,6 +153,41 @@ impl Allow {
     pub fn cidr(&self) -> Result<Cidr, String> {
         Cidr::parse(&self.cidr)
     }
+
+    /// As responders write one: `CIDR[,tcp/PORT|udp/PORT][,NOTE]` (`10.0.0.5,tcp/22,jump
+    /// host`); the port is the remote side's.
+    pub fn parse_spec(s: &str) -> Result<Allow, String> {
+        let mut parts = s.splitn(3, ',');
+        let cidr = parts.next().unwrap_or("").trim().to_string();
+        Cidr::parse(&cidr)?;
+        let mut a = Allow {
+            cidr,
+            port: None,
+            proto: None,
+            note: None,
+        };
+        if let Some(pp) = parts.next().map(str::trim).filter(|p| !p.is_empty()) {
+            let (proto, port) = pp
+                .split_once('/')
+                .ok_or_else(|| format!("{s}: write the port as tcp/PORT or udp/PORT"))?;
+            a.proto = Some(match proto.to_ascii_lowercase().as_str() {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                _ => return Err(format!("{s}: the protocol is tcp or udp")),
+            });
+            a.port = Some(
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{s}: {port:?} is not a port"))?,
+            );
+        }
+        a.note = parts
+            .next()
+            .map(|n| n.trim().chars().take(200).collect::<String>())
+            .filter(|n| !n.is_empty());
+        Ok(a)
+    }
 }
 
 /// The collector → agent request.
@@ -358,6 +393,30 @@ mod tests {
         assert_eq!(r.check(), Ok(()));
         let r = req(Action::Thaw, Target::Host, vec![allow("10.0.0.1")]);
         assert!(r.check().is_err());
+    }
+
+    #[test]
+    fn allow_entries_are_read_as_responders_write_them() {
+        let a = Allow::parse_spec("10.0.0.0/24,tcp/22,jump host").unwrap();
+        assert_eq!(
+            (a.cidr.as_str(), a.proto, a.port, a.note.as_deref()),
+            ("10.0.0.0/24", Some(Proto::Tcp), Some(22), Some("jump host"))
+        );
+        let a = Allow::parse_spec("fd00::53,UDP/53").unwrap();
+        assert_eq!(
+            (a.proto, a.port, a.note),
+            (Some(Proto::Udp), Some(53), None)
+        );
+        assert_eq!(Allow::parse_spec("10.0.0.5").unwrap().port, None);
+        for bad in [
+            "10.0.0.1,22",
+            "10.0.0.1,icmp/1",
+            "10.0.0.1,tcp/99999",
+            "10.0.0.1,tcp/0",
+            "host,tcp/22",
+        ] {
+            assert!(Allow::parse_spec(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -93,6 +93,7 @@ fn every_console_route_needs_a_session_a_csrf_token_and_the_right_role() {
     }
     let posts = [
         format!("/hosts/{host_id}/collect"),
+        format!("/hosts/{host_id}/contain"),
         format!("/collections/{cid}/verify"),
         "/timeline/searches".to_string(),
         "/timeline/searches/x/rename".into(),
@@ -171,6 +172,51 @@ fn every_console_route_needs_a_session_a_csrf_token_and_the_right_role() {
         before["collections"].as_array().map(Vec::len),
         "a POST without CSRF started a collection"
     );
+    // Freeze a process tree from the host's page, see it frozen (the kernel agrees), thaw it.
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id().to_string();
+    let state_of = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim().chars().next()))
+            .flatten()
+    };
+    for (action, shown, want) in [
+        ("freeze", "FROZEN", 'T'),
+        ("thaw", "Nothing is isolated or frozen", 'S'),
+    ] {
+        let p = admin
+            .post_csrf(
+                &format!("/hosts/{host_id}/contain"),
+                &[
+                    ("action", action),
+                    ("pid", &pid),
+                    ("reason", "IR-15 <console>"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(p.status, 303, "{action}: {p:?}");
+        wait_for(
+            &format!("the host page to say {shown}"),
+            Duration::from_secs(60),
+            || {
+                let page = admin.get(&format!("/hosts/{host_id}")).unwrap().body;
+                Ok(page.contains(shown).then_some(()))
+            },
+        )
+        .unwrap();
+        assert_eq!(state_of(&pid), Some(want), "after {action}");
+    }
+    let page = admin.get(&format!("/hosts/{host_id}")).unwrap().body;
+    assert!(
+        page.contains("IR-15 &lt;console&gt;"),
+        "the reason is shown as text"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
     let p = admin
         .post_csrf("/cases", &[("title", "<b>web-1</b> intrusion")])
         .unwrap();
@@ -242,6 +288,13 @@ fn every_console_route_needs_a_session_a_csrf_token_and_the_right_role() {
         )
         .unwrap();
     assert_eq!(p.status, 403, "a viewer requested a collection: {p:?}");
+    let p = viewer
+        .post_csrf(
+            &format!("/hosts/{host_id}/contain"),
+            &[("action", "isolate"), ("reason", "viewer tries")],
+        )
+        .unwrap();
+    assert_eq!(p.status, 403, "a viewer asked for an isolation: {p:?}");
     let p = viewer
         .post_csrf("/cases", &[("title", "viewer case")])
         .unwrap();

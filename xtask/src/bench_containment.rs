@@ -63,8 +63,8 @@ fn last_arrival(log: &Path) -> Option<f64> {
     std::fs::read_to_string(log)
         .ok()?
         .lines()
-        .filter_map(|l| l.trim().parse::<f64>().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.trim().parse::<f64>().ok())
 }
 
 /// Waits until nothing arrived for 300 ms; the time of the first datagram not delivered.

@@ -99,6 +99,7 @@ async fn fleet(
             h.clone(),
             state.sessions.is_connected(&h.id),
             failing_checks(&history),
+            state.containments.in_force(&h.id)?,
         ));
     }
     let connected = rows.iter().filter(|r| r.1).count();
@@ -116,10 +117,11 @@ async fn fleet(
                 th { "Last seen" } th { "Sensor" } th.num { "Events lost" } th { "Readiness" } th { "Failing checks" }
             } }
             tbody {
-                @for (h, conn, failing) in &rows {
+                @for (h, conn, failing, contained) in &rows {
                     @let st = h.status.clone().unwrap_or(Value::Null);
                     tr {
-                        td { a href={"/hosts/" (h.id)} { (layout::clean(&h.hostname)) } br; span.muted.mono { (&h.id[..h.id.len().min(8)]) } }
+                        td { a href={"/hosts/" (h.id)} { (layout::clean(&h.hostname)) } br; span.muted.mono { (&h.id[..h.id.len().min(8)]) }
+                            @for f in contained { br; span.badge.bad title={(layout::clean(&f.by)) ": " (layout::clean(&f.reason))} { (f.state) " " (f.target.describe()) } } }
                         td.mono { (h.instance_id.as_deref().map(layout::clean).unwrap_or_else(|| "—".into())) }
                         td { (st["containers"].as_array().map(|c| c.len()).unwrap_or(0)) }
                         td.mono { (h.agent_version.as_deref().map(layout::clean).unwrap_or_else(|| "—".into())) }

@@ -191,6 +191,7 @@ async fn host(
                 } @else { p.muted { "Signed in as a viewer: you can look, not collect." } }
             }
         }
+        (super::containment::card(&state, &viewer, &h)?)
         div.card {
             h2 { "Readiness" }
             @if let Some(last) = history.first() {

@@ -13,6 +13,7 @@ mod assets;
 mod auth;
 mod cases;
 mod collections;
+mod containment;
 mod events;
 mod fleet;
 mod hosts;
@@ -112,6 +113,7 @@ pub fn router(state: S) -> Router {
     let pages = Router::new()
         .merge(fleet::routes())
         .merge(hosts::routes())
+        .merge(containment::routes())
         .merge(collections::routes())
         .merge(timeline::routes())
         .merge(cases::routes())
