@@ -289,3 +289,151 @@ fn an_isolation_that_cuts_the_agent_off_is_rolled_back() {
         .iter()
         .any(|r| r["action"] == "containment_rolled_back"));
 }
+
+/// The cgroup v2 mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host).
+fn cgroup2_root() -> std::path::PathBuf {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| {
+            l.split_once(" - ")
+                .is_some_and(|(_, r)| r.starts_with("cgroup2 "))
+        })
+        .and_then(|l| l.split_whitespace().nth(4).map(std::path::PathBuf::from))
+        .unwrap()
+}
+
+/// A "container": a cgroup named as Docker names them, with a process in it.
+struct FakeContainer {
+    id: String,
+    dir: std::path::PathBuf,
+    top: std::path::PathBuf,
+    init: std::process::Child,
+}
+
+impl FakeContainer {
+    fn start(ns: &str) -> FakeContainer {
+        let pid = std::process::id();
+        let id = format!("{:064x}", 0xcafe_0000_u64 + u64::from(pid));
+        let top = cgroup2_root().join(format!("cairn-e2e-{pid}"));
+        let dir = top.join(format!("docker-{id}.scope"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = Topology::command(ns, "sh");
+        c.arg("-c").arg(format!(
+            "echo $$ > {}/cgroup.procs && exec sleep 600",
+            dir.display()
+        ));
+        let init = c.spawn().unwrap();
+        FakeContainer { id, dir, top, init }
+    }
+
+    /// Whether a TCP connection from inside the container (its cgroup, in `ns`) works.
+    fn tcp_connects(&self, ns: &str, addr: &str, port: u16) -> bool {
+        let mut c = Topology::command(ns, "sh");
+        c.arg("-c").arg(format!(
+            "echo $$ > {}/cgroup.procs && exec python3 -c \"import socket,sys\ns=socket.create_connection(('{addr}',{port}),timeout=1.5)\ns.sendall(b'x')\nsys.exit(0 if s.recv(1)==b'x' else 1)\"",
+            self.dir.display()
+        ));
+        run(c, Duration::from_secs(10)).unwrap().success()
+    }
+}
+
+impl Drop for FakeContainer {
+    fn drop(&mut self) {
+        let _ = self.init.kill();
+        let _ = self.init.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = std::fs::remove_dir(&self.dir);
+        let _ = std::fs::remove_dir(&self.top);
+    }
+}
+
+#[test]
+fn isolating_a_container_cuts_only_that_container() {
+    if !root() {
+        eprintln!("skipped: network namespaces, cgroups and BPF need root");
+        return;
+    }
+    let work = workdir("containment-container").unwrap();
+    let t = Topology::create("ctr").unwrap();
+    let c = Collector::start_at(
+        &Bins::beside_test_exe().unwrap(),
+        &work.path().join("collector"),
+        &t.root_ip,
+        |_| Ok(()),
+    )
+    .unwrap();
+    let mut agent = Agent::enroll_in(&c, &work.path().join("agent")).unwrap();
+    agent.run_in_netns(&t.host_ns).unwrap();
+    let host = agent.wait_connected(&c, Duration::from_secs(60)).unwrap();
+    let _peer = Topology::echo_servers(&t.peer_ns, &t.peer_ip, PORT).unwrap();
+    let ctr = FakeContainer::start(&t.host_ns);
+    assert!(ctr.tcp_connects(&t.host_ns, &t.peer_ip, PORT), "before");
+
+    let done = contain(
+        &c,
+        &[
+            "--json",
+            "isolate",
+            &host,
+            "--container",
+            &ctr.id[..12],
+            "--reason",
+            "IR-15: one container",
+        ],
+    );
+    assert_eq!(done["status"], "done", "{done}");
+    assert!(
+        done["outcome"]["mechanism"]
+            .as_str()
+            .unwrap()
+            .contains("cgroup_skb"),
+        "{done}"
+    );
+    assert!(
+        !ctr.tcp_connects(&t.host_ns, &t.peer_ip, PORT),
+        "the container is cut"
+    );
+    assert!(
+        Topology::tcp_connects(&t.host_ns, &t.peer_ip, PORT).unwrap(),
+        "the host around it is not"
+    );
+    assert!(
+        !nft_ruleset(&t.host_ns).contains("cairn"),
+        "no host table for a container"
+    );
+    // The agent's own channel is untouched: a collection still seals.
+    let col = c
+        .collect_wait(
+            &host,
+            "volatile",
+            "IR-15: container isolated",
+            &[],
+            Duration::from_secs(180),
+        )
+        .unwrap();
+    assert_eq!(col["status"], "sealed", "{}", summary(&col));
+
+    let released = contain(
+        &c,
+        &[
+            "--json",
+            "release",
+            &host,
+            "--container",
+            &ctr.id[..12],
+            "--reason",
+            "IR-15: done",
+        ],
+    );
+    assert_eq!(released["status"], "done", "{released}");
+    assert!(
+        ctr.tcp_connects(&t.host_ns, &t.peer_ip, PORT),
+        "after release"
+    );
+    let pins = std::path::Path::new("/sys/fs/bpf/cairn/isolation");
+    let left: Vec<_> = std::fs::read_dir(pins)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "pins left: {left:?}");
+}
