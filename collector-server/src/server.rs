@@ -12,6 +12,7 @@ use crate::state::State;
 use crate::storage::chunk_dir::ChunkDir;
 use crate::storage::encrypted_blobs::EncryptedBlobs;
 use crate::storage::Stores;
+use crate::triggers::sequence::Sequences;
 use crate::triggers::{TriggerConfig, Triggers};
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
@@ -55,6 +56,7 @@ pub fn load_state(data: &DataDir, fsync: bool, encrypt_at_rest: bool) -> Result<
             Limits::default(),
         ),
         containments: Containments::new(stores.clone(), custody.clone(), sessions.clone()),
+        sequences: Sequences::new(stores.clone()),
         stores,
         custody,
         sessions,
@@ -64,6 +66,25 @@ pub fn load_state(data: &DataDir, fsync: bool, encrypt_at_rest: bool) -> Result<
         health: Default::default(),
         evidence_key,
     }))
+}
+
+/// The steps `[[containment]]` rules add after alerts' collections, started as their
+/// predecessors finish.
+async fn advance_sequences(state: Arc<State>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        match tokio::task::spawn_blocking(move || {
+            st.sequences.advance(&st.collections, &st.containments)
+        })
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("trigger sequences: {e}"),
+            Err(e) => tracing::warn!("trigger sequences: {e}"),
+        }
+    }
 }
 
 /// Raise RLIMIT_NOFILE's soft limit to its hard limit; returns the limit in force.
@@ -118,6 +139,7 @@ pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
     // One listener: the JSON API under /api/v1 and the console at /.
     let app = crate::api::router(state.clone()).merge(crate::console::router(state.clone()));
     let api = tokio::spawn(crate::api::run(app, listener, tls, api_admission));
+    tokio::spawn(advance_sequences(state.clone()));
     tokio::select! {
         r = quic => r.context("QUIC server task")?,
         r = api => r.context("API server task")?,

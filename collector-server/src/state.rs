@@ -20,6 +20,8 @@ pub struct State {
     pub collections: Collections,
     /// Isolate, release, freeze, thaw, kill: asked, sent, answered.
     pub containments: Containments,
+    /// What `[[containment]]` rules add after an alert's collection.
+    pub sequences: crate::triggers::sequence::Sequences,
     /// Profile mapping, dedup and rate limits for `/api/v1/triggers/...`.
     pub triggers: Triggers,
     pub authority: Authority,

@@ -436,4 +436,135 @@ fn isolating_a_container_cuts_only_that_container() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "pins left: {left:?}");
+    // Containment actions are not collections: two of them on this connection leave the
+    // host's two collection slots free.
+    let col = c
+        .collect_wait(
+            &host,
+            "volatile",
+            "IR-15: after release",
+            &[],
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(col["status"], "sealed", "{}", summary(&col));
+}
+
+#[test]
+fn a_trigger_rule_collects_then_isolates_then_collects_in_that_order() {
+    if !root() {
+        eprintln!("skipped: network namespaces and nftables need root");
+        return;
+    }
+    let work = workdir("containment-trigger").unwrap();
+    let t = Topology::create("trg").unwrap();
+    let c = Collector::start_at(
+        &Bins::beside_test_exe().unwrap(),
+        &work.path().join("collector"),
+        &t.root_ip,
+        |data| {
+            std::fs::write(
+                data.join("triggers.toml"),
+                "[generic.severity]\ncritical = \"volatile\"\n\n\
+                 [[containment]]\nsource = \"generic\"\nseverity = [\"critical\"]\nthen = [\"isolate\", \"volatile\"]\n",
+            )?;
+            Ok(())
+        },
+    )
+    .unwrap();
+    let mut agent = Agent::enroll_in(&c, &work.path().join("agent")).unwrap();
+    agent.run_in_netns(&t.host_ns).unwrap();
+    let host = agent.wait_connected(&c, Duration::from_secs(60)).unwrap();
+    let _peer = Topology::echo_servers(&t.peer_ns, &t.peer_ip, PORT).unwrap();
+    let api = c.api().unwrap();
+    // Nothing is contained by an alert no rule names.
+    let low = api
+        .post(
+            "/api/v1/triggers/generic",
+            &serde_json::json!({"host": host, "reason": "IR-15 low", "severity": "low", "dedup_key": "low"}),
+        )
+        .unwrap();
+    assert_eq!(low["then"], serde_json::json!([]), "{low}");
+    let v = api
+        .post(
+            "/api/v1/triggers/generic",
+            &serde_json::json!({"host": host, "reason": "IR-15 miner", "severity": "critical", "rule": "miner"}),
+        )
+        .unwrap();
+    assert_eq!(v["then"], serde_json::json!(["isolate", "volatile"]), "{v}");
+    let first = v["id"].as_str().unwrap().to_string();
+    let start = std::time::Instant::now();
+    let h = loop {
+        let h = c
+            .api_get(&format!("/api/v1/hosts/{host}/containment"))
+            .unwrap();
+        if h["sequences"][0]["status"] == "done" {
+            break h;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "sequence not done: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let seq = &h["sequences"][0];
+    let log: Vec<&str> = seq["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert!(
+        log[1].starts_with("isolate: containment ") && log[2].starts_with("volatile: collection "),
+        "{log:?}"
+    );
+    let second = log[2].rsplit(' ').next().unwrap().to_string();
+    assert!(!reach(&t)[0], "isolated by the rule");
+    assert_eq!(h["in_force"][0]["state"], "isolated", "{h}");
+    assert!(
+        h["in_force"][0]["by"]
+            .as_str()
+            .unwrap()
+            .contains("[[containment]]"),
+        "{h}"
+    );
+
+    // In that order: the first collection saw the host open, the second saw it isolated.
+    let isolation = |cid: &str| {
+        let col = c.api_get(&format!("/api/v1/collections/{cid}")).unwrap();
+        assert_eq!(col["status"], "sealed", "{}", summary(&col));
+        let out = work.path().join(format!("network-{cid}.json"));
+        c.export(&format!("{cid}:network.json"), &out).unwrap();
+        let n: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        (col, n["isolation"]["host"].clone())
+    };
+    let (c1, before) = isolation(&first);
+    let (c2, after) = isolation(&second);
+    assert!(
+        before.is_null(),
+        "the first collection ran before the isolation: {before}"
+    );
+    assert!(
+        after["rules_sha256"].is_string(),
+        "the second ran isolated: {after}"
+    );
+    let isolated_at = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "isolate")
+        .map(|r| r["outcome"]["at"].as_str().unwrap().to_string())
+        .unwrap();
+    let ns = |t: &str| cairn_protocol::rfc3339::parse_ns(t).unwrap();
+    let (finished, requested) = (
+        ns(c1["finished_at"].as_str().unwrap()),
+        ns(c2["requested_at"].as_str().unwrap()),
+    );
+    assert!(finished <= ns(&isolated_at), "{c1} {isolated_at}");
+    assert!(ns(&isolated_at) <= requested, "{isolated_at} {c2}");
+
+    let released = contain(&c, &["--json", "release", &host, "--reason", "IR-15: done"]);
+    assert_eq!(released["status"], "done", "{released}");
+    assert!(reach(&t)[0], "released");
 }

@@ -156,6 +156,7 @@ async fn host_containment(
         "history": history,
         "custody_chain": chain,
         "custody": records,
+        "sequences": state.meta().sequences_of_host(&host.id, 50)?,
     })))
 }
 

@@ -1,5 +1,5 @@
 //! `POST /api/v1/triggers/{generic,guardduty,falco}`: an alert in, a collection (or the one
-//! it repeats) out.
+//! it repeats) out, and the steps a `[[containment]]` rule adds after it (`then`).
 
 use super::auth::COLLECTORS;
 use super::{ApiResult, Caller, S};
@@ -54,6 +54,19 @@ async fn trigger(
     let alert_facts = json!({"alert_source": alert.source, "rule": alert.rule, "severity": alert.severity,
                              "dedup_key": alert.dedup_key, "matched_by": d.matched_by, "profile_note": d.profile_note});
     let connected = state.collections.request(&d.host, &req, alert_facts)?;
+    // What a [[containment]] rule adds after it, step by step.
+    let then = state.triggers.config.then_for(&alert);
+    let sequence = if then.is_empty() {
+        None
+    } else {
+        let ctx = json!({"reason": req.reason, "requested_by": req.requested_by, "pid": req.pid,
+                         "container_id": req.container_id, "rule": alert.rule});
+        Some(
+            state
+                .sequences
+                .start(&d.host.id, &collection_id, then.clone(), ctx)?,
+        )
+    };
     tracing::info!(
         "{} trigger {:?} → collection {collection_id} ({}) on {} ({})",
         alert.source,
@@ -67,5 +80,7 @@ async fn trigger(
     v["agent_connected"] = json!(connected);
     v["pid"] = json!(req.pid);
     v["container_id"] = json!(req.container_id);
+    v["then"] = json!(then);
+    v["sequence_id"] = json!(sequence);
     Ok((StatusCode::ACCEPTED, Json(v)).into_response())
 }

@@ -96,9 +96,20 @@ async fn control_loop(
     send: &mut SendStream,
     recv: &mut RecvStream,
 ) -> Result<()> {
+    // Collections and containment actions sent on this connection, apart: a containment
+    // action is never accepted as a collection is, and must not count as one in flight.
     let mut sent: HashSet<String> = HashSet::new();
+    let mut contain_sent: HashSet<String> = HashSet::new();
     let mut accepted: HashSet<String> = HashSet::new();
-    send_pending(state, host_id, send, &mut sent, &accepted).await?;
+    send_pending(
+        state,
+        host_id,
+        send,
+        &mut sent,
+        &mut contain_sent,
+        &accepted,
+    )
+    .await?;
     loop {
         tokio::select! {
             frame = read_frame(recv) => {
@@ -148,7 +159,7 @@ async fn control_loop(
                     Frame::Chunk(_) => anyhow::bail!("chunk on the control stream"),
                 }
             }
-            _ = bell.notified() => send_pending(state, host_id, send, &mut sent, &accepted).await?,
+            _ = bell.notified() => send_pending(state, host_id, send, &mut sent, &mut contain_sent, &accepted).await?,
         }
     }
 }
@@ -182,13 +193,14 @@ async fn send_pending(
     host_id: &str,
     send: &mut SendStream,
     sent: &mut HashSet<String>,
+    contain_sent: &mut HashSet<String>,
     accepted: &HashSet<String>,
 ) -> Result<()> {
     // Containment first: an isolation must not wait behind collections.
     let (st, hid) = (state.clone(), host_id.to_string());
     for req in blocking(move || st.containments.sendable(&hid)).await? {
         // Sent on an earlier connection and never answered: sent again (enforcing is idempotent).
-        if !sent.insert(req.id.clone()) {
+        if !contain_sent.insert(req.id.clone()) {
             continue;
         }
         write_message(send, Message::Contain(Box::new(req.clone()))).await?;

@@ -26,6 +26,7 @@ pub mod hosts;
 pub mod items;
 pub mod readiness;
 pub mod searches;
+pub mod sequences;
 pub mod sqlite;
 pub mod timeline;
 pub mod tokens;
@@ -42,6 +43,7 @@ pub use hosts::{HostOrigin, HostRow, HostStore};
 pub use items::{ChunkRow, ItemRow, ItemStatus, ItemStore};
 pub use readiness::ReadinessStore;
 pub use searches::SearchStore;
+pub use sequences::{SequenceRow, SequenceStore};
 pub use timeline::TimelineStore;
 pub use tokens::{EnrollRefusal, Role, TokenStore};
 
@@ -83,6 +85,7 @@ pub trait MetadataStore:
     + ConsoleStore
     + CaseStore
     + ContainmentStore
+    + SequenceStore
     + Send
     + Sync
 {
@@ -101,6 +104,7 @@ impl<T> MetadataStore for T where
         + ConsoleStore
         + CaseStore
         + ContainmentStore
+        + SequenceStore
         + Send
         + Sync
 {

@@ -3,11 +3,13 @@
 //! An alert body is read into one [`Alert`] ([`parse`]: a plain request, a GuardDuty finding,
 //! a Falco alert), its host found from what agents report ([`resolve`]), its profile picked and
 //! alert storms kept to one collection ([`policy`]). The collection itself starts through the
-//! same path as any other (`collections`); nothing here speaks HTTP.
+//! same path as any other (`collections`); what a `[[containment]]` rule adds after it runs
+//! step by step ([`sequence`]). Nothing here speaks HTTP.
 
 pub mod parse;
 pub mod policy;
 pub mod resolve;
+pub mod sequence;
 
 pub use parse::Alert;
 pub use policy::TriggerConfig;

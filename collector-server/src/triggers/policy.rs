@@ -90,6 +90,41 @@ impl Policy {
     }
 }
 
+/// Steps a `[[containment]]` rule may add after an alert's collection, beside profiles.
+pub const CONTAINMENT_STEPS: &[&str] = &["isolate", "isolate_container", "freeze_container"];
+/// Most steps one rule may add.
+pub const MAX_STEPS: usize = 8;
+
+/// `[[containment]]` in `triggers.toml`: what follows the collection an alert starts, in
+/// order (`then = ["isolate", "memory"]`: isolate the host once the first collection is
+/// finished, then collect memory). Only these rules contain anything on a trigger's behalf.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ContainmentRule {
+    /// `guardduty`, `falco` or `generic`; any when absent.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The alert's severity is one of these (lower case, as in the mappings).
+    #[serde(default)]
+    pub severity: Vec<String>,
+    /// Or its finding type or rule starts with this.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Profiles and containment steps (`isolate`, `isolate_container`, `freeze_container`).
+    pub then: Vec<String>,
+}
+
+impl ContainmentRule {
+    fn matches(&self, a: &Alert) -> bool {
+        self.source.as_deref().is_none_or(|s| s == a.source)
+            && (self
+                .severity
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&a.severity))
+                || self.rule.as_deref().is_some_and(|r| a.rule.starts_with(r)))
+    }
+}
+
 /// `triggers.toml` as written: every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -101,6 +136,7 @@ struct ConfigFile {
     guardduty: Mapping,
     falco: Mapping,
     generic: Mapping,
+    containment: Vec<ContainmentRule>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +151,9 @@ pub struct TriggerConfig {
     pub guardduty: Mapping,
     pub falco: Mapping,
     pub generic: Mapping,
+    /// What follows an alert's collection; none by default: nothing is contained unless a
+    /// rule says so.
+    pub containment: Vec<ContainmentRule>,
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -161,6 +200,7 @@ impl Default for TriggerConfig {
                 default: "triage".into(),
             },
             generic: by_severity(),
+            containment: Vec::new(),
         }
     }
 }
@@ -184,7 +224,35 @@ impl TriggerConfig {
             guardduty: d.guardduty.over(file.guardduty),
             falco: d.falco.over(file.falco),
             generic: d.generic.over(file.generic),
+            containment: file.containment,
         };
+        for (i, r) in cfg.containment.iter().enumerate() {
+            let at = format!("{}: [[containment]] #{}", path.display(), i + 1);
+            if r.severity.is_empty() && r.rule.is_none() {
+                anyhow::bail!(
+                    "{at} names neither a severity nor a rule: it would contain on every alert"
+                );
+            }
+            if let Some(s) = &r.source {
+                if !["guardduty", "falco", "generic"].contains(&s.as_str()) {
+                    anyhow::bail!("{at}: source {s:?} is not guardduty, falco or generic");
+                }
+            }
+            if r.then.is_empty() || r.then.len() > MAX_STEPS {
+                anyhow::bail!("{at}: then needs 1 to {MAX_STEPS} steps");
+            }
+            for step in &r.then {
+                let known = CONTAINMENT_STEPS.contains(&step.as_str())
+                    || cfg.policy.allowed_profiles.contains(step);
+                if !known {
+                    anyhow::bail!(
+                        "{at}: step {step:?} is neither a containment step ({}) nor a profile [policy] allowed_profiles allows ({})",
+                        CONTAINMENT_STEPS.join(", "),
+                        cfg.policy.allowed_profiles.join(", ")
+                    );
+                }
+            }
+        }
         for (name, m) in [
             ("guardduty", &cfg.guardduty),
             ("falco", &cfg.falco),
@@ -231,6 +299,15 @@ impl TriggerConfig {
             );
         }
         (mapped, None)
+    }
+
+    /// The steps after an alert's collection: the first `[[containment]]` rule that matches.
+    pub fn then_for(&self, a: &Alert) -> Vec<String> {
+        self.containment
+            .iter()
+            .find(|r| r.matches(a))
+            .map(|r| r.then.clone())
+            .unwrap_or_default()
     }
 
     fn mapped_profile(&self, a: &Alert) -> String {
@@ -362,6 +439,62 @@ mod tests {
             pid: None,
             container_id: None,
             paths: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn containment_follows_an_alert_only_where_a_rule_says_so() {
+        let cfg = TriggerConfig::default();
+        assert!(cfg
+            .then_for(&alert("guardduty", "x", "critical"))
+            .is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("triggers.toml");
+        std::fs::write(
+            &path,
+            "[guardduty.severity]\ncritical = \"volatile\"\n\
+             [[containment]]\nsource = \"guardduty\"\nseverity = [\"critical\"]\nthen = [\"isolate\", \"memory\"]\n\
+             [[containment]]\nrule = \"Terminal shell\"\nthen = [\"freeze_container\"]\n",
+        )
+        .unwrap();
+        let cfg = TriggerConfig::load(&path).unwrap();
+        assert_eq!(
+            cfg.then_for(&alert("guardduty", "Backdoor:EC2/X", "critical")),
+            ["isolate", "memory"]
+        );
+        assert!(cfg
+            .then_for(&alert("guardduty", "Backdoor:EC2/X", "high"))
+            .is_empty());
+        assert!(cfg.then_for(&alert("falco", "x", "critical")).is_empty());
+        assert_eq!(
+            cfg.then_for(&alert("falco", "Terminal shell in container", "notice")),
+            ["freeze_container"]
+        );
+        for (bad, says) in [
+            (
+                "[[containment]]\nthen = [\"isolate\"]\n",
+                "neither a severity nor a rule",
+            ),
+            (
+                "[[containment]]\nseverity = [\"low\"]\nthen = [\"wipe\"]\n",
+                "\"wipe\"",
+            ),
+            (
+                "[[containment]]\nseverity = [\"low\"]\nthen = [\"full\"]\n",
+                "allowed_profiles",
+            ),
+            (
+                "[[containment]]\nseverity = [\"low\"]\nthen = []\n",
+                "1 to 8",
+            ),
+            (
+                "[[containment]]\nsource = \"edr\"\nseverity = [\"low\"]\nthen = [\"isolate\"]\n",
+                "edr",
+            ),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let e = TriggerConfig::load(&path).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 

@@ -14,6 +14,7 @@ mod hosts;
 mod items;
 mod readiness;
 mod searches;
+mod sequences;
 mod timeline;
 mod tokens;
 
@@ -92,6 +93,7 @@ impl Sqlite {
             console::SCHEMA,
             cases::SCHEMA,
             containment::SCHEMA,
+            sequences::SCHEMA,
         ] {
             conn.execute_batch(schema)?;
         }
