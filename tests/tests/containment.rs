@@ -564,7 +564,46 @@ fn a_trigger_rule_collects_then_isolates_then_collects_in_that_order() {
     assert!(finished <= ns(&isolated_at), "{c1} {isolated_at}");
     assert!(ns(&isolated_at) <= requested, "{isolated_at} {c2}");
 
-    let released = contain(&c, &["--json", "release", &host, "--reason", "IR-15: done"]);
-    assert_eq!(released["status"], "done", "{released}");
-    assert!(reach(&t)[0], "released");
+    // Break glass on the host, while the agent runs: released there, recorded here.
+    let out = agent
+        .command(
+            Some(&t.host_ns),
+            "isolation",
+            &["release", "--local", "--reason", "IR-15: break glass"],
+        )
+        .unwrap();
+    assert!(
+        out.success(),
+        "{}",
+        out.describe("isolation release --local")
+    );
+    assert!(reach(&t)[0], "released on the host");
+    let start = std::time::Instant::now();
+    let local = loop {
+        let h = c
+            .api_get(&format!("/api/v1/hosts/{host}/containment"))
+            .unwrap();
+        let found = h["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r["requested_by"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with("local:"))
+                    && r["status"] == "done"
+            })
+            .cloned();
+        if let Some(r) = found {
+            assert_eq!(h["in_force"], serde_json::json!([]), "{h}");
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "break glass not recorded: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(local["reason"], "IR-15: break glass", "{local}");
+    assert_eq!(local["action"], "release", "{local}");
 }

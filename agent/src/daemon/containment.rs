@@ -151,6 +151,30 @@ pub(super) fn restore(agent: &Agent) {
     }
 }
 
+/// A break-glass release done while the agent runs (`cairn-agent isolation release --local`
+/// is another process) is found within `every` and sent.
+pub(super) async fn watch_reports(agent: Arc<Agent>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let c = agent.containment.clone();
+        let Ok(Ok(reports)) = tokio::task::spawn_blocking(move || c.pending_reports()).await else {
+            continue;
+        };
+        for o in reports {
+            if lock(&agent.seen_containment).insert(o.id.clone()) {
+                tracing::warn!(
+                    "containment {}: {} {} done on the host itself; reporting it",
+                    o.id,
+                    o.action.as_str(),
+                    o.target.describe()
+                );
+                agent.outbox.push(Message::Contained(Box::new(o)));
+            }
+        }
+    }
+}
+
 /// The collector recorded answer `id`.
 pub(super) fn acknowledged(agent: &Agent, id: &str) {
     if let Err(e) = agent.containment.acknowledge(id) {

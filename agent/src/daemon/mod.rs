@@ -253,6 +253,10 @@ pub async fn run(agent: Arc<Agent>) -> Result<()> {
         agent.connector.clone(),
     ));
     tokio::spawn(schedule::readiness(agent.clone()));
+    tokio::spawn(containment::watch_reports(
+        agent.clone(),
+        Duration::from_secs(5),
+    ));
     let heartbeat = Duration::from_secs(agent.cfg.heartbeat_secs.max(1));
     let mut backoff = Backoff::standard();
     loop {
