@@ -141,6 +141,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("unshare", "util-linux"),
     // Containment: host isolation is an nftables table; its tests build network namespaces
     // and ping through them.
+    ("nsenter", "util-linux"),
     ("nft", "nftables"),
     ("ip", "iproute2"),
     ("ping", "iputils-ping"),
