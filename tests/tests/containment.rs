@@ -414,6 +414,70 @@ fn isolating_a_container_cuts_only_that_container() {
         .unwrap();
     assert_eq!(col["status"], "sealed", "{}", summary(&col));
 
+    // Frozen, its memory is still captured; thawed, it runs on.
+    let id12 = &ctr.id[..12];
+    let events = ctr.dir.join("cgroup.events");
+    let frozen = || {
+        std::fs::read_to_string(&events)
+            .unwrap()
+            .contains("frozen 1")
+    };
+    let done = contain(
+        &c,
+        &[
+            "--json",
+            "freeze",
+            &host,
+            "--container",
+            id12,
+            "--reason",
+            "IR-15: freeze",
+        ],
+    );
+    assert_eq!(done["status"], "done", "{done}");
+    assert!(frozen(), "cgroup.events says frozen");
+    let mem = c
+        .cli_json_timeout(
+            &[
+                "collect",
+                &host,
+                "--profile",
+                "memory",
+                "--container",
+                id12,
+                "--reason",
+                "IR-15: frozen memory",
+                "--wait",
+                "--timeout",
+                "300",
+            ],
+            Duration::from_secs(320),
+        )
+        .unwrap();
+    assert_eq!(mem["status"], "sealed", "{}", summary(&mem));
+    let core = mem["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "process_core")
+        .unwrap_or_else(|| panic!("no core: {}", summary(&mem)));
+    assert_eq!(core["status"], "sealed", "{core}");
+    assert!(frozen(), "still frozen after the capture");
+    let done = contain(
+        &c,
+        &[
+            "--json",
+            "thaw",
+            &host,
+            "--container",
+            id12,
+            "--reason",
+            "IR-15: thaw",
+        ],
+    );
+    assert_eq!(done["status"], "done", "{done}");
+    assert!(!frozen(), "thawed");
+
     let released = contain(
         &c,
         &[
