@@ -39,8 +39,12 @@ impl ConsoleClient {
         .with_root_certificates(roots)
         .with_no_client_auth();
         Ok(ConsoleClient {
+            // A connection per request: after refusing a POST without reading its body, the
+            // server closes the connection, and a pooled one reused at that moment ends in EOF
+            // (a browser retries such a request; this client would fail the test instead).
             agent: ureq::AgentBuilder::new()
                 .tls_config(Arc::new(config))
+                .max_idle_connections(0)
                 .redirects(0)
                 .timeout(Duration::from_secs(60))
                 .build(),

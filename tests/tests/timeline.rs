@@ -92,6 +92,22 @@ fn timeline_holds_exec_login_history_and_file_time_in_order_and_exports_for_time
 
     // Every event of the four kinds in the window, page by page.
     let (from, to) = (rfc3339(t - 10), rfc3339(t + 10));
+    // The live stream is shipped in batches: on a loaded machine the exec may reach the
+    // collector after the collection is sealed. Waited for (its order is what is tested).
+    let seen = wait_for(
+        "the marker's exec in the host's live events",
+        Duration::from_secs(60),
+        || {
+            let v = collector.api_get(&format!(
+                "/api/v1/hosts/{host}/events?kind=process_exec&from={from}&to={to}&limit=100000"
+            ))?;
+            Ok(v["events"]
+                .as_array()
+                .is_some_and(|es| es.iter().any(|e| e.to_string().contains(&marker)))
+                .then_some(()))
+        },
+    );
+    seen.unwrap();
     let mut events: Vec<Value> = Vec::new();
     let mut cursor = String::new();
     let mut facets = Value::Null;
