@@ -20,6 +20,43 @@ fn root() -> bool {
     uid.as_deref() == Some("0")
 }
 
+/// A collector in the root namespace, an enrolled agent running in a fresh "host" namespace:
+/// (work dir, topology, collector, agent, host id). Fields drop in reverse: agent, collector,
+/// then the namespaces.
+struct Setup {
+    agent: Agent,
+    c: Collector,
+    t: Topology,
+    work: cairn_harness::tempfile::TempDir,
+    host: String,
+}
+
+fn setup(
+    name: &str,
+    tag: &str,
+    configure: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+) -> Setup {
+    let work = workdir(name).unwrap();
+    let t = Topology::create(tag).unwrap();
+    let c = Collector::start_at(
+        &Bins::beside_test_exe().unwrap(),
+        &work.path().join("collector"),
+        &t.root_ip,
+        configure,
+    )
+    .unwrap();
+    let mut agent = Agent::enroll_in(&c, &work.path().join("agent")).unwrap();
+    agent.run_in_netns(&t.host_ns).unwrap();
+    let host = agent.wait_connected(&c, Duration::from_secs(60)).unwrap();
+    Setup {
+        agent,
+        c,
+        t,
+        work,
+        host,
+    }
+}
+
 fn nft_ruleset(ns: &str) -> String {
     let mut c = Topology::command(ns, "nft");
     c.args(["list", "ruleset"]);
@@ -51,18 +88,13 @@ fn an_isolated_host_reaches_only_its_collector_until_released() {
         eprintln!("skipped: network namespaces and nftables need root");
         return;
     }
-    let work = workdir("containment").unwrap();
-    let t = Topology::create("iso").unwrap();
-    let c = Collector::start_at(
-        &Bins::beside_test_exe().unwrap(),
-        &work.path().join("collector"),
-        &t.root_ip,
-        |_| Ok(()),
-    )
-    .unwrap();
-    let mut agent = Agent::enroll_in(&c, &work.path().join("agent")).unwrap();
-    agent.run_in_netns(&t.host_ns).unwrap();
-    let host = agent.wait_connected(&c, Duration::from_secs(60)).unwrap();
+    let Setup {
+        mut agent,
+        c,
+        t,
+        work,
+        host,
+    } = setup("containment", "iso", |_| Ok(()));
     let _peer4 = Topology::echo_servers(&t.peer_ns, &t.peer_ip, PORT).unwrap();
     let _peer6 = Topology::echo_servers(&t.peer_ns, &t.peer_ip6, PORT).unwrap();
     let _on_host = Topology::echo_servers(&t.host_ns, &t.host_peer_ip, PORT).unwrap();
@@ -209,18 +241,13 @@ fn an_isolation_that_cuts_the_agent_off_is_rolled_back() {
         eprintln!("skipped: network namespaces and nftables need root");
         return;
     }
-    let work = workdir("containment-rollback").unwrap();
-    let t = Topology::create("rb").unwrap();
-    let c = Collector::start_at(
-        &Bins::beside_test_exe().unwrap(),
-        &work.path().join("collector"),
-        &t.root_ip,
-        |_| Ok(()),
-    )
-    .unwrap();
-    let mut agent = Agent::enroll_in(&c, &work.path().join("agent")).unwrap();
-    agent.run_in_netns(&t.host_ns).unwrap();
-    let host = agent.wait_connected(&c, Duration::from_secs(60)).unwrap();
+    let Setup {
+        agent: _agent,
+        c,
+        t,
+        work: _work,
+        host,
+    } = setup("containment-rollback", "rb", |_| Ok(()));
     let _peer = Topology::echo_servers(&t.peer_ns, &t.peer_ip, PORT).unwrap();
 
     // What the agent sends the collector is lost from now on (what the collector sends still
@@ -354,18 +381,13 @@ fn isolating_a_container_cuts_only_that_container() {
         eprintln!("skipped: network namespaces, cgroups and BPF need root");
         return;
     }
-    let work = workdir("containment-container").unwrap();
-    let t = Topology::create("ctr").unwrap();
-    let c = Collector::start_at(
-        &Bins::beside_test_exe().unwrap(),
-        &work.path().join("collector"),
-        &t.root_ip,
-        |_| Ok(()),
-    )
-    .unwrap();
-    let mut agent = Agent::enroll_in(&c, &work.path().join("agent")).unwrap();
-    agent.run_in_netns(&t.host_ns).unwrap();
-    let host = agent.wait_connected(&c, Duration::from_secs(60)).unwrap();
+    let Setup {
+        agent: _agent,
+        c,
+        t,
+        work: _work,
+        host,
+    } = setup("containment-container", "ctr", |_| Ok(()));
     let _peer = Topology::echo_servers(&t.peer_ns, &t.peer_ip, PORT).unwrap();
     let ctr = FakeContainer::start(&t.host_ns);
     assert!(ctr.tcp_connects(&t.host_ns, &t.peer_ip, PORT), "before");
@@ -520,25 +542,20 @@ fn a_trigger_rule_collects_then_isolates_then_collects_in_that_order() {
         eprintln!("skipped: network namespaces and nftables need root");
         return;
     }
-    let work = workdir("containment-trigger").unwrap();
-    let t = Topology::create("trg").unwrap();
-    let c = Collector::start_at(
-        &Bins::beside_test_exe().unwrap(),
-        &work.path().join("collector"),
-        &t.root_ip,
-        |data| {
-            std::fs::write(
+    let Setup {
+        agent,
+        c,
+        t,
+        work,
+        host,
+    } = setup("containment-trigger", "trg", |data| {
+        std::fs::write(
                 data.join("triggers.toml"),
                 "[generic.severity]\ncritical = \"volatile\"\n\n\
                  [[containment]]\nsource = \"generic\"\nseverity = [\"critical\"]\nthen = [\"isolate\", \"volatile\"]\n",
             )?;
-            Ok(())
-        },
-    )
-    .unwrap();
-    let mut agent = Agent::enroll_in(&c, &work.path().join("agent")).unwrap();
-    agent.run_in_netns(&t.host_ns).unwrap();
-    let host = agent.wait_connected(&c, Duration::from_secs(60)).unwrap();
+        Ok(())
+    });
     let _peer = Topology::echo_servers(&t.peer_ns, &t.peer_ip, PORT).unwrap();
     let api = c.api().unwrap();
     // Nothing is contained by an alert no rule names.
