@@ -1,5 +1,6 @@
 //! Containment: what the collector asks an agent to do to a host, a container or a process
-//! tree (isolate, release, freeze, thaw, kill), and what the agent says it enforced.
+//! tree (isolate, release, freeze, thaw, kill, mark for a last-breath collection), and what
+//! the agent says it enforced.
 //!
 //! Pure: the allow-list is parsed and checked here, once, by both sides, so that what the
 //! collector records in custody is exactly what the agent enforces.
@@ -20,6 +21,11 @@ pub enum Action {
     Freeze,
     Thaw,
     Kill,
+    /// Mark a host or a container for a last-breath collection: when the agent receives the
+    /// host's shutdown (SIGTERM) or sees the container exit, it asks the collector for a
+    /// bounded `last-breath` collection and sends it before the evidence disappears.
+    MarkLastBreath,
+    UnmarkLastBreath,
 }
 
 impl Action {
@@ -30,6 +36,8 @@ impl Action {
             Action::Freeze => "freeze",
             Action::Thaw => "thaw",
             Action::Kill => "kill",
+            Action::MarkLastBreath => "mark_last_breath",
+            Action::UnmarkLastBreath => "unmark_last_breath",
         }
     }
 }
@@ -239,6 +247,9 @@ impl Request {
                 "a process tree cannot be isolated on its own: isolate its container or the host"
                     .into(),
             ),
+            (Action::MarkLastBreath | Action::UnmarkLastBreath, Target::Process { .. }) => {
+                Err("a last-breath mark is for a host or a container, not a process tree".into())
+            }
             (_, Target::Container { id })
                 if id.len() < 4 || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) =>
             {
@@ -292,6 +303,95 @@ pub struct Outcome {
     pub local: Option<LocalAction>,
     /// When the agent finished the action (RFC 3339).
     pub at: String,
+}
+
+/// What made the agent ask for a last-breath collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LastBreathEvent {
+    /// The agent received SIGTERM (systemd stopping it at shutdown, a DaemonSet's pod
+    /// terminating) on a marked host.
+    HostShutdown,
+    /// A marked container's last process exited.
+    ContainerExit,
+}
+
+impl LastBreathEvent {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LastBreathEvent::HostShutdown => "host_shutdown",
+            LastBreathEvent::ContainerExit => "container_exit",
+        }
+    }
+}
+
+/// Longest last-breath budget an agent may announce, in seconds.
+pub const MAX_LAST_BREATH_SECS: u64 = 3600;
+
+/// The agent's call for a last-breath collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastBreathCall {
+    /// The collection's id, chosen by the agent (a UUID) so it can wait for that collection
+    /// without another round trip.
+    pub collection_id: String,
+    pub event: LastBreathEvent,
+    /// The host, or the container that exited.
+    pub target: Target,
+    /// The mark (the containment action id) this answers.
+    pub mark_id: String,
+    /// How long the agent will keep sending before it goes, in seconds (a shutdown), or none
+    /// (a container exit: the agent stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_secs: Option<u64>,
+    /// What the agent saw (the signal, the container's cgroup, its writable layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When it happened on the host (RFC 3339).
+    pub at: String,
+}
+
+impl LastBreathCall {
+    pub fn check(&self) -> Result<(), String> {
+        if uuid_like(&self.collection_id).is_none() {
+            return Err(format!(
+                "collection id {:?} is not a UUID",
+                self.collection_id.chars().take(80).collect::<String>()
+            ));
+        }
+        match (&self.event, &self.target) {
+            (LastBreathEvent::HostShutdown, Target::Host) => {}
+            (LastBreathEvent::ContainerExit, Target::Container { id })
+                if (4..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit()) => {}
+            (e, t) => {
+                return Err(format!(
+                    "a {} last breath does not apply to {}",
+                    e.as_str(),
+                    t.describe()
+                ))
+            }
+        }
+        if self.mark_id.is_empty() || self.mark_id.len() > 128 {
+            return Err("the mark id must be 1 to 128 bytes".into());
+        }
+        if self.budget_secs.is_some_and(|b| b > MAX_LAST_BREATH_SECS) {
+            return Err(format!("a budget of at most {MAX_LAST_BREATH_SECS} s"));
+        }
+        if self.detail.as_ref().is_some_and(|d| d.len() > MAX_REASON) {
+            return Err(format!("the detail is longer than {MAX_REASON} bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// `Some` when `s` is a UUID in its 36-character hyphenated form.
+fn uuid_like(s: &str) -> Option<()> {
+    let b = s.as_bytes();
+    (b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        }))
+    .then_some(())
 }
 
 /// An action taken on the host itself, without the collector (`cairn-agent isolation release
@@ -393,6 +493,48 @@ mod tests {
         assert_eq!(r.check(), Ok(()));
         let r = req(Action::Thaw, Target::Host, vec![allow("10.0.0.1")]);
         assert!(r.check().is_err());
+        assert_eq!(
+            req(Action::MarkLastBreath, Target::Host, vec![]).check(),
+            Ok(())
+        );
+        let r = req(Action::MarkLastBreath, Target::Process { pid: 42 }, vec![]);
+        assert!(r.check().unwrap_err().contains("host or a container"));
+        let r = req(
+            Action::UnmarkLastBreath,
+            Target::Host,
+            vec![allow("10.0.0.1")],
+        );
+        assert!(r.check().is_err());
+    }
+
+    #[test]
+    fn last_breath_calls_are_checked() {
+        let ok = LastBreathCall {
+            collection_id: "0b6f5f2e-8d8f-4b8e-9a51-3c1a8f0c9d11".into(),
+            event: LastBreathEvent::HostShutdown,
+            target: Target::Host,
+            mark_id: "m".into(),
+            budget_secs: Some(20),
+            detail: None,
+            at: "2026-12-02T10:00:00Z".into(),
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let mut c = ok.clone();
+        c.collection_id = "../../etc".into();
+        assert!(c.check().unwrap_err().contains("UUID"));
+        let mut c = ok.clone();
+        c.target = Target::Container { id: "abcd".into() };
+        assert!(c.check().is_err(), "a host shutdown is the host's");
+        c.event = LastBreathEvent::ContainerExit;
+        assert_eq!(c.check(), Ok(()));
+        c.target = Target::Container { id: "zz".into() };
+        assert!(c.check().is_err());
+        let mut c = ok.clone();
+        c.budget_secs = Some(MAX_LAST_BREATH_SECS + 1);
+        assert!(c.check().is_err());
+        let mut c = ok;
+        c.mark_id = String::new();
+        assert!(c.check().is_err());
     }
 
     #[test]

@@ -221,7 +221,14 @@ impl ItemManifest {
 /// The collection profiles of this protocol version: what a request may name, what an agent
 /// runs, what the collector lets through.
 pub const PROFILES: &[&str] = &[
-    "volatile", "file", "memory", "full", "triage", "minimal", "disk",
+    "volatile",
+    "file",
+    "memory",
+    "full",
+    "triage",
+    "minimal",
+    "disk",
+    "last-breath",
 ];
 
 /// Which of a request's targets a profile uses; a target it does not use is refused (by the
@@ -244,7 +251,8 @@ pub fn profile_takes(profile: &str) -> ProfileTakes {
             container: true,
             ..none
         },
-        "triage" | "minimal" => ProfileTakes {
+        // A container's writable layer, besides the volatile documents.
+        "triage" | "minimal" | "last-breath" => ProfileTakes {
             container: true,
             ..none
         },

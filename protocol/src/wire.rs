@@ -84,6 +84,14 @@ pub enum Message {
     ContainedAck {
         id: String,
     },
+    /// Agent → collector: a marked host is shutting down or a marked container exited; the
+    /// collector answers with the `last-breath` collection (`Collect`, with the id the agent
+    /// chose) or `LastBreathRefused`.
+    LastBreath(Box<crate::containment::LastBreathCall>),
+    LastBreathRefused {
+        collection_id: String,
+        reason: String,
+    },
     CommandAccepted {
         collection_id: String,
     },
@@ -193,6 +201,8 @@ impl Message {
             Message::Contain(_) => "contain",
             Message::Contained(_) => "contained",
             Message::ContainedAck { .. } => "contained_ack",
+            Message::LastBreath(_) => "last_breath",
+            Message::LastBreathRefused { .. } => "last_breath_refused",
             Message::CommandAccepted { .. } => "command_accepted",
             Message::CollectionDone { .. } => "collection_done",
             Message::ItemBegin(_) => "item_begin",
