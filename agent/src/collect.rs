@@ -22,6 +22,9 @@ pub struct CollectOptions {
     /// How much of that past to take, in seconds, whatever the profile says (`collect
     /// --events-window`); 0: none.
     pub events_window_secs: Option<u64>,
+    /// A `last-breath` collection's container writable layer (its overlay upperdir), found by
+    /// the daemon: recorded when the container was marked, or read from the running one.
+    pub writable_layer: Option<Result<std::path::PathBuf, String>>,
 }
 
 /// What the `memory` and `full` profiles capture beyond what the request names.
@@ -63,7 +66,7 @@ pub struct Journal {
 /// theirs (`events_window_secs`: triage a day).
 pub fn events_window_of(profile: &str) -> Option<u64> {
     match profile {
-        "volatile" | "file" => Some(15 * 60),
+        "volatile" | "file" | "last-breath" => Some(15 * 60),
         "memory" | "full" | "disk" => Some(3600),
         _ => None,
     }
@@ -229,6 +232,24 @@ pub fn plan(req: &CollectRequest, opts: &CollectOptions) -> Plan {
     let mut profile_window = events_window_of(&req.profile);
     match req.profile.as_str() {
         "volatile" => volatile_items(req, opts, &mut items),
+        // Bounded, for a host shutting down or a container gone: the volatile documents, the
+        // container's writable layer (capped by the writable-layer profile), the recorder.
+        "last-breath" => {
+            volatile_items(req, opts, &mut items);
+            if let Some(id) = &req.container_id {
+                match &opts.writable_layer {
+                    Some(Ok(layer)) => {
+                        let p = capture::disk::plan_writable_layer(layer);
+                        errors.extend(p.errors);
+                        items.extend(p.items.into_iter().map(|i| disk_item(req, i)));
+                    }
+                    Some(Err(e)) => errors.push(format!("writable layer of container {id}: {e}")),
+                    None => errors.push(format!(
+                        "writable layer of container {id}: not known to this agent"
+                    )),
+                }
+            }
+        }
         "memory" | "full" => {
             if opts.memory.volatile {
                 volatile_items(req, opts, &mut items);

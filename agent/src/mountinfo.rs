@@ -72,6 +72,31 @@ pub fn cgroup2_root(mountinfo: &Path) -> Option<std::path::PathBuf> {
     })
 }
 
+/// The `upperdir` of the overlay mounted at `/` (the last mount there: mounts stack), as a
+/// container runtime mounts a container's root. Overlay escapes a comma in a path as `\,`.
+pub fn root_overlay_upperdir(mounts: &[Mount]) -> Option<std::path::PathBuf> {
+    let m = mounts.iter().rev().find(|m| m.mount_point == "/")?;
+    if m.fs_type != "overlay" {
+        return None;
+    }
+    let opts = unescape(&m.super_options);
+    let mut cur = String::new();
+    let mut chars = opts.chars();
+    let mut fields = Vec::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.extend(chars.next()),
+            ',' => fields.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+        .into_iter()
+        .find_map(|f| f.strip_prefix("upperdir=").map(std::path::PathBuf::from))
+        .filter(|p| p.is_absolute())
+}
+
 /// Undo the kernel's octal escapes of space, tab, newline and backslash (`\040`).
 pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
@@ -101,6 +126,22 @@ pub fn unescape(s: &str) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_writable_layer_of_an_overlay_root() {
+        let text = "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
+            900 1 0:77 / / rw,relatime - overlay overlay rw,lowerdir=/l1:/l2,upperdir=/var/lib/docker/overlay2/ab\\,c/diff,workdir=/w\n\
+            901 900 0:5 / /proc rw - proc proc rw\n";
+        let ms: Vec<Mount> = parse(text).collect();
+        assert_eq!(
+            root_overlay_upperdir(&ms),
+            Some("/var/lib/docker/overlay2/ab,c/diff".into())
+        );
+        // The host's own root: no writable layer.
+        assert_eq!(root_overlay_upperdir(&ms[..1]), None);
+        let ro = parse("2 0 0:7 / / ro - overlay overlay ro,lowerdir=/a:/b\n").collect::<Vec<_>>();
+        assert_eq!(root_overlay_upperdir(&ro), None);
+    }
 
     #[test]
     fn parses_a_line_with_escapes_and_optional_fields() {

@@ -12,6 +12,9 @@
 //!   they stay attached when the agent exits; the admin sees them in `bpftool cgroup tree`.
 //! - [`freeze`]: `cgroup.freeze` and `cgroup.kill` for a container, SIGSTOP/SIGCONT/SIGKILL for a
 //!   process tree; never pid 1, never the agent's own tree or cgroup.
+//! - Last-breath marks: a host or a container marked so that the daemon asks for a
+//!   `last-breath` collection when the host shuts down or the container exits; a container's
+//!   cgroup and writable layer are found when it is marked, while it still runs.
 //! - [`state`]: what is in force, in `<state_dir>/containment.json`; [`Containment::restore`]
 //!   re-applies it at start, before the agent connects. Break-glass releases on the host are
 //!   queued in `containment-reports.jsonl` for the collector.
@@ -166,6 +169,23 @@ pub fn failure(req: &Request, e: &ContainError) -> Outcome {
     o
 }
 
+/// What a host's last-breath mark waits for.
+pub const LAST_BREATH_HOST: &str = "last breath on SIGTERM (the host's shutdown)";
+
+fn last_breath_container(cg: &Path, layer: Option<&Path>) -> String {
+    match layer {
+        Some(l) => format!(
+            "last breath when {} empties (writable layer {})",
+            cg.display(),
+            l.display()
+        ),
+        None => format!(
+            "last breath when {} empties (no overlay writable layer found)",
+            cg.display()
+        ),
+    }
+}
+
 fn cgroup_mechanism(cg: &Path) -> String {
     format!("cgroup_skb on {}", cg.display())
 }
@@ -228,6 +248,7 @@ impl Containment {
             rules_sha256: None,
             pids: Vec::new(),
             start_time: None,
+            layer: None,
         };
         let mut out = outcome(&req.id, req.action, &req.target, "");
         match (req.action, &req.target) {
@@ -333,6 +354,26 @@ impl Containment {
                 store.remove(Action::Kill, &req.target)?;
                 out.mechanism = "SIGKILL".into();
             }
+            (Action::MarkLastBreath, Target::Host) => {
+                store.upsert(entry(LAST_BREATH_HOST))?;
+                out.mechanism = LAST_BREATH_HOST.into();
+            }
+            (Action::MarkLastBreath, Target::Container { id }) => {
+                let cg = self.cgroup_for(&store, &req.target, cgroup)?;
+                let mut e = entry("");
+                e.layer = self.writable_layer(id).ok();
+                e.mechanism = last_breath_container(&cg, e.layer.as_deref());
+                e.cgroup = Some(cg);
+                out.mechanism = e.mechanism.clone();
+                store.upsert(e)?;
+            }
+            (Action::UnmarkLastBreath, Target::Host | Target::Container { .. }) => {
+                let gone = store.remove(Action::UnmarkLastBreath, &req.target)?;
+                out.mechanism = gone
+                    .first()
+                    .map(|a| a.mechanism.clone())
+                    .unwrap_or_else(|| "no mark was recorded".into());
+            }
             // `check` refuses the rest (isolating a process tree, freezing the host).
             (a, t) => {
                 return Err(ContainError::Refused(format!(
@@ -404,6 +445,35 @@ impl Containment {
         let c = crate::containers::cgroup_of(&self.roots.proc_root, id)
             .map_err(ContainError::NotFound)?;
         Ok(self.roots.cgroup_root.join(c.path.trim_start_matches('/')))
+    }
+
+    /// A running container's writable layer: the `upperdir` of the overlay mounted at its
+    /// root (Docker, containerd and CRI-O all mount one), as a path in the agent's view.
+    pub fn writable_layer(&self, id: &str) -> Result<PathBuf, ContainError> {
+        let c = crate::containers::cgroup_of(&self.roots.proc_root, id)
+            .map_err(ContainError::NotFound)?;
+        let mountinfo = self
+            .roots
+            .proc_root
+            .join(c.pid.to_string())
+            .join("mountinfo");
+        let upper = crate::mountinfo::read(&mountinfo)
+            .ok()
+            .and_then(|m| crate::mountinfo::root_overlay_upperdir(&m))
+            .ok_or_else(|| {
+                ContainError::NotFound(format!(
+                    "container {id}: its root is not an overlay mount with an upperdir ({})",
+                    mountinfo.display()
+                ))
+            })?;
+        // The runtime mounted it in the host's namespace: under the host root when the agent
+        // runs in a container with the host's / mounted.
+        Ok(match self.roots.proc_root.parent() {
+            Some(root) if root != Path::new("/") => {
+                root.join(upper.strip_prefix("/").unwrap_or(&upper))
+            }
+            _ => upper,
+        })
     }
 
     fn refuse_own_cgroup(&self, cg: &Path) -> Result<(), ContainError> {
@@ -500,6 +570,12 @@ impl Containment {
         }
         out.at = cairn_protocol::rfc3339::now();
         out
+    }
+
+    /// Drops a last-breath mark on the host's side only (the daemon, once the mark was used).
+    pub fn forget_mark(&self, target: &Target) -> Result<(), ContainError> {
+        Store::lock(&self.roots.state_dir)?.remove(Action::UnmarkLastBreath, target)?;
+        Ok(())
     }
 
     /// The containments recorded as in force.

@@ -92,6 +92,8 @@ impl Containment {
                 }
                 out.pids = freeze::stop_tree(&self.roots.proc_root, *pid, self.wait)?;
             }
+            // A mark enforces nothing: the daemon's watch reads it from the state.
+            (Action::MarkLastBreath, Target::Host | Target::Container { .. }) => {}
             (action, target) => {
                 return Err(ContainError::State {
                     path: self.roots.state_dir.join(state::STATE_FILE),

@@ -54,6 +54,10 @@ pub struct Active {
     /// A frozen tree's root start time (clock ticks after boot): a reused pid is not it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<u64>,
+    /// A container marked for a last breath: its writable layer (the overlay `upperdir`), as
+    /// found when it was marked, collected when it exits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<PathBuf>,
 }
 
 impl Active {
@@ -64,6 +68,7 @@ impl Active {
         let kind = |a: Action| match a {
             Action::Isolate | Action::Release => Action::Isolate,
             Action::Freeze | Action::Thaw | Action::Kill => Action::Freeze,
+            Action::MarkLastBreath | Action::UnmarkLastBreath => Action::MarkLastBreath,
         };
         kind(self.action) == kind(action) && same_target(&self.target, target)
     }
@@ -264,6 +269,7 @@ mod tests {
             rules_sha256: Some("ab".into()),
             pids: vec![1, 2],
             start_time: Some(42),
+            layer: None,
         }
     }
 

@@ -128,6 +128,12 @@ impl Containment {
                         (Some(false), "some processes are running".into(), None)
                     }
                 }
+                (Action::MarkLastBreath, Target::Container { .. }, Some(cg)) if !cg.is_dir() => (
+                    Some(true),
+                    "marked; the container is gone (its last breath is sent or due)".into(),
+                    None,
+                ),
+                (Action::MarkLastBreath, ..) => (Some(true), "marked".into(), None),
                 _ => (None, "nothing to check".into(), None),
             };
             checked.push(Checked {

@@ -14,7 +14,7 @@ pub mod triage;
 pub mod walk;
 
 use cairn_protocol::manifest::{CollectRequest, Source};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where triage looks, and which profiles it knows besides the shipped ones.
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
         },
         None => profile::find(&req.profile, &opts.profile_dirs)?,
     };
-    let mut items = Vec::new();
+    let items = Vec::new();
     let mut errors = Vec::new();
     let profile = match profile {
         Ok(p) => p,
@@ -107,15 +107,44 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
             });
         }
     };
-    let t = match triage::run(&profile, &root) {
+    Some(triage_plan(&profile, &root, items, errors))
+}
+
+/// A container's writable layer (its overlay upperdir) collected whole, within the
+/// `writable-layer` profile's caps: what a last-breath collection keeps of a container the
+/// runtime is about to delete.
+pub fn plan_writable_layer(layer: &Path) -> DiskPlan {
+    match profile::find("writable-layer", &[]) {
+        Some(Ok(p)) => triage_plan(&p, layer, Vec::new(), Vec::new()),
+        Some(Err(e)) => DiskPlan {
+            items: Vec::new(),
+            errors: vec![e.to_string()],
+            events_window_secs: None,
+        },
+        None => DiskPlan {
+            items: Vec::new(),
+            errors: vec!["the writable-layer profile is not built in".into()],
+            events_window_secs: None,
+        },
+    }
+}
+
+/// `profile` run over `root`: each file an item, then the bodyfile and the index.
+fn triage_plan(
+    profile: &profile::Profile,
+    root: &Path,
+    mut items: Vec<DiskItem>,
+    mut errors: Vec<String>,
+) -> DiskPlan {
+    let t = match triage::run(profile, root) {
         Ok(t) => t,
         Err(e) => {
             errors.push(e);
-            return Some(DiskPlan {
+            return DiskPlan {
                 items,
                 errors,
                 events_window_secs: profile.events_window_secs,
-            });
+            };
         }
     };
     let root_shown = root.display().to_string();
@@ -175,11 +204,11 @@ pub fn plan(req: &CollectRequest, opts: &DiskOptions) -> Option<DiskPlan> {
     }
     // What could not be walked is in the index; here it reaches the collection's errors.
     errors.extend(t.errors);
-    Some(DiskPlan {
+    DiskPlan {
         items,
         errors,
         events_window_secs: profile.events_window_secs,
-    })
+    }
 }
 
 fn plan_devices(devices: &[String]) -> DiskPlan {

@@ -36,6 +36,11 @@ use serde::Deserialize;
 pub const BUILTIN: &[(&str, &str)] = &[
     ("triage", include_str!("../../../profiles/triage.toml")),
     ("minimal", include_str!("../../../profiles/minimal.toml")),
+    // A last-breath collection's writable layer (`capture::disk::plan_writable_layer`).
+    (
+        "writable-layer",
+        include_str!("../../../profiles/writable-layer.toml"),
+    ),
 ];
 
 pub const USER_HOME: &str = "%user_home%";

@@ -151,7 +151,17 @@ pub fn run(profile: &Profile, root: &Path) -> Result<Triage, String> {
         pending: Vec::new(),
         capped: Vec::new(),
     };
-    let homes = super::homes::find(root_fd.as_fd(), &mut w.errors);
+    // Homes only for a profile that names them: a writable layer has no /etc/passwd, and
+    // not finding one there is no error.
+    let wants_homes = profile
+        .artifacts
+        .iter()
+        .any(|a| a.patterns.iter().any(|p| p.user_home));
+    let homes = if wants_homes {
+        super::homes::find(root_fd.as_fd(), &mut w.errors)
+    } else {
+        Vec::new()
+    };
     for a in &profile.artifacts {
         for p in &a.patterns {
             let starts: Vec<(Vec<Vec<u8>>, Option<HomeOf>)> = if p.user_home {
