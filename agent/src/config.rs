@@ -66,6 +66,11 @@ pub struct AgentConfig {
     /// naming a container or pod find this host: `true` by default.
     #[serde(default = "default_true")]
     pub report_containers: bool,
+    /// How long a marked host's last-breath collection may take after SIGTERM before the
+    /// agent goes, in seconds: below systemd's `TimeoutStopSec` (30 in cairn's unit) and the
+    /// DaemonSet's `terminationGracePeriodSeconds` (30).
+    #[serde(default = "default_last_breath")]
+    pub last_breath_secs: u64,
 }
 
 fn default_selftest_interval() -> u64 {
@@ -81,6 +86,10 @@ fn default_journal_bytes() -> u64 {
 fn default_journal_age() -> u64 {
     24 * 3600
 }
+fn default_last_breath() -> u64 {
+    20
+}
+
 fn default_journal_window() -> u64 {
     3600
 }
@@ -261,6 +270,7 @@ impl AgentConfig {
             host_root: None,
             selftest_interval_secs: default_selftest_interval(),
             report_containers: true,
+            last_breath_secs: default_last_breath(),
         }
     }
 

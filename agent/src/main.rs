@@ -315,9 +315,18 @@ async fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Run => {
             state.check_private()?;
             let agent = cairn_agent::daemon::Agent::with_host_root(&state, cli.host_root).await?;
+            // SIGTERM (systemd's stop, a pod's termination): a marked host sends its last
+            // breath first, while the daemon's sessions go on.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut daemon = tokio::spawn(cairn_agent::daemon::run(agent.clone()));
             tokio::select! {
-                r = cairn_agent::daemon::run(agent) => r?,
+                r = &mut daemon => r??,
                 _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+                _ = term.recv() => {
+                    eprintln!("SIGTERM: stopping");
+                    cairn_agent::daemon::shutdown(&agent).await;
+                }
             }
         }
         Cmd::Ping => {

@@ -96,6 +96,9 @@ EnvironmentFile=-/etc/default/cairn-agent
 ExecStart=/usr/local/bin/cairn-agent run --state-dir /var/lib/cairn-agent
 Restart=always
 RestartSec=5
+# Stopped with SIGTERM before the network goes down (After=network-online.target): a host
+# marked for a last breath sends its bounded collection (last_breath_secs, 20 s) first.
+TimeoutStopSec=30
 User=root
 
 # CAP_BPF, CAP_PERFMON: the eBPF sensor; CAP_SYS_ADMIN: BPF before 5.8, mounting tracefs;

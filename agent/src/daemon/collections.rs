@@ -32,6 +32,8 @@ pub async fn run_collection(agent: Arc<Agent>, req: CollectRequest) {
         errors,
     });
     lock(&agent.running).remove(&req.collection_id);
+    lock(&agent.planned).remove(&req.collection_id);
+    lock(&agent.sealed).remove(&req.collection_id);
 }
 
 /// Hash, compress and upload one planned item; returns once the collector sealed it.
@@ -58,6 +60,14 @@ async fn collect_and_upload(
     if let (Some(j), Some(rec)) = (opts.journal.as_mut(), agent.recorder.get()) {
         j.recorder = Some(rec.clone());
     }
+    if let (true, Some(id)) = (req.profile == "last-breath", &req.container_id) {
+        let a = agent.clone();
+        let id = id.clone();
+        opts.writable_layer =
+            tokio::task::spawn_blocking(move || super::last_breath::writable_layer(&a, &id))
+                .await
+                .ok();
+    }
     let r = req.clone();
     let planned = tokio::task::spawn_blocking(move || {
         let host =
@@ -71,16 +81,30 @@ async fn collect_and_upload(
     };
     let mut errors = plan.errors;
     let mut items = Vec::new();
+    lock(&agent.planned).insert(
+        req.collection_id.clone(),
+        plan.items
+            .iter()
+            .map(|i| i.header.item_id.clone())
+            .collect(),
+    );
     for item in plan.items {
         let name = item.header.source.name.clone();
         items.push(item.header.item_id.clone());
+        let item_id = item.header.item_id.clone();
         match send_item(agent, item, &host).await {
-            Ok(s) => tracing::info!(
-                "item {name} sealed: {} ({} chunks sent, {} resume(s))",
-                s.sha256,
-                s.chunks_sent,
-                s.resumed
-            ),
+            Ok(s) => {
+                lock(&agent.sealed)
+                    .entry(req.collection_id.clone())
+                    .or_default()
+                    .push(item_id);
+                tracing::info!(
+                    "item {name} sealed: {} ({} chunks sent, {} resume(s))",
+                    s.sha256,
+                    s.chunks_sent,
+                    s.resumed
+                )
+            }
             Err(e) => {
                 tracing::warn!("item {name}: {e:#}");
                 errors.push(format!("{name}: {e:#}"));

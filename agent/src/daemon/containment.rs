@@ -105,7 +105,7 @@ async fn enforce(agent: &Arc<Agent>, req: &Request) -> Outcome {
 }
 
 /// Kept on disk, then queued for the control stream.
-async fn report(agent: &Arc<Agent>, out: Outcome) {
+pub(super) async fn report(agent: &Arc<Agent>, out: Outcome) {
     let (c, o) = (agent.containment.clone(), out.clone());
     match tokio::task::spawn_blocking(move || c.queue_report(&o)).await {
         Ok(Ok(())) => {}

@@ -4,12 +4,14 @@
 //! - [`collections`]: collection commands, run once each, their items sent as they are produced.
 //! - [`schedule`]: the readiness self-test, at start and every `selftest_interval_secs`.
 //! - [`containment`]: isolate, release, freeze, thaw, kill — enforced, proven, answered.
+//! - [`last_breath`]: a marked host's or container's bounded collection as it goes away.
 //!
 //! [`run`] starts them and keeps one control session open at a time (reconnecting forever);
 //! the [`Agent`] is what they share.
 
 pub mod collections;
 pub mod containment;
+pub mod last_breath;
 pub mod recording;
 pub mod schedule;
 
@@ -24,7 +26,7 @@ use crate::transport::upload::{ChunkSpool, UploadPause};
 use anyhow::Result;
 use cairn_protocol::manifest::{CollectRequest, HostIdentity};
 use cairn_protocol::wire::{AgentStatus, Message};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -57,6 +59,12 @@ pub struct Agent {
     pub containment: Arc<crate::containment::Containment>,
     /// Containment commands seen, so one repeated after a reconnect runs once.
     seen_containment: Mutex<HashSet<String>>,
+    /// Last-breath calls the collector refused, marks already answered.
+    last_breaths: last_breath::LastBreaths,
+    /// Per running collection, its items as planned and those sealed: a shutdown that cuts a
+    /// last breath short says which did not make it.
+    planned: Mutex<HashMap<String, Vec<String>>>,
+    sealed: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl Agent {
@@ -125,6 +133,9 @@ impl Agent {
             sensor_lost: Arc::new(AtomicU64::new(0)),
             containment,
             seen_containment: Mutex::new(HashSet::new()),
+            last_breaths: last_breath::LastBreaths::default(),
+            planned: Mutex::new(HashMap::new()),
+            sealed: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -222,6 +233,10 @@ impl ControlHandler for Arc<Agent> {
     fn contained_ack(&self, id: &str) {
         containment::acknowledged(self, id);
     }
+
+    fn last_breath_refused(&self, collection_id: &str, reason: &str) {
+        self.last_breaths.refused(collection_id, reason);
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -257,6 +272,10 @@ pub async fn run(agent: Arc<Agent>) -> Result<()> {
         agent.clone(),
         Duration::from_secs(5),
     ));
+    tokio::spawn(last_breath::watch_containers(
+        agent.clone(),
+        last_breath::WATCH_PERIOD,
+    ));
     let heartbeat = Duration::from_secs(agent.cfg.heartbeat_secs.max(1));
     let mut backoff = Backoff::standard();
     loop {
@@ -273,6 +292,17 @@ pub async fn run(agent: Arc<Agent>) -> Result<()> {
         );
         tokio::time::sleep(wait).await;
     }
+}
+
+/// SIGTERM: a marked host's last breath (within `last_breath_secs`), then the caller exits.
+pub async fn shutdown(agent: &Arc<Agent>) {
+    let budget = Duration::from_secs(
+        agent
+            .cfg
+            .last_breath_secs
+            .clamp(1, cairn_protocol::containment::MAX_LAST_BREATH_SECS),
+    );
+    last_breath::on_shutdown(agent, budget).await;
 }
 
 /// One hello round trip over mutual TLS: proves enrollment, certificates and reachability.

@@ -37,6 +37,8 @@ pub trait ControlHandler {
     fn contain(&self, req: cairn_protocol::containment::Request);
     /// The collector recorded the outcome `id`: it need not be sent again.
     fn contained_ack(&self, _id: &str) {}
+    /// The collector will not run the last-breath collection the agent asked for.
+    fn last_breath_refused(&self, _collection_id: &str, _reason: &str) {}
 }
 
 /// Messages for the collector that must not be lost with a connection.
@@ -161,6 +163,7 @@ async fn control_loop(
                     }
                     Message::Contain(req) => handler.contain(*req),
                     Message::ContainedAck { id } => handler.contained_ack(&id),
+                    Message::LastBreathRefused { collection_id, reason } => handler.last_breath_refused(&collection_id, &reason),
                     Message::HeartbeatAck { .. } => outbox.acknowledged(&mut written),
                     Message::Error { code, message } => tracing::warn!("collector error ({code}): {message}"),
                     other => tracing::warn!("ignoring unexpected {} on the control stream", other.name()),
