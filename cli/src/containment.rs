@@ -48,6 +48,10 @@ pub async fn contain(api: &Api, a: &Ask<'_>, json_out: bool) -> Result<i32> {
     let row = match a.action {
         "isolate" => api.post(&format!("{path}isolation"), &body).await?,
         "release" => api.delete_json(&format!("{path}isolation"), &body).await?,
+        "unmark-last-breath" => {
+            api.delete_json(&format!("{path}last-breath"), &body)
+                .await?
+        }
         other => api.post(&format!("{path}{other}"), &body).await?,
     };
     let id = s(&row["id"]);

@@ -190,6 +190,18 @@ enum Cmd {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Mark a host (or --container) for a last-breath collection: when the host shuts down
+    /// (the agent's SIGTERM) or the container exits, its agent sends the volatile documents,
+    /// the flight recorder and the container's writable layer before they are gone.
+    /// `--clear` removes the mark.
+    LastBreath {
+        host: String,
+        #[command(flatten)]
+        c: ContainArgs,
+        /// Remove the mark instead.
+        #[arg(long)]
+        clear: bool,
+    },
     /// What is contained on a host now (who, when, why) and its containment history.
     Containment { host: String },
     /// API and enrollment tokens (admin only): `tokens list`, `tokens revoke ID`.
@@ -354,6 +366,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Cmd::Freeze { host, c, pid } => contain(&api, "freeze", host, c, *pid, &[], json_out).await,
         Cmd::Thaw { host, c, pid } => contain(&api, "thaw", host, c, *pid, &[], json_out).await,
         Cmd::Kill { host, c, pid } => contain(&api, "kill", host, c, *pid, &[], json_out).await,
+        Cmd::LastBreath { host, c, clear } => {
+            let action = if *clear {
+                "unmark-last-breath"
+            } else {
+                "last-breath"
+            };
+            contain(&api, action, host, c, None, &[], json_out).await
+        }
         Cmd::Containment { host } => containment::show(&api, host, json_out).await,
     }
 }

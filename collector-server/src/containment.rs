@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::sessions::Sessions;
 use crate::storage::{ContainmentRow, ContainmentStatus, HostRow, Stores};
 use crate::timeline::Event;
-use cairn_protocol::containment::{Action, Outcome, Request, Target};
+use cairn_protocol::containment::{Action, LastBreathCall, Outcome, Request, Target};
+use cairn_protocol::manifest::CollectRequest;
 use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub fn chain_of(host_id: &str) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct InForce {
     pub target: Target,
-    /// `isolated` or `frozen`.
+    /// `isolated`, `frozen` or `marked for last breath`.
     pub state: &'static str,
     pub since: String,
     pub by: String,
@@ -191,7 +192,64 @@ impl Containments {
     pub fn in_force(&self, host_id: &str) -> Result<Vec<InForce>> {
         Ok(in_force(&self.history(host_id)?))
     }
+
+    /// An agent's call for a last breath, checked against the marks in force here: the
+    /// `last-breath` collection to request (with the id the agent chose), or why not. A mark
+    /// removed since the agent saw it, a target never marked, a reused id: refused.
+    pub fn last_breath(&self, host_id: &str, call: &LastBreathCall) -> Result<CollectRequest> {
+        call.check().map_err(Error::Invalid)?;
+        let marks = self.in_force(host_id)?;
+        let mark = marks
+            .iter()
+            .filter(|f| f.state == MARKED)
+            .find(|f| match (&f.target, &call.target) {
+                (Target::Container { id: a }, Target::Container { id: b }) => {
+                    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+                    a.starts_with(&b) || b.starts_with(&a)
+                }
+                (a, b) => a == b,
+            })
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "{} is not marked for a last breath here",
+                    call.target.describe()
+                ))
+            })?;
+        if self
+            .stores
+            .meta
+            .get_collection(&call.collection_id)?
+            .is_some()
+        {
+            return Err(Error::Conflict(format!(
+                "collection {} exists already",
+                call.collection_id
+            )));
+        }
+        let container_id = match &call.target {
+            Target::Container { id } => Some(id.clone()),
+            _ => None,
+        };
+        Ok(CollectRequest {
+            collection_id: call.collection_id.clone(),
+            profile: "last-breath".into(),
+            reason: format!(
+                "last breath ({}) of {}: {}",
+                call.event.as_str(),
+                call.target.describe(),
+                mark.reason
+            ),
+            requested_by: format!("last-breath:{}", mark.by),
+            paths: Vec::new(),
+            pid: None,
+            container_id,
+            devices: Vec::new(),
+        })
+    }
 }
+
+/// The in-force state of a last-breath mark.
+pub const MARKED: &str = "marked for last breath";
 
 /// From a host's history (newest first), what is in force now.
 pub fn in_force(history: &[ContainmentRow]) -> Vec<InForce> {
@@ -207,6 +265,8 @@ pub fn in_force(history: &[ContainmentRow]) -> Vec<InForce> {
             Action::Release => ("network", None),
             Action::Freeze => ("freeze", Some("frozen")),
             Action::Thaw | Action::Kill => ("freeze", None),
+            Action::MarkLastBreath => ("last_breath", Some(MARKED)),
+            Action::UnmarkLastBreath => ("last_breath", None),
         };
         if decided.iter().any(|(dt, d)| dt == t && *d == dimension) {
             continue;
@@ -240,6 +300,8 @@ fn custody_action(o: &Outcome) -> &'static str {
         (true, _, Action::Freeze) => "frozen",
         (true, _, Action::Thaw) => "thawed",
         (true, _, Action::Kill) => "killed",
+        (true, _, Action::MarkLastBreath) => "marked_for_last_breath",
+        (true, _, Action::UnmarkLastBreath) => "last_breath_mark_removed",
     }
 }
 
@@ -339,6 +401,42 @@ mod tests {
         assert_eq!(
             shown,
             vec![(&c, "frozen", "4"), (&Target::Host, "isolated", "1")]
+        );
+    }
+
+    #[test]
+    fn a_last_breath_mark_is_in_force_until_unmarked_and_apart_from_isolation() {
+        let c = Target::Container { id: "abcd".into() };
+        let history = [
+            row("3", Action::Isolate, c.clone(), ContainmentStatus::Done),
+            row(
+                "2",
+                Action::MarkLastBreath,
+                c.clone(),
+                ContainmentStatus::Done,
+            ),
+            row(
+                "1",
+                Action::MarkLastBreath,
+                Target::Host,
+                ContainmentStatus::Failed,
+            ),
+        ];
+        let now = in_force(&history);
+        let states: Vec<&str> = now.iter().map(|f| f.state).collect();
+        assert_eq!(states, ["isolated", MARKED]);
+        let mut later = vec![row(
+            "4",
+            Action::UnmarkLastBreath,
+            c.clone(),
+            ContainmentStatus::Done,
+        )];
+        later.extend(history);
+        let states: Vec<&str> = in_force(&later).iter().map(|f| f.state).collect();
+        assert_eq!(
+            states,
+            ["isolated"],
+            "unmarked; a failed mark never counted"
         );
     }
 

@@ -1,7 +1,9 @@
 //! Containment: `POST/DELETE /api/v1/hosts/{id}/isolation` (the host, or one container),
 //! `POST /api/v1/hosts/{id}/{freeze,thaw,kill}` (a container or a process tree),
 //! `GET /api/v1/hosts/{id}/containment` (what is in force, the history, the custody chain) and
-//! `GET /api/v1/containment/{id}` (one action, to wait for the agent's answer).
+//! `GET /api/v1/containment/{id}` (one action, to wait for the agent's answer), and
+//! `POST/DELETE /api/v1/hosts/{id}/last-breath` (mark the host, or one container, for a
+//! last-breath collection when it shuts down or exits).
 //!
 //! Only people contain: the `trigger` role is refused here, because a detection system may
 //! contain only where a rule of the trigger policy says so.
@@ -30,6 +32,10 @@ pub(super) fn routes() -> Router<S> {
         .route("/api/v1/hosts/{id}/freeze", post(freeze))
         .route("/api/v1/hosts/{id}/thaw", post(thaw))
         .route("/api/v1/hosts/{id}/kill", post(kill))
+        .route(
+            "/api/v1/hosts/{id}/last-breath",
+            post(mark_last_breath).delete(unmark_last_breath),
+        )
         .route("/api/v1/hosts/{id}/containment", get(host_containment))
         .route("/api/v1/containment/{id}", get(show))
 }
@@ -136,6 +142,24 @@ async fn kill(
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     act(state, caller, &id, Action::Kill, &body).await
+}
+
+async fn mark_last_breath(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    act(state, caller, &id, Action::MarkLastBreath, &body).await
+}
+
+async fn unmark_last_breath(
+    AxState(state): AxState<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    act(state, caller, &id, Action::UnmarkLastBreath, &body).await
 }
 
 async fn host_containment(

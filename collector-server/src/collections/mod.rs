@@ -270,6 +270,11 @@ impl Collections {
             .saturating_sub(on_host)
             .min(self.limits.total.saturating_sub(total)) as usize;
         let mut out = Vec::new();
+        // A last breath cannot wait for a slot: the host or container is going away.
+        let (urgent, pending): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|r| r.profile == "last-breath");
+        out.extend(urgent);
         for (i, req) in pending.into_iter().enumerate() {
             if i < room {
                 out.push(req);
@@ -424,6 +429,7 @@ impl Collections {
         }
         let mut errors = errors.to_vec();
         let mut sealed = 0;
+        let mut sealed_bytes = 0u64;
         for id in items {
             match self.stores.meta.get_item(id)? {
                 // Stored and sealed, but the host could not read its source (physical memory
@@ -438,7 +444,10 @@ impl Collections {
                         i.name,
                         m.error.as_deref().unwrap_or("no reason given")
                     )),
-                    None => sealed += 1,
+                    None => {
+                        sealed += 1;
+                        sealed_bytes += i.raw_len.unwrap_or(0);
+                    }
                 },
                 Some(i) => errors.push(format!(
                     "item {id} ({}) is {}: {}",
@@ -469,7 +478,9 @@ impl Collections {
             collection_id,
             &agent_actor(host_id),
             "collection_finished",
-            json!({"status": status, "items": items, "errors": errors}),
+            // How much made it, in numbers (a last breath cut short by a shutdown says so).
+            json!({"status": status, "items": items, "errors": errors,
+                   "items_sealed": sealed, "bytes_sealed": sealed_bytes}),
         )?;
         // A slot is free: queued collections anywhere may go.
         self.sessions.wake_all();

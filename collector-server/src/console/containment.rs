@@ -1,6 +1,6 @@
 //! Containment on a host's page: what is isolated or frozen now (who, when, why, the hash of
 //! the rules in force), the history of actions with the agent's answers, and a form to
-//! isolate, release, freeze, thaw or kill (`POST /hosts/{id}/contain`).
+//! isolate, release, freeze, thaw, kill or mark for a last breath (`POST /hosts/{id}/contain`).
 
 use super::layout::{self, status};
 use super::{PageError, PageResult, Viewer, S};
@@ -29,7 +29,7 @@ pub(super) fn card(state: &S, viewer: &Viewer, h: &HostRow) -> PageResult<Markup
     Ok(html! {
         div.card #containment {
             h2 { "Containment" }
-            @if now.is_empty() { p { "Nothing is isolated or frozen on this host." } }
+            @if now.is_empty() { p { "Nothing is isolated, frozen or marked for a last breath on this host." } }
             @for f in &now {
                 p.error {
                     span.badge.bad { (f.state.to_uppercase()) } " " (target(&f.target))
@@ -55,7 +55,7 @@ pub(super) fn card(state: &S, viewer: &Viewer, h: &HostRow) -> PageResult<Markup
                     input type="hidden" name="csrf" value=(viewer.csrf);
                     label for="c-action" { "Action" }
                     select #c-action name="action" {
-                        @for a in ["isolate", "release", "freeze", "thaw", "kill"] { option value=(a) { (a) } }
+                        @for a in ["isolate", "release", "freeze", "thaw", "kill", "mark_last_breath", "unmark_last_breath"] { option value=(a) { (a.replace('_', " ")) } }
                     }
                     label for="c-container" { "Container id (empty: the whole host)" }
                     input #c-container type="text" name="container";
@@ -105,6 +105,8 @@ async fn contain(
         "freeze" => Action::Freeze,
         "thaw" => Action::Thaw,
         "kill" => Action::Kill,
+        "mark_last_breath" => Action::MarkLastBreath,
+        "unmark_last_breath" => Action::UnmarkLastBreath,
         other => return Err(bad(format!("unknown action {other:?}"))),
     };
     let container = f.container.trim().to_ascii_lowercase();

@@ -153,6 +153,19 @@ async fn control_loop(
                             Err(e) => return Err(e.into()),
                         }
                     }
+                    Frame::Message(Message::LastBreath(call)) => {
+                        let (st, hid) = (state.clone(), host_id.to_string());
+                        let id = call.collection_id.clone();
+                        let asked = tokio::task::spawn_blocking(move || last_breath(&st, &hid, &call)).await?;
+                        match asked {
+                            Ok(()) => {}
+                            Err(e @ (Error::NotFound(_) | Error::Conflict(_) | Error::Invalid(_))) => {
+                                tracing::warn!("last breath from {host_id} refused: {e}");
+                                write_message(send, Message::LastBreathRefused { collection_id: id, reason: e.to_string() }).await?;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
                     Frame::Message(m) => {
                         write_message(send, Message::error("bad_request", format!("unexpected {} on the control stream", m.name()))).await?;
                     }
@@ -162,6 +175,28 @@ async fn control_loop(
             _ = bell.notified() => send_pending(state, host_id, send, &mut sent, &mut contain_sent, &accepted).await?,
         }
     }
+}
+
+/// A marked host or container going away: its `last-breath` collection is requested like
+/// any other (custody starts with the call), and the session's bell sends it.
+fn last_breath(
+    state: &State,
+    host_id: &str,
+    call: &cairn_protocol::containment::LastBreathCall,
+) -> crate::error::Result<()> {
+    let req = state.containments.last_breath(host_id, call)?;
+    let host = state
+        .meta()
+        .get_host(host_id)?
+        .ok_or_else(|| Error::NotFound(format!("host {host_id}")))?;
+    state.collections.request(
+        &host,
+        &req,
+        serde_json::json!({"last_breath": {"event": call.event, "target": call.target,
+            "mark_id": call.mark_id, "budget_secs": call.budget_secs, "detail": call.detail,
+            "agent_time": call.at}}),
+    )?;
+    Ok(())
 }
 
 /// The host was heard from (with its status, on a heartbeat). The agent stays connected while

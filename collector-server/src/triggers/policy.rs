@@ -91,7 +91,14 @@ impl Policy {
 }
 
 /// Steps a `[[containment]]` rule may add after an alert's collection, beside profiles.
-pub const CONTAINMENT_STEPS: &[&str] = &["isolate", "isolate_container", "freeze_container"];
+pub const CONTAINMENT_STEPS: &[&str] = &[
+    "isolate",
+    "isolate_container",
+    "freeze_container",
+    // Mark the host (or the alert's container) for a last-breath collection.
+    "mark_last_breath",
+    "mark_last_breath_container",
+];
 /// Most steps one rule may add.
 pub const MAX_STEPS: usize = 8;
 
@@ -110,7 +117,8 @@ pub struct ContainmentRule {
     /// Or its finding type or rule starts with this.
     #[serde(default)]
     pub rule: Option<String>,
-    /// Profiles and containment steps (`isolate`, `isolate_container`, `freeze_container`).
+    /// Profiles and containment steps (`isolate`, `isolate_container`, `freeze_container`,
+    /// `mark_last_breath`, `mark_last_breath_container`).
     pub then: Vec<String>,
 }
 

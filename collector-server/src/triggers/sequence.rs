@@ -147,6 +147,11 @@ impl Sequences {
         };
         match step {
             "isolate" => contain(Action::Isolate, Target::Host),
+            "mark_last_breath" => contain(Action::MarkLastBreath, Target::Host),
+            "mark_last_breath_container" => match container {
+                None => Ok(None),
+                Some(id) => contain(Action::MarkLastBreath, Target::Container { id }),
+            },
             "isolate_container" | "freeze_container" => match container {
                 None => Ok(None),
                 Some(id) => {
