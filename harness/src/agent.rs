@@ -158,6 +158,11 @@ impl Agent {
         self.proc.pid()
     }
 
+    /// Stops `cairn-agent run` as systemd does (SIGTERM), waiting up to `wait` for it to exit.
+    pub fn terminate(&mut self, wait: Duration) -> Result<std::process::ExitStatus> {
+        self.proc.terminate(wait)
+    }
+
     /// `cairn-agent ping`; the output is returned whatever the exit code.
     pub fn ping(&self) -> Result<Output> {
         run(self.agent_cmd("ping")?, CLI_TIMEOUT)

@@ -89,6 +89,40 @@ impl Managed {
         self.child.as_ref().map(Child::id)
     }
 
+    /// SIGTERM, as systemd stops a unit, then waits up to `wait` for the process to exit;
+    /// returns how it exited (SIGKILL after `wait`, and an error).
+    pub fn terminate(&mut self, wait: std::time::Duration) -> Result<std::process::ExitStatus> {
+        let Some(mut c) = self.child.take() else {
+            bail!("{} is not running", self.name)
+        };
+        // Our own child, not yet reaped: its pid is not reused.
+        let sent = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .context("cannot run kill")?;
+        if !sent.success() {
+            bail!("kill -TERM {} ({}) failed: {sent}", c.id(), self.name);
+        }
+        let until = std::time::Instant::now() + wait;
+        loop {
+            if let Some(status) = c.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > until {
+                let _ = c.kill();
+                let _ = c.wait();
+                bail!(
+                    "{} did not exit within {} s of SIGTERM; log {}:\n{}",
+                    self.name,
+                    wait.as_secs(),
+                    self.log.display(),
+                    tail_file(&self.log, 40)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Leaves the process running after this handle is gone; returns its pid.
     pub fn detach(&mut self) -> Option<u32> {
         self.child.take().map(|c| c.id())

@@ -186,7 +186,7 @@ fn every_console_route_needs_a_session_a_csrf_token_and_the_right_role() {
     };
     for (action, shown, want) in [
         ("freeze", "FROZEN", 'T'),
-        ("thaw", "Nothing is isolated or frozen", 'S'),
+        ("thaw", "Nothing is isolated, frozen or marked", 'S'),
     ] {
         let p = admin
             .post_csrf(

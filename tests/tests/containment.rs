@@ -688,3 +688,278 @@ fn a_trigger_rule_collects_then_isolates_then_collects_in_that_order() {
     assert_eq!(local["reason"], "IR-15: break glass", "{local}");
     assert_eq!(local["action"], "release", "{local}");
 }
+
+/// The host's `last-breath` collection once it is final: (collection view, custody log).
+fn last_breath_collection(
+    c: &Collector,
+    host: &str,
+    wait: Duration,
+) -> (serde_json::Value, serde_json::Value) {
+    let api = c.api().unwrap();
+    let until = std::time::Instant::now() + wait;
+    loop {
+        let list = api
+            .get(&format!("/api/v1/collections?host={host}"))
+            .unwrap();
+        let found = list["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["profile"] == "last-breath")
+            .cloned();
+        if let Some(r) = found {
+            let id = r["id"].as_str().unwrap().to_string();
+            let view = api.get(&format!("/api/v1/collections/{id}")).unwrap();
+            if matches!(
+                view["status"].as_str(),
+                Some("sealed" | "partial" | "failed")
+            ) {
+                let log = api
+                    .get(&format!("/api/v1/collections/{id}/custody"))
+                    .unwrap();
+                return (view, log);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no final last-breath collection within {wait:?}: {list:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn custody_record<'a>(log: &'a serde_json::Value, action: &str) -> &'a serde_json::Value {
+    let records = log["records"].as_array().or(log.as_array()).unwrap();
+    records
+        .iter()
+        .find(|r| r["action"] == action)
+        .unwrap_or_else(|| panic!("no {action} in {log:#}"))
+}
+
+/// A "container" whose root is an overlay (lower: the host's /, upper: a directory of the
+/// test), as a runtime mounts one: its writable layer is the upperdir.
+struct OverlayContainer {
+    ctr: FakeContainer,
+    upper: std::path::PathBuf,
+    merged: std::path::PathBuf,
+}
+
+impl OverlayContainer {
+    fn start(ns: &str, base: &std::path::Path) -> OverlayContainer {
+        let pid = std::process::id();
+        let id = format!("{:064x}", 0xbea7_0000_u64 + u64::from(pid));
+        let top = cgroup2_root().join(format!("cairn-e2e-lb-{pid}"));
+        let dir = top.join(format!("docker-{id}.scope"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (upper, work, merged) = (base.join("upper"), base.join("work"), base.join("merged"));
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let mut m = std::process::Command::new("mount");
+        m.args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!(
+                "lowerdir=/,upperdir={},workdir={}",
+                upper.display(),
+                work.display()
+            ))
+            .arg(&merged);
+        let out = run(m, Duration::from_secs(10)).unwrap();
+        assert!(out.success(), "{}", out.describe("mount overlay"));
+        // In its cgroup, in a mount namespace whose root is the overlay: it writes a file
+        // (into the upperdir) and waits.
+        let mut c = Topology::command(ns, "sh");
+        c.arg("-c").arg(format!(
+            "echo $$ > {}/cgroup.procs && exec unshare --mount --root={} /bin/sh -c 'mkdir -p /var/tmp/.x && echo payload-of-the-attacker > /var/tmp/.x/dropper && exec sleep 600'",
+            dir.display(),
+            merged.display()
+        ));
+        let init = c.spawn().unwrap();
+        OverlayContainer {
+            ctr: FakeContainer { id, dir, top, init },
+            upper,
+            merged,
+        }
+    }
+}
+
+impl Drop for OverlayContainer {
+    fn drop(&mut self) {
+        let _ = self.ctr.init.kill();
+        let _ = self.ctr.init.wait();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.merged)
+            .status();
+    }
+}
+
+#[test]
+fn a_marked_container_that_exits_sends_its_writable_layer_as_its_last_breath() {
+    if !root() {
+        eprintln!("skipped: cgroups, overlay mounts and namespaces need root");
+        return;
+    }
+    let Setup {
+        agent: _agent,
+        c,
+        t,
+        work,
+        host,
+    } = setup("containment-last-breath", "lbc", |_| Ok(()));
+    let mut ctr = OverlayContainer::start(&t.host_ns, &work.path().join("overlay"));
+    let dropper = ctr.upper.join("var/tmp/.x/dropper");
+    cairn_harness::wait_for("the container's file", Duration::from_secs(10), || {
+        Ok(dropper.is_file().then_some(()))
+    })
+    .unwrap();
+
+    let done = contain(
+        &c,
+        &[
+            "--json",
+            "last-breath",
+            &host,
+            "--container",
+            &ctr.ctr.id,
+            "--reason",
+            "IR-15: keep its layer",
+        ],
+    );
+    assert_eq!(done["status"], "done", "{done}");
+    let mechanism = done["outcome"]["mechanism"].as_str().unwrap();
+    assert!(
+        mechanism.contains(&ctr.upper.display().to_string()),
+        "the mark found the writable layer: {done}"
+    );
+    let shown = contain(&c, &["--json", "containment", &host]);
+    assert!(
+        shown["in_force"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["state"] == "marked for last breath"),
+        "{shown}"
+    );
+
+    // The container's last process exits.
+    ctr.ctr.init.kill().unwrap();
+    ctr.ctr.init.wait().unwrap();
+    let (view, log) = last_breath_collection(&c, &host, Duration::from_secs(120));
+    let items = view["items"].as_array().unwrap();
+    let layer_file = items
+        .iter()
+        .find(|i| i["source"]["path"] == "/var/tmp/.x/dropper")
+        .unwrap_or_else(|| panic!("no dropper in {}", summary(&view)));
+    assert_eq!(layer_file["status"], "sealed", "{layer_file}");
+    assert_eq!(
+        layer_file["source"]["details"]["root"],
+        ctr.upper.display().to_string(),
+        "{layer_file}"
+    );
+    assert_eq!(
+        layer_file["sha256"].as_str().unwrap(),
+        cairn_harness::sha256_bytes(b"payload-of-the-attacker\n")
+    );
+    for doc in ["host.json", "processes.json", "network.json"] {
+        assert!(
+            items
+                .iter()
+                .any(|i| i["source"]["name"] == doc && i["status"] == "sealed"),
+            "{doc} in {}",
+            summary(&view)
+        );
+    }
+    assert_eq!(view["status"], "sealed", "{}", summary(&view));
+    let asked = custody_record(&log, "trigger_received");
+    assert_eq!(
+        asked["details"]["last_breath"]["event"], "container_exit",
+        "{asked}"
+    );
+    let finished = custody_record(&log, "collection_finished");
+    assert_eq!(
+        finished["details"]["items_sealed"].as_u64(),
+        Some(items.len() as u64),
+        "{finished}"
+    );
+    // The mark was used: the agent removed it and said so.
+    let history = cairn_harness::wait_for("the mark removed", Duration::from_secs(30), || {
+        let v = contain(&c, &["--json", "containment", &host]);
+        Ok(v["in_force"].as_array().unwrap().is_empty().then_some(v))
+    })
+    .unwrap();
+    let unmarked = &history["history"][0];
+    assert_eq!(unmarked["action"], "unmark_last_breath", "{history:#}");
+    assert!(
+        unmarked["requested_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("local:cairn-agent"),
+        "{unmarked}"
+    );
+}
+
+#[test]
+fn a_marked_host_sends_its_last_breath_when_the_agent_is_stopped() {
+    if !root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let Setup {
+        mut agent,
+        c,
+        t,
+        work: _work,
+        host,
+    } = setup("containment-last-breath-host", "lbh", |_| Ok(()));
+    // Not marked: SIGTERM stops the agent at once, and nothing is collected.
+    let started = std::time::Instant::now();
+    let status = agent.terminate(Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let list = c
+        .api()
+        .unwrap()
+        .get(&format!("/api/v1/collections?host={host}"))
+        .unwrap();
+    assert_eq!(list["collections"].as_array().unwrap().len(), 0, "{list}");
+    agent.run_in_netns(&t.host_ns).unwrap();
+    agent.wait_connected(&c, Duration::from_secs(60)).unwrap();
+
+    let done = contain(
+        &c,
+        &[
+            "--json",
+            "last-breath",
+            &host,
+            "--reason",
+            "IR-15: an instance about to be scaled in",
+        ],
+    );
+    assert_eq!(done["status"], "done", "{done}");
+    let status = agent.terminate(Duration::from_secs(40)).unwrap();
+    assert!(status.success(), "the agent exits cleanly: {status}");
+    let (view, log) = last_breath_collection(&c, &host, Duration::from_secs(30));
+    assert_eq!(view["status"], "sealed", "{}", summary(&view));
+    assert!(
+        view["requested_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("last-breath:"),
+        "{view}"
+    );
+    let items = view["items"].as_array().unwrap();
+    assert!(
+        items.iter().any(|i| i["source"]["name"] == "events.jsonl"),
+        "the flight recorder goes too: {}",
+        summary(&view)
+    );
+    let asked = custody_record(&log, "trigger_received");
+    assert_eq!(asked["details"]["last_breath"]["event"], "host_shutdown");
+    assert_eq!(asked["details"]["last_breath"]["budget_secs"], 20);
+    let finished = custody_record(&log, "collection_finished");
+    assert!(finished["details"]["bytes_sealed"].as_u64().unwrap() > 0);
+}
