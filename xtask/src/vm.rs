@@ -627,12 +627,21 @@ pub fn build_initramfs(k: &Kernel, spec: &GuestSpec, work: &Path) -> Result<Path
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     fs::write(root.join("etc/group"), "root:x:0:\n")?;
 
-    // Host binaries and their libraries.
+    // Host binaries and their libraries. A host binary replaces busybox's applet of the same
+    // name (`ip`, `ping`) everywhere on PATH: the applet's link would otherwise come first
+    // (`/sbin/ip`), and copying onto a link (without `strip`) would write into busybox.
     let mut libs = BTreeSet::new();
     for b in &spec.binaries {
         let name = b
             .file_name()
             .ok_or_else(|| anyhow!("binary path {} has no file name", b.display()))?;
+        for dir in ["bin", "sbin", "usr/bin", "usr/sbin"] {
+            let applet = root.join(dir).join(name);
+            if fs::symlink_metadata(&applet).is_ok_and(|m| m.file_type().is_symlink()) {
+                fs::remove_file(&applet)
+                    .with_context(|| format!("cannot remove {}", applet.display()))?;
+            }
+        }
         copy_binary(b, &root.join("bin").join(name))?;
         libs.extend(shared_libraries(b)?);
     }
