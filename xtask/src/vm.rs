@@ -14,7 +14,7 @@
 //!
 //! Long file: the guest's kernel, initramfs, boot, console protocol and the sensor check's
 //! script are one pipeline around one guest, each step reading the one before; the memory
-//! checks are in vm_memory.rs.
+//! checks are in vm_memory.rs, the containment tests' run in vm_containment.rs.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -65,6 +65,9 @@ pub enum VmCmd {
     /// Physical memory to LiME in the 6.1 guest, checked against iomem, Volatility 3 and
     /// QEMU's dump-guest-memory.
     Memory,
+    /// The agent's containment tests (nftables host isolation in network namespaces, a
+    /// cgroup cut by cgroup_skb, freeze, thaw, kill) as root inside the 6.1 guest.
+    Containment,
     /// Run a shell script in the guest and print its output (for ad-hoc checks).
     Run {
         /// The script (sh), run as root in the guest.
@@ -103,6 +106,7 @@ pub fn run(cmd: VmCmd) -> Result<()> {
         VmCmd::Smoke => smoke(),
         VmCmd::Sensor => vm_sensor_check(),
         VmCmd::Memory => crate::vm_memory::vm_memory_check(),
+        VmCmd::Containment => crate::vm_containment::vm_containment_check(),
         VmCmd::Run {
             script,
             binaries,
@@ -882,7 +886,7 @@ fn clean(b: &[u8]) -> String {
     String::from_utf8_lossy(b).replace('\r', "")
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
