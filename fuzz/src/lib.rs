@@ -2,9 +2,10 @@
 //! that runs them on stable Rust.
 //!
 //! - [`targets`]: one [`targets::Target`] per decoder (frames, chunks, manifests, offline
-//!   collections, the timeline's parsers, trigger payloads, the LiME and ELF readers), each a
-//!   function of the input's bytes with oracles (round trips, two readers agreeing, custody
-//!   verifying) beyond "does not panic".
+//!   collections, the timeline's parsers, trigger payloads, containment requests, outcomes
+//!   and allow-list entries, the LiME and ELF readers), each a function of the input's bytes
+//!   with oracles (round trips, two readers agreeing, custody verifying) beyond "does not
+//!   panic".
 //! - [`engine`]: mutations, the in-process run under `catch_unwind`, crash files.
 //! - [`alloc`]: the counting allocator that turns an out-of-proportion allocation into a
 //!   finding.

@@ -54,3 +54,29 @@ fn every_target_has_seeds() {
         .collect();
     assert!(bare.is_empty(), "targets without a seed corpus: {bare:?}");
 }
+
+/// The containment seeds are the messages they are named for, and the requests pass the
+/// check: seeds that had drifted into parse errors would leave the checks unfuzzed.
+#[test]
+fn containment_seeds_reach_the_checks() {
+    use cairn_protocol::containment::Allow;
+    use cairn_protocol::wire::Message;
+    for (_, data) in read_dir_files(&corpus_dir("contain_request")).unwrap() {
+        match serde_json::from_slice::<Message>(&data).unwrap() {
+            Message::Contain(req) => assert_eq!(req.check(), Ok(()), "{req:?}"),
+            other => panic!("not a contain request: {other:?}"),
+        }
+    }
+    for (path, data) in read_dir_files(&corpus_dir("contain_outcome")).unwrap() {
+        let m = serde_json::from_slice::<Message>(&data).unwrap();
+        assert!(
+            matches!(m, Message::Contained(_) | Message::ContainedAck { .. }),
+            "{}: {m:?}",
+            path.display()
+        );
+    }
+    for (path, data) in read_dir_files(&corpus_dir("allow_spec")).unwrap() {
+        let spec = String::from_utf8(data).unwrap();
+        assert!(Allow::parse_spec(&spec).is_ok(), "{}", path.display());
+    }
+}

@@ -58,7 +58,11 @@ impl Target {
     pub fn describe(&self) -> String {
         match self {
             Target::Host => "host".into(),
-            Target::Container { id } => format!("container {}", &id[..id.len().min(12)]),
+            // By characters: it is named (logged, recorded) before `Request::check` refuses an
+            // id that is not hex, and a byte slice could end inside a character.
+            Target::Container { id } => {
+                format!("container {}", id.chars().take(12).collect::<String>())
+            }
             Target::Process { pid } => format!("process tree {pid}"),
         }
     }
@@ -535,6 +539,15 @@ mod tests {
         let mut c = ok;
         c.mark_id = String::new();
         assert!(c.check().is_err());
+    }
+
+    #[test]
+    fn a_container_is_named_by_its_first_twelve_characters() {
+        let t = |id: &str| Target::Container { id: id.into() }.describe();
+        assert_eq!(t("3f2a9c4b5d6e7f8091a2"), "container 3f2a9c4b5d6e");
+        assert_eq!(t("abcd"), "container abcd");
+        // Not hex, so check refuses it, but only after it was named.
+        assert_eq!(t("3f2a9c4b5d6\u{e9}1a2b"), "container 3f2a9c4b5d6\u{e9}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod procs;
 mod setup;
 mod tidy;
 mod vm;
+mod vm_containment;
 mod vm_memory;
 
 use std::process::ExitCode;
@@ -109,7 +110,7 @@ enum Cmd {
         capture: String,
     },
     /// A second kernel (Debian's 6.1 cloud kernel) in a QEMU guest (TCG, no network):
-    /// `prepare`, `smoke`, `sensor`, `run SCRIPT`.
+    /// `prepare`, `smoke`, `sensor`, `memory`, `containment`, `run SCRIPT`.
     Vm {
         #[command(subcommand)]
         cmd: vm::VmCmd,
@@ -188,11 +189,9 @@ fn test(args: &[String]) -> Result<()> {
     let sensor = vm::vm_sensor_check();
     section("vm memory: physical memory of the 6.1 cloud kernel to LiME (QEMU, TCG)");
     let memory = vm_memory::vm_memory_check();
-    let guest = match (sensor, memory) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
-        (Err(a), Err(b)) => Err(a.context(format!("and: {b:#}"))),
-    };
+    section("vm containment: the containment tests on the 6.1 cloud kernel (QEMU, TCG)");
+    let containment = vm_containment::vm_containment_check();
+    let guest = both(both(sensor, memory), containment);
     match (unit, guest) {
         (Ok(()), Ok(())) => {
             section("tests passed");
@@ -203,6 +202,15 @@ fn test(args: &[String]) -> Result<()> {
         (Err(a), Err(b)) => {
             Err(a.context(format!("and a check on the second kernel failed: {b:#}")))
         }
+    }
+}
+
+/// Both checks' results: the first error, with the second's added to it.
+fn both(a: Result<()>, b: Result<()>) -> Result<()> {
+    match (a, b) {
+        (Ok(()), r) => r,
+        (Err(e), Ok(())) => Err(e),
+        (Err(a), Err(b)) => Err(a.context(format!("and: {b:#}"))),
     }
 }
 

@@ -14,7 +14,7 @@
 //!
 //! Long file: the guest's kernel, initramfs, boot, console protocol and the sensor check's
 //! script are one pipeline around one guest, each step reading the one before; the memory
-//! checks are in vm_memory.rs.
+//! checks are in vm_memory.rs, the containment tests' run in vm_containment.rs.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -65,6 +65,9 @@ pub enum VmCmd {
     /// Physical memory to LiME in the 6.1 guest, checked against iomem, Volatility 3 and
     /// QEMU's dump-guest-memory.
     Memory,
+    /// The agent's containment tests (nftables host isolation in network namespaces, a
+    /// cgroup cut by cgroup_skb, freeze, thaw, kill) as root inside the 6.1 guest.
+    Containment,
     /// Run a shell script in the guest and print its output (for ad-hoc checks).
     Run {
         /// The script (sh), run as root in the guest.
@@ -103,6 +106,7 @@ pub fn run(cmd: VmCmd) -> Result<()> {
         VmCmd::Smoke => smoke(),
         VmCmd::Sensor => vm_sensor_check(),
         VmCmd::Memory => crate::vm_memory::vm_memory_check(),
+        VmCmd::Containment => crate::vm_containment::vm_containment_check(),
         VmCmd::Run {
             script,
             binaries,
@@ -627,12 +631,21 @@ pub fn build_initramfs(k: &Kernel, spec: &GuestSpec, work: &Path) -> Result<Path
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     fs::write(root.join("etc/group"), "root:x:0:\n")?;
 
-    // Host binaries and their libraries.
+    // Host binaries and their libraries. A host binary replaces busybox's applet of the same
+    // name (`ip`, `ping`) everywhere on PATH: the applet's link would otherwise come first
+    // (`/sbin/ip`), and copying onto a link (without `strip`) would write into busybox.
     let mut libs = BTreeSet::new();
     for b in &spec.binaries {
         let name = b
             .file_name()
             .ok_or_else(|| anyhow!("binary path {} has no file name", b.display()))?;
+        for dir in ["bin", "sbin", "usr/bin", "usr/sbin"] {
+            let applet = root.join(dir).join(name);
+            if fs::symlink_metadata(&applet).is_ok_and(|m| m.file_type().is_symlink()) {
+                fs::remove_file(&applet)
+                    .with_context(|| format!("cannot remove {}", applet.display()))?;
+            }
+        }
         copy_binary(b, &root.join("bin").join(name))?;
         libs.extend(shared_libraries(b)?);
     }
@@ -873,7 +886,7 @@ fn clean(b: &[u8]) -> String {
     String::from_utf8_lossy(b).replace('\r', "")
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod containment;
 pub mod memimage;
 pub mod offline;
 pub mod protocol;
@@ -40,6 +41,7 @@ pub const fn text(
 pub fn all() -> Vec<Target> {
     let mut v = Vec::new();
     v.extend(protocol::targets());
+    v.extend(containment::targets());
     v.extend(offline::targets());
     v.extend(timeline::targets());
     v.extend(triggers::targets());
