@@ -103,6 +103,7 @@ fn every_console_route_needs_a_session_a_csrf_token_and_the_right_role() {
         "/cases/1/status".into(),
         "/cases/1/links".into(),
         "/cases/1/links/delete".into(),
+        "/cases/1/last-breath".into(),
     ];
     for path in &posts {
         let p = anon.post(path, &[("csrf", "guess")]).unwrap();
@@ -223,6 +224,34 @@ fn every_console_route_needs_a_session_a_csrf_token_and_the_right_role() {
     assert_eq!(p.status, 303, "{p:?}");
     let case = p.location.clone().unwrap();
     assert!(case.starts_with("/cases/"), "{case}");
+    // Every host of a case marked for a last breath, from the case.
+    let p = admin
+        .post_csrf(
+            &format!("{case}/links"),
+            &[("target", "collection"), ("target_id", cid.as_str())],
+        )
+        .unwrap();
+    assert_eq!(p.status, 303, "{p:?}");
+    assert!(admin.get(&case).unwrap().body.contains("case-last-breath"));
+    let p = admin
+        .post_csrf(
+            &format!("{case}/last-breath"),
+            &[("reason", "ASG may scale in")],
+        )
+        .unwrap();
+    assert_eq!(p.status, 303, "{p:?}");
+    let marks = collector
+        .api_get(&format!("/api/v1/hosts/{host_id}/containment"))
+        .unwrap();
+    let mark = &marks["history"][0];
+    assert_eq!(mark["action"], "mark_last_breath", "{marks:#}");
+    assert!(
+        mark["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ASG may scale in"),
+        "{mark}"
+    );
 
     // What the host put in argv and the reason are shown as text.
     for path in [

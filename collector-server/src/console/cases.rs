@@ -29,6 +29,7 @@ pub(super) fn routes() -> Router<S> {
         .route("/cases/{id}/status", post(set_status))
         .route("/cases/{id}/links", post(link))
         .route("/cases/{id}/links/delete", post(unlink))
+        .route("/cases/{id}/last-breath", post(mark_last_breath))
         .route("/cases/{id}/export", get(export))
 }
 
@@ -334,6 +335,13 @@ async fn show(
                 button type="submit" { @if case.status == "open" { "Close the case" } @else { "Reopen the case" } }
             }
         }
+        @if viewer.can_act() && case.status == "open" && !collections.is_empty() {
+            form.inline #case-last-breath method="post" action={"/cases/" (id) "/last-breath"} {
+                input type="hidden" name="csrf" value=(viewer.csrf);
+                input type="text" name="reason" placeholder="reason" required;
+                button type="submit" { "Mark every host of this case for a last breath" }
+            }
+        }
         h2 { "Collections" }
         @if collections.is_empty() { p { "None yet: add one from its page." } }
         ul { @for c in &collections { li {
@@ -389,6 +397,72 @@ async fn set_status(
     blocking(move || {
         if !st.meta().set_case_status(id, &f.status)? {
             return Err(PageError(StatusCode::NOT_FOUND, format!("no case {id}")));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(see_other(&format!("/cases/{id}")))
+}
+
+#[derive(Deserialize)]
+struct ReasonForm {
+    #[serde(default)]
+    csrf: String,
+    reason: String,
+}
+
+/// The hosts a case concerns: those of its collections and of its events.
+fn case_hosts(state: &S, id: i64) -> PageResult<Vec<String>> {
+    let mut hosts = std::collections::BTreeSet::new();
+    for l in state.meta().case_links(id)? {
+        match l.target {
+            Target::Collection => {
+                if let Ok(c) = state.collections.get(&l.target_id) {
+                    hosts.insert(c.host_id);
+                }
+            }
+            Target::Event => {
+                if let Some(e) = linked_event(state, &l)? {
+                    hosts.insert(e.host_id);
+                }
+            }
+            Target::Search => {}
+        }
+    }
+    Ok(hosts.into_iter().collect())
+}
+
+/// Every host of the case marked for a last breath (each its own containment action, in
+/// each host's custody chain): an instance of the incident scaled in still sends its evidence.
+async fn mark_last_breath(
+    AxState(state): AxState<S>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<i64>,
+    Form(f): Form<ReasonForm>,
+) -> PageResult<Response> {
+    viewer.check_csrf(&f.csrf)?;
+    viewer.require_act()?;
+    if f.reason.trim().is_empty() {
+        return Err(bad("a reason is required"));
+    }
+    let st = state.clone();
+    let by = viewer.actor();
+    blocking(move || {
+        let case = load_case(&st, id)?;
+        let reason = format!("case {id} ({}): {}", case.title, f.reason.trim());
+        for host_id in case_hosts(&st, id)? {
+            let Some(host) = st.meta().get_host(&host_id)? else {
+                continue;
+            };
+            let req = cairn_protocol::containment::Request {
+                id: String::new(),
+                action: cairn_protocol::containment::Action::MarkLastBreath,
+                target: cairn_protocol::containment::Target::Host,
+                allow: Vec::new(),
+                reason: reason.chars().take(1000).collect(),
+                requested_by: String::new(),
+            };
+            st.containments.request(&host, req, &by)?;
         }
         Ok(())
     })
