@@ -100,24 +100,6 @@ pub fn targets() -> Vec<Target> {
     ]
 }
 
-/// A message from JSON, which must serialise back to itself.
-fn message(data: &[u8]) -> Result<Message, serde_json::Error> {
-    let r: Result<Message, _> = serde_json::from_slice(data);
-    if let Ok(m) = &r {
-        let text = serde_json::to_vec(m);
-        assert!(
-            text.is_ok(),
-            "a decoded message does not serialise: {text:?}"
-        );
-        let back: Result<Message, _> = serde_json::from_slice(&text.unwrap_or_default());
-        assert!(
-            matches!(&back, Ok(b) if b == m),
-            "a message does not survive serialisation: {back:?}"
-        );
-    }
-    r
-}
-
 fn target_shape(t: &On) -> &'static str {
     match t {
         On::Host => "host",
@@ -134,7 +116,7 @@ fn canonical(c: &Cidr) {
 }
 
 fn contain_request(data: &[u8]) -> u64 {
-    let r = message(data);
+    let r = super::protocol::message(data);
     let shape = shape_of(&r, |m| m.name().to_string());
     let Ok(Message::Contain(req)) = r else {
         return shape;
@@ -176,7 +158,7 @@ fn contain_request(data: &[u8]) -> u64 {
 }
 
 fn contain_outcome(data: &[u8]) -> u64 {
-    let r = message(data);
+    let r = super::protocol::message(data);
     let shape = shape_of(&r, |m| m.name().to_string());
     let Ok(Message::Contained(o)) = r else {
         return shape;

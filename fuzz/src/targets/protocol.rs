@@ -213,6 +213,11 @@ fn frame_stream(data: &[u8]) -> u64 {
 }
 
 fn message_json(data: &[u8]) -> u64 {
+    shape_of(&message(data), |m| m.name().to_string())
+}
+
+/// A message from JSON, which must serialise back to itself.
+pub(super) fn message(data: &[u8]) -> Result<Message, serde_json::Error> {
     let r: Result<Message, _> = serde_json::from_slice(data);
     if let Ok(m) = &r {
         let text = serde_json::to_vec(m);
@@ -226,7 +231,7 @@ fn message_json(data: &[u8]) -> u64 {
             "a message does not survive serialisation: {back:?}"
         );
     }
-    shape_of(&r, |m| m.name().to_string())
+    r
 }
 
 fn chunk_once(data: &[u8]) -> u64 {
