@@ -202,13 +202,7 @@ impl Containments {
         let mark = marks
             .iter()
             .filter(|f| f.state == MARKED)
-            .find(|f| match (&f.target, &call.target) {
-                (Target::Container { id: a }, Target::Container { id: b }) => {
-                    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
-                    a.starts_with(&b) || b.starts_with(&a)
-                }
-                (a, b) => a == b,
-            })
+            .find(|f| f.target.same_as(&call.target))
             .ok_or_else(|| {
                 Error::Conflict(format!(
                     "{} is not marked for a last breath here",

@@ -55,6 +55,18 @@ pub enum Target {
 }
 
 impl Target {
+    /// Whether two targets name the same thing: a container by either id being a prefix of
+    /// the other (ids are given abbreviated), case aside.
+    pub fn same_as(&self, other: &Target) -> bool {
+        match (self, other) {
+            (Target::Container { id: x }, Target::Container { id: y }) => {
+                let (x, y) = (x.to_ascii_lowercase(), y.to_ascii_lowercase());
+                x.starts_with(&y) || y.starts_with(&x)
+            }
+            _ => self == other,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Target::Host => "host".into(),

@@ -427,7 +427,7 @@ impl Containment {
             Ok(store
                 .active()?
                 .into_iter()
-                .filter(|a| state::same_target(&a.target, target))
+                .filter(|a| a.target.same_as(target))
                 .find_map(|a| a.cgroup.filter(|c| c.is_dir())))
         };
         let cg = match given {
@@ -572,10 +572,28 @@ impl Containment {
         out
     }
 
-    /// Drops a last-breath mark on the host's side only (the daemon, once the mark was used).
-    pub fn forget_mark(&self, target: &Target) -> Result<(), ContainError> {
-        Store::lock(&self.roots.state_dir)?.remove(Action::UnmarkLastBreath, target)?;
-        Ok(())
+    /// Drops a used last-breath mark here, without the collector (the daemon, once the mark's
+    /// container is gone): the outcome, a local `unmark_last_breath` by `cairn-agent`, says why
+    /// and is for the collector.
+    pub fn forget_mark(
+        &self,
+        mark: &Active,
+        why: &str,
+        error: Option<String>,
+    ) -> Result<Outcome, ContainError> {
+        Store::lock(&self.roots.state_dir)?.remove(Action::UnmarkLastBreath, &mark.target)?;
+        let mut out = outcome(
+            &format!("local-{}", uuid::Uuid::new_v4()),
+            Action::UnmarkLastBreath,
+            &mark.target,
+            &mark.mechanism,
+        );
+        out.local = Some(cairn_protocol::containment::LocalAction {
+            user: "cairn-agent".into(),
+            reason: why.to_string(),
+        });
+        out.error = error;
+        Ok(out)
     }
 
     /// The containments recorded as in force.

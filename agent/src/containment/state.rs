@@ -70,17 +70,7 @@ impl Active {
             Action::Freeze | Action::Thaw | Action::Kill => Action::Freeze,
             Action::MarkLastBreath | Action::UnmarkLastBreath => Action::MarkLastBreath,
         };
-        kind(self.action) == kind(action) && same_target(&self.target, target)
-    }
-}
-
-pub fn same_target(a: &Target, b: &Target) -> bool {
-    match (a, b) {
-        (Target::Container { id: x }, Target::Container { id: y }) => {
-            let (x, y) = (x.to_ascii_lowercase(), y.to_ascii_lowercase());
-            x.starts_with(&y) || y.starts_with(&x)
-        }
-        _ => a == b,
+        kind(self.action) == kind(action) && self.target.same_as(target)
     }
 }
 

@@ -12,9 +12,7 @@
 
 use super::{lock, Agent};
 use crate::containment::Active;
-use cairn_protocol::containment::{
-    Action, LastBreathCall, LastBreathEvent, LocalAction, Outcome, Target,
-};
+use cairn_protocol::containment::{Action, LastBreathCall, LastBreathEvent, Target};
 use cairn_protocol::wire::Message;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -47,7 +45,7 @@ impl LastBreaths {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
     /// The collector sent the collection; the agent runs it.
-    Started(String),
+    Started,
     Refused(String),
     /// No answer in time (not connected, or the collector is slow).
     NoAnswer,
@@ -93,7 +91,7 @@ async fn call(
     let until = Instant::now() + ANSWER_WAIT;
     while Instant::now() < until {
         if lock(&agent.seen).contains(&id) {
-            return (id.clone(), Answer::Started(id));
+            return (id, Answer::Started);
         }
         if let Some(why) = lock(&agent.last_breaths.refused).remove(&id) {
             return (id, Answer::Refused(why));
@@ -122,7 +120,7 @@ pub async fn on_shutdown(agent: &Arc<Agent>, budget: Duration) {
     )
     .await;
     match answer {
-        Answer::Started(_) => {}
+        Answer::Started => {}
         Answer::Refused(why) => {
             tracing::error!("no last breath: the collector refused it: {why}");
             return;
@@ -249,7 +247,7 @@ async fn container_exit(agent: Arc<Agent>, mark: Active) {
     )
     .await;
     let why = match &answer {
-        Answer::Started(_) => format!("container exited; last-breath collection {id}"),
+        Answer::Started => format!("container exited; last-breath collection {id}"),
         Answer::Refused(r) => {
             format!("container exited; the collector refused its last breath: {r}")
         }
@@ -259,33 +257,26 @@ async fn container_exit(agent: Arc<Agent>, mark: Active) {
             return;
         }
     };
-    let (c, target) = (agent.containment.clone(), mark.target.clone());
-    let removed = tokio::task::spawn_blocking(move || c.forget_mark(&target)).await;
-    if !matches!(removed, Ok(Ok(()))) {
-        tracing::warn!("last-breath mark of {} not removed", mark.target.describe());
-    }
-    let mut out = Outcome {
-        id: format!("local-{}", uuid::Uuid::new_v4()),
-        action: Action::UnmarkLastBreath,
-        target: mark.target.clone(),
-        ok: true,
-        mechanism: mark.mechanism.clone(),
-        rules_sha256: None,
-        rules: None,
-        pids: Vec::new(),
-        verified_rtt_ms: None,
-        rolled_back: false,
-        error: None,
-        local: Some(LocalAction {
-            user: "cairn-agent".into(),
-            reason: why,
-        }),
-        at: cairn_protocol::rfc3339::now(),
+    let error = match answer {
+        Answer::Refused(r) => Some(r),
+        _ => None,
     };
-    if let Answer::Refused(r) = answer {
-        out.error = Some(r);
+    let (c, m) = (agent.containment.clone(), mark.clone());
+    match tokio::task::spawn_blocking(move || c.forget_mark(&m, &why, error)).await {
+        Ok(Ok(out)) => {
+            // A gone mark is not seen again: nothing to remember it by.
+            lock(&agent.last_breaths.fired).remove(&mark.request_id);
+            super::containment::report(&agent, out).await;
+        }
+        Ok(Err(e)) => tracing::warn!(
+            "last-breath mark of {} not removed: {e}",
+            mark.target.describe()
+        ),
+        Err(e) => tracing::warn!(
+            "last-breath mark of {} not removed: {e}",
+            mark.target.describe()
+        ),
     }
-    super::containment::report(&agent, out).await;
 }
 
 /// The writable layer a `last-breath` collection of `container` takes: the one recorded by its
@@ -296,7 +287,7 @@ pub fn writable_layer(agent: &Agent, container: &str) -> Result<PathBuf, String>
     };
     if let Some(l) = marks(agent)
         .into_iter()
-        .filter(|m| crate::containment::state::same_target(&m.target, &t))
+        .filter(|m| m.target.same_as(&t))
         .find_map(|m| m.layer)
     {
         return Ok(l);
