@@ -490,3 +490,71 @@ fn tampered_offline_collections_are_not_sealed_and_output_is_terminal_safe() {
         "raw escape in `cairn collections`"
     );
 }
+
+#[test]
+fn containment_routes_refuse_malformed_hostile_and_oversized_bodies_and_record_nothing() {
+    let work = workdir("hostile-containment").unwrap();
+    let (collector, _agent, host) = collector_with_agent(work.path()).unwrap();
+    let admin = collector.init.admin_token.clone();
+    let big = work.path().join("big.json");
+    std::fs::write(&big, format!("{{\"reason\": \"{}\"}}", "a".repeat(3 << 20))).unwrap();
+    for path in ["isolation", "last-breath", "freeze"] {
+        let url = format!("/api/v1/hosts/{host}/{path}");
+        for (body, want) in [
+            ("{\"reason\": ", 400),
+            ("[1, 2, 3]", 400),
+            ("{\"reason\": \"x\", \"rm\": \"-rf\"}", 400),
+            ("{\"reason\": \"x\", \"container\": \"zz; rm -rf /\"}", 400),
+            (
+                "{\"reason\": \"x\", \"container\": \"3f2a9c4b5d6\u{e9}\u{e9}\"}",
+                400,
+            ),
+            ("{\"reason\": \"   \"}", 400),
+            ("{\"reason\": 7}", 400),
+        ] {
+            let (code, v) = curl(&collector, &admin, "POST", &url, Some(body), &[]);
+            assert_eq!(code, want, "POST {url} {body}: {v}");
+            assert!(v["error"].is_string(), "POST {url} {body}: {v}");
+        }
+        let long = json!({"reason": "r".repeat(2000)}).to_string();
+        let (code, v) = curl(&collector, &admin, "POST", &url, Some(&long), &[]);
+        assert_eq!(code, 400, "a 2000-byte reason: {v}");
+        let (code, v) = curl(
+            &collector,
+            &admin,
+            "POST",
+            &url,
+            None,
+            &["--data-binary", &format!("@{}", big.display())],
+        );
+        assert_eq!(code, 413, "3 MiB to {url}: {v}");
+        let (code, v) = curl(
+            &collector,
+            &trigger_token(&collector),
+            "POST",
+            &url,
+            Some("{\"reason\": \"leaked\"}"),
+            &[],
+        );
+        assert_eq!(code, 403, "the trigger role contains nothing by hand: {v}");
+    }
+    let (code, v) = curl(
+        &collector,
+        &admin,
+        "POST",
+        &format!("/api/v1/hosts/{host}/last-breath"),
+        Some("{\"reason\": \"x\", \"pid\": 4242}"),
+        &[],
+    );
+    assert_eq!(code, 400, "a process tree is not marked: {v}");
+    let (code, v) = curl(
+        &collector,
+        &admin,
+        "GET",
+        &format!("/api/v1/hosts/{host}/containment"),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["history"], json!([]), "nothing refused was recorded: {v}");
+}

@@ -411,6 +411,15 @@ struct ReasonForm {
     reason: String,
 }
 
+/// `s` cut to at most `max` bytes, on a character boundary (the title may be long).
+fn clip(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// The hosts a case concerns: those of its collections and of its events.
 fn case_hosts(state: &S, id: i64) -> PageResult<Vec<String>> {
     let mut hosts = std::collections::BTreeSet::new();
@@ -459,7 +468,7 @@ async fn mark_last_breath(
                 action: cairn_protocol::containment::Action::MarkLastBreath,
                 target: cairn_protocol::containment::Target::Host,
                 allow: Vec::new(),
-                reason: reason.chars().take(1000).collect(),
+                reason: clip(&reason, cairn_protocol::containment::MAX_REASON),
                 requested_by: String::new(),
             };
             st.containments.request(&host, req, &by)?;
