@@ -553,6 +553,7 @@ mod tests {
             blobs: Arc::new(ChunkDir::new(dir.join("chunks"), false)),
             heads: Arc::new(HeadFile::open(&dir.join("heads.jsonl"), true).unwrap()),
             scratch: dir.to_path_buf(),
+            metrics: Default::default(),
         }
     }
 

@@ -14,13 +14,17 @@
 //! ```
 
 use crate::authority::Authority;
+use crate::metrics::Metrics;
+use crate::storage::chunk_dir::ChunkDir;
 use crate::storage::head_file::HeadFile;
+use crate::storage::s3::{LockMode, Retention, S3};
 use crate::storage::sqlite::Sqlite;
-use crate::storage::{CustodyStore, Role, TokenStore};
+use crate::storage::{BlobStore, HeadStore, MetadataStore, Role};
 use anyhow::{bail, Context, Result};
 use cairn_private_fs::write_secret;
 use std::fs;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// `DATA/collector.toml`: settings of a data directory, every key optional; command-line
 /// flags override them.
@@ -29,6 +33,89 @@ use std::path::PathBuf;
 pub struct CollectorConfig {
     /// Store new evidence chunks encrypted to `evidence.age-key`.
     pub encrypt_at_rest: bool,
+    /// The metadata database, `postgres://…`; absent: `DATA/cairn.db` (SQLite).
+    pub database: Option<String>,
+    /// Where chunk payloads live, `s3://bucket/prefix`; absent: `DATA/chunks`.
+    pub blobs: Option<String>,
+    /// S3 Object Lock retention of every object written, in days (with `object_lock_mode`).
+    pub object_lock_days: Option<u32>,
+    /// `governance` or `compliance` (the default when days are given).
+    pub object_lock_mode: Option<String>,
+}
+
+/// Where a collector keeps its metadata and its evidence bytes: the embedded default, or the
+/// engines several collectors share.
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    /// `postgres://…`; `None`: `DATA/cairn.db`.
+    pub database: Option<String>,
+    /// `s3://bucket/prefix`; `None`: `DATA/chunks` (and the head log `DATA/custody-heads.jsonl`).
+    pub blobs: Option<String>,
+    pub retention: Option<Retention>,
+}
+
+impl Backends {
+    /// What the command line (or environment) says, else what `collector.toml` says.
+    pub fn resolve(
+        config: &CollectorConfig,
+        database: Option<String>,
+        blobs: Option<String>,
+        lock_days: Option<u32>,
+        lock_mode: Option<String>,
+    ) -> Result<Backends> {
+        let days = lock_days.or(config.object_lock_days);
+        let mode = lock_mode.or_else(|| config.object_lock_mode.clone());
+        let retention = match (days, mode) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                bail!("an Object Lock mode needs a retention: give --object-lock-days")
+            }
+            (Some(0), _) => bail!("--object-lock-days must be at least 1"),
+            (Some(days), mode) => Some(Retention {
+                days,
+                mode: match mode {
+                    None => LockMode::Compliance,
+                    Some(m) => LockMode::parse(&m).ok_or_else(|| {
+                        anyhow::anyhow!("Object Lock mode {m:?}: use governance or compliance")
+                    })?,
+                },
+            }),
+        };
+        let b = Backends {
+            database: database.or_else(|| config.database.clone()),
+            blobs: blobs.or_else(|| config.blobs.clone()),
+            retention,
+        };
+        if b.retention.is_some() && b.blobs.is_none() {
+            bail!("Object Lock retention applies to an object store: give --blobs s3://…");
+        }
+        Ok(b)
+    }
+
+    /// What they are, for the start-up lines (never a password).
+    pub fn describe(&self) -> (String, String) {
+        (
+            self.database
+                .as_deref()
+                .map(redact_url)
+                .unwrap_or_else(|| "SQLite (DATA/cairn.db)".into()),
+            self.blobs
+                .clone()
+                .unwrap_or_else(|| "chunk directory (DATA/chunks)".into()),
+        )
+    }
+}
+
+/// A URL with its password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// The evidence key's file name in the data directory.
@@ -55,6 +142,20 @@ pub struct InitReport {
     pub enrollment_token_uses: u32,
     pub enrollment_token_expires_at: String,
     pub admin_token: String,
+}
+
+/// A `postgres://` (or `postgresql://`) URL's database.
+fn open_database_url(url: &str) -> Result<Arc<dyn MetadataStore>> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!(
+            "--database {}: give a postgres:// URL (or leave it out for the data directory's SQLite)",
+            redact_url(url)
+        );
+    }
+    bail!(
+        "--database {}: this build has no PostgreSQL back end yet",
+        redact_url(url)
+    )
 }
 
 impl DataDir {
@@ -162,6 +263,60 @@ impl DataDir {
         Ok((certs, key))
     }
 
+    /// The metadata store the backends name: PostgreSQL, or the data directory's SQLite file.
+    pub fn open_meta(&self, b: &Backends) -> Result<Arc<dyn MetadataStore>> {
+        match b.database.as_deref() {
+            None => Ok(Arc::new(self.open_db()?)),
+            Some(url) => open_database_url(url),
+        }
+    }
+
+    /// The blob store the backends name, and the object store when it is one (it also keeps
+    /// the custody heads).
+    pub fn open_blob_store(
+        &self,
+        b: &Backends,
+        fsync: bool,
+        metrics: &Arc<Metrics>,
+    ) -> Result<(Arc<dyn BlobStore>, Option<Arc<S3>>)> {
+        match b.blobs.as_deref() {
+            None => Ok((Arc::new(ChunkDir::new(self.chunks(), fsync)), None)),
+            Some(url) => {
+                let m = metrics.clone();
+                let s3 = Arc::new(S3::open(
+                    url,
+                    b.retention,
+                    &crate::storage::s3::credentials::process_env,
+                    Box::new(move |op, took, failed| m.object_store(op, took, failed)),
+                )?);
+                Ok((s3.clone(), Some(s3)))
+            }
+        }
+    }
+
+    /// The custody heads: beside the evidence (the object store, or the head log of the data
+    /// directory). Heads missing while the database holds chains is refused, with the way out.
+    pub fn open_head_store(
+        &self,
+        meta: &dyn MetadataStore,
+        s3: Option<Arc<S3>>,
+    ) -> Result<Arc<dyn HeadStore>> {
+        let Some(s3) = s3 else {
+            return Ok(Arc::new(self.open_heads(meta)?));
+        };
+        if s3.chains()? == 0 {
+            let chains = meta.custody_tails()?.len();
+            if chains > 0 {
+                bail!(
+                    "the object store holds no custody heads while the database holds {chains} custody chain(s): a wrong bucket or prefix, or the heads were deleted. \
+                     Custody cannot prove that no records were removed. If this is a migration, run `cairn-collector migrate` (it copies the heads); \
+                     if you restored on purpose, `cairn-collector custody publish-heads` publishes the database's (this trusts the database)"
+                );
+            }
+        }
+        Ok(s3)
+    }
+
     pub fn open_db(&self) -> Result<Sqlite> {
         let p = self.path("cairn.db");
         if !p.exists() {
@@ -223,7 +378,7 @@ impl DataDir {
 
     /// The custody head log. A data directory whose database holds custody chains but whose
     /// head log is gone was tampered with or restored without it: refused, with the way out.
-    pub fn open_heads(&self, db: &Sqlite) -> Result<HeadFile> {
+    pub fn open_heads(&self, db: &dyn MetadataStore) -> Result<HeadFile> {
         let p = self.path(HEADS);
         if !p.exists() {
             let chains = db.custody_tails()?.len();
@@ -241,7 +396,7 @@ impl DataDir {
     }
 
     /// Create a new data directory. Refuses to touch one that already holds a CA.
-    pub fn init(&self, names: &[String]) -> Result<InitReport> {
+    pub fn init(&self, names: &[String], backends: &Backends) -> Result<InitReport> {
         if self.path("ca.key").exists() {
             bail!(
                 "{} already holds a collector (ca.key exists); refusing to overwrite its keys",
@@ -280,8 +435,13 @@ impl DataDir {
             .map_err(|e| anyhow::anyhow!("cannot encode the custody key: {e}"))?;
         write_secret(&self.path("custody.key"), pem.as_bytes())?;
 
-        let db = Sqlite::open(&self.path("cairn.db"))?;
-        HeadFile::open(&self.path(HEADS), true)?;
+        let db: Arc<dyn MetadataStore> = match backends.database.as_deref() {
+            None => Arc::new(Sqlite::open(&self.path("cairn.db"))?),
+            Some(url) => open_database_url(url)?,
+        };
+        if backends.blobs.is_none() {
+            HeadFile::open(&self.path(HEADS), true)?;
+        }
         self.evidence_key()?;
         let admin = db.create_api_token("admin", Role::Admin)?;
         write_secret(&self.path("admin.token"), format!("{admin}\n").as_bytes())?;

@@ -9,6 +9,7 @@
 //! zstd and disk I/O.
 
 use crate::evidence::{self, EvidenceError};
+use crate::metrics::Metrics;
 use crate::storage::{BlobError, ChunkRow, ItemStatus, StorageError, Stores};
 use cairn_protocol::chunk::{Chunk, Codec};
 use cairn_protocol::manifest::{ItemHeader, ItemManifest};
@@ -46,6 +47,16 @@ impl IngestError {
                 | IngestError::Storage(StorageError::Full(_))
                 | IngestError::Evidence(EvidenceError::Blob(BlobError::Full { .. }))
                 | IngestError::Evidence(EvidenceError::Storage(StorageError::Full(_)))
+        )
+    }
+
+    /// The blob store is away (unreachable, refusing writes): as with a full one, the agent
+    /// keeps its chunks and tries again later.
+    pub fn is_store_unavailable(&self) -> bool {
+        matches!(
+            self,
+            IngestError::Blob(BlobError::Unavailable { .. })
+                | IngestError::Evidence(EvidenceError::Blob(BlobError::Unavailable { .. }))
         )
     }
 }
@@ -116,14 +127,21 @@ pub fn verify_and_store(
     if h.codec != Codec::Zero {
         stores.blobs.put(&sha, &chunk.payload)?;
     }
-    stores.meta.record_chunk(
+    let started = std::time::Instant::now();
+    let recorded = stores.meta.record_chunk(
         item_id,
         h.index,
         &sha,
         u64::from(h.raw_len),
         h.codec,
         u64::from(h.stored_len),
-    )?;
+    );
+    let m = &stores.metrics;
+    m.database.observe(started.elapsed(), recorded.is_err());
+    recorded?;
+    Metrics::add(&m.chunks_received, 1);
+    Metrics::add(&m.bytes_received, u64::from(h.raw_len));
+    Metrics::add(&m.bytes_stored, u64::from(h.stored_len));
     Ok(decoded.unwrap_or(chunk.payload))
 }
 

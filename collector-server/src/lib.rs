@@ -29,6 +29,7 @@ pub mod evidence;
 pub mod health;
 pub mod hosts;
 pub mod ingest;
+pub mod metrics;
 pub mod quic;
 pub mod readiness;
 pub mod server;

@@ -6,10 +6,10 @@ use crate::admission::Admission;
 use crate::collections::{Collections, Limits};
 use crate::containment::Containments;
 use crate::custody::Custody;
-use crate::datadir::DataDir;
+use crate::datadir::{Backends, DataDir};
+use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::state::State;
-use crate::storage::chunk_dir::ChunkDir;
 use crate::storage::encrypted_blobs::EncryptedBlobs;
 use crate::storage::Stores;
 use crate::triggers::sequence::Sequences;
@@ -26,25 +26,43 @@ pub struct ServeOptions {
     pub fsync: bool,
     /// Store new chunks encrypted to the evidence key.
     pub encrypt_at_rest: bool,
+    /// The metadata database and the blob store (the embedded ones by default).
+    pub backends: Backends,
 }
 
 /// The stores, keys and services of a data directory.
-pub fn load_state(data: &DataDir, fsync: bool, encrypt_at_rest: bool) -> Result<Arc<State>> {
+pub fn load_state(
+    data: &DataDir,
+    backends: &Backends,
+    fsync: bool,
+    encrypt_at_rest: bool,
+) -> Result<Arc<State>> {
     data.check_private()?;
-    let db = data.open_db()?;
-    let heads = data.open_heads(&db)?;
+    let metrics = Arc::new(Metrics::default());
+    let meta = data.open_meta(backends)?;
+    let (chunks, s3) = data.open_blob_store(backends, fsync, &metrics)?;
+    if let Some(s3) = &s3 {
+        eprintln!("evidence in {}", s3.describe());
+        if *s3.lock_status() != crate::storage::s3::LockStatus::Enabled {
+            tracing::warn!(
+                "the bucket has no S3 Object Lock ({:?}): whoever holds its write keys can overwrite or delete evidence; custody will show it, but cannot bring it back",
+                s3.lock_status()
+            );
+        }
+    }
+    let heads = data.open_head_store(meta.as_ref(), s3)?;
     let evidence_key = Arc::new(data.evidence_key()?);
-    let chunks: Arc<dyn crate::storage::BlobStore> = Arc::new(ChunkDir::new(data.chunks(), fsync));
     let blobs: Arc<dyn crate::storage::BlobStore> = if encrypt_at_rest {
         Arc::new(EncryptedBlobs::new(chunks, evidence_key.clone()))
     } else {
         chunks
     };
     let stores = Stores {
-        meta: Arc::new(db),
+        meta,
         blobs,
-        heads: Arc::new(heads),
+        heads,
         scratch: data.scratch()?,
+        metrics,
     };
     let custody = Custody::new(data.custody_key()?, stores.clone());
     let sessions = Arc::new(Sessions::default());
@@ -110,7 +128,9 @@ pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
         );
     }
     let encrypt_at_rest = opts.encrypt_at_rest || data.config()?.encrypt_at_rest;
-    let state = load_state(&data, opts.fsync, encrypt_at_rest)?;
+    let (db, blobs) = opts.backends.describe();
+    eprintln!("metadata in {db}; evidence chunks in {blobs}");
+    let state = load_state(&data, &opts.backends, opts.fsync, encrypt_at_rest)?;
     if encrypt_at_rest {
         eprintln!(
             "chunks are stored encrypted to the evidence key {} ({}): back it up",

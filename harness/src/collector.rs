@@ -43,6 +43,9 @@ pub struct Collector {
     /// Where QUIC listens: loopback, or an address in another network namespace's reach.
     pub quic_ip: String,
     pub init: InitInfo,
+    /// Set on every `cairn-collector` command: the back ends (`CAIRN_DATABASE`, `CAIRN_BLOBS`,
+    /// the object store's `AWS_*`).
+    pub env: Vec<(String, String)>,
     proc: Managed,
 }
 
@@ -76,10 +79,29 @@ impl Collector {
         quic_ip: &str,
         configure: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<Collector> {
+        Self::start_with(
+            bins,
+            base,
+            quic_ip,
+            crate::backends::for_collector()?,
+            configure,
+        )
+    }
+
+    /// [`Collector::start_at`] with `env` on every `cairn-collector` command (the back ends
+    /// of a test that chooses its own).
+    pub fn start_with(
+        bins: &Bins,
+        base: &Path,
+        quic_ip: &str,
+        env: Vec<(String, String)>,
+        configure: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Collector> {
         fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
         let data = base.join("data");
         let log = base.join("collector.log");
         let mut cmd = Command::new(bins.collector()?);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.args(["init", "--data"]).arg(&data).arg("--json");
         let out = run(cmd, CLI_TIMEOUT)?.ok()?;
         let raw = out.json()?;
@@ -104,6 +126,7 @@ impl Collector {
                 api_port,
                 quic_ip: quic_ip.to_string(),
                 init: init.clone(),
+                env: env.clone(),
                 proc: Managed::idle("cairn-collector", &log),
             };
             // On an error `c` is dropped, which kills what was started.
@@ -112,8 +135,15 @@ impl Collector {
         })
     }
 
-    fn serve(&mut self) -> Result<()> {
+    /// A `cairn-collector` command with this collector's back-end environment.
+    pub fn collector_cmd(&self) -> Result<Command> {
         let mut cmd = Command::new(self.bins.collector()?);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        Ok(cmd)
+    }
+
+    fn serve(&mut self) -> Result<()> {
+        let mut cmd = self.collector_cmd()?;
         cmd.args(["serve", "--data"])
             .arg(&self.data)
             .arg("--quic-listen")
@@ -353,7 +383,7 @@ impl Collector {
 
     /// `cairn-collector token create --uses N --ttl D --json` → the token.
     pub fn token_create(&self, uses: u32, ttl: &str) -> Result<String> {
-        let mut cmd = Command::new(self.bins.collector()?);
+        let mut cmd = self.collector_cmd()?;
         cmd.args(["token", "create", "--data"])
             .arg(&self.data)
             .args(["--uses", &uses.to_string(), "--ttl", ttl, "--json"]);

@@ -21,11 +21,13 @@
 
 mod agent;
 mod api;
+pub mod backends;
 mod bins;
 mod collection;
 mod collector;
 mod console;
 mod files;
+pub mod garage;
 mod managed;
 pub mod memimage;
 pub mod netns;

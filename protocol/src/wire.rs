@@ -174,7 +174,8 @@ pub enum Message {
 
     /// Any refusal; `code` is stable (`bad_token`, `bad_request`, `item_rejected`,
     /// `chunk_rejected`, `storage_error`, `storage_full` — no room at the collector: keep the
-    /// chunks and try again later —, …).
+    /// chunks and try again later —, `storage_unavailable` — its object store is away: the
+    /// same —, …).
     Error {
         code: String,
         message: String,

@@ -209,7 +209,7 @@ fn errors_are_one_line_with_distinct_exit_codes_and_say_what_to_do() {
     assert!(err.contains("no-such-host"), "{err}");
 
     // Tokens: listed (never a secret), revoked; a viewer may not list them (5).
-    let mut mk = Command::new(c.bins.collector().unwrap());
+    let mut mk = c.collector_cmd().unwrap();
     mk.args(["token", "api", "--data"]).arg(&c.data).args([
         "--name",
         "soc-viewer",

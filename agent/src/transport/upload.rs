@@ -84,7 +84,7 @@ impl UploadPause {
         if s.since.is_none() {
             s.since = Some((cairn_protocol::rfc3339::now(), Instant::now()));
             tracing::warn!(
-                "the collector has no room for evidence ({why}): uploads paused; their chunks are kept on this host and sent again, with backoff, once it has room"
+                "the collector cannot store evidence now ({why}): uploads paused; their chunks are kept on this host and sent again, with backoff, once it has room"
             );
             self.bell.notify_one();
         }
@@ -171,7 +171,8 @@ impl<E: Into<anyhow::Error>> From<E> for AttemptError {
 /// What an `error` from the collector means for the upload.
 fn classify(code: &str, message: &str) -> AttemptError {
     match code {
-        "storage_full" => AttemptError::Full(message.to_string()),
+        // No room, or the collector's object store is away: the same wait, with backoff.
+        "storage_full" | "storage_unavailable" => AttemptError::Full(message.to_string()),
         "storage_error" => AttemptError::Lost(anyhow!("collector storage error: {message}")),
         _ => AttemptError::Refused(format!("{code}: {message}")),
     }

@@ -113,6 +113,8 @@ pub fn router(state: S) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), auth::bearer))
         // For load balancers and operators: no token, nothing secret.
         .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -184,6 +186,41 @@ async fn healthz(axum::extract::State(state): axum::extract::State<S>) -> Respon
         }
         Err(e) => internal("health task", e).into_response(),
     }
+}
+
+/// `GET /readyz`: 200 when the database and the blob store answer this instance and there is
+/// room; 503 with what failed otherwise (a load balancer sends agents elsewhere).
+async fn readyz(axum::extract::State(state): axum::extract::State<S>) -> Response {
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || st.health.ready(&st.stores)).await {
+        Ok(r) => {
+            let code = if r.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (code, Json(r)).into_response()
+        }
+        Err(e) => internal("readiness task", e).into_response(),
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format. Counts and latencies only: no host names, ids
+/// or paths, so it needs no token.
+async fn metrics(axum::extract::State(state): axum::extract::State<S>) -> Response {
+    let text = state.stores.metrics.render(&crate::metrics::Gauges {
+        agents_connected: state.sessions.connected(),
+        storage_full: state.health.is_storage_full(),
+        store_unavailable: state.health.is_store_unavailable(),
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {

@@ -1,8 +1,8 @@
 //! `cairn-collector`: initialise, run and administer a collector.
 
 use anyhow::Result;
-use cairn_collector::datadir::{parse_duration, rfc3339, DataDir};
-use cairn_collector::storage::TokenStore;
+use cairn_collector::datadir::{parse_duration, rfc3339, Backends, DataDir};
+
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +18,42 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Where the metadata and the evidence bytes live; default: the data directory's SQLite file
+/// and chunk directory. Every command of one collector must be given the same (or put them in
+/// DATA/collector.toml as `database = …`, `blobs = …`).
+#[derive(clap::Args, Clone, Default)]
+struct BackendArgs {
+    /// PostgreSQL for metadata, custody and the timeline: postgres://user[:password]@host[:port]/db
+    /// (or libpq's key=value form). Several collectors may share one.
+    #[arg(long, env = "CAIRN_DATABASE")]
+    database: Option<String>,
+    /// S3-compatible object storage for evidence chunks and custody heads: s3://bucket/prefix.
+    /// Endpoint, region and keys come from the AWS environment (AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID…), ~/.aws/config and credentials (AWS_PROFILE), or the EC2
+    /// instance role; `?endpoint=URL&region=R&path_style=true` in the URL override them.
+    #[arg(long, env = "CAIRN_BLOBS")]
+    blobs: Option<String>,
+    /// With --blobs: write every chunk and head with an S3 Object Lock retention of this many
+    /// days (the bucket must have Object Lock enabled, or the collector refuses to start).
+    #[arg(long)]
+    object_lock_days: Option<u32>,
+    /// governance or compliance (default: compliance).
+    #[arg(long)]
+    object_lock_mode: Option<String>,
+}
+
+impl BackendArgs {
+    fn resolve(self, data: &DataDir) -> Result<Backends> {
+        Backends::resolve(
+            &data.config()?,
+            self.database,
+            self.blobs,
+            self.object_lock_days,
+            self.object_lock_mode,
+        )
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a data directory: CA, server certificate, custody key, database, first tokens.
@@ -31,6 +67,8 @@ enum Cmd {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        backends: BackendArgs,
     },
     /// Serve agents (QUIC) and the HTTP API.
     Serve {
@@ -52,6 +90,8 @@ enum Cmd {
         /// chunks stored before stay readable. Back the key up: without it the evidence is lost.
         #[arg(long)]
         encrypt_at_rest: bool,
+        #[command(flatten)]
+        backends: BackendArgs,
     },
     /// Manage tokens.
     Token {
@@ -75,6 +115,8 @@ enum Cmd {
         /// How long the link is valid: 30s, 10m, 2h.
         #[arg(long, default_value = "15m")]
         ttl: String,
+        #[command(flatten)]
+        backends: BackendArgs,
     },
     /// Chain of custody maintenance.
     Custody {
@@ -91,6 +133,8 @@ enum CustodyCmd {
     PublishHeads {
         #[arg(long, env = "CAIRN_DATA", default_value = "/var/lib/cairn-collector")]
         data: PathBuf,
+        #[command(flatten)]
+        backends: BackendArgs,
     },
 }
 
@@ -110,6 +154,8 @@ enum TokenCmd {
         label: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        backends: BackendArgs,
     },
     /// Create an API token for a person or a detection system.
     Api {
@@ -122,6 +168,8 @@ enum TokenCmd {
         /// policy, nothing else).
         #[arg(long, default_value = "analyst")]
         role: String,
+        #[command(flatten)]
+        backends: BackendArgs,
     },
 }
 
@@ -150,8 +198,15 @@ fn run() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Init { data, names, json } => {
-            let r = DataDir::new(&data).init(&names)?;
+        Cmd::Init {
+            data,
+            names,
+            json,
+            backends,
+        } => {
+            let dir = DataDir::new(&data);
+            let b = backends.resolve(&dir)?;
+            let r = dir.init(&names, &b)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -182,16 +237,20 @@ fn run() -> Result<()> {
             api_plain_http,
             no_fsync,
             encrypt_at_rest,
+            backends,
         } => {
+            let dir = DataDir::new(data);
+            let backends = backends.resolve(&dir)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(cairn_collector::server::serve(
-                DataDir::new(data),
+                dir,
                 cairn_collector::server::ServeOptions {
                     quic_listen,
                     api_listen,
                     api_plain_http,
                     fsync: !no_fsync,
                     encrypt_at_rest,
+                    backends,
                 },
             ))?;
         }
@@ -203,12 +262,14 @@ fn run() -> Result<()> {
                     ttl,
                     label,
                     json,
+                    backends,
                 },
         } => {
             if uses == 0 {
                 anyhow::bail!("--uses must be at least 1");
             }
-            let db = DataDir::new(&data).open_db()?;
+            let dir = DataDir::new(&data);
+            let db = dir.open_meta(&backends.resolve(&dir)?)?;
             let (token, expires) = db.create_enroll_token(uses, parse_duration(&ttl)?, &label)?;
             if json {
                 println!(
@@ -224,22 +285,27 @@ fn run() -> Result<()> {
             }
         }
         Cmd::Custody {
-            cmd: CustodyCmd::PublishHeads { data },
+            cmd: CustodyCmd::PublishHeads { data, backends },
         } => {
             let data = DataDir::new(&data);
-            let db = data.open_db()?;
-            let heads = cairn_collector::storage::head_file::HeadFile::open(
-                &data.path(cairn_collector::datadir::HEADS),
-                true,
-            )?;
-            let stores = cairn_collector::storage::Stores {
-                meta: std::sync::Arc::new(db),
-                blobs: std::sync::Arc::new(cairn_collector::storage::chunk_dir::ChunkDir::new(
-                    data.chunks(),
+            let b = backends.resolve(&data)?;
+            let metrics = std::sync::Arc::new(cairn_collector::metrics::Metrics::default());
+            let meta = data.open_meta(&b)?;
+            let (blobs, s3) = data.open_blob_store(&b, true, &metrics)?;
+            // Publishing is the way out of "heads missing": open them without that check.
+            let heads: std::sync::Arc<dyn cairn_collector::storage::HeadStore> = match s3 {
+                Some(s3) => s3,
+                None => std::sync::Arc::new(cairn_collector::storage::head_file::HeadFile::open(
+                    &data.path(cairn_collector::datadir::HEADS),
                     true,
-                )),
-                heads: std::sync::Arc::new(heads),
+                )?),
+            };
+            let stores = cairn_collector::storage::Stores {
+                meta,
+                blobs,
+                heads,
                 scratch: data.path(cairn_collector::datadir::SCRATCH),
+                metrics,
             };
             let custody = cairn_collector::custody::Custody::new(data.custody_key()?, stores);
             let n = custody.republish_heads()?;
@@ -251,6 +317,7 @@ fn run() -> Result<()> {
             role,
             url,
             ttl,
+            backends,
         } => {
             let role = match cairn_collector::storage::Role::parse(&role) {
                 Some(cairn_collector::storage::Role::Trigger) | None => anyhow::bail!(
@@ -259,8 +326,9 @@ fn run() -> Result<()> {
                 Some(r) => r,
             };
             let ttl = parse_duration(&ttl)?;
-            let db = DataDir::new(&data).open_db()?;
-            let code = cairn_collector::storage::ConsoleStore::create_link(&db, &name, role, ttl)?;
+            let dir = DataDir::new(&data);
+            let db = dir.open_meta(&backends.resolve(&dir)?)?;
+            let code = db.create_link(&name, role, ttl)?;
             println!("{}/login/link/{code}", url.trim_end_matches('/'));
             eprintln!(
                 "one use, valid {}s, signs in {name:?} as {}",
@@ -269,12 +337,19 @@ fn run() -> Result<()> {
             );
         }
         Cmd::Token {
-            cmd: TokenCmd::Api { data, name, role },
+            cmd:
+                TokenCmd::Api {
+                    data,
+                    name,
+                    role,
+                    backends,
+                },
         } => {
             let role = cairn_collector::storage::Role::parse(&role).ok_or_else(|| {
                 anyhow::anyhow!("unknown role {role:?}: use admin, analyst, viewer or trigger")
             })?;
-            let db = DataDir::new(&data).open_db()?;
+            let dir = DataDir::new(&data);
+            let db = dir.open_meta(&backends.resolve(&dir)?)?;
             println!("{}", db.create_api_token(&name, role)?);
         }
     }

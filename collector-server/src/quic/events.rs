@@ -22,6 +22,7 @@ pub(super) async fn events_stream(
         let hid = host_id.to_string();
         let n = blocking(move || crate::timeline::live::store_batch(st.meta(), &hid, &events))
             .await? as u64;
+        crate::metrics::Metrics::add(&state.stores.metrics.timeline_events, n);
         if n > 0 {
             write_message(
                 &mut send,

@@ -4,6 +4,7 @@
 
 use super::{finish_with, refuse};
 use crate::ingest::{self, IngestError, ItemFrame, Opened};
+use crate::metrics::Metrics;
 use crate::state::State;
 use anyhow::Result;
 use cairn_protocol::manifest::{ItemHeader, ItemManifest};
@@ -18,14 +19,42 @@ enum Work {
     End(Box<ItemManifest>),
 }
 
-/// No room for a chunk: the agent keeps it and tries again later; the collection says why.
-fn storage_full(state: &State, collection_id: &str, e: &IngestError) {
-    state.health.storage_full(&e.to_string());
-    if let Err(err) = state
-        .collections
-        .pause(collection_id, "storage full at the collector")
-    {
+/// No room for a chunk, or the object store is away: the agent keeps it and tries again
+/// later; the collection says why. `None` for any other failure.
+fn cannot_store(state: &State, collection_id: &str, e: &IngestError) -> Option<Message> {
+    let (code, why) = if e.is_storage_full() {
+        state.health.storage_full(&e.to_string());
+        ("storage_full", "storage full at the collector")
+    } else if e.is_store_unavailable() {
+        state.health.store_unavailable(&e.to_string());
+        (
+            "storage_unavailable",
+            "the collector's object store is unavailable",
+        )
+    } else {
+        return None;
+    };
+    if let Err(err) = state.collections.pause(collection_id, why) {
         tracing::debug!("collection {collection_id} not marked paused: {err}");
+    }
+    Some(Message::error(code, e.to_string()))
+}
+
+/// An upload stream counted in `/metrics` while it is open.
+struct InProgress(Arc<Metrics>);
+
+impl InProgress {
+    fn new(m: Arc<Metrics>) -> InProgress {
+        Metrics::add(&m.uploads_in_progress, 1);
+        InProgress(m)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0
+            .uploads_in_progress
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -63,6 +92,7 @@ pub(super) async fn item_stream(
     };
     let item_id = ingest.item_id().to_string();
     let chunk_size = ingest.chunk_size();
+    let _open = InProgress::new(state.stores.metrics.clone());
     let collection_id = ingest.header().collection_id.clone();
     // A collection paused for a full disk goes on with the first chunk that is stored.
     let mut resume_pending = state
@@ -100,13 +130,11 @@ pub(super) async fn item_stream(
                             Message::ChunkAck { index }
                         }
                         Err(e @ IngestError::Chunk(_)) => {
+                            Metrics::add(&st.stores.metrics.verification_failures, 1);
                             Message::error("chunk_rejected", e.to_string())
                         }
-                        Err(e) if e.is_storage_full() => {
-                            storage_full(&st, &collection_id, &e);
-                            Message::error("storage_full", e.to_string())
-                        }
-                        Err(e) => Message::error("storage_error", e.to_string()),
+                        Err(e) => cannot_store(&st, &collection_id, &e)
+                            .unwrap_or_else(|| Message::error("storage_error", e.to_string())),
                     };
                     let stop = matches!(reply, Message::Error { .. });
                     if reply_tx.blocking_send(reply).is_err() || stop {
@@ -115,15 +143,19 @@ pub(super) async fn item_stream(
                 }
                 Work::End(m) => {
                     let reply = match st.collections.finish_item(*ingest, &m, &actor) {
-                        Ok(sha256) => Message::ItemSealed {
-                            item_id: worker_item,
-                            sha256,
-                        },
-                        Err(e) if e.is_storage_full() => {
-                            storage_full(&st, &collection_id, &e);
-                            Message::error("storage_full", e.to_string())
+                        Ok(sha256) => {
+                            Metrics::add(&st.stores.metrics.items_sealed, 1);
+                            Message::ItemSealed {
+                                item_id: worker_item,
+                                sha256,
+                            }
                         }
-                        Err(e) => Message::error("item_rejected", e.to_string()),
+                        Err(e @ IngestError::Rejected(_)) => {
+                            Metrics::add(&st.stores.metrics.verification_failures, 1);
+                            Message::error("item_rejected", e.to_string())
+                        }
+                        Err(e) => cannot_store(&st, &collection_id, &e)
+                            .unwrap_or_else(|| Message::error("item_rejected", e.to_string())),
                     };
                     let _ = reply_tx.blocking_send(reply);
                     return;

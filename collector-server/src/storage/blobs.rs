@@ -42,6 +42,10 @@ pub enum BlobError {
     Missing { sha256: String, location: String },
     #[error("blob store {location}: {source}")]
     Io { location: String, source: io::Error },
+    /// The store cannot take or give evidence now (an object store unreachable, overloaded or
+    /// refusing writes): uploads pause and go on when it answers again.
+    #[error("blob store {location} unavailable: {detail}; uploads resume by themselves when it answers again")]
+    Unavailable { location: String, detail: String },
     #[error("{0:?} is not a SHA-256 in hex")]
     BadKey(String),
     /// No room for more evidence: the store is full (or at its reserve).

@@ -25,6 +25,7 @@ pub mod heads;
 pub mod hosts;
 pub mod items;
 pub mod readiness;
+pub mod s3;
 pub mod searches;
 pub mod sequences;
 pub mod sqlite;
@@ -119,6 +120,8 @@ pub struct Stores {
     /// A private directory for scratch files (the timeline's copies of items it reads at
     /// random), on the data directory's disk rather than in a RAM-backed `/tmp`.
     pub scratch: std::path::PathBuf,
+    /// Counters for `/metrics`, shared by every layer that counts.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Values written to the store as JSON text and read back.

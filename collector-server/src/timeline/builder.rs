@@ -132,6 +132,7 @@ impl Rows<'_> {
             .meta
             .insert_timeline(self.host_id, Some(self.item_id), &self.batch)
             .map_err(Stop::Store)?;
+        crate::metrics::Metrics::add(&self.stores.metrics.timeline_events, n as u64);
         self.stored += n as u64;
         self.batch.clear();
         Ok(())
@@ -585,6 +586,7 @@ mod tests {
                 blobs: Arc::new(ChunkDir::new(dir.join("chunks"), false)),
                 heads: Arc::new(HeadFile::open(&dir.join("heads.jsonl"), true).unwrap()),
                 scratch: dir.join("scratch"),
+                metrics: Default::default(),
             };
             std::fs::create_dir(&s.scratch).unwrap();
             s.meta.insert_enrolled_host("h1", "web-1", "fp").unwrap();

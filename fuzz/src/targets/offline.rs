@@ -64,7 +64,10 @@ fn template() -> Option<&'static Path> {
     T.get_or_init(|| {
         let dir = scratch_root().join("template");
         let _ = std::fs::remove_dir_all(&dir);
-        DataDir::new(&dir).init(&[]).ok().map(|_| dir)
+        DataDir::new(&dir)
+            .init(&[], &Default::default())
+            .ok()
+            .map(|_| dir)
     })
     .as_deref()
 }
@@ -115,7 +118,13 @@ impl Fresh {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = scratch_root().join(format!("run-{}", N.fetch_add(1, Ordering::Relaxed)));
         copy_dir(template()?, &dir).ok()?;
-        let state = cairn_collector::server::load_state(&DataDir::new(&dir), false, false).ok()?;
+        let state = cairn_collector::server::load_state(
+            &DataDir::new(&dir),
+            &Default::default(),
+            false,
+            false,
+        )
+        .ok()?;
         Some(Fresh { dir, state })
     }
 }

@@ -1,0 +1,220 @@
+//! The collector on the engines users already run: evidence in a real S3-compatible object
+//! store (Garage on loopback), sealed, served and verified from there; an object store that
+//! goes away pauses uploads with a clear status and nothing unstored is acknowledged; `/readyz`
+//! and `/metrics` say what an operator needs.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use cairn_harness::garage::Garage;
+use cairn_harness::*;
+
+const MIB: u64 = 1 << 20;
+
+fn s3_collector(garage: &Garage, base: &Path, prefix: &str) -> (Collector, Agent, String) {
+    let mut env: Vec<(String, String)> = garage
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    env.push(("CAIRN_BLOBS".into(), garage.url(prefix)));
+    let bins = Bins::beside_test_exe().unwrap();
+    let collector =
+        Collector::start_with(&bins, &base.join("collector"), "127.0.0.1", env, |_| Ok(()))
+            .unwrap();
+    let mut agent = Agent::enroll_in(&collector, &base.join("agent")).unwrap();
+    agent.run().unwrap();
+    let host = agent
+        .wait_connected(&collector, Duration::from_secs(60))
+        .unwrap();
+    (collector, agent, host)
+}
+
+/// `GET path` on the API listener without a token: (status, body).
+fn get_plain(c: &Collector, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&c.init.ca_cert)
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("{}{path}", c.api_url()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+fn collect_file(c: &Collector, host: &str, path: &Path) -> String {
+    let req = c
+        .cli_json(&[
+            "collect",
+            host,
+            "--profile",
+            "file",
+            "--path",
+            &path.to_string_lossy(),
+            "--reason",
+            "e2e object store",
+        ])
+        .unwrap();
+    s(&req, "id").unwrap()
+}
+
+fn the_item(done: &serde_json::Value, path: &Path) -> serde_json::Value {
+    let p = path.to_string_lossy();
+    items(done)
+        .into_iter()
+        .find(|i| i["source"]["path"].as_str() == Some(p.as_ref()))
+        .unwrap_or_else(|| panic!("no item for {p} in {done:#}"))
+}
+
+#[test]
+fn evidence_in_an_object_store_is_sealed_served_and_verified_from_it() {
+    let work = workdir("backends-s3").unwrap();
+    let garage = Garage::start().unwrap();
+    let (collector, _agent, host) = s3_collector(&garage, work.path(), "fleet-a");
+    let (code, ready) = get_plain(&collector, "/readyz");
+    assert_eq!(code, 200, "{ready}");
+    assert!(ready.contains("\"blob_store\":{\"ok\":true"), "{ready}");
+
+    let file = work.path().join("evidence.bin");
+    let sha = write_random_file(&file, 40 * MIB, 0x5353).unwrap();
+    let cid = collect_file(&collector, &host, &file);
+    let done = collector
+        .wait_finished(&cid, Duration::from_secs(240))
+        .unwrap();
+    assert_eq!(done["status"], "sealed", "{}", summary(&done));
+    let item = the_item(&done, &file);
+    assert_eq!(s(&item, "sha256").unwrap(), sha);
+
+    // Nothing went to the local chunk directory: the bytes are in the bucket.
+    let local: Vec<_> = walk(&collector.data.join("chunks"));
+    assert!(local.is_empty(), "chunks stored locally: {local:?}");
+
+    // Served back from the object store, re-verified on the way out.
+    let out = work.path().join("exported.bin");
+    collector.export(&s(&item, "id").unwrap(), &out).unwrap();
+    assert_eq!(sha256_file(&out).unwrap(), sha);
+
+    // Custody verifies against the heads kept in the bucket.
+    let v = collector
+        .cli_raw(&["custody", "verify", &cid], Duration::from_secs(120))
+        .unwrap();
+    assert!(v.success(), "{}", v.describe("custody verify"));
+
+    let (code, m) = get_plain(&collector, "/metrics");
+    assert_eq!(code, 200);
+    let chunks = metric(&m, "cairn_chunks_received_total");
+    assert!(chunks >= 10.0, "40 MiB is at least 10 chunks: {chunks}");
+    let puts = metric(&m, "cairn_object_store_request_seconds_count{op=\"put\"}");
+    assert!(
+        puts >= chunks,
+        "every stored chunk is a PUT: {puts} < {chunks}"
+    );
+    assert_eq!(
+        metric(&m, "cairn_object_store_request_errors_total{op=\"put\"}"),
+        0.0
+    );
+    assert!(
+        metric(
+            &m,
+            "cairn_object_store_request_seconds_count{op=\"put_head\"}"
+        ) >= 1.0
+    );
+    assert!(metric(&m, "cairn_bytes_received_total") >= (40 * MIB) as f64);
+    assert_eq!(metric(&m, "cairn_verification_failures_total"), 0.0);
+    assert_eq!(metric(&m, "cairn_agents_connected"), 1.0);
+    assert_eq!(metric(&m, "cairn_object_store_unavailable"), 0.0);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn an_object_store_that_goes_away_pauses_uploads_until_it_is_back() {
+    let work = workdir("backends-s3-away").unwrap();
+    let mut garage = Garage::start().unwrap();
+    let (collector, _agent, host) = s3_collector(&garage, work.path(), "fleet-b");
+    let file = work.path().join("big.bin");
+    let sha = write_random_file(&file, 160 * MIB, 0xA11A).unwrap();
+    let cid = collect_file(&collector, &host, &file);
+    wait_for_every(
+        "some chunks to be stored",
+        Duration::from_secs(120),
+        Duration::from_millis(30),
+        || {
+            let c = collector.show(&cid)?;
+            if c["status"] == "sealed" {
+                anyhow::bail!("the upload finished before the store went away: {c}");
+            }
+            Ok(items(&c)
+                .into_iter()
+                .find(|i| i["chunks_received"].as_u64().unwrap_or(0) >= 4))
+        },
+    )
+    .unwrap();
+    garage.stop();
+
+    // The collection says why it waits; so do /healthz and /readyz.
+    let paused = wait_for(
+        "the collection to be paused",
+        Duration::from_secs(60),
+        || {
+            let c = collector.show(&cid)?;
+            Ok((c["status"] == "paused").then_some(c))
+        },
+    )
+    .unwrap();
+    let text = paused.to_string();
+    assert!(text.contains("object store"), "no reason given: {paused:#}");
+    let received_while_away = u(&the_item(&paused, &file), "chunks_received").unwrap();
+    let (code, health) = get_plain(&collector, "/healthz");
+    assert_eq!(code, 503, "{health}");
+    assert!(health.contains("\"store_unavailable\":true"), "{health}");
+    let (code, ready) = get_plain(&collector, "/readyz");
+    assert_eq!(code, 503, "{ready}");
+    assert!(ready.contains("\"blob_store\":{\"ok\":false"), "{ready}");
+
+    // Nothing more is acknowledged while the store is away.
+    std::thread::sleep(Duration::from_secs(3));
+    let still = collector.show(&cid).unwrap();
+    assert_eq!(
+        u(&the_item(&still, &file), "chunks_received").unwrap(),
+        received_while_away,
+        "chunks were recorded while the object store was down: {still:#}"
+    );
+
+    garage.resume().unwrap();
+    let done = collector
+        .wait_finished(&cid, Duration::from_secs(300))
+        .unwrap();
+    assert_eq!(done["status"], "sealed", "{}", summary(&done));
+    assert_eq!(s(&the_item(&done, &file), "sha256").unwrap(), sha);
+    let v = collector
+        .cli_raw(&["custody", "verify", &cid], Duration::from_secs(120))
+        .unwrap();
+    assert!(v.success(), "{}", v.describe("custody verify"));
+    let (code, ready) = get_plain(&collector, "/readyz");
+    assert_eq!(code, 200, "{ready}");
+}
