@@ -225,7 +225,8 @@ impl Client {
                         endpoint: self.endpoint.display(),
                         key: key.unwrap_or("").to_string(),
                     },
-                    403 | 408 | 429 | 500..=599 => unavailable(detail),
+                    // 501 Not Implemented is an answer, not an outage.
+                    403 | 408 | 429 | 500 | 502..=599 => unavailable(detail),
                     _ => S3Error::Refused {
                         endpoint: self.endpoint.display(),
                         detail,
