@@ -29,7 +29,9 @@ struct Cli {
 enum Cmd {
     /// Enroll this host with a collector (once): get a client certificate for a new local key.
     Enroll {
-        /// The collector's QUIC address, HOST:PORT.
+        /// The collector's QUIC address, HOST:PORT; several collectors serving one fleet as
+        /// HOST:PORT,HOST:PORT (a name with several addresses works too): enrollment uses the
+        /// first, and the running agent fails over between them.
         #[arg(long)]
         collector: String,
         /// Enrollment token from `cairn-collector init` or `cairn-collector token create`.

@@ -14,7 +14,7 @@
 
 use crate::error::{Error, Result};
 use crate::evidence::ItemChunks;
-use crate::storage::{ItemRow, ItemStatus, Stores};
+use crate::storage::{ItemRow, ItemStatus, StorageError, Stores};
 use cairn_protocol::custody::{
     chunk_list_sha256, verify_chain, ChainHead, Commitment, CommittedItem, CustodyRecord,
     FINAL_ACTIONS, GENESIS_HASH,
@@ -119,13 +119,32 @@ impl Custody {
         details: serde_json::Value,
     ) -> Result<CustodyRecord> {
         let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Another instance sharing the database may take the next sequence number between
+        // our read of the tail and our insert: the key refuses the second, which then chains
+        // onto the new tail. One order per chain, no fork.
+        let mut attempt = 0;
+        loop {
+            match self.append_once(collection_id, actor, action, &details) {
+                Err(Error::Storage(StorageError::Conflict(_))) if attempt < 16 => attempt += 1,
+                r => return r,
+            }
+        }
+    }
+
+    fn append_once(
+        &self,
+        collection_id: &str,
+        actor: &str,
+        action: &str,
+        details: &serde_json::Value,
+    ) -> Result<CustodyRecord> {
         let meta = &self.stores.meta;
         let (seq, prev_hash) = match meta.custody_tail(collection_id)? {
             Some((seq, hash)) => (seq + 1, hash),
             None => (0, GENESIS_HASH.to_string()),
         };
         // Round-trip details through text so the hash covers exactly what is stored.
-        let details: serde_json::Value = serde_json::to_string(&details)
+        let details: serde_json::Value = serde_json::to_string(details)
             .and_then(|t| serde_json::from_str(&t))
             .map_err(|e| Error::Internal(format!("custody details: {e}")))?;
         let mut r = CustodyRecord {
@@ -591,6 +610,42 @@ mod tests {
 
     fn reopen(dir: &tempfile::TempDir, key: SigningKey) -> Arc<Custody> {
         Custody::new(key, stores(dir.path()))
+    }
+
+    /// Two collectors sharing one database (two connections, two processes' worth of
+    /// `Custody`) append to one chain at once: one order, no fork, every record kept.
+    #[test]
+    fn two_instances_appending_to_one_chain_never_fork_it() {
+        let (dir, a, key) = setup();
+        let b = reopen(&dir, key.clone());
+        let threads: Vec<_> = [a, b]
+            .into_iter()
+            .enumerate()
+            .map(|(n, c)| {
+                std::thread::spawn(move || {
+                    for i in 0..40 {
+                        c.append(
+                            "c1",
+                            &format!("instance-{n}"),
+                            "note",
+                            serde_json::json!({"i": i}),
+                        )
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let c = reopen(&dir, key);
+        let records = c.stores.meta.custody_records("c1").unwrap();
+        assert_eq!(records.len(), 83, "3 at setup + 2 × 40");
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.seq, i as u64);
+        }
+        let r = c.verify("c1").unwrap();
+        assert!(r.ok, "{:?}", r.error);
     }
 
     #[test]

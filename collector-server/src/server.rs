@@ -105,6 +105,37 @@ async fn advance_sequences(state: Arc<State>) {
     }
 }
 
+/// Several instances share the database: requests made through another instance are found
+/// here (one query per second for every host connected to this one) and sent by the host's
+/// control loop, which drops what it sent already.
+async fn poll_shared_requests(state: Arc<State>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        let due = tokio::task::spawn_blocking(move || -> crate::storage::Result<Vec<String>> {
+            let hosts = st.sessions.hosts();
+            let mut due = Vec::new();
+            for batch in hosts.chunks(500) {
+                due.extend(st.meta().hosts_with_pending(batch)?);
+                due.extend(st.meta().hosts_with_pending_containment(batch)?);
+            }
+            Ok(due)
+        })
+        .await;
+        match due {
+            Ok(Ok(hosts)) => {
+                for h in hosts {
+                    state.sessions.wake(&h);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("requests of other instances: {e}"),
+            Err(e) => tracing::warn!("requests of other instances: {e}"),
+        }
+    }
+}
+
 /// Raise RLIMIT_NOFILE's soft limit to its hard limit; returns the limit in force.
 fn raise_nofile_limit() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -160,6 +191,9 @@ pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
     let app = crate::api::router(state.clone()).merge(crate::console::router(state.clone()));
     let api = tokio::spawn(crate::api::run(app, listener, tls, api_admission));
     tokio::spawn(advance_sequences(state.clone()));
+    if opts.backends.database.is_some() {
+        tokio::spawn(poll_shared_requests(state.clone()));
+    }
     tokio::select! {
         r = quic => r.context("QUIC server task")?,
         r = api => r.context("API server task")?,

@@ -50,6 +50,11 @@ impl Sessions {
         }
     }
 
+    /// The hosts connected to this instance now.
+    pub fn hosts(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// How many agents are connected now.
     pub fn connected(&self) -> usize {
         self.lock().len()

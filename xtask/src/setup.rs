@@ -6,6 +6,8 @@
 //! - Python tools the tests run (volatility3, kubernetes-validate), in a virtualenv at
 //!   `target/pytools` so that nothing is installed into the system's Python; `cargo xtask test`
 //!   puts its `bin/` first on the tests' PATH.
+//! - Garage, the S3-compatible server of the object-store tests, built from crates.io once per
+//!   machine into `/var/cache/cairn/tools` (see [`garage`]).
 //! - tracefs at /sys/kernel/tracing and bpffs at /sys/fs/bpf, mounted if absent (the sensor
 //!   attaches tracepoints through tracefs).
 
@@ -58,7 +60,47 @@ fn nix_like_euid() -> Option<u32> {
 pub fn run(test_tools: &[(&str, &str)]) -> Result<()> {
     packages(test_tools)?;
     python_tools()?;
+    garage()?;
     mounts()
+}
+
+/// The S3-compatible server the object-store tests run: Garage, built from crates.io (it is
+/// AGPL: run as a separate server, never linked) once per machine into
+/// [`cairn_harness::garage::GARAGE_CACHE`], where later runs find it. Built without its
+/// optimisations: the tests move megabytes, not terabytes, and an optimised build costs
+/// three times the CPU.
+fn garage() -> Result<()> {
+    use cairn_harness::garage::{GARAGE_CACHE, GARAGE_VERSION};
+    section("garage (S3-compatible test server)");
+    let bin = Path::new(GARAGE_CACHE).join("bin/garage");
+    if bin.is_file() {
+        println!("present: {}", bin.display());
+        return Ok(());
+    }
+    let target = crate::procs::target_dir().join("garage-build");
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "install",
+        "garage",
+        "--locked",
+        "--debug",
+        "--version",
+        GARAGE_VERSION,
+    ])
+    .args(["--no-default-features", "--features", "bundled-libs,sqlite"])
+    .arg("--root")
+    .arg(GARAGE_CACHE)
+    .env("CARGO_TARGET_DIR", &target);
+    run_inherit(cmd)?;
+    // The build tree is a GiB the tests never read again.
+    let _ = std::fs::remove_dir_all(&target);
+    if !bin.is_file() {
+        bail!(
+            "cargo install garage finished but {} is missing",
+            bin.display()
+        );
+    }
+    Ok(())
 }
 
 /// What the demo needs on a fresh machine: the build's packages and `tools`, tracefs and bpffs

@@ -61,8 +61,8 @@ async fn enforce(agent: &Arc<Agent>, req: &Request) -> Outcome {
     if let Err(why) = req.check() {
         return failure(req, &ContainError::Refused(why));
     }
-    // The collector's address is pinned now: the one this agent reaches it at.
-    let collector = vec![agent.connector.addr()];
+    // The collectors' addresses are pinned now: every instance this agent may fail over to.
+    let collector = agent.connector.addrs();
     let (c, r) = (agent.containment.clone(), req.clone());
     let applied = tokio::task::spawn_blocking(move || c.apply(&r, &collector)).await;
     let mut out = match applied {

@@ -124,6 +124,17 @@ pub trait CollectionStore {
     fn collection_ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>>;
     /// Requests not yet accepted by the host's agent (requested or queued), oldest first.
     fn pending_requests(&self, host_id: &str) -> Result<Vec<CollectRequest>>;
+    /// Which of `hosts` have requests not yet accepted: how an instance learns of requests made
+    /// through another instance sharing the database. One query where the back end can.
+    fn hosts_with_pending(&self, hosts: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for h in hosts {
+            if !self.pending_requests(h)?.is_empty() {
+                out.push(h.clone());
+            }
+        }
+        Ok(out)
+    }
     /// Live collections running (or paused) now, on one host or on all.
     fn running_collections(&self, host_id: Option<&str>) -> Result<u64>;
     /// Newest first, self-test collections left out.

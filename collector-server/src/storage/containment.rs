@@ -58,6 +58,17 @@ pub trait ContainmentStore {
     fn containments_of_host(&self, host_id: &str, limit: u32) -> Result<Vec<ContainmentRow>>;
     /// Actions not yet answered by a host (requested, or sent and unanswered), oldest first.
     fn pending_containments(&self, host_id: &str) -> Result<Vec<ContainmentRow>>;
+    /// Which of `hosts` have actions not yet answered (see `hosts_with_pending` of
+    /// collections).
+    fn hosts_with_pending_containment(&self, hosts: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for h in hosts {
+            if !self.pending_containments(h)?.is_empty() {
+                out.push(h.clone());
+            }
+        }
+        Ok(out)
+    }
     /// False when there is no such action.
     fn set_containment_status(
         &self,

@@ -120,6 +120,15 @@ impl CollectionStore for Sqlite {
             .collect())
     }
 
+    fn hosts_with_pending(&self, hosts: &[String]) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT DISTINCT host_id FROM collections WHERE status IN ('requested', 'queued')
+             AND host_id IN (SELECT value FROM json_each(?1))",
+            params![crate::storage::to_json("hosts", &hosts)?],
+            |r| r.get(0),
+        )
+    }
+
     fn running_collections(&self, host_id: Option<&str>) -> Result<u64> {
         Ok(self.lock().query_row(
             "SELECT COUNT(*) FROM collections WHERE (?1 IS NULL OR host_id = ?1) AND origin = 'live' AND status IN ('running', 'paused')",
