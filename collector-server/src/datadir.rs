@@ -395,6 +395,53 @@ impl DataDir {
         Ok(HeadFile::open(&p, true)?)
     }
 
+    /// Files one collector instance shares with the others serving the same fleet: the CA
+    /// (agents pin it, and the instances issue certificates with it), the server certificate,
+    /// the custody key (one signer for every chain), the evidence key, the QUIC reset key (a
+    /// reset from one instance is understood by an agent of another) and the settings.
+    pub const PEER_FILES: &'static [&'static str] = &[
+        "ca.pem",
+        "ca.key",
+        "server.pem",
+        "server.key",
+        "custody.key",
+        EVIDENCE_KEY,
+        "quic-reset.key",
+        "admin.token",
+        "collector.toml",
+    ];
+
+    /// A new data directory for one more instance of the collector at `from`: its keys and
+    /// settings, copied privately. The instances must share a database and an object store
+    /// (`collector.toml` or the flags): refused otherwise, as each would see only its own.
+    pub fn init_peer(&self, from: &DataDir, backends: &Backends) -> Result<()> {
+        if backends.database.is_none() || backends.blobs.is_none() {
+            bail!(
+                "several instances need a shared database and object store: give --database postgres://… and --blobs s3://… (or set them in {}/collector.toml)",
+                from.root.display()
+            );
+        }
+        if self.path("ca.key").exists() {
+            bail!(
+                "{} already holds a collector (ca.key exists); refusing to overwrite its keys",
+                self.root.display()
+            );
+        }
+        from.check_private()?;
+        cairn_private_fs::create_private_dir(&self.root)?;
+        cairn_private_fs::create_private_dir(&self.chunks())?;
+        for name in Self::PEER_FILES {
+            match fs::read(from.path(name)) {
+                Ok(bytes) => write_secret(&self.path(name), &bytes)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && *name == "collector.toml" => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reading {}", from.path(name).display()))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Create a new data directory. Refuses to touch one that already holds a CA.
     pub fn init(&self, names: &[String], backends: &Backends) -> Result<InitReport> {
         if self.path("ca.key").exists() {

@@ -30,6 +30,7 @@ pub mod health;
 pub mod hosts;
 pub mod ingest;
 pub mod metrics;
+pub mod migrate;
 pub mod quic;
 pub mod readiness;
 pub mod server;

@@ -52,6 +52,29 @@ pub fn enroll_raw_with(
 }
 
 impl Agent {
+    /// Point the (stopped) agent at several collector addresses, `HOST:PORT,HOST:PORT`.
+    pub fn set_collectors(&self, addrs: &str) -> Result<()> {
+        let p = self.state.join("agent.toml");
+        let text = std::fs::read_to_string(&p)?;
+        let mut done = false;
+        let out: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if !done && (l.starts_with("collector ") || l.starts_with("collector=")) {
+                    done = true;
+                    format!("collector = \"{addrs}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        if !done {
+            anyhow::bail!("no collector line in {}", p.display());
+        }
+        std::fs::write(&p, out.join("\n") + "\n")?;
+        Ok(())
+    }
+
     /// Enrolls a new agent with the collector's fleet token, state in a fresh dir under `work`.
     pub fn enroll(collector: &Collector, work: &Path) -> Result<Agent> {
         Self::enroll_in(collector, &unique_dir(work, "agent"))

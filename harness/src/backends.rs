@@ -223,6 +223,17 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// A new empty database on the process's shared PostgreSQL (started on first use).
+pub fn postgres_database() -> Result<String> {
+    let lock = POSTGRES.get_or_init(|| Mutex::new(None));
+    let mut pg = lock.lock().map_err(|_| anyhow!("shared PostgreSQL lock poisoned"))?;
+    if pg.is_none() {
+        *pg = Some(start_postgres()?);
+    }
+    let pg = pg.as_ref().ok_or_else(|| anyhow!("no shared PostgreSQL"))?;
+    pg.server.create_database(&unique("cairn"))
+}
+
 /// The environment of one new collector on the selected back ends (empty for the default).
 pub fn for_collector() -> Result<Vec<(String, String)>> {
     let sel = selected()?;

@@ -135,6 +135,38 @@ impl Collector {
         })
     }
 
+    /// One more instance of this collector (`init --from`), in `base`, on the same back ends,
+    /// serving on its own ports.
+    pub fn start_peer(&self, base: &Path) -> Result<Collector> {
+        fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
+        let data = base.join("data");
+        let log = base.join("collector.log");
+        let mut cmd = self.collector_cmd()?;
+        cmd.args(["init", "--data"])
+            .arg(&data)
+            .arg("--from")
+            .arg(&self.data)
+            .arg("--json");
+        run(cmd, CLI_TIMEOUT)?.ok()?;
+        let mut init = self.init.clone();
+        init.ca_cert = data.join("ca.pem");
+        with_free_ports(3, |quic_port, api_port| {
+            let mut c = Collector {
+                bins: self.bins.clone(),
+                data: data.clone(),
+                log: log.clone(),
+                quic_port,
+                api_port,
+                quic_ip: self.quic_ip.clone(),
+                init: init.clone(),
+                env: self.env.clone(),
+                proc: Managed::idle("cairn-collector", &log),
+            };
+            c.serve()?;
+            Ok(c)
+        })
+    }
+
     /// A `cairn-collector` command with this collector's back-end environment.
     pub fn collector_cmd(&self) -> Result<Command> {
         let mut cmd = Command::new(self.bins.collector()?);

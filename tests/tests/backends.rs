@@ -218,3 +218,91 @@ fn an_object_store_that_goes_away_pauses_uploads_until_it_is_back() {
     let (code, ready) = get_plain(&collector, "/readyz");
     assert_eq!(code, 200, "{ready}");
 }
+
+/// Two instances on one PostgreSQL and one bucket serve one fleet: a collection asked of
+/// either reaches the agent wherever it is connected, custody verifies on both, and when the
+/// instance an agent uploads to dies, the agent finishes on the other without sending again
+/// what was acknowledged.
+#[test]
+fn two_instances_serve_one_fleet_and_an_agent_fails_over_mid_upload() {
+    let work = workdir("backends-two").unwrap();
+    let garage = Garage::start().unwrap();
+    let mut env: Vec<(String, String)> = garage
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    env.push(("CAIRN_BLOBS".into(), garage.url("fleet")));
+    env.push((
+        "CAIRN_DATABASE".into(),
+        backends::postgres_database().unwrap(),
+    ));
+    let bins = Bins::beside_test_exe().unwrap();
+    let mut one =
+        Collector::start_with(&bins, &work.path().join("one"), "127.0.0.1", env, |_| Ok(()))
+            .unwrap();
+    let two = one.start_peer(&work.path().join("two")).unwrap();
+    let both = format!("{},{}", one.quic_addr(), two.quic_addr());
+
+    // Agent A on instance one (two listed after it); agent B on instance two.
+    let mut a = Agent::enroll_in(&one, &work.path().join("a")).unwrap();
+    a.set_collectors(&both).unwrap();
+    a.run().unwrap();
+    let host_a = a.wait_connected(&one, Duration::from_secs(60)).unwrap();
+    let mut b = Agent::enroll_in(&two, &work.path().join("b")).unwrap();
+    b.run().unwrap();
+    let host_b = b.wait_connected(&two, Duration::from_secs(60)).unwrap();
+    assert_ne!(host_a, host_b);
+
+    // A collection asked of instance two for agent A (connected to one) is collected.
+    let req = two
+        .cli_json(&["collect", &host_a, "--profile", "volatile", "--reason", "cross-instance"])
+        .unwrap();
+    let cid = s(&req, "id").unwrap();
+    let done = two.wait_finished(&cid, Duration::from_secs(180)).unwrap();
+    assert_eq!(done["status"], "sealed", "{}", summary(&done));
+    for c in [&one, &two] {
+        let v = c
+            .cli_raw(&["custody", "verify", &cid], Duration::from_secs(120))
+            .unwrap();
+        assert!(v.success(), "{}", v.describe("custody verify"));
+    }
+
+    // Instance one dies while A uploads: A goes on with instance two.
+    let file = work.path().join("big.bin");
+    let sha = write_random_file(&file, 300 * MIB, 0x2222).unwrap();
+    let cid = collect_file(&one, &host_a, &file);
+    let before = wait_for_every(
+        "8 chunks of the file to be received",
+        Duration::from_secs(180),
+        Duration::from_millis(30),
+        || {
+            let c = one.show(&cid)?;
+            if c["status"] == "sealed" {
+                anyhow::bail!("the upload finished before the instance could be killed: {c}");
+            }
+            Ok(items(&c).into_iter().find(|i| {
+                i["chunks_received"].as_u64().unwrap_or(0) >= 8 && i["status"] != "sealed"
+            }))
+        },
+    )
+    .unwrap();
+    one.kill();
+    let done = two.wait_finished(&cid, Duration::from_secs(400)).unwrap();
+    assert_eq!(done["status"], "sealed", "{}", summary(&done));
+    let item = the_item(&done, &file);
+    assert_eq!(s(&item, "sha256").unwrap(), sha);
+    assert_eq!(
+        u(&item, "duplicate_chunks").unwrap(),
+        0,
+        "chunks acknowledged by instance one ({} before the kill) were sent again: {item:#}",
+        u(&before, "chunks_received").unwrap()
+    );
+    let v = two
+        .cli_raw(&["custody", "verify", &cid], Duration::from_secs(180))
+        .unwrap();
+    assert!(v.success(), "{}", v.describe("custody verify"));
+    // Agent A is now served by instance two, beside B.
+    let (_, m) = get_plain(&two, "/metrics");
+    assert_eq!(metric(&m, "cairn_agents_connected"), 2.0, "{m}");
+}

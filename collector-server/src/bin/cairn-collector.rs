@@ -67,6 +67,11 @@ enum Cmd {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// One more instance of the collector whose data directory this is: copy its keys
+        /// and settings (same CA, custody key, QUIC reset key) instead of making new ones. The
+        /// instances must share --database and --blobs.
+        #[arg(long, value_name = "DATA_OF_ANOTHER_INSTANCE")]
+        from: Option<PathBuf>,
         #[command(flatten)]
         backends: BackendArgs,
     },
@@ -117,6 +122,26 @@ enum Cmd {
         ttl: String,
         #[command(flatten)]
         backends: BackendArgs,
+    },
+    /// Copy this data directory's embedded stores (cairn.db, chunks/, the head log) to
+    /// PostgreSQL and/or S3-compatible object storage, verify every collection's custody there,
+    /// and switch the data directory over (collector.toml) only when all verify. The source is
+    /// only read; stop `serve` first.
+    Migrate {
+        #[arg(long, env = "CAIRN_DATA", default_value = "/var/lib/cairn-collector")]
+        data: PathBuf,
+        /// The PostgreSQL database to copy the metadata into (empty): postgres://…
+        #[arg(long)]
+        to: Option<String>,
+        /// The object store to copy the chunks and custody heads into: s3://bucket/prefix.
+        #[arg(long)]
+        blobs: Option<String>,
+        #[arg(long)]
+        object_lock_days: Option<u32>,
+        #[arg(long)]
+        object_lock_mode: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Chain of custody maintenance.
     Custody {
@@ -202,6 +227,31 @@ fn run() -> Result<()> {
             data,
             names,
             json,
+            from: Some(from),
+            backends,
+        } => {
+            let (dir, from) = (DataDir::new(&data), DataDir::new(from));
+            let b = backends.resolve(&from)?;
+            dir.init_peer(&from, &b)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"data_dir": dir.root, "peer_of": from.root})
+                );
+            } else {
+                println!(
+                    "{} is one more instance of the collector at {}: same CA, custody and reset keys.",
+                    dir.root.display(),
+                    from.root.display()
+                );
+                println!("Next: cairn-collector serve --data {}", dir.root.display());
+            }
+        }
+        Cmd::Init {
+            data,
+            names,
+            json,
+            from: None,
             backends,
         } => {
             let dir = DataDir::new(&data);
@@ -310,6 +360,52 @@ fn run() -> Result<()> {
             let custody = cairn_collector::custody::Custody::new(data.custody_key()?, stores);
             let n = custody.republish_heads()?;
             eprintln!("published the heads of {n} custody chain(s) as the database holds them now");
+        }
+        Cmd::Migrate {
+            data,
+            to,
+            blobs,
+            object_lock_days,
+            object_lock_mode,
+            json,
+        } => {
+            let dir = DataDir::new(&data);
+            let target = Backends::resolve(
+                &Default::default(),
+                to,
+                blobs,
+                object_lock_days,
+                object_lock_mode,
+            )?;
+            let r = cairn_collector::migrate::migrate(&dir, &target, &|p| eprintln!("{p}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for (table, rows) in &r.tables {
+                    println!("{table:<24} {rows:>10} rows");
+                }
+                println!(
+                    "chunks: {} copied ({} bytes), {} already there; {} custody heads published",
+                    r.chunks_copied, r.bytes_copied, r.chunks_present, r.heads_published
+                );
+                println!(
+                    "custody verified on the target: {} collections",
+                    r.collections_verified
+                );
+            }
+            if !r.collections_failed.is_empty() {
+                for (c, why) in &r.collections_failed {
+                    eprintln!("collection {c}: {why}");
+                }
+                anyhow::bail!(
+                    "{} collection(s) did not verify on the target: the data directory was NOT switched over; the source is untouched",
+                    r.collections_failed.len()
+                );
+            }
+            eprintln!(
+                "{} now uses the targets (collector.toml); start `cairn-collector serve` again",
+                dir.root.display()
+            );
         }
         Cmd::ConsoleLink {
             data,
