@@ -15,6 +15,8 @@ pub mod blobs;
 pub mod cases;
 pub mod chunk_dir;
 pub mod collections;
+#[cfg(test)]
+mod conformance;
 pub mod console;
 pub mod containment;
 pub mod custody;
@@ -24,11 +26,13 @@ pub mod head_file;
 pub mod heads;
 pub mod hosts;
 pub mod items;
+pub mod postgres;
 pub mod readiness;
 pub mod searches;
 pub mod sequences;
 pub mod sqlite;
 pub mod timeline;
+pub(crate) mod timeline_sql;
 pub mod tokens;
 
 pub use blobs::{BlobError, BlobStore, Capacity};
