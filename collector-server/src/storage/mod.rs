@@ -1,8 +1,12 @@
 //! Where the collector keeps things, behind two traits: the seam for other back ends.
 //!
 //! - [`MetadataStore`]: tokens, hosts, collections, items and their chunks, custody, live
-//!   events, the timeline, readiness, saved searches and containment actions — one trait per group of tables, each
-//!   in its own file, so a back end is written group by group. [`sqlite`] is the first.
+//!   events, the timeline, readiness, saved searches and containment actions — one trait per
+//!   group of tables, each in its own file, so a back end is written group by group.
+//!   [`sqlite`] (one file, one process) is the first; [`postgres`] (one database shared by
+//!   several collectors, its connections on threads of their own) the second. Both compile the
+//!   timeline's queries with `timeline_sql`, and one conformance suite (`conformance/`, tests
+//!   only) holds them to the same answers.
 //! - [`BlobStore`]: chunk payloads by the SHA-256 of their raw bytes. [`chunk_dir`] (a
 //!   content-addressed directory) is the first.
 //! - [`HeadStore`]: each custody chain's newest head, kept apart from the metadata so that

@@ -90,7 +90,8 @@ pub(super) fn insert_with(
     if events.is_empty() {
         return Ok(0);
     }
-    tx.batch_execute(STAGE)?;
+    // Empty whatever an earlier batch of this transaction left (commits empty it too).
+    tx.batch_execute(&format!("{STAGE}; TRUNCATE timeline_stage"))?;
     let sink = tx.copy_in(&format!(
         "COPY timeline_stage (ord, {STAGE_COLS}) FROM STDIN (FORMAT binary)"
     ))?;
@@ -135,7 +136,6 @@ pub(super) fn insert_with(
         ),
         &[&host, &Txt(item_id)],
     )?;
-    tx.execute("DELETE FROM timeline_stage", &[])?;
     usize::try_from(n).map_err(|_| StorageError::Corrupt {
         what: "timeline insert count",
         detail: n.to_string(),
