@@ -334,3 +334,18 @@ fn an_older_sqlite_database_without_the_newer_columns_is_copied() {
         1
     );
 }
+
+#[test]
+fn a_signed_record_with_a_nul_is_not_copied_altered_and_nothing_is_copied() {
+    let lite = sqlite();
+    lite.store.insert_enrolled_host("h", "web", "fp").unwrap();
+    let mut r = record("c", 0, serde_json::json!({}));
+    r.actor = "api:a\0b".into();
+    lite.store.insert_custody(&r).unwrap();
+    let path = lite._dir.as_ref().unwrap().path().join("meta.db");
+    let pg = Postgres::connect(&fresh_database()).unwrap();
+    let err = pg.copy_from_sqlite(&path).unwrap_err().to_string();
+    assert!(err.contains("custody") && err.contains("NUL"), "{err}");
+    // One transaction: the hosts copied before the custody table are gone with it.
+    assert!(pg.list_hosts().unwrap().is_empty());
+}

@@ -154,12 +154,13 @@ fn copy_table(
     while let Some(r) = rows.next()? {
         let mut values = Vec::with_capacity(types.len());
         for (i, ty) in types.iter().enumerate() {
-            values.push(cell(r.get_ref(i)?, ty).map_err(|e| {
+            let v = cell(r.get_ref(i)?, ty, table == "custody").map_err(|e| {
                 fail(
                     "copying from SQLite",
                     format!("{table}.{}, row {}: {e}", pairs[i].0, n + 1),
                 )
-            })?);
+            })?;
+            values.push(v);
         }
         let params: Vec<Param<'_>> = values.iter().map(Param).collect();
         let refs: Vec<&(dyn ToSql + Sync)> =
@@ -172,7 +173,9 @@ fn copy_table(
 }
 
 /// A SQLite value as the PostgreSQL column's type holds it (SQLite's columns are loosely typed).
-fn cell(v: ValueRef<'_>, ty: &Type) -> std::result::Result<Value, String> {
+/// Text with U+0000 is stored as U+FFFD ([`super::Txt`]), except in a signed record (`exact`),
+/// which is copied byte for byte or not at all.
+fn cell(v: ValueRef<'_>, ty: &Type, exact: bool) -> std::result::Result<Value, String> {
     let int = *ty == Type::INT8 || *ty == Type::INT4;
     Ok(match v {
         ValueRef::Null => Value::Null,
@@ -180,6 +183,9 @@ fn cell(v: ValueRef<'_>, ty: &Type) -> std::result::Result<Value, String> {
         ValueRef::Integer(i) => Value::Text(i.to_string()),
         ValueRef::Text(b) | ValueRef::Blob(b) => {
             let s = std::str::from_utf8(b).map_err(|e| format!("not UTF-8: {e}"))?;
+            if exact && s.contains('\0') {
+                return Err("a NUL character, which PostgreSQL text cannot store".into());
+            }
             if int {
                 Value::Int(
                     s.trim()

@@ -214,10 +214,7 @@ impl HostStore for Sqlite {
     }
 
     fn hosts_with_id_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<HostRow>> {
-        let escaped = prefix
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
+        let escaped = crate::storage::timeline_sql::like_escape(prefix);
         self.rows(
             &format!(
                 "SELECT {HOST_COLS} FROM hosts WHERE id LIKE ?1 ESCAPE '\\' AND retired_at IS NULL ORDER BY id LIMIT ?2"
