@@ -8,8 +8,8 @@ use crate::storage::cases::{Note, Target};
 use crate::storage::postgres::Postgres;
 use crate::storage::timeline::Filter;
 use crate::storage::{
-    CaseStore, CollectionOrigin, CollectionStatus, CollectionStore, CustodyStore, HostStore,
-    ItemStore, LiveEvent, MetadataStore, Role, SequenceRow, StorageError, TimelineStore,
+    CaseStore, CollectionOrigin, CollectionStatus, CollectionStore, ConsoleStore, CustodyStore,
+    HostStore, ItemStore, LiveEvent, MetadataStore, Role, SequenceRow, StorageError, TimelineStore,
     TokenStore,
 };
 use cairn_harness::TempPostgres;
@@ -157,8 +157,9 @@ fn a_restarted_server_costs_at_most_one_call() {
     some_calls(&s, 200);
 }
 
-/// A SQLite store with something in every table.
-fn populate(s: &dyn MetadataStore) -> String {
+/// A SQLite store with something in every table; the secrets it made (API token, console
+/// session, sign-in link).
+fn populate(s: &dyn MetadataStore) -> [String; 3] {
     let secret = s.create_api_token("alice", Role::Admin).unwrap();
     s.create_enroll_token(3, 3600, "fleet").unwrap();
     s.insert_enrolled_host("h", "web-1", "fp").unwrap();
@@ -209,8 +210,8 @@ fn populate(s: &dyn MetadataStore) -> String {
         "alice",
     )
     .unwrap();
-    s.create_session("alice", Role::Admin, 3600).unwrap();
-    s.create_link("bob", Role::Viewer, 3600).unwrap();
+    let (session, _) = s.create_session("alice", Role::Admin, 3600).unwrap();
+    let link = s.create_link("bob", Role::Viewer, 3600).unwrap();
     s.annotate(Target::Event, "3", Note::Star, "", "alice")
         .unwrap();
     s.annotate(Target::Event, "3", Note::Comment, "look", "bob")
@@ -236,7 +237,7 @@ fn populate(s: &dyn MetadataStore) -> String {
         updated_at: "2026-12-02T10:00:00Z".into(),
     })
     .unwrap();
-    secret
+    [secret, session, link]
 }
 
 /// Every read of every trait, as text.
@@ -264,6 +265,22 @@ fn reads(s: &dyn MetadataStore) -> Vec<String> {
         format!("{:?}", s.containments_of_host("h", 10).unwrap()),
         format!("{:?}", s.pending_containments("h").unwrap()),
         format!("{:?}", s.sequences_of_host("h", 10).unwrap()),
+        format!("{:?}", s.running_sequences(10).unwrap()),
+        format!("{:?}", s.get_host("h").unwrap()),
+        format!("{:?}", s.find_hosts("laptop").unwrap()),
+        format!("{:?}", s.pending_requests("h").unwrap()),
+        format!("{:?}", s.running_collections(None).unwrap()),
+        format!(
+            "{:?}",
+            s.get_item("i-1").unwrap().map(|i| (i.header, i.manifest))
+        ),
+        format!("{:?}", s.annotated(Target::Event, Note::Star, 10).unwrap()),
+        format!(
+            "{:?}",
+            s.timeline_stack(&all, crate::storage::timeline::Column::Host, true, 10)
+                .unwrap()
+        ),
+        format!("{:?}", s.timeline_histogram(&all, 1_000, 1_250, 5).unwrap()),
     ];
     for c in s.cases().unwrap() {
         out.push(format!("{:?}", s.case_links(c.id).unwrap()));
@@ -274,7 +291,7 @@ fn reads(s: &dyn MetadataStore) -> Vec<String> {
 #[test]
 fn a_sqlite_database_is_copied_whole() {
     let lite = sqlite();
-    let secret = populate(&*lite.store);
+    let [secret, session, link] = populate(&*lite.store);
     let path = lite._dir.as_ref().unwrap().path().join("meta.db");
     let pg = Postgres::connect(&fresh_database()).unwrap();
     let copied = pg.copy_from_sqlite(&path).unwrap();
