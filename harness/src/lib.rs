@@ -15,6 +15,7 @@
 //! - [`ConsoleClient`]: the web console over HTTPS with a session cookie; [`Browser`]: headless
 //!   Chromium over WebDriver, with screenshots.
 //! - [`memimage`]: the LiME and ELF core readers the memory checks use.
+//! - [`TempPostgres`]: a throwaway PostgreSQL server (the collector's shared metadata store).
 //!
 //! Everything has a timeout: a broken binary makes a test fail with the tail of the process
 //! logs, never hang.
@@ -32,6 +33,7 @@ mod managed;
 pub mod memimage;
 pub mod netns;
 mod ports;
+pub mod postgres;
 mod run;
 mod wait;
 mod webdriver;
@@ -49,6 +51,7 @@ pub use console::{csrf_of, ConsoleClient, Page};
 pub use files::{sha256_bytes, sha256_file, sha256sum_cli, workdir, write_random_file};
 pub use managed::{KillOnDrop, Managed};
 pub use ports::{free_ports, with_free_ports};
+pub use postgres::TempPostgres;
 pub use run::{describe_cmd, have_command, run, tail_file, tail_str, Output};
 pub use wait::{wait_for, wait_for_every};
 pub use webdriver::{Browser, El};

@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: what a fresh machine needs before the build and the tests, as root.
 //!
 //! - Debian packages: clang and libbpf-dev (the eBPF build: `ebpf/build.rs` compiles C with
-//!   clang against libbpf's headers) and the tools the tests run; one `apt-get update`, then one
+//!   clang against libbpf's headers), postgresql (the server the PostgreSQL store's tests
+//!   start, `cairn_harness::TempPostgres`) and the tools the tests run; one `apt-get update`, then one
 //!   `apt-get install`, only for what is missing.
 //! - Python tools the tests run (volatility3, kubernetes-validate), in a virtualenv at
 //!   `target/pytools` so that nothing is installed into the system's Python; `cargo xtask test`
@@ -24,6 +25,8 @@ use crate::procs::{run_inherit, section};
 enum Need {
     Command(&'static str),
     File(&'static str),
+    /// PostgreSQL 15 or newer in `/usr/lib/postgresql/*/bin`, whichever version Debian has.
+    Postgres,
 }
 
 const BUILD_NEEDS: &[(Need, &str)] = &[
@@ -31,16 +34,22 @@ const BUILD_NEEDS: &[(Need, &str)] = &[
     (Need::File("/usr/include/bpf/bpf_helpers.h"), "libbpf-dev"),
 ];
 
+/// What the tests need beyond commands: a PostgreSQL server for the collector's PostgreSQL
+/// back end (`cairn_harness::TempPostgres`).
+const TEST_NEEDS: &[(Need, &str)] = &[(Need::Postgres, "postgresql")];
+
 fn present(n: &Need) -> bool {
     match n {
         Need::Command(c) => have_command(c),
         Need::File(f) => Path::new(f).is_file(),
+        Need::Postgres => cairn_harness::postgres::postgres_bin_dir().is_ok(),
     }
 }
 
 fn describe(n: &Need) -> &'static str {
     match n {
         Need::Command(c) | Need::File(c) => c,
+        Need::Postgres => "PostgreSQL 15 or newer",
     }
 }
 
@@ -58,7 +67,7 @@ fn nix_like_euid() -> Option<u32> {
 /// Installs what is missing of the build's and the tests' packages, the tests' Python tools;
 /// mounts tracefs and bpffs.
 pub fn run(test_tools: &[(&str, &str)]) -> Result<()> {
-    packages(test_tools)?;
+    packages(TEST_NEEDS, test_tools)?;
     python_tools()?;
     garage()?;
     mounts()
@@ -106,7 +115,7 @@ fn garage() -> Result<()> {
 /// What the demo needs on a fresh machine: the build's packages and `tools`, tracefs and bpffs
 /// (no Python tools: the demo runs none).
 pub fn for_demo(tools: &[(&str, &str)]) -> Result<()> {
-    packages(tools)?;
+    packages(&[], tools)?;
     mounts()
 }
 
@@ -120,10 +129,11 @@ fn have_tool(tool: &str) -> bool {
     }
 }
 
-fn packages(test_tools: &[(&str, &str)]) -> Result<()> {
+fn packages(needs: &[(Need, &str)], test_tools: &[(&str, &str)]) -> Result<()> {
     section("packages (clang, libbpf-dev, test tools)");
     let mut missing: Vec<(&str, &str)> = BUILD_NEEDS
         .iter()
+        .chain(needs)
         .filter(|(n, _)| !present(n))
         .map(|(n, p)| (describe(n), *p))
         .collect();
@@ -154,6 +164,7 @@ fn packages(test_tools: &[(&str, &str)]) -> Result<()> {
         run_inherit(install)?;
         let still: Vec<&str> = BUILD_NEEDS
             .iter()
+            .chain(needs)
             .filter(|(n, _)| !present(n))
             .map(|(n, _)| describe(n))
             .chain(

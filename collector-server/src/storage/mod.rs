@@ -1,8 +1,12 @@
 //! Where the collector keeps things, behind two traits: the seam for other back ends.
 //!
 //! - [`MetadataStore`]: tokens, hosts, collections, items and their chunks, custody, live
-//!   events, the timeline, readiness, saved searches and containment actions — one trait per group of tables, each
-//!   in its own file, so a back end is written group by group. [`sqlite`] is the first.
+//!   events, the timeline, readiness, saved searches and containment actions — one trait per
+//!   group of tables, each in its own file, so a back end is written group by group.
+//!   [`sqlite`] (one file, one process) is the first; [`postgres`] (one database shared by
+//!   several collectors, its connections on threads of their own) the second. Both compile the
+//!   timeline's queries with `timeline_sql`, and one conformance suite (`conformance/`, tests
+//!   only) holds them to the same answers.
 //! - [`BlobStore`]: chunk payloads by the SHA-256 of their raw bytes. [`chunk_dir`] (a
 //!   content-addressed directory) is the first.
 //! - [`HeadStore`]: each custody chain's newest head, kept apart from the metadata so that
@@ -15,6 +19,8 @@ pub mod blobs;
 pub mod cases;
 pub mod chunk_dir;
 pub mod collections;
+#[cfg(test)]
+mod conformance;
 pub mod console;
 pub mod containment;
 pub mod custody;
@@ -24,12 +30,14 @@ pub mod head_file;
 pub mod heads;
 pub mod hosts;
 pub mod items;
+pub mod postgres;
 pub mod readiness;
 pub mod s3;
 pub mod searches;
 pub mod sequences;
 pub mod sqlite;
 pub mod timeline;
+pub(crate) mod timeline_sql;
 pub mod tokens;
 
 pub use blobs::{BlobError, BlobStore, Capacity};

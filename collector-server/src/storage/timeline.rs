@@ -120,13 +120,13 @@ pub enum Column {
 }
 
 impl Column {
-    /// The column's name in the timeline table.
+    /// The column's name in the timeline table, quoted where SQL reserves it.
     pub fn sql(&self) -> &'static str {
         match self {
             Column::Host => "host",
             Column::Kind => "kind",
             Column::Source => "source",
-            Column::User => "user",
+            Column::User => "\"user\"",
             Column::Exe => "exe",
             Column::Parent => "parent_exe",
             Column::Pid => "pid",

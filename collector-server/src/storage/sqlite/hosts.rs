@@ -214,10 +214,7 @@ impl HostStore for Sqlite {
     }
 
     fn hosts_with_id_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<HostRow>> {
-        let escaped = prefix
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
+        let escaped = crate::storage::timeline_sql::like_escape(prefix);
         self.rows(
             &format!(
                 "SELECT {HOST_COLS} FROM hosts WHERE id LIKE ?1 ESCAPE '\\' AND retired_at IS NULL ORDER BY id LIMIT ?2"
@@ -233,91 +230,5 @@ impl HostStore for Sqlite {
             params![id, now(), reason],
         )?;
         Ok(n == 1)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
-    use super::*;
-
-    fn store() -> (tempfile::TempDir, Sqlite) {
-        let d = tempfile::tempdir().unwrap();
-        let s = Sqlite::open(&d.path().join("meta.db")).unwrap();
-        (d, s)
-    }
-
-    fn ident(name: &str, mid: Option<&str>, instance: Option<&str>) -> HostIdentity {
-        HostIdentity {
-            hostname: name.into(),
-            machine_id: mid.map(str::to_string),
-            cloud: instance.map(|i| cairn_protocol::manifest::CloudIdentity {
-                provider: "aws".into(),
-                instance_id: Some(i.into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn an_import_finds_its_host_by_machine_id_then_by_name() {
-        let (_d, s) = store();
-        s.insert_enrolled_host("h-enrolled", "web-1", "fp1")
-            .unwrap();
-        s.set_enrolled_identity("h-enrolled", &ident("web-1", Some("m1"), None))
-            .unwrap();
-        // The same machine, whatever the image calls itself.
-        let id = s
-            .upsert_import_host(&ident("renamed", Some("m1"), None))
-            .unwrap();
-        assert_eq!(id, "h-enrolled");
-        // Another machine of another name: a new host, found again by the next import.
-        let img = s
-            .upsert_import_host(&ident("image-host", Some("m2"), None))
-            .unwrap();
-        assert_ne!(img, "h-enrolled");
-        assert_eq!(s.get_host(&img).unwrap().unwrap().hostname, "image-host");
-        assert_eq!(
-            s.upsert_import_host(&ident("image-host", Some("m2"), None))
-                .unwrap(),
-            img
-        );
-        // No machine id: the one host of that name.
-        assert_eq!(
-            s.upsert_import_host(&ident("image-host", None, None))
-                .unwrap(),
-            img
-        );
-        // A name shared by a host of another machine id is another host.
-        let other = s
-            .upsert_import_host(&ident("image-host", Some("m3"), None))
-            .unwrap();
-        assert!(other != img && other != "h-enrolled");
-        assert_eq!(s.list_hosts().unwrap().len(), 3);
-    }
-
-    #[test]
-    fn a_machine_enrolled_again_is_found_unless_its_instance_differs() {
-        let (_d, s) = store();
-        s.insert_enrolled_host("h1", "web-1", "fp1").unwrap();
-        s.set_enrolled_identity("h1", &ident("web-1", Some("m1"), Some("i-1")))
-            .unwrap();
-        assert_eq!(
-            s.enrolled_host_of_machine("m1", Some("i-1")).unwrap(),
-            Some("h1".into())
-        );
-        assert_eq!(
-            s.enrolled_host_of_machine("m1", None).unwrap(),
-            Some("h1".into())
-        );
-        // The machine id of an image cloned into another instance.
-        assert_eq!(s.enrolled_host_of_machine("m1", Some("i-2")).unwrap(), None);
-        assert_eq!(s.enrolled_host_of_machine("m9", None).unwrap(), None);
-        s.reenroll_host("h1", "web-1b", "fp2").unwrap();
-        assert_eq!(s.host_id_by_cert("fp1").unwrap(), None);
-        assert_eq!(s.host_id_by_cert("fp2").unwrap(), Some("h1".into()));
-        assert!(s.retire_host("h1", "gone").unwrap());
-        assert_eq!(s.enrolled_host_of_machine("m1", None).unwrap(), None);
     }
 }

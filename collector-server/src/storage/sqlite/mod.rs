@@ -33,6 +33,16 @@ impl From<rusqlite::Error> for StorageError {
         {
             return StorageError::Full(format!("SQLite: {e}"));
         }
+        // A duplicate key is a conflict wherever it happens, as on every back end.
+        if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+            if matches!(
+                f.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ) {
+                return StorageError::Conflict(msg.clone().unwrap_or_else(|| e.to_string()));
+            }
+        }
         StorageError::Backend {
             what: "SQLite",
             source: Box::new(e),

@@ -1,9 +1,11 @@
 use super::{now, Sqlite};
-use crate::storage::readiness::ReadinessStore;
+use crate::storage::readiness::{
+    fleet_days, fleet_since, history_row, mark_changes, ReadinessStore,
+};
 use crate::storage::{to_json, Result};
 use cairn_protocol::readiness::{CheckStatus, SelftestReport};
 use rusqlite::{params, OptionalExtension};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS readiness (
@@ -50,39 +52,20 @@ impl ReadinessStore for Sqlite {
              WHERE host_id = ?1 ORDER BY received_at DESC, rowid DESC LIMIT ?2",
             params![host_id, limit],
             |r| {
-                let report: Option<SelftestReport> =
-                    serde_json::from_str(&r.get::<_, String>(6)?).ok();
-                let checks: Vec<Value> = report
-                    .map(|rep| {
-                        rep.checks
-                            .iter()
-                            .map(|c| json!({"id": c.id, "status": c.status, "measured": c.measured, "remediation": c.remediation}))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Ok(json!({
-                    "received_at": r.get::<_, String>(0)?,
-                    "started": r.get::<_, String>(1)?,
-                    "status": r.get::<_, String>(2)?,
-                    "passed": r.get::<_, i64>(3)?,
-                    "warned": r.get::<_, i64>(4)?,
-                    "failed": r.get::<_, i64>(5)?,
-                    "checks": checks,
-                }))
+                Ok(history_row(
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    (r.get(3)?, r.get(4)?, r.get(5)?),
+                    &r.get::<_, String>(6)?,
+                ))
             },
         )?;
-        // `changed`: this report's verdict differs from the one before it.
-        for i in 0..rows.len() {
-            let before = rows.get(i + 1).map(|r| r["status"].clone());
-            let changed = before.is_some_and(|b| b != rows[i]["status"]);
-            rows[i]["changed"] = json!(changed);
-        }
+        mark_changes(&mut rows);
         Ok(rows)
     }
 
     fn fleet_readiness(&self, days: u32) -> Result<Vec<Value>> {
-        let since = time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
-        let since = cairn_protocol::rfc3339::format(since);
         let rows: Vec<(String, String, i64)> = self.rows(
             "SELECT day, status, COUNT(*) FROM (
                 SELECT substr(received_at, 1, 10) AS day, status,
@@ -90,18 +73,9 @@ impl ReadinessStore for Sqlite {
                                           ORDER BY received_at DESC, rowid DESC) AS rn
                 FROM readiness WHERE received_at >= ?1)
              WHERE rn = 1 GROUP BY day, status ORDER BY day",
-            params![since],
+            params![fleet_since(days)],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        let mut out: Vec<Value> = Vec::new();
-        for (day, status, n) in rows {
-            if out.last().map(|d| d["day"] != json!(day)).unwrap_or(true) {
-                out.push(json!({"day": day, "pass": 0, "warn": 0, "fail": 0}));
-            }
-            if let Some(d) = out.last_mut() {
-                d[status.as_str()] = json!(n);
-            }
-        }
-        Ok(out)
+        Ok(fleet_days(rows))
     }
 }
