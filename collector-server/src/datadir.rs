@@ -152,10 +152,13 @@ fn open_database_url(url: &str) -> Result<Arc<dyn MetadataStore>> {
             redact_url(url)
         );
     }
-    bail!(
-        "--database {}: this build has no PostgreSQL back end yet",
-        redact_url(url)
-    )
+    let pg = crate::storage::postgres::Postgres::connect(url).map_err(|e| {
+        anyhow::anyhow!(
+            "--database {}: {e}; check that PostgreSQL runs there and that the user may create tables",
+            redact_url(url)
+        )
+    })?;
+    Ok(Arc::new(pg))
 }
 
 impl DataDir {
@@ -433,7 +436,8 @@ impl DataDir {
         for name in Self::PEER_FILES {
             match fs::read(from.path(name)) {
                 Ok(bytes) => write_secret(&self.path(name), &bytes)?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && *name == "collector.toml" => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && *name == "collector.toml" => {
+                }
                 Err(e) => {
                     return Err(e).with_context(|| format!("reading {}", from.path(name).display()))
                 }

@@ -10,7 +10,7 @@ use crate::custody::Custody;
 use crate::datadir::{Backends, DataDir};
 use crate::metrics::Metrics;
 use crate::storage::head_file::HeadFile;
-use crate::storage::{BlobStore, HeadStore, Stores};
+use crate::storage::{BlobStore, CustodyStore, HeadStore, Stores};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::sync::Arc;
@@ -47,11 +47,7 @@ fn chunk_files(root: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
     Ok(out)
 }
 
-pub fn migrate(
-    data: &DataDir,
-    target: &Backends,
-    progress: &dyn Fn(&str),
-) -> Result<Report> {
+pub fn migrate(data: &DataDir, target: &Backends, progress: &dyn Fn(&str)) -> Result<Report> {
     data.check_private()?;
     if target.database.is_none() && target.blobs.is_none() {
         bail!("nothing to migrate to: give --to postgres://… and/or --blobs s3://…");
@@ -91,8 +87,7 @@ pub fn migrate(
     };
 
     // Evidence bytes and the custody heads.
-    let (blobs, heads): (Arc<dyn BlobStore>, Arc<dyn HeadStore>) = match target.blobs.as_deref()
-    {
+    let (blobs, heads): (Arc<dyn BlobStore>, Arc<dyn HeadStore>) = match target.blobs.as_deref() {
         Some(_) => {
             let (blobs, s3) = data.open_blob_store(target, true, &metrics)?;
             let s3 = s3.context("the object store")?;
@@ -125,7 +120,10 @@ pub fn migrate(
             (blobs, s3)
         }
         None => (
-            Arc::new(crate::storage::chunk_dir::ChunkDir::new(data.chunks(), true)),
+            Arc::new(crate::storage::chunk_dir::ChunkDir::new(
+                data.chunks(),
+                true,
+            )),
             Arc::new(HeadFile::open(&data.path(crate::datadir::HEADS), false)?),
         ),
     };
@@ -182,7 +180,10 @@ fn write_config(data: &DataDir, target: &Backends) -> Result<()> {
         doc.insert("blobs".into(), toml::Value::String(b.clone()));
     }
     if let Some(r) = target.retention {
-        doc.insert("object_lock_days".into(), toml::Value::Integer(i64::from(r.days)));
+        doc.insert(
+            "object_lock_days".into(),
+            toml::Value::Integer(i64::from(r.days)),
+        );
         doc.insert(
             "object_lock_mode".into(),
             toml::Value::String(format!("{:?}", r.mode).to_ascii_lowercase()),

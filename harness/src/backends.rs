@@ -226,7 +226,9 @@ fn unique(prefix: &str) -> String {
 /// A new empty database on the process's shared PostgreSQL (started on first use).
 pub fn postgres_database() -> Result<String> {
     let lock = POSTGRES.get_or_init(|| Mutex::new(None));
-    let mut pg = lock.lock().map_err(|_| anyhow!("shared PostgreSQL lock poisoned"))?;
+    let mut pg = lock
+        .lock()
+        .map_err(|_| anyhow!("shared PostgreSQL lock poisoned"))?;
     if pg.is_none() {
         *pg = Some(start_postgres()?);
     }

@@ -239,8 +239,14 @@ fn two_instances_serve_one_fleet_and_an_agent_fails_over_mid_upload() {
     ));
     let bins = Bins::beside_test_exe().unwrap();
     let mut one =
-        Collector::start_with(&bins, &work.path().join("one"), "127.0.0.1", env, |_| Ok(()))
-            .unwrap();
+        Collector::start_with(
+            &bins,
+            &work.path().join("one"),
+            "127.0.0.1",
+            env,
+            |_| Ok(()),
+        )
+        .unwrap();
     let two = one.start_peer(&work.path().join("two")).unwrap();
     let both = format!("{},{}", one.quic_addr(), two.quic_addr());
 
@@ -249,14 +255,21 @@ fn two_instances_serve_one_fleet_and_an_agent_fails_over_mid_upload() {
     a.set_collectors(&both).unwrap();
     a.run().unwrap();
     let host_a = a.wait_connected(&one, Duration::from_secs(60)).unwrap();
-    let mut b = Agent::enroll_in(&two, &work.path().join("b")).unwrap();
+    let mut b = Agent::enroll_with(&two, work.path(), &["--new-identity"]).unwrap();
     b.run().unwrap();
     let host_b = b.wait_connected(&two, Duration::from_secs(60)).unwrap();
     assert_ne!(host_a, host_b);
 
     // A collection asked of instance two for agent A (connected to one) is collected.
     let req = two
-        .cli_json(&["collect", &host_a, "--profile", "volatile", "--reason", "cross-instance"])
+        .cli_json(&[
+            "collect",
+            &host_a,
+            "--profile",
+            "volatile",
+            "--reason",
+            "cross-instance",
+        ])
         .unwrap();
     let cid = s(&req, "id").unwrap();
     let done = two.wait_finished(&cid, Duration::from_secs(180)).unwrap();

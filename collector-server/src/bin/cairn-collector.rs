@@ -230,6 +230,9 @@ fn run() -> Result<()> {
             from: Some(from),
             backends,
         } => {
+            if !names.is_empty() {
+                anyhow::bail!("--name with --from: an instance presents the certificate of the collector it joins; give every instance's name to that collector's init");
+            }
             let (dir, from) = (DataDir::new(&data), DataDir::new(from));
             let b = backends.resolve(&from)?;
             dir.init_peer(&from, &b)?;
