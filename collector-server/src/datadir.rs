@@ -446,6 +446,39 @@ impl DataDir {
         Ok(())
     }
 
+    /// Name the back ends in `collector.toml` (keeping what else it says), so that every
+    /// command given `--data` finds them without the flags.
+    pub fn record_backends(&self, b: &Backends) -> Result<()> {
+        if b.database.is_none() && b.blobs.is_none() {
+            return Ok(());
+        }
+        let p = self.path("collector.toml");
+        let mut doc: toml::Table = match fs::read_to_string(&p) {
+            Ok(t) => toml::from_str(&t).with_context(|| format!("{} is not TOML", p.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        };
+        if let Some(db) = &b.database {
+            doc.insert("database".into(), toml::Value::String(db.clone()));
+        }
+        if let Some(blobs) = &b.blobs {
+            doc.insert("blobs".into(), toml::Value::String(blobs.clone()));
+        }
+        if let Some(r) = b.retention {
+            doc.insert(
+                "object_lock_days".into(),
+                toml::Value::Integer(i64::from(r.days)),
+            );
+            doc.insert(
+                "object_lock_mode".into(),
+                toml::Value::String(format!("{:?}", r.mode).to_ascii_lowercase()),
+            );
+        }
+        let text = toml::to_string(&doc).context("collector.toml")?;
+        write_secret(&p, text.as_bytes())?;
+        Ok(())
+    }
+
     /// Create a new data directory. Refuses to touch one that already holds a CA.
     pub fn init(&self, names: &[String], backends: &Backends) -> Result<InitReport> {
         if self.path("ca.key").exists() {
@@ -493,6 +526,7 @@ impl DataDir {
         if backends.blobs.is_none() {
             HeadFile::open(&self.path(HEADS), true)?;
         }
+        self.record_backends(backends)?;
         self.evidence_key()?;
         let admin = db.create_api_token("admin", Role::Admin)?;
         write_secret(&self.path("admin.token"), format!("{admin}\n").as_bytes())?;

@@ -159,37 +159,8 @@ pub fn migrate(data: &DataDir, target: &Backends, progress: &dyn Fn(&str)) -> Re
         }
     }
     if report.collections_failed.is_empty() {
-        write_config(data, target)?;
+        data.record_backends(target)?;
         report.switched = true;
     }
     Ok(report)
-}
-
-/// Name the targets in `collector.toml`, keeping what else it says.
-fn write_config(data: &DataDir, target: &Backends) -> Result<()> {
-    let p = data.path("collector.toml");
-    let mut doc: toml::Table = match std::fs::read_to_string(&p) {
-        Ok(t) => toml::from_str(&t).with_context(|| format!("{} is not TOML", p.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
-    };
-    if let Some(db) = &target.database {
-        doc.insert("database".into(), toml::Value::String(db.clone()));
-    }
-    if let Some(b) = &target.blobs {
-        doc.insert("blobs".into(), toml::Value::String(b.clone()));
-    }
-    if let Some(r) = target.retention {
-        doc.insert(
-            "object_lock_days".into(),
-            toml::Value::Integer(i64::from(r.days)),
-        );
-        doc.insert(
-            "object_lock_mode".into(),
-            toml::Value::String(format!("{:?}", r.mode).to_ascii_lowercase()),
-        );
-    }
-    let text = toml::to_string(&doc).context("collector.toml")?;
-    cairn_private_fs::write_secret(&p, text.as_bytes())?;
-    Ok(())
 }

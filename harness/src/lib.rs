@@ -35,6 +35,7 @@ pub mod netns;
 mod ports;
 pub mod postgres;
 mod run;
+mod tamper;
 mod wait;
 mod webdriver;
 

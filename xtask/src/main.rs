@@ -101,6 +101,11 @@ enum Cmd {
         /// fuzz: seconds in all, split between the targets.
         #[arg(long, default_value_t = 240.0)]
         seconds: f64,
+        /// ingest: also run the collector on these back ends, beside the default, in the same
+        /// run: `postgres`, `s3`, or both (`postgres,s3`); PostgreSQL and Garage are started on
+        /// loopback by the benchmark.
+        #[arg(long)]
+        backend: Option<String>,
         /// load: how many simulated agents connect to the one collector.
         #[arg(long, default_value_t = 1000)]
         agents: usize,
@@ -257,8 +262,9 @@ fn main() -> ExitCode {
             seconds,
             agents,
             capture,
+            backend,
         } => match name.as_str() {
-            "ingest" => bench::ingest(size_mib.unwrap_or(1024)),
+            "ingest" => bench::ingest(size_mib.unwrap_or(1024), backend.as_deref()),
             "sensor" => bench_sensor::run(execs, connects),
             "memory" => bench_memory::run(size_mib.unwrap_or(1024), guest_mib),
             "disk" => bench_disk::run(size_mib.unwrap_or(2048)),
