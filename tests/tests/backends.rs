@@ -319,3 +319,105 @@ fn two_instances_serve_one_fleet_and_an_agent_fails_over_mid_upload() {
     let (_, m) = get_plain(&two, "/metrics");
     assert_eq!(metric(&m, "cairn_agents_connected"), 2.0, "{m}");
 }
+
+/// A collector on the embedded stores moved to PostgreSQL + S3: every collection's custody
+/// verifies there, the data directory is switched over, and the evidence is served from the
+/// new stores after a restart.
+#[test]
+fn migrate_moves_a_populated_collector_without_loss() {
+    let work = workdir("backends-migrate").unwrap();
+    let (mut collector, _agent, host) = collector_with_agent(work.path()).unwrap();
+    assert!(collector.env.is_empty(), "starts on the embedded stores");
+    let vol = collector
+        .collect_wait(
+            &host,
+            "volatile",
+            "before the move",
+            &[],
+            Duration::from_secs(180),
+        )
+        .unwrap();
+    assert_eq!(vol["status"], "sealed", "{}", summary(&vol));
+    let file = work.path().join("moved.bin");
+    let sha = write_random_file(&file, 24 * MIB, 0x3333).unwrap();
+    let cid = collect_file(&collector, &host, &file);
+    let done = collector
+        .wait_finished(&cid, Duration::from_secs(180))
+        .unwrap();
+    assert_eq!(done["status"], "sealed", "{}", summary(&done));
+    let item_id = s(&the_item(&done, &file), "id").unwrap();
+    collector.kill();
+
+    let garage = Garage::start().unwrap();
+    let db = backends::postgres_database().unwrap();
+    let env: Vec<(String, String)> = garage
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let mut cmd = std::process::Command::new(collector.bins.collector().unwrap());
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["migrate", "--data"])
+        .arg(&collector.data)
+        .args(["--to", &db, "--blobs", &garage.url("moved"), "--json"]);
+    let out = run(cmd, Duration::from_secs(600)).unwrap();
+    assert!(out.success(), "{}", out.describe("migrate"));
+    let report = out.json().unwrap();
+    assert_eq!(report["switched"], true, "{report:#}");
+    assert!(u(&report, "chunks_copied").unwrap() >= 6, "{report:#}");
+    assert!(report["collections_failed"].as_array().unwrap().is_empty());
+    let tables = report["tables"].as_array().unwrap();
+    let rows = |name: &str| {
+        tables
+            .iter()
+            .find(|t| t[0] == name)
+            .and_then(|t| t[1].as_u64())
+            .unwrap_or_else(|| panic!("no {name} in {report:#}"))
+    };
+    assert!(rows("custody") > 10 && rows("items") > 3 && rows("timeline") > 0);
+    assert!(
+        u(&report, "collections_verified").unwrap() >= 2,
+        "{report:#}"
+    );
+
+    // A second migration of the same directory is refused: it no longer uses the embedded
+    // stores.
+    let mut again = std::process::Command::new(collector.bins.collector().unwrap());
+    again
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["migrate", "--data"])
+        .arg(&collector.data)
+        .args(["--to", &db]);
+    let out = run(again, Duration::from_secs(60)).unwrap();
+    assert!(!out.success() && out.combined().contains("already names shared back ends"));
+
+    // Served from PostgreSQL + S3 now: the local stores are moved aside to prove it.
+    std::fs::rename(collector.data.join("cairn.db"), work.path().join("old.db")).unwrap();
+    std::fs::rename(
+        collector.data.join("chunks"),
+        work.path().join("old-chunks"),
+    )
+    .unwrap();
+    std::fs::create_dir(collector.data.join("chunks")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        collector.data.join("chunks"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    collector.env = env;
+    collector.restart().unwrap();
+    for c in [&cid, &s(&vol, "id").unwrap()] {
+        let v = collector
+            .cli_raw(&["custody", "verify", c], Duration::from_secs(180))
+            .unwrap();
+        assert!(
+            v.success(),
+            "{}",
+            v.describe("custody verify after the move")
+        );
+    }
+    let exported = work.path().join("exported.bin");
+    collector.export(&item_id, &exported).unwrap();
+    assert_eq!(sha256_file(&exported).unwrap(), sha);
+}

@@ -167,6 +167,20 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The end-to-end suites that run a second time on PostgreSQL + S3 (#16): collections,
+/// resume, custody tampering, import, timeline, triggers, the self-test.
+const SHARED_BACKEND_SUITES: &[&str] = &[
+    "spine", "resume", "custody", "offline", "timeline", "triggers", "selftest",
+];
+
+/// PATH with the Python tools `setup` installed first.
+fn tool_path() -> Result<Vec<std::path::PathBuf>> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![setup::pytools_dir().join("bin")];
+    dirs.extend(std::env::split_paths(&path));
+    Ok(dirs)
+}
+
 fn test(args: &[String]) -> Result<()> {
     setup::run(TEST_TOOLS)?;
     section("cargo build --workspace --bins");
@@ -177,11 +191,19 @@ fn test(args: &[String]) -> Result<()> {
     let mut t = cargo();
     t.args(["test", "--workspace", "--no-fail-fast"]).args(args);
     // The Python tools `setup` installed (volatility3, kubernetes-validate) come first.
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs = vec![setup::pytools_dir().join("bin")];
-    dirs.extend(std::env::split_paths(&path));
-    t.env("PATH", std::env::join_paths(dirs)?);
+    t.env("PATH", std::env::join_paths(tool_path()?)?);
     let unit = run_inherit(t);
+    // The same suites once more, with every collector on PostgreSQL for metadata and Garage
+    // (S3) for evidence: the suites are not copied, the harness picks the back ends.
+    section("e2e suites on PostgreSQL + S3 (CAIRN_TEST_BACKENDS=postgres+s3)");
+    let mut t = cargo();
+    t.args(["test", "-p", "cairn-e2e", "--no-fail-fast"]);
+    for suite in SHARED_BACKEND_SUITES {
+        t.args(["--test", suite]);
+    }
+    t.env("CAIRN_TEST_BACKENDS", "postgres+s3");
+    t.env("PATH", std::env::join_paths(tool_path()?)?);
+    let unit = both(unit, run_inherit(t));
     // Every fuzz target briefly: a crash found here is saved as a regression and fails the run.
     section("fuzz: every decoder of outside bytes, a minute in all");
     let unit = match (unit, fuzz::run(&[], 60.0, None)) {
