@@ -310,6 +310,11 @@ fn a_sqlite_database_is_copied_whole() {
         pg.check_api_token(&secret).unwrap(),
         Some(("alice".into(), Role::Admin))
     );
+    assert_eq!(pg.session(&session).unwrap().unwrap().name, "alice");
+    assert_eq!(
+        pg.use_link(&link).unwrap(),
+        Some(("bob".into(), Role::Viewer))
+    );
     let next = pg.create_case("next", "bob").unwrap();
     assert_eq!(next.id, lite.store.create_case("next", "bob").unwrap().id);
     let mut e = crate::storage::timeline::Event::new(9, "s", "k", "m");
@@ -365,4 +370,70 @@ fn a_signed_record_with_a_nul_is_not_copied_altered_and_nothing_is_copied() {
     assert!(err.contains("custody") && err.contains("NUL"), "{err}");
     // One transaction: the hosts copied before the custody table are gone with it.
     assert!(pg.list_hosts().unwrap().is_empty());
+}
+
+#[test]
+fn the_timeline_queries_use_their_indexes() {
+    use crate::storage::timeline_sql::{Query, Value, POSTGRES};
+    let url = fresh_database();
+    let pg = Postgres::connect(&url).unwrap();
+    let evs: Vec<crate::storage::timeline::Event> = (0..50_000i64)
+        .map(|i| {
+            let mut e = crate::storage::timeline::Event::new(
+                i,
+                "journal",
+                ["a", "b", "c"][(i % 3) as usize],
+                format!("line {i}"),
+            );
+            e.dedup = i;
+            e
+        })
+        .collect();
+    pg.insert_timeline("h", None, &evs).unwrap();
+    pg.insert_timeline("g", None, &evs[..100]).unwrap();
+    let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    // Whether the planner can use an index, not whether it prefers one on a small table.
+    c.batch_execute("ANALYZE; SET enable_seqscan = off")
+        .unwrap();
+    let mut plan = |f: &Filter| {
+        // As the store builds it: the hosts looked up first.
+        let mut q = Query::new(POSTGRES);
+        q.hosts = Some(
+            c.query("SELECT host_id, n FROM timeline_hosts", &[])
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        );
+        let sql = q.page(f, None, 50);
+        let params: Vec<Box<dyn ::postgres::types::ToSql + Sync>> = q
+            .params
+            .iter()
+            .map(|v| -> Box<dyn ::postgres::types::ToSql + Sync> {
+                match v {
+                    Value::Int(i) => Box::new(*i),
+                    Value::Text(t) => Box::new(t.clone()),
+                    Value::Null => Box::new(None::<i64>),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ::postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p.as_ref()).collect();
+        let rows = c.query(&format!("EXPLAIN {sql}"), &refs).unwrap();
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let text = plan(&Filter {
+        text: Some("LINE 4999".into()),
+        ..Default::default()
+    });
+    assert!(text.contains("timeline_message_trgm"), "{text}");
+    let host = plan(&Filter {
+        host_ids: vec!["g".into()],
+        from_ns: Some(10),
+        ..Default::default()
+    });
+    assert!(host.contains("timeline_host_time"), "{host}");
 }
