@@ -55,6 +55,35 @@ fn two_collectors_append_the_same_custody_record_and_one_wins() {
         assert_eq!((won, lost), (1, 1), "round {round}: {results:?}");
         assert_eq!(stores[0].custody_records(&coll).unwrap().len(), 1);
     }
+    // The same timeline batch from both at once (a new host too): each event is new once.
+    let evs: Vec<crate::storage::timeline::Event> = (0..5_000i64)
+        .map(|i| {
+            let mut e =
+                crate::storage::timeline::Event::new(i / 3, "journal", "log", format!("l{i}"));
+            e.dedup = i;
+            e
+        })
+        .collect();
+    let barrier = Barrier::new(2);
+    let new: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = stores
+            .iter()
+            .map(|store| {
+                let (evs, barrier) = (&evs, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    store.insert_timeline("new-host", None, evs).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(new, 5_000);
+    let f = Filter {
+        host_ids: vec!["new-host".into()],
+        ..Default::default()
+    };
+    assert_eq!(stores[1].timeline_facets(&f).unwrap().total, 5_000);
     // Chunks and items: the unique keys decide, not the process.
     stores[0].insert_enrolled_host("h", "web", "c").unwrap();
     stores[0]
