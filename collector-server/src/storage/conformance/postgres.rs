@@ -466,3 +466,46 @@ fn the_timeline_queries_use_their_indexes() {
     });
     assert!(host.contains("timeline_host_time"), "{host}");
 }
+
+#[test]
+fn a_transaction_lost_to_a_deadlock_runs_again() {
+    let url = fresh_database();
+    let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    c.batch_execute("CREATE TABLE t (n BIGINT)").unwrap();
+    let mut attempts = 0;
+    let n = crate::storage::postgres::in_transaction(&mut c, |tx| {
+        attempts += 1;
+        tx.execute("INSERT INTO t VALUES (1)", &[])?;
+        if attempts < 3 {
+            // What the server says to the loser of a deadlock.
+            tx.batch_execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$",
+            )?;
+        }
+        Ok(attempts)
+    })
+    .unwrap();
+    assert_eq!(n, 3);
+    // Nothing of the failed attempts stayed.
+    let rows: i64 = c.query_one("SELECT COUNT(*) FROM t", &[]).unwrap().get(0);
+    assert_eq!(rows, 1);
+    // Three at most; other errors at once.
+    let mut tries = 0;
+    let err = crate::storage::postgres::in_transaction(&mut c, |tx| {
+        tries += 1;
+        tx.batch_execute("DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$")?;
+        Ok(())
+    })
+    .unwrap_err();
+    assert_eq!(tries, 3);
+    assert!(err.to_string().contains("40P01"), "{err}");
+    let mut tries = 0;
+    let err = crate::storage::postgres::in_transaction(&mut c, |tx| {
+        tries += 1;
+        tx.batch_execute("SELECT nonsense")?;
+        Ok(())
+    })
+    .unwrap_err();
+    assert_eq!(tries, 1);
+    assert!(err.to_string().contains("42703"), "{err}");
+}

@@ -1,4 +1,4 @@
-use super::{get, int, ot, rows, t, Postgres};
+use super::{get, in_transaction, int, ot, rows, t, Postgres};
 use crate::storage::events::{EventStore, LiveEvent};
 use crate::storage::timeline::Event;
 use crate::storage::Result;
@@ -53,7 +53,7 @@ impl EventStore for Postgres {
             .collect::<Result<Vec<_>>>()?;
         let timeline = timeline.to_vec();
         self.run(move |c| {
-            let mut tx = c.transaction()?;
+            in_transaction(c, |tx| {
             // No key to deduplicate on: straight in by binary COPY, one round trip a batch.
             let sink = tx.copy_in(
                 "COPY events (host_id, time_ns, kind, pid, ppid, uid, comm, exe, container_id, source, json)
@@ -76,9 +76,9 @@ impl EventStore for Postgres {
                 ])?;
             }
             w.finish()?;
-            super::timeline::insert_with(&mut tx, &host, None, &timeline)?;
-            tx.commit()?;
+            super::timeline::insert_with(tx, &host, None, &timeline)?;
             Ok(n)
+            })
         })
     }
 

@@ -4,7 +4,7 @@
 //! `INSERT … SELECT … ON CONFLICT DO NOTHING` in the batch's order: the first of two equal
 //! events stays, and the count of new rows is exactly SQLite's.
 
-use super::{get, get_u64, int, now, ot, params, refs, rows, t, Postgres, Txt};
+use super::{get, get_u64, in_transaction, int, now, ot, params, refs, rows, t, Postgres, Txt};
 use crate::storage::timeline::{
     Column, Cursor, Event, Facets, Filter, Histogram, Stacked, StoredEvent, TimelineStore,
     FACET_SCAN_MAX,
@@ -178,12 +178,7 @@ impl TimelineStore for Postgres {
     ) -> Result<usize> {
         let (host, item) = (host_id.to_string(), item_id.map(str::to_string));
         let events = events.to_vec();
-        self.run(move |c| {
-            let mut tx = c.transaction()?;
-            let n = insert_with(&mut tx, &host, item.as_deref(), &events)?;
-            tx.commit()?;
-            Ok(n)
-        })
+        self.run(move |c| in_transaction(c, |tx| insert_with(tx, &host, item.as_deref(), &events)))
     }
 
     fn record_timeline_item(
