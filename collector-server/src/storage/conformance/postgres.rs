@@ -102,10 +102,12 @@ fn two_collectors_append_the_same_custody_record_and_one_wins() {
     assert!(!stores[0]
         .record_chunk("i", 0, "s", 4, Codec::None, 4)
         .unwrap());
-    assert!(matches!(
-        stores[1].insert_enrolled_host("h", "web", "other"),
-        Err(StorageError::Conflict(_))
-    ));
+    match stores[1].insert_enrolled_host("h", "web", "other") {
+        Err(e @ StorageError::Conflict(_)) => {
+            assert_eq!(e.to_string(), "a row of hosts: Key (id)=(h) already exists")
+        }
+        r => panic!("{r:?}"),
+    }
 }
 
 fn some_calls(s: &Postgres, n: usize) {

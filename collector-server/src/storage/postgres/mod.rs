@@ -114,13 +114,17 @@ impl From<postgres::Error> for StorageError {
     fn from(e: postgres::Error) -> Self {
         let db = e.as_db_error();
         match e.code() {
+            // "a row of custody: Key (collection_id, seq)=(c, 0)" (the error adds "already exists").
             Some(c) if *c == SqlState::UNIQUE_VIOLATION => StorageError::Conflict(format!(
-                "{} {}",
-                db.and_then(|d| d.table()).unwrap_or("row"),
+                "a row of {}: {}",
+                db.and_then(|d| d.table()).unwrap_or("a table"),
                 db.and_then(|d| d.detail())
-                    .unwrap_or_else(|| db.map(|d| d.message()).unwrap_or("")),
+                    .unwrap_or_else(|| db.map(|d| d.message()).unwrap_or(""))
+                    .trim_end_matches(" already exists.")
             )),
-            Some(c) if *c == SqlState::DISK_FULL => StorageError::Full(format!("PostgreSQL: {e}")),
+            Some(c) if *c == SqlState::DISK_FULL => {
+                StorageError::Full(format!("PostgreSQL: {}", PgError(e)))
+            }
             _ => StorageError::Backend {
                 what: "PostgreSQL",
                 source: Box::new(PgError(e)),
