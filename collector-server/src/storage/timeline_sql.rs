@@ -59,6 +59,9 @@ pub(crate) const ROW_COLS: &str = "id, time_ns, (SELECT host_id FROM timeline_ho
 pub(crate) struct Query {
     pub d: Dialect,
     pub params: Vec<Value>,
+    /// The hosts' small numbers when the caller looked them up first: the planner then sees
+    /// `host IN (3)` and its statistics, not a sub-select it cannot see into.
+    pub hosts: Option<HashMap<String, i64>>,
 }
 
 impl Query {
@@ -66,6 +69,7 @@ impl Query {
         Query {
             d,
             params: Vec::new(),
+            hosts: None,
         }
     }
 
@@ -81,6 +85,17 @@ impl Query {
 
     /// `host IN (…)`: the hosts' small numbers by their agent ids.
     fn hosts_in(&mut self, ids: &[String]) -> String {
+        if let Some(known) = &self.hosts {
+            let numbers: Vec<i64> = ids.iter().filter_map(|h| known.get(h).copied()).collect();
+            if numbers.is_empty() {
+                return "FALSE".into();
+            }
+            let marks: Vec<String> = numbers
+                .into_iter()
+                .map(|n| self.bind(Value::Int(n)))
+                .collect();
+            return format!("host IN ({})", marks.join(","));
+        }
         let marks: Vec<String> = ids.iter().map(|h| self.text(h)).collect();
         format!(
             "host IN (SELECT n FROM timeline_hosts WHERE host_id IN ({}))",
@@ -307,6 +322,28 @@ pub(crate) fn buckets(from_ns: i64, to_ns: i64, buckets: u32) -> (i64, Vec<(i64,
         })
         .collect();
     (bucket_ns, ranges)
+}
+
+/// Every agent id a filter names (its hosts, and the hosts of its condition).
+pub(crate) fn host_ids(f: &Filter) -> Vec<String> {
+    fn walk(c: &Cond, out: &mut Vec<String>) {
+        match c {
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().for_each(|c| walk(c, out)),
+            Cond::Not(c) => walk(c, out),
+            Cond::Is(Column::Host, Match::OneOf(v)) => out.extend(v.iter().cloned()),
+            Cond::Is(Column::Host, Match::Is(v) | Match::Prefix(v) | Match::Contains(v)) => {
+                out.push(v.clone())
+            }
+            Cond::Is(..) => {}
+        }
+    }
+    let mut out = f.host_ids.clone();
+    if let Some(c) = &f.cond {
+        walk(c, &mut out);
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 pub(crate) fn like_escape(t: &str) -> String {

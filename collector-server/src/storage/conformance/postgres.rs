@@ -55,6 +55,35 @@ fn two_collectors_append_the_same_custody_record_and_one_wins() {
         assert_eq!((won, lost), (1, 1), "round {round}: {results:?}");
         assert_eq!(stores[0].custody_records(&coll).unwrap().len(), 1);
     }
+    // The same timeline batch from both at once (a new host too): each event is new once.
+    let evs: Vec<crate::storage::timeline::Event> = (0..5_000i64)
+        .map(|i| {
+            let mut e =
+                crate::storage::timeline::Event::new(i / 3, "journal", "log", format!("l{i}"));
+            e.dedup = i;
+            e
+        })
+        .collect();
+    let barrier = Barrier::new(2);
+    let new: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = stores
+            .iter()
+            .map(|store| {
+                let (evs, barrier) = (&evs, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    store.insert_timeline("new-host", None, evs).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(new, 5_000);
+    let f = Filter {
+        host_ids: vec!["new-host".into()],
+        ..Default::default()
+    };
+    assert_eq!(stores[1].timeline_facets(&f).unwrap().total, 5_000);
     // Chunks and items: the unique keys decide, not the process.
     stores[0].insert_enrolled_host("h", "web", "c").unwrap();
     stores[0]
@@ -73,10 +102,12 @@ fn two_collectors_append_the_same_custody_record_and_one_wins() {
     assert!(!stores[0]
         .record_chunk("i", 0, "s", 4, Codec::None, 4)
         .unwrap());
-    assert!(matches!(
-        stores[1].insert_enrolled_host("h", "web", "other"),
-        Err(StorageError::Conflict(_))
-    ));
+    match stores[1].insert_enrolled_host("h", "web", "other") {
+        Err(e @ StorageError::Conflict(_)) => {
+            assert_eq!(e.to_string(), "a row of hosts: Key (id)=(h) already exists")
+        }
+        r => panic!("{r:?}"),
+    }
 }
 
 fn some_calls(s: &Postgres, n: usize) {
@@ -310,6 +341,11 @@ fn a_sqlite_database_is_copied_whole() {
         pg.check_api_token(&secret).unwrap(),
         Some(("alice".into(), Role::Admin))
     );
+    assert_eq!(pg.session(&session).unwrap().unwrap().name, "alice");
+    assert_eq!(
+        pg.use_link(&link).unwrap(),
+        Some(("bob".into(), Role::Viewer))
+    );
     let next = pg.create_case("next", "bob").unwrap();
     assert_eq!(next.id, lite.store.create_case("next", "bob").unwrap().id);
     let mut e = crate::storage::timeline::Event::new(9, "s", "k", "m");
@@ -365,4 +401,113 @@ fn a_signed_record_with_a_nul_is_not_copied_altered_and_nothing_is_copied() {
     assert!(err.contains("custody") && err.contains("NUL"), "{err}");
     // One transaction: the hosts copied before the custody table are gone with it.
     assert!(pg.list_hosts().unwrap().is_empty());
+}
+
+#[test]
+fn the_timeline_queries_use_their_indexes() {
+    use crate::storage::timeline_sql::{Query, Value, POSTGRES};
+    let url = fresh_database();
+    let pg = Postgres::connect(&url).unwrap();
+    let evs: Vec<crate::storage::timeline::Event> = (0..50_000i64)
+        .map(|i| {
+            let mut e = crate::storage::timeline::Event::new(
+                i,
+                "journal",
+                ["a", "b", "c"][(i % 3) as usize],
+                format!("line {i}"),
+            );
+            e.dedup = i;
+            e
+        })
+        .collect();
+    pg.insert_timeline("h", None, &evs).unwrap();
+    pg.insert_timeline("g", None, &evs[..100]).unwrap();
+    let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    // Whether the planner can use an index, not whether it prefers one on a small table.
+    c.batch_execute("ANALYZE; SET enable_seqscan = off")
+        .unwrap();
+    let mut plan = |f: &Filter| {
+        // As the store builds it: the hosts looked up first.
+        let mut q = Query::new(POSTGRES);
+        q.hosts = Some(
+            c.query("SELECT host_id, n FROM timeline_hosts", &[])
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        );
+        let sql = q.page(f, None, 50);
+        let params: Vec<Box<dyn ::postgres::types::ToSql + Sync>> = q
+            .params
+            .iter()
+            .map(|v| -> Box<dyn ::postgres::types::ToSql + Sync> {
+                match v {
+                    Value::Int(i) => Box::new(*i),
+                    Value::Text(t) => Box::new(t.clone()),
+                    Value::Null => Box::new(None::<i64>),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ::postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p.as_ref()).collect();
+        let rows = c.query(&format!("EXPLAIN {sql}"), &refs).unwrap();
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let text = plan(&Filter {
+        text: Some("LINE 4999".into()),
+        ..Default::default()
+    });
+    assert!(text.contains("timeline_message_trgm"), "{text}");
+    let host = plan(&Filter {
+        host_ids: vec!["g".into()],
+        from_ns: Some(10),
+        ..Default::default()
+    });
+    assert!(host.contains("timeline_host_time"), "{host}");
+}
+
+#[test]
+fn a_transaction_lost_to_a_deadlock_runs_again() {
+    let url = fresh_database();
+    let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    c.batch_execute("CREATE TABLE t (n BIGINT)").unwrap();
+    let mut attempts = 0;
+    let n = crate::storage::postgres::in_transaction(&mut c, |tx| {
+        attempts += 1;
+        tx.execute("INSERT INTO t VALUES (1)", &[])?;
+        if attempts < 3 {
+            // What the server says to the loser of a deadlock.
+            tx.batch_execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$",
+            )?;
+        }
+        Ok(attempts)
+    })
+    .unwrap();
+    assert_eq!(n, 3);
+    // Nothing of the failed attempts stayed.
+    let rows: i64 = c.query_one("SELECT COUNT(*) FROM t", &[]).unwrap().get(0);
+    assert_eq!(rows, 1);
+    // Three at most; other errors at once.
+    let mut tries = 0;
+    let err = crate::storage::postgres::in_transaction(&mut c, |tx| {
+        tries += 1;
+        tx.batch_execute("DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$")?;
+        Ok(())
+    })
+    .unwrap_err();
+    assert_eq!(tries, 3);
+    assert!(err.to_string().contains("40P01"), "{err}");
+    let mut tries = 0;
+    let err = crate::storage::postgres::in_transaction(&mut c, |tx| {
+        tries += 1;
+        tx.batch_execute("SELECT nonsense")?;
+        Ok(())
+    })
+    .unwrap_err();
+    assert_eq!(tries, 1);
+    assert!(err.to_string().contains("42703"), "{err}");
 }

@@ -114,31 +114,84 @@ impl From<postgres::Error> for StorageError {
     fn from(e: postgres::Error) -> Self {
         let db = e.as_db_error();
         match e.code() {
+            // "a row of custody: Key (collection_id, seq)=(c, 0)" (the error adds "already exists").
             Some(c) if *c == SqlState::UNIQUE_VIOLATION => StorageError::Conflict(format!(
-                "{} {}",
-                db.and_then(|d| d.table()).unwrap_or("row"),
+                "a row of {}: {}",
+                db.and_then(|d| d.table()).unwrap_or("a table"),
                 db.and_then(|d| d.detail())
-                    .unwrap_or_else(|| db.map(|d| d.message()).unwrap_or("")),
+                    .unwrap_or_else(|| db.map(|d| d.message()).unwrap_or(""))
+                    .trim_end_matches(" already exists.")
             )),
-            Some(c) if *c == SqlState::DISK_FULL => StorageError::Full(format!("PostgreSQL: {e}")),
-            // The server's own words: `db error` alone tells nothing.
-            _ => match db {
-                Some(d) => StorageError::Backend {
-                    what: "PostgreSQL",
-                    source: format!(
-                        "{} {}: {}{}",
-                        d.severity(),
-                        d.code().code(),
-                        d.message(),
-                        d.detail().map(|x| format!(" ({x})")).unwrap_or_default()
-                    )
-                    .into(),
-                },
-                None => StorageError::Backend {
-                    what: "PostgreSQL",
-                    source: Box::new(e),
-                },
+            Some(c) if *c == SqlState::DISK_FULL => {
+                StorageError::Full(format!("PostgreSQL: {}", PgError(e)))
+            }
+            _ => StorageError::Backend {
+                what: "PostgreSQL",
+                source: Box::new(PgError(e)),
             },
+        }
+    }
+}
+
+/// A client error that says what the server said (`postgres::Error` alone shows `db error`).
+#[derive(Debug)]
+struct PgError(postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(d) => {
+                write!(f, "{} {}: {}", d.severity(), d.code().code(), d.message())?;
+                if let Some(x) = d.detail() {
+                    write!(f, " ({x})")?;
+                }
+                Ok(())
+            }
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// A deadlock or a serialisation failure between collectors: the transaction was rolled back
+/// whole and may run again.
+fn retryable(e: &StorageError) -> bool {
+    let StorageError::Backend { source, .. } = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<PgError>()
+        .and_then(|p| p.0.code())
+        .is_some_and(|c| {
+            *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        })
+}
+
+/// Run a transaction, again (up to three times in all) when another collector's made it fail
+/// by a deadlock: nothing of a failed attempt stays.
+pub(in crate::storage) fn in_transaction<T>(
+    c: &mut Client,
+    mut f: impl FnMut(&mut postgres::Transaction<'_>) -> Result<T>,
+) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let r = c
+            .transaction()
+            .map_err(StorageError::from)
+            .and_then(|mut tx| {
+                let v = f(&mut tx)?;
+                tx.commit()?;
+                Ok(v)
+            });
+        match r {
+            Err(e) if attempt < 3 && retryable(&e) => continue,
+            r => return r,
         }
     }
 }

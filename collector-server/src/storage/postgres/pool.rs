@@ -46,6 +46,11 @@ impl Pool {
         if config.get_application_name().is_none() {
             config.application_name("cairn-collector");
         }
+        if config.get_options().is_none() {
+            // The staging table's `CREATE … IF NOT EXISTS` notice would be logged on every
+            // timeline batch: notices are not the collector's log.
+            config.options("-c client_min_messages=warning");
+        }
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let mut threads = Vec::new();

@@ -4,7 +4,7 @@
 //! `INSERT … SELECT … ON CONFLICT DO NOTHING` in the batch's order: the first of two equal
 //! events stays, and the count of new rows is exactly SQLite's.
 
-use super::{get, get_u64, int, now, ot, params, refs, rows, t, Postgres, Txt};
+use super::{get, get_u64, in_transaction, int, now, ot, params, refs, rows, t, Postgres, Txt};
 use crate::storage::timeline::{
     Column, Cursor, Event, Facets, Filter, Histogram, Stacked, StoredEvent, TimelineStore,
     FACET_SCAN_MAX,
@@ -178,12 +178,7 @@ impl TimelineStore for Postgres {
     ) -> Result<usize> {
         let (host, item) = (host_id.to_string(), item_id.map(str::to_string));
         let events = events.to_vec();
-        self.run(move |c| {
-            let mut tx = c.transaction()?;
-            let n = insert_with(&mut tx, &host, item.as_deref(), &events)?;
-            tx.commit()?;
-            Ok(n)
-        })
+        self.run(move |c| in_transaction(c, |tx| insert_with(tx, &host, item.as_deref(), &events)))
     }
 
     fn record_timeline_item(
@@ -237,36 +232,13 @@ impl TimelineStore for Postgres {
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<(Vec<StoredEvent>, Option<Cursor>)> {
-        let mut q = Query::new(POSTGRES);
-        let sql = q.page(f, after, limit);
-        let rows = self.run(move |c| query_rows(c, &sql, &q, stored_event))?;
+        let rows = self.filtered(f, move |q, f| q.page(f, after, limit), stored_event)?;
         Ok(timeline_sql::page_of(rows, limit))
     }
 
     fn timeline_facets(&self, f: &Filter) -> Result<Facets> {
-        let mut q = Query::new(POSTGRES);
-        let w = q.where_clause(f, None);
-        // One pass over the first FACET_SCAN_MAX matching rows, counted by the server: column
-        // -1 is the total, 0 the host, 1… the facet columns in FACET_COLS' order.
-        let cols: Vec<String> = (0..FACET_COLS.split(", ").count())
-            .map(|i| format!("c{i}"))
-            .collect();
-        let mut sql = format!(
-            "WITH m(host, {}) AS MATERIALIZED (SELECT host, {FACET_COLS} FROM timeline {w} LIMIT {FACET_SCAN_MAX})
-             SELECT -1, NULL::text, COUNT(*) FROM m
-             UNION ALL SELECT 0, (SELECT host_id FROM timeline_hosts WHERE n = host), COUNT(*) FROM m GROUP BY host",
-            cols.join(", ")
-        );
-        for (i, c) in cols.iter().enumerate() {
-            sql.push_str(&format!(
-                " UNION ALL SELECT {}, {c}, COUNT(*) FROM m WHERE {c} IS NOT NULL GROUP BY {c}",
-                i + 1
-            ));
-        }
-        let counted: Vec<(i32, Option<String>, u64)> = self.run(move |c| {
-            query_rows(c, &sql, &q, |r| {
-                Ok((get(r, 0)?, get(r, 1)?, get_u64(r, 2)?))
-            })
+        let counted: Vec<(i32, Option<String>, u64)> = self.filtered(f, facets_sql, |r| {
+            Ok((get(r, 0)?, get(r, 1)?, get_u64(r, 2)?))
         })?;
         let mut total = 0;
         let mut host = HashMap::new();
@@ -295,9 +267,11 @@ impl TimelineStore for Postgres {
         offset: u32,
         limit: u32,
     ) -> Result<Vec<(String, u64)>> {
-        let mut q = Query::new(POSTGRES);
-        let sql = q.values(f, column, offset, limit);
-        self.run(move |c| query_rows(c, &sql, &q, |r| Ok((get(r, 0)?, get_u64(r, 1)?))))
+        self.filtered(
+            f,
+            move |q, f| q.values(f, column, offset, limit),
+            |r| Ok((get(r, 0)?, get_u64(r, 1)?)),
+        )
     }
 
     fn timeline_histogram(
@@ -315,17 +289,21 @@ impl TimelineStore for Postgres {
         if b.from_ns <= b.to_ns {
             // One pass, grouped by bucket (the same buckets as SQLite's range counts: the
             // last one takes the remainder); numeric so that no difference overflows.
-            let mut q = Query::new(POSTGRES);
-            let w = q.where_clause(&b, None);
-            let from = q.bind(Value::Int(from_ns));
-            let width = q.bind(Value::Int(bucket_ns));
-            let last = q.bind(Value::Int(counts.len() as i64 - 1));
-            let sql = format!(
-                "SELECT LEAST(FLOOR((time_ns::numeric - {from}::bigint) / {width}::bigint), {last}::bigint)::bigint AS i, COUNT(*)
-                 FROM timeline {w} GROUP BY i"
-            );
-            let found: Vec<(i64, u64)> =
-                self.run(move |c| query_rows(c, &sql, &q, |r| Ok((get(r, 0)?, get_u64(r, 1)?))))?;
+            let last = counts.len() as i64 - 1;
+            let found: Vec<(i64, u64)> = self.filtered(
+                &b,
+                move |q, f| {
+                    let w = q.where_clause(f, None);
+                    let from = q.bind(Value::Int(from_ns));
+                    let width = q.bind(Value::Int(bucket_ns));
+                    let last = q.bind(Value::Int(last));
+                    format!(
+                        "SELECT LEAST(FLOOR((time_ns::numeric - {from}::bigint) / {width}::bigint), {last}::bigint)::bigint AS i, COUNT(*)
+                         FROM timeline {w} GROUP BY i"
+                    )
+                },
+                |r| Ok((get(r, 0)?, get_u64(r, 1)?)),
+            )?;
             for (i, n) in found {
                 if let Some(slot) = usize::try_from(i).ok().and_then(|i| counts.get_mut(i)) {
                     *slot = n;
@@ -346,17 +324,17 @@ impl TimelineStore for Postgres {
         rarest_first: bool,
         limit: u32,
     ) -> Result<Vec<Stacked>> {
-        let mut q = Query::new(POSTGRES);
-        let sql = q.stack(f, column, rarest_first, limit);
-        self.run(move |c| {
-            query_rows(c, &sql, &q, |r| {
+        self.filtered(
+            f,
+            move |q, f| q.stack(f, column, rarest_first, limit),
+            |r| {
                 Ok(Stacked {
                     value: get(r, 0)?,
                     events: get_u64(r, 1)?,
                     hosts: get_u64(r, 2)?,
                 })
-            })
-        })
+            },
+        )
     }
 
     fn timeline_event(&self, id: i64) -> Result<Option<StoredEvent>> {
@@ -399,10 +377,74 @@ impl TimelineStore for Postgres {
     }
 
     fn timeline_span(&self, f: &Filter) -> Result<Option<(i64, i64)>> {
-        let mut q = Query::new(POSTGRES);
-        let sql = q.span(f);
         let span: Vec<(Option<i64>, Option<i64>)> =
-            self.run(move |c| query_rows(c, &sql, &q, |r| Ok((get(r, 0)?, get(r, 1)?))))?;
+            self.filtered(f, |q, f| q.span(f), |r| Ok((get(r, 0)?, get(r, 1)?)))?;
         Ok(span.into_iter().next().and_then(|(lo, hi)| lo.zip(hi)))
     }
+}
+
+impl Postgres {
+    /// A query of the shared timeline SQL over a filter, built on the connection that runs it
+    /// once the filter's hosts are looked up, and its rows mapped.
+    fn filtered<T: Send + 'static>(
+        &self,
+        f: &Filter,
+        build: impl FnOnce(&mut Query, &Filter) -> String + Send + 'static,
+        map: impl Fn(&Row) -> Result<T> + Send + 'static,
+    ) -> Result<Vec<T>> {
+        let f = f.clone();
+        self.run(move |c| {
+            let mut q = query_for(c, &f)?;
+            let sql = build(&mut q, &f);
+            query_rows(c, &sql, &q, map)
+        })
+    }
+}
+
+/// A query whose hosts are their numbers: `host IN (3, 5)` lets the planner use its
+/// statistics and the `(host, time_ns, …)` index, where a sub-select hides both.
+fn query_for(c: &mut postgres::Client, f: &Filter) -> Result<Query> {
+    let mut q = Query::new(POSTGRES);
+    let ids = timeline_sql::host_ids(f);
+    if !ids.is_empty() {
+        // As stored: U+0000 is U+FFFD there (`Txt`).
+        let stored: Vec<String> = ids.iter().map(|h| h.replace('\0', "\u{fffd}")).collect();
+        let found: HashMap<String, i64> = rows(
+            c,
+            "SELECT host_id, n FROM timeline_hosts WHERE host_id = ANY($1)",
+            &[&stored],
+            |r| Ok((get(r, 0)?, get(r, 1)?)),
+        )?
+        .into_iter()
+        .collect();
+        q.hosts = Some(
+            ids.into_iter()
+                .zip(stored)
+                .filter_map(|(id, s)| found.get(&s).map(|n| (id, *n)))
+                .collect(),
+        );
+    }
+    Ok(q)
+}
+
+/// Facets in one pass over the first [`FACET_SCAN_MAX`] matching rows, counted by the server:
+/// column -1 is the total, 0 the host, 1… the facet columns in [`FACET_COLS`]' order.
+fn facets_sql(q: &mut Query, f: &Filter) -> String {
+    let w = q.where_clause(f, None);
+    let cols: Vec<String> = (0..FACET_COLS.split(", ").count())
+        .map(|i| format!("c{i}"))
+        .collect();
+    let mut sql = format!(
+        "WITH m(host, {}) AS MATERIALIZED (SELECT host, {FACET_COLS} FROM timeline {w} LIMIT {FACET_SCAN_MAX})
+         SELECT -1, NULL::text, COUNT(*) FROM m
+         UNION ALL SELECT 0, (SELECT host_id FROM timeline_hosts WHERE n = host), COUNT(*) FROM m GROUP BY host",
+        cols.join(", ")
+    );
+    for (i, c) in cols.iter().enumerate() {
+        sql.push_str(&format!(
+            " UNION ALL SELECT {}, {c}, COUNT(*) FROM m WHERE {c} IS NOT NULL GROUP BY {c}",
+            i + 1
+        ));
+    }
+    sql
 }
