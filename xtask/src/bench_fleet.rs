@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Result};
 
 use cairn_harness::{Bins, Collector, Managed};
 
-use crate::bench_load::{read_reports, request_all, status_kb, sum, wait_sealed, verify_all};
+use crate::bench_load::{read_reports, request_all, status_kb, sum, verify_all, wait_sealed};
 use crate::bench_sensor::cpu_seconds;
 use crate::procs::section;
 
@@ -30,7 +30,12 @@ fn connected(c: &Collector) -> Result<u64> {
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
-        .find_map(|l| l.strip_prefix("cairn_agents_connected ")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("cairn_agents_connected ")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .ok_or_else(|| anyhow!("no cairn_agents_connected in {}'s /metrics", c.api_url()))
 }
 
@@ -58,14 +63,23 @@ fn start_generators(
         cmd.arg("--collector")
             .arg(c.quic_addr())
             .args(["--token", &token, "--ca-sha256", &c.init.ca_sha256])
-            .args(["--agents", &count.to_string(), "--first", &first.to_string()])
+            .args([
+                "--agents",
+                &count.to_string(),
+                "--first",
+                &first.to_string(),
+            ])
             .arg("--state")
             .arg(dir.join(format!("agents-{i}")))
             .arg("--report")
             .arg(&report)
             .args(["--capture", "shared"])
             .env("RUST_LOG", "warn");
-        procs.push(Managed::spawn("loadgen", cmd, &dir.join(format!("loadgen-{i}.log")))?);
+        procs.push(Managed::spawn(
+            "loadgen",
+            cmd,
+            &dir.join(format!("loadgen-{i}.log")),
+        )?);
         reports.push(report);
         first += count;
         i += 1;
@@ -103,9 +117,17 @@ fn one_run(bins: &Bins, loadgen: &Path, dir: &Path, agents: usize, n: usize) -> 
         for g in &mut gens {
             g.check_alive()?;
         }
-        let total: u64 = instances.iter().map(connected).collect::<Result<Vec<_>>>()?.iter().sum();
+        let total: u64 = instances
+            .iter()
+            .map(connected)
+            .collect::<Result<Vec<_>>>()?
+            .iter()
+            .sum();
         if total as usize >= agents || t0.elapsed() > deadline {
-            println!("{total} / {agents} agents connected after {:.1} s", t0.elapsed().as_secs_f64());
+            println!(
+                "{total} / {agents} agents connected after {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
             break;
         }
         std::thread::sleep(Duration::from_secs(2));
@@ -115,7 +137,10 @@ fn one_run(bins: &Bins, loadgen: &Path, dir: &Path, agents: usize, n: usize) -> 
         .iter()
         .map(|c| c.pid().ok_or_else(|| anyhow!("an instance has no pid")))
         .collect::<Result<_>>()?;
-    let cpu0: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect::<Result<_>>()?;
+    let cpu0: Vec<f64> = pids
+        .iter()
+        .map(|p| cpu_seconds(*p))
+        .collect::<Result<_>>()?;
     std::thread::sleep(AT_REST);
     let mut rest = Vec::new();
     for (i, p) in pids.iter().enumerate() {
@@ -142,14 +167,21 @@ fn one_run(bins: &Bins, loadgen: &Path, dir: &Path, agents: usize, n: usize) -> 
     let r = read_reports(&reports);
 
     println!("\n{n} instance(s), {agents} agents (PostgreSQL + Garage on this machine too)");
-    println!("{:<12} {:>10} {:>14} {:>16} {:>14}", "instance", "agents", "RSS at rest", "CPU s / 60 s", "agents after");
+    println!(
+        "{:<12} {:>10} {:>14} {:>16} {:>14}",
+        "instance", "agents", "RSS at rest", "CPU s / 60 s", "agents after"
+    );
     for (i, x) in rest.iter().enumerate() {
         println!(
             "{:<12} {:>10} {:>11.0} MiB {:>16.2} {:>14}",
             i, x.connected, x.rss_rest_mib, x.cpu_rest_secs, after[i]
         );
     }
-    let lost: i64 = before.iter().zip(&after).map(|(b, a)| *b as i64 - *a as i64).sum();
+    let lost: i64 = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| *b as i64 - *a as i64)
+        .sum();
     println!(
         "commands asked of instance {}: {}; sealed {sealed}; verified {}; problems {}; {secs:.1} s to all final",
         n - 1,
@@ -176,10 +208,14 @@ pub fn run(bins: &Bins, loadgen: &Path, agents: usize, instances: usize) -> Resu
     if instances < 1 {
         bail!("--instances must be at least 1");
     }
-    let tmp = tempfile::Builder::new().prefix("cairn-bench-fleet-").tempdir()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("cairn-bench-fleet-")
+        .tempdir()?;
     section(&format!("baseline: 1 instance, {agents} agents"));
     one_run(bins, loadgen, &tmp.path().join("one"), agents, 1)?;
-    section(&format!("{instances} instances, {agents} agents spread over them"));
+    section(&format!(
+        "{instances} instances, {agents} agents spread over them"
+    ));
     one_run(bins, loadgen, &tmp.path().join("many"), agents, instances)?;
     println!("command: cargo xtask bench load --agents {agents} --instances {instances}");
     Ok(())

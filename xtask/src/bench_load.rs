@@ -36,7 +36,7 @@ const API_CLIENTS: usize = 8;
 const SETTLE: Duration = Duration::from_secs(30);
 
 /// A value of `/proc/PID/status` in kB (`VmRSS`, `VmHWM`).
-fn status_kb(pid: u32, field: &str) -> Result<u64> {
+pub(crate) fn status_kb(pid: u32, field: &str) -> Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
@@ -151,7 +151,7 @@ fn push<T>(m: &Mutex<Vec<T>>, v: T) {
 }
 
 /// Requests the collections in parallel; returns their ids.
-fn request_all(c: &Collector, hosts: &[String], reason: &str) -> Result<Vec<String>> {
+pub(crate) fn request_all(c: &Collector, hosts: &[String], reason: &str) -> Result<Vec<String>> {
     let ids = Mutex::new(Vec::new());
     let errors = Mutex::new(Vec::new());
     let chunk = hosts.len().div_ceil(API_CLIENTS).max(1);
@@ -209,7 +209,11 @@ fn collection_rows(api: &Api, ids: &HashSet<String>) -> Result<Vec<Value>> {
 
 /// Polls until every collection is final or `timeout`; returns the rows and the peak numbers
 /// seen `queued` and `running` (or `paused`).
-fn wait_sealed(api: &Api, ids: &[String], timeout: Duration) -> Result<(Vec<Value>, usize, usize)> {
+pub(crate) fn wait_sealed(
+    api: &Api,
+    ids: &[String],
+    timeout: Duration,
+) -> Result<(Vec<Value>, usize, usize)> {
     let want: HashSet<String> = ids.iter().cloned().collect();
     let start = Instant::now();
     let (mut peak_queued, mut peak_running) = (0, 0);
@@ -240,7 +244,7 @@ fn wait_sealed(api: &Api, ids: &[String], timeout: Duration) -> Result<(Vec<Valu
 }
 
 /// `POST /collections/{id}/verify` on each, in parallel; returns (ok ids, problems).
-fn verify_all(c: &Collector, ids: &[String]) -> Result<(HashSet<String>, Vec<String>)> {
+pub(crate) fn verify_all(c: &Collector, ids: &[String]) -> Result<(HashSet<String>, Vec<String>)> {
     let ok = Mutex::new(Vec::new());
     let problems = Mutex::new(Vec::new());
     let chunk = ids.len().div_ceil(API_CLIENTS / 2).max(1);
@@ -271,7 +275,7 @@ fn verify_all(c: &Collector, ids: &[String]) -> Result<(HashSet<String>, Vec<Str
     Ok((ok, problems.into_inner().unwrap_or_default()))
 }
 
-fn read_reports(paths: &[PathBuf]) -> Vec<Value> {
+pub(crate) fn read_reports(paths: &[PathBuf]) -> Vec<Value> {
     paths
         .iter()
         .map(|p| {
@@ -283,7 +287,7 @@ fn read_reports(paths: &[PathBuf]) -> Vec<Value> {
         .collect()
 }
 
-fn sum(reports: &[Value], key: &str) -> u64 {
+pub(crate) fn sum(reports: &[Value], key: &str) -> u64 {
     reports
         .iter()
         .filter_map(|r| r.get(key).and_then(Value::as_u64))
@@ -574,13 +578,19 @@ fn print_outcome(o: &Outcome) {
 }
 
 /// `cargo build --release --example loadgen -p cairn-agent`.
-fn build_loadgen() -> Result<PathBuf> {
+pub(crate) fn build_loadgen() -> Result<PathBuf> {
     crate::procs::build_release_example("cairn-agent", "loadgen")
 }
 
-pub fn run(agents: usize, capture: &str) -> Result<()> {
+pub fn run(agents: usize, capture: &str, instances: usize) -> Result<()> {
     if agents == 0 {
         bail!("--agents must be at least 1");
+    }
+    if instances > 1 {
+        section("building release binaries and the load generator");
+        let bins = build_release()?;
+        let loadgen = build_loadgen()?;
+        return crate::bench_fleet::run(&bins, &loadgen, agents, instances);
     }
     if !matches!(capture, "shared" | "live") {
         bail!("--capture is shared or live, not {capture:?}");

@@ -4,6 +4,7 @@ mod bench;
 mod bench_console;
 mod bench_containment;
 mod bench_disk;
+mod bench_fleet;
 mod bench_load;
 mod bench_memory;
 mod bench_sensor;
@@ -109,6 +110,10 @@ enum Cmd {
         /// load: how many simulated agents connect to the one collector.
         #[arg(long, default_value_t = 1000)]
         agents: usize,
+        /// load: collector instances sharing one PostgreSQL and one bucket (Garage), the agents
+        /// spread over them; more than 1 runs the fleet benchmark (#16).
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
         /// load: what each collection sends: `shared` (the volatile documents captured once,
         /// sent by each agent as its own) or `live` (each agent runs the real capture).
         #[arg(long, default_value = "shared")]
@@ -285,6 +290,7 @@ fn main() -> ExitCode {
             agents,
             capture,
             backend,
+            instances,
         } => match name.as_str() {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024), backend.as_deref()),
             "sensor" => bench_sensor::run(execs, connects),
@@ -292,7 +298,7 @@ fn main() -> ExitCode {
             "disk" => bench_disk::run(size_mib.unwrap_or(2048)),
             "timeline" => bench_timeline::run(events, triggers),
             "fuzz" => fuzz::bench(seconds),
-            "load" => bench_load::run(agents, &capture),
+            "load" => bench_load::run(agents, &capture, instances),
             "console" => bench_console::run(events, triggers),
             "containment" => bench_containment::run_bench(),
             other => {

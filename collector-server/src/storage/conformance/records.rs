@@ -317,6 +317,10 @@ fn collections_live_queue_and_prune(s: &dyn MetadataStore, _: Backend) {
         .map(|r| r.collection_id)
         .collect();
     assert_eq!(pending, ["c-1", "c-2"]);
+    // How an instance learns of requests made through another: one answer for many hosts.
+    let hosts = ["h".to_string(), "other".to_string(), "\0odd".to_string()];
+    assert_eq!(s.hosts_with_pending(&hosts).unwrap(), ["h"]);
+    assert!(s.hosts_with_pending(&[]).unwrap().is_empty());
     assert_eq!(s.running_collections(None).unwrap(), 1);
     assert_eq!(s.running_collections(Some("h")).unwrap(), 1);
     assert_eq!(s.running_collections(Some("other")).unwrap(), 0);

@@ -130,6 +130,11 @@ fn containment_actions_wait_for_their_host(s: &dyn MetadataStore, _: Backend) {
         .map(|c| c.id)
         .collect();
     assert_eq!(pending, ["a", "b"]);
+    let mut due = s
+        .hosts_with_pending_containment(&["h".into(), "other".into(), "none".into()])
+        .unwrap();
+    due.sort();
+    assert_eq!(due, ["h", "other"]);
     let newest: Vec<String> = s
         .containments_of_host("h", 10)
         .unwrap()

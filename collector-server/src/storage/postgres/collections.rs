@@ -139,6 +139,18 @@ impl CollectionStore for Postgres {
             .collect())
     }
 
+    fn hosts_with_pending(&self, hosts: &[String]) -> Result<Vec<String>> {
+        let hosts: Vec<String> = hosts.iter().map(|h| h.replace('\0', "\u{fffd}")).collect();
+        self.run(move |c| {
+            rows(
+                c,
+                "SELECT DISTINCT host_id FROM collections WHERE status IN ('requested', 'queued') AND host_id = ANY($1)",
+                &[&hosts],
+                |r| get(r, 0),
+            )
+        })
+    }
+
     fn running_collections(&self, host_id: Option<&str>) -> Result<u64> {
         let host = host_id.map(str::to_string);
         self.run(move |c| {

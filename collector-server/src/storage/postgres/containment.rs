@@ -96,6 +96,18 @@ impl ContainmentStore for Postgres {
         })
     }
 
+    fn hosts_with_pending_containment(&self, hosts: &[String]) -> Result<Vec<String>> {
+        let hosts: Vec<String> = hosts.iter().map(|h| h.replace('\0', "\u{fffd}")).collect();
+        self.run(move |c| {
+            rows(
+                c,
+                "SELECT DISTINCT host_id FROM containments WHERE status IN ('requested', 'sent') AND host_id = ANY($1)",
+                &[&hosts],
+                |r| get(r, 0),
+            )
+        })
+    }
+
     fn set_containment_status(
         &self,
         id: &str,
