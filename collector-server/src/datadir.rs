@@ -144,6 +144,9 @@ pub struct InitReport {
     pub admin_token: String,
 }
 
+/// The blob store, and the object store when it is one (which also keeps the heads).
+pub type OpenedBlobs = (Arc<dyn BlobStore>, Option<Arc<S3>>);
+
 /// A `postgres://` (or `postgresql://`) URL's database.
 fn open_database_url(url: &str) -> Result<Arc<dyn MetadataStore>> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -281,7 +284,7 @@ impl DataDir {
         b: &Backends,
         fsync: bool,
         metrics: &Arc<Metrics>,
-    ) -> Result<(Arc<dyn BlobStore>, Option<Arc<S3>>)> {
+    ) -> Result<OpenedBlobs> {
         match b.blobs.as_deref() {
             None => Ok((Arc::new(ChunkDir::new(self.chunks(), fsync)), None)),
             Some(url) => {

@@ -129,6 +129,9 @@ impl Location {
     }
 }
 
+/// One page of a listing: keys, the common prefixes below, the next page's token.
+type Listing = (Vec<String>, Vec<String>, Option<String>);
+
 /// One bucket and prefix: the blob store and the head store of the collectors that share it.
 pub struct S3 {
     client: Client,
@@ -307,7 +310,7 @@ impl S3 {
         delimiter: bool,
         max_keys: u32,
         token: Option<&str>,
-    ) -> Result<(Vec<String>, Vec<String>, Option<String>), S3Error> {
+    ) -> Result<Listing, S3Error> {
         let mut q = vec![
             ("list-type".to_string(), "2".to_string()),
             ("prefix".to_string(), prefix.to_string()),
