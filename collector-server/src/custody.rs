@@ -28,6 +28,11 @@ pub struct Custody {
     key: SigningKey,
     stores: Stores,
     append_lock: Mutex<()>,
+    /// Heads whose publication failed (the object store away), newest per chain, published
+    /// again by [`Custody::publish_pending`]. The record itself is committed: refusing the
+    /// action (an isolation!) because the bucket is down would be worse than a head that
+    /// trails for a while, which `/healthz` shows.
+    pending_heads: Mutex<std::collections::HashMap<String, ChainHead>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,7 +109,54 @@ impl Custody {
             key,
             stores,
             append_lock: Mutex::new(()),
+            pending_heads: Mutex::new(Default::default()),
         })
+    }
+
+    fn lock_pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ChainHead>> {
+        self.pending_heads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publish a head, or keep it for later when the head store fails.
+    fn publish_or_keep(&self, head: ChainHead) {
+        match self.stores.heads.publish(&head) {
+            Ok(()) => {
+                let mut p = self.lock_pending();
+                if p.get(&head.collection_id)
+                    .is_some_and(|h| h.seq <= head.seq)
+                {
+                    p.remove(&head.collection_id);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "custody head of {} (record {}) not published, kept to publish again: {e}",
+                    head.collection_id,
+                    head.seq
+                );
+                let mut p = self.lock_pending();
+                if p.get(&head.collection_id).is_none_or(|h| h.seq < head.seq) {
+                    p.insert(head.collection_id.clone(), head);
+                }
+            }
+        }
+    }
+
+    /// How many chains have a head not yet published.
+    pub fn heads_pending(&self) -> usize {
+        self.lock_pending().len()
+    }
+
+    /// Try again to publish the heads kept when their store failed; returns how many are
+    /// still waiting.
+    pub fn publish_pending(&self) -> usize {
+        let heads: Vec<ChainHead> = self.lock_pending().values().cloned().collect();
+        for h in heads {
+            self.publish_or_keep(h);
+        }
+        self.heads_pending()
     }
 
     pub fn public_key_hex(&self) -> String {
@@ -171,7 +223,7 @@ impl Custody {
             signature: String::new(),
         };
         head.signature = hex::encode(self.key.sign(&head.signed_bytes()).to_bytes());
-        self.stores.heads.publish(&head)?;
+        self.publish_or_keep(head);
         Ok(r)
     }
 
@@ -610,6 +662,63 @@ mod tests {
 
     fn reopen(dir: &tempfile::TempDir, key: SigningKey) -> Arc<Custody> {
         Custody::new(key, stores(dir.path()))
+    }
+
+    use crate::storage::HeadStore;
+
+    /// A head store that fails while `down` is set.
+    struct Flaky {
+        inner: HeadFile,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl HeadStore for Flaky {
+        fn publish(&self, head: &ChainHead) -> crate::storage::Result<()> {
+            if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(StorageError::Backend {
+                    what: "test heads",
+                    source: "down".into(),
+                });
+            }
+            self.inner.publish(head)
+        }
+        fn latest(&self, c: &str) -> crate::storage::Result<Option<ChainHead>> {
+            self.inner.latest(c)
+        }
+        fn chains(&self) -> crate::storage::Result<usize> {
+            self.inner.chains()
+        }
+    }
+
+    /// The head store away: appends still succeed (the record is committed), the head waits,
+    /// and is published once the store is back; verify then sees the whole chain.
+    #[test]
+    fn heads_that_cannot_be_published_wait_and_are_published_later() {
+        let (dir, _c, key) = setup();
+        let flaky = Arc::new(Flaky {
+            inner: HeadFile::open(&dir.path().join("heads.jsonl"), true).unwrap(),
+            down: std::sync::atomic::AtomicBool::new(true),
+        });
+        let mut s = stores(dir.path());
+        s.heads = flaky.clone();
+        let c = Custody::new(key, s);
+        c.append("c1", "collector", "note", serde_json::json!({}))
+            .unwrap();
+        c.append("c1", "collector", "note", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(c.heads_pending(), 1);
+        assert_eq!(c.publish_pending(), 1, "still down");
+        assert_eq!(
+            flaky.latest("c1").unwrap().unwrap().seq,
+            2,
+            "the head trails"
+        );
+        flaky
+            .down
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(c.publish_pending(), 0);
+        assert_eq!(flaky.latest("c1").unwrap().unwrap().seq, 4);
+        assert!(c.verify("c1").unwrap().ok);
     }
 
     /// Two collectors sharing one database (two connections, two processes' worth of

@@ -28,6 +28,9 @@ pub struct Report {
     pub store_unavailable: bool,
     pub store_unavailable_since: Option<String>,
     pub store_error: Option<String>,
+    /// Custody chains whose newest head is not yet published (the head store failed): until
+    /// it is, deleting their newest records could go unnoticed.
+    pub custody_heads_pending: usize,
     pub agents_connected: usize,
 }
 
@@ -90,7 +93,7 @@ impl Health {
         self.lock().is_some()
     }
 
-    pub fn report(&self, stores: &Stores, agents_connected: usize) -> Report {
+    pub fn report(&self, stores: &Stores, agents_connected: usize, heads_pending: usize) -> Report {
         let capacity = stores.blobs.capacity().ok().flatten();
         let full = self.lock().clone();
         // Room may have come back (or gone) since the last upload said so.
@@ -98,7 +101,7 @@ impl Health {
             || capacity.is_some_and(|c| c.full());
         let unavailable = self.lock_unavailable().clone();
         Report {
-            status: if full_now || unavailable.is_some() {
+            status: if full_now || unavailable.is_some() || heads_pending > 0 {
                 "degraded"
             } else {
                 "ok"
@@ -107,6 +110,7 @@ impl Health {
             storage_full_since: full.as_ref().map(|f| f.0.clone()),
             storage_error: full.map(|f| f.1),
             capacity,
+            custody_heads_pending: heads_pending,
             store_unavailable: unavailable.is_some(),
             store_unavailable_since: unavailable.as_ref().map(|u| u.0.clone()),
             store_error: unavailable.map(|u| u.1),

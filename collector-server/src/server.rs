@@ -136,6 +136,23 @@ async fn poll_shared_requests(state: Arc<State>) {
     }
 }
 
+/// Custody heads that could not be published (the object store away) are tried again.
+async fn publish_pending_heads(state: Arc<State>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        if state.custody.heads_pending() == 0 {
+            continue;
+        }
+        let st = state.clone();
+        if let Ok(left) = tokio::task::spawn_blocking(move || st.custody.publish_pending()).await {
+            if left == 0 {
+                tracing::info!("every pending custody head is published");
+            }
+        }
+    }
+}
+
 /// Raise RLIMIT_NOFILE's soft limit to its hard limit; returns the limit in force.
 fn raise_nofile_limit() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -191,6 +208,7 @@ pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
     let app = crate::api::router(state.clone()).merge(crate::console::router(state.clone()));
     let api = tokio::spawn(crate::api::run(app, listener, tls, api_admission));
     tokio::spawn(advance_sequences(state.clone()));
+    tokio::spawn(publish_pending_heads(state.clone()));
     if opts.backends.database.is_some() {
         tokio::spawn(poll_shared_requests(state.clone()));
     }

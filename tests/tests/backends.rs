@@ -219,6 +219,65 @@ fn an_object_store_that_goes_away_pauses_uploads_until_it_is_back() {
     assert_eq!(code, 200, "{ready}");
 }
 
+/// The store answers but refuses writes (the key lost its write permission): the same pause,
+/// with the store's answer in the reason, until the permission is back.
+#[test]
+fn an_object_store_refusing_writes_pauses_uploads_until_allowed() {
+    let work = workdir("backends-s3-deny").unwrap();
+    let garage = Garage::start().unwrap();
+    let (collector, _agent, host) = s3_collector(&garage, work.path(), "fleet-c");
+    let bucket = garage.bucket.clone();
+    garage
+        .cli(&["bucket", "deny", "--write", &bucket, "--key", "cairn-test"])
+        .unwrap();
+    let file = work.path().join("denied.bin");
+    let sha = write_random_file(&file, 24 * MIB, 0xD3D3).unwrap();
+    let cid = collect_file(&collector, &host, &file);
+    let paused = wait_for(
+        "the collection to be paused",
+        Duration::from_secs(90),
+        || {
+            let c = collector.show(&cid)?;
+            Ok((c["status"] == "paused").then_some(c))
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        u(&the_item(&paused, &file), "chunks_received").unwrap(),
+        0,
+        "a chunk was recorded that the store refused: {paused:#}"
+    );
+    let (_, health) = get_plain(&collector, "/healthz");
+    // Garage answers 403 before reading a 4 MiB body and closes: the collector sees either the
+    // 403 or the broken pipe, and says which request failed.
+    assert!(
+        health.contains("\"store_unavailable\":true") && health.contains("PUT /cairn-evidence"),
+        "the failing request is shown: {health}"
+    );
+    garage
+        .cli(&["bucket", "allow", "--write", &bucket, "--key", "cairn-test"])
+        .unwrap();
+    let done = collector
+        .wait_finished(&cid, Duration::from_secs(300))
+        .unwrap();
+    assert_eq!(done["status"], "sealed", "{}", summary(&done));
+    assert_eq!(s(&the_item(&done, &file), "sha256").unwrap(), sha);
+    // The heads that could not be written meanwhile are published now, and custody verifies.
+    wait_for(
+        "the pending custody heads to be published",
+        Duration::from_secs(30),
+        || {
+            let (code, h) = get_plain(&collector, "/healthz");
+            Ok((code == 200 && h.contains("\"custody_heads_pending\":0")).then_some(()))
+        },
+    )
+    .unwrap();
+    let v = collector
+        .cli_raw(&["custody", "verify", &cid], Duration::from_secs(120))
+        .unwrap();
+    assert!(v.success(), "{}", v.describe("custody verify"));
+}
+
 /// Two instances on one PostgreSQL and one bucket serve one fleet: a collection asked of
 /// either reaches the agent wherever it is connected, custody verifies on both, and when the
 /// instance an agent uploads to dies, the agent finishes on the other without sending again

@@ -172,9 +172,14 @@ async fn body_limit(req: axum::extract::Request, next: middleware::Next) -> Resp
 /// `GET /healthz`: 200 while evidence can be stored, 503 while it cannot (storage full).
 async fn healthz(axum::extract::State(state): axum::extract::State<S>) -> Response {
     let st = state.clone();
-    let report =
-        tokio::task::spawn_blocking(move || st.health.report(&st.stores, st.sessions.connected()))
-            .await;
+    let report = tokio::task::spawn_blocking(move || {
+        st.health.report(
+            &st.stores,
+            st.sessions.connected(),
+            st.custody.heads_pending(),
+        )
+    })
+    .await;
     match report {
         Ok(r) => {
             let code = if r.status == "ok" {
