@@ -6,12 +6,17 @@
 //! An example of the collector crate, built with `--release`, so that the figures are those of
 //! optimised code and nothing of it ships in the collector binary.
 //! `bench_timeline --dir DIR [--events N]` prints one JSON object.
+//! `bench_timeline --database postgres://… [--events N]` does the same on PostgreSQL: the
+//! collector's `Postgres` store (binary COPY into staging, then the deduplicating insert)
+//! against a plain binary `COPY … FROM STDIN` of the same rows into an index-less table of the
+//! same database; the JSON has `"backend": "postgres"`.
 //! `bench_timeline --fill DB [--events N]` only fills a collector's database with the same
 //! events and their 20 hosts (`web-00`…`web-19`), for `cargo xtask bench console`.
 
 use anyhow::{bail, Context, Result};
+use cairn_collector::storage::postgres::Postgres;
 use cairn_collector::storage::sqlite::Sqlite;
-use cairn_collector::storage::{HostStore, TimelineStore};
+use cairn_collector::storage::{HostStore, MetadataStore, TimelineStore};
 use cairn_collector::timeline::{dedup_key, query, Event, Filter};
 use rusqlite::params;
 use serde_json::{json, Value};
@@ -187,7 +192,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn timed_queries(
-    db: &Sqlite,
+    db: &dyn MetadataStore,
     n: usize,
     mut make: impl FnMut(usize) -> Filter,
 ) -> Result<(f64, f64, u64)> {
@@ -249,10 +254,25 @@ fn run(dir: &Path, events: u64, progress: bool) -> Result<Value> {
     let total = (batches * BATCH) as f64;
     let cairn_rate = total / cairn_t.as_secs_f64();
     let plain_rate = total / plain_t.as_secs_f64();
+    let mut out = json!({
+        "backend": "sqlite",
+        "events": total as u64,
+        "stored": stored,
+        "cairn_events_per_s": cairn_rate,
+        "baseline_events_per_s": plain_rate,
+        "ratio": cairn_rate / plain_rate,
+        "db_bytes": std::fs::metadata(dir.join("cairn.db"))?.len(),
+    });
+    queries(&db, &mut out)?;
+    Ok(out)
+}
+
+/// The faceted queries, timed, added to `out`.
+fn queries(db: &dyn MetadataStore, out: &mut Value) -> Result<()> {
     // Queries: one host, a one-hour window (what an analyst opens first).
     let mut rng = Rng(42);
     let hour = DAY_NS / 24;
-    let host_hour = timed_queries(&db, 200, |_| {
+    let host_hour = timed_queries(db, 200, |_| {
         with_window(
             Filter {
                 host_ids: vec![host_id((rng.next() % HOSTS as u64) as usize)],
@@ -264,27 +284,140 @@ fn run(dir: &Path, events: u64, progress: bool) -> Result<Value> {
         )
     })?;
     // Every host, the whole day, one kind: a fleet-wide hunt.
-    let fleet_kind = timed_queries(&db, 20, |i| Filter {
+    let fleet_kind = timed_queries(db, 20, |i| Filter {
         kinds: vec![["ssh_login", "sudo"][i % 2].to_string()],
         ..Default::default()
     })?;
     // Every host, the whole day, a free-text search.
-    let fleet_text = timed_queries(&db, 5, |_| Filter {
+    let fleet_text = timed_queries(db, 5, |_| Filter {
         text: Some("xmrig".into()),
         ..Default::default()
     })?;
     let q = |(p50, p99, matched): (f64, f64, u64)| json!({"p50_ms": p50, "p99_ms": p99, "rows_matched_avg": matched});
-    Ok(json!({
+    out["query_host_hour"] = q(host_hour);
+    out["query_fleet_kind"] = q(fleet_kind);
+    out["query_fleet_text"] = q(fleet_text);
+    Ok(())
+}
+
+/// The baseline on PostgreSQL: the same rows by one binary `COPY … FROM STDIN` per batch, in
+/// one transaction per batch, into a table without indexes, dedup or host numbering.
+fn baseline_copy(c: &mut postgres::Client, host: &str, events: &[Event]) -> Result<()> {
+    use postgres::binary_copy::BinaryCopyInWriter;
+    use postgres::types::Type;
+    const TYPES: &[Type] = &[
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+    ];
+    let mut tx = c.transaction()?;
+    let sink = tx.copy_in(
+        "COPY plain(host_id, time_ns, source, kind, pid, ppid, exe, argv, \"user\", container, pod, message, attrs, path, item_id, dedup)
+         FROM STDIN (FORMAT binary)",
+    )?;
+    let mut w = BinaryCopyInWriter::new(sink, TYPES);
+    for e in events {
+        let argv = e.argv.as_ref().map(serde_json::to_string).transpose()?;
+        let attrs = (!e.attrs.is_empty())
+            .then(|| serde_json::to_string(&e.attrs))
+            .transpose()?;
+        w.write(&[
+            &host,
+            &e.time_ns,
+            &e.source,
+            &e.kind,
+            &e.pid,
+            &e.ppid,
+            &e.exe,
+            &argv,
+            &e.user,
+            &e.container,
+            &e.pod,
+            &e.message,
+            &attrs,
+            &e.path,
+            &Option::<String>::None,
+            &e.dedup,
+        ])?;
+    }
+    w.finish()?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The benchmark on the PostgreSQL database at `url` (its `timeline` must be empty).
+fn run_postgres(url: &str, events: u64, progress: bool) -> Result<Value> {
+    let db = Postgres::connect(url)?;
+    let mut plain = postgres::Client::connect(url, postgres::NoTls)?;
+    plain.batch_execute(
+        "DROP TABLE IF EXISTS plain;
+         CREATE TABLE plain(host_id TEXT, time_ns BIGINT, source TEXT, kind TEXT, pid BIGINT, ppid BIGINT, exe TEXT, argv TEXT,
+         \"user\" TEXT, container TEXT, pod TEXT, message TEXT, attrs TEXT, path TEXT, item_id TEXT, dedup BIGINT);",
+    )?;
+    let batches = (events as usize).div_ceil(BATCH);
+    let slots = batches.div_ceil(HOSTS);
+    let slot_ns = DAY_NS / slots as i64;
+    let step = slot_ns / BATCH as i64;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let (mut cairn_t, mut plain_t) = (Duration::ZERO, Duration::ZERO);
+    let mut stored = 0usize;
+    for b in 0..batches {
+        let host = host_id(b % HOSTS);
+        let evs = batch(
+            &mut rng,
+            b as u64,
+            BASE_NS + (b / HOSTS) as i64 * slot_ns,
+            step,
+        );
+        let t = Instant::now();
+        stored += db.insert_timeline(&host, None, &evs)?;
+        cairn_t += t.elapsed();
+        let t = Instant::now();
+        baseline_copy(&mut plain, &host, &evs)?;
+        plain_t += t.elapsed();
+        if progress && b % 100 == 99 {
+            eprintln!("  {} / {} events", (b + 1) * BATCH, batches * BATCH);
+        }
+    }
+    let total = (batches * BATCH) as f64;
+    let cairn_rate = total / cairn_t.as_secs_f64();
+    let plain_rate = total / plain_t.as_secs_f64();
+    // What autovacuum would have done by the time an analyst looks: planner statistics.
+    plain.batch_execute("ANALYZE timeline")?;
+    let version: String = plain.query_one("SHOW server_version", &[])?.get(0);
+    let mut size = |rel: &str| -> Result<u64> {
+        let n: i64 = plain
+            .query_one("SELECT pg_total_relation_size($1::text::regclass)", &[&rel])?
+            .get(0);
+        Ok(n as u64)
+    };
+    let mut out = json!({
+        "backend": "postgres",
+        "server_version": version,
         "events": total as u64,
         "stored": stored,
         "cairn_events_per_s": cairn_rate,
         "baseline_events_per_s": plain_rate,
         "ratio": cairn_rate / plain_rate,
-        "db_bytes": std::fs::metadata(dir.join("cairn.db"))?.len(),
-        "query_host_hour": q(host_hour),
-        "query_fleet_kind": q(fleet_kind),
-        "query_fleet_text": q(fleet_text),
-    }))
+        "db_bytes": size("timeline")?,
+        "baseline_bytes": size("plain")?,
+    });
+    plain.batch_execute("DROP TABLE plain")?;
+    queries(&db, &mut out)?;
+    Ok(out)
 }
 
 /// Fill a collector's database (made by `cairn-collector init`) with the benchmark's events.
@@ -325,12 +458,14 @@ fn with_window(mut f: Filter, len: i64) -> Filter {
 fn main() -> Result<()> {
     let mut dir = None;
     let mut fill_db = None;
+    let mut database = None;
     let mut events = 10_000_000u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = args.next().map(std::path::PathBuf::from),
             "--fill" => fill_db = args.next().map(std::path::PathBuf::from),
+            "--database" => database = Some(args.next().context("--database needs a URL")?),
             "--events" => {
                 events = args
                     .next()
@@ -339,7 +474,7 @@ fn main() -> Result<()> {
                     .context("--events needs a number")?
             }
             other => {
-                bail!("unknown argument {other:?}; usage: bench_timeline --dir DIR [--events N]")
+                bail!("unknown argument {other:?}; usage: bench_timeline (--dir DIR | --database URL) [--events N]")
             }
         }
     }
@@ -347,7 +482,11 @@ fn main() -> Result<()> {
         println!("{}", fill(&db, events)?);
         return Ok(());
     }
-    let dir = dir.context("usage: bench_timeline --dir DIR [--events N]")?;
+    if let Some(url) = database {
+        println!("{}", run_postgres(&url, events, true)?);
+        return Ok(());
+    }
+    let dir = dir.context("usage: bench_timeline (--dir DIR | --database URL) [--events N]")?;
     println!("{}", run(&dir, events, true)?);
     Ok(())
 }

@@ -12,6 +12,13 @@
 //!    Interleaved with the same measure for `POST /api/v1/collections` (the analyst's path) as
 //!    the baseline; the custody log's timestamps split the time between the collector→agent
 //!    command path and the agent's capture before its first item.
+//!
+//! `--backend postgres` runs step 1 on a throwaway PostgreSQL started by the harness
+//! (`TempPostgres`, its usual `-c` settings and nothing more): the collector's `Postgres`
+//! store's `insert_timeline` against a plain binary `COPY … FROM STDIN` of the same rows into
+//! an index-less table of the same database, then the same queries; the goals of #16
+//! (≥ 150k events/s, one host-hour p50 ≤ 50 ms at 10M events) are printed beside the figures.
+//! Trigger latency is not measured there (it is the SQLite run's).
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +29,12 @@ use cairn_harness::{collector_with_agent_in, is_finished, Api, Bins};
 
 use crate::procs::{build_release, section};
 
-pub fn run(events: u64, triggers: u32) -> Result<()> {
+pub fn run(events: u64, triggers: u32, backend: Option<&str>) -> Result<()> {
+    match backend {
+        None | Some("sqlite") => {}
+        Some("postgres") => return run_postgres(events),
+        Some(other) => bail!("bench timeline: unknown --backend {other:?} (sqlite, postgres)"),
+    }
     let bins = build_release()?;
     let tmp = tempfile::Builder::new()
         .prefix("cairn-bench-timeline-")
@@ -89,6 +101,80 @@ pub fn run(events: u64, triggers: u32) -> Result<()> {
         println!("    POST /api/v1/collections       p50 {:>7.1} ms  p99 {:>7.1} ms  (baseline; ratio {:.2})", pct(&l.plain, 0.5), pct(&l.plain, 0.99), pct(&l.trigger, 0.5) / pct(&l.plain, 0.5));
         println!("    of the trigger's time: to the agent's command_accepted p50 {:.1} ms, then to its first item p50 {:.1} ms", pct(&l.to_accepted, 0.5), pct(&l.to_item, 0.5));
     }
+    Ok(())
+}
+
+/// Goals of #16 on PostgreSQL.
+const GOAL_EVENTS_PER_S: f64 = 150_000.0;
+const GOAL_HOST_HOUR_P50_MS: f64 = 50.0;
+
+fn run_postgres(events: u64) -> Result<()> {
+    section("a throwaway PostgreSQL (harness: TempPostgres)");
+    let pg = cairn_harness::postgres::TempPostgres::start()?;
+    let url = pg.url();
+    section(&format!(
+        "PostgreSQL: ingest {events} events, then faceted queries"
+    ));
+    let example = crate::procs::build_release_example("cairn-collector", "bench_timeline")?;
+    let mut cmd = std::process::Command::new(&example);
+    cmd.args(["--database", &url, "--events", &events.to_string()]);
+    let out = cairn_harness::run(cmd, Duration::from_secs(7200))?.ok()?;
+    let r: Value = out
+        .stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| anyhow!("bench_timeline printed no JSON: {}", out.stdout))?;
+    let f = |p: &str| r.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+
+    section("results (PostgreSQL)");
+    println!("command: cargo xtask bench timeline --backend postgres --events {events}");
+    println!(
+        "server: PostgreSQL {} (harness TempPostgres: fsync=off, synchronous_commit=off, full_page_writes=off)",
+        r["server_version"].as_str().unwrap_or("?")
+    );
+    println!(
+        "ingest ({} events, 20 hosts, batches of 10,000):",
+        r["events"]
+    );
+    let rate = f("/cairn_events_per_s");
+    println!(
+        "  cairn Postgres::insert_timeline (COPY to staging + dedup INSERT; unique (host,time,dedup), (time), (kind,time), trigram): {rate:>10.0} events/s",
+    );
+    println!(
+        "  baseline: plain binary COPY FROM STDIN, no index, same rows, same run, same database:               {:>10.0} events/s",
+        f("/baseline_events_per_s")
+    );
+    println!(
+        "  ratio cairn/baseline: {:.2}   timeline table + indexes: {:.2} GiB (baseline table {:.2} GiB)",
+        f("/ratio"),
+        f("/db_bytes") / (1u64 << 30) as f64,
+        f("/baseline_bytes") / (1u64 << 30) as f64
+    );
+    println!(
+        "  goal ≥ {GOAL_EVENTS_PER_S:.0} events/s: {}",
+        met(rate >= GOAL_EVENTS_PER_S)
+    );
+    println!("faceted query (page of 100 + counts by host, kind, user, container, source):");
+    for (name, key) in [
+        ("one host, one hour   ", "query_host_hour"),
+        ("all hosts, day, kind ", "query_fleet_kind"),
+        ("all hosts, day, text ", "query_fleet_text"),
+    ] {
+        println!(
+            "  {name} p50 {:>8.2} ms  p99 {:>8.2} ms  (~{} rows matched)",
+            f(&format!("/{key}/p50_ms")),
+            f(&format!("/{key}/p99_ms")),
+            r[key]["rows_matched_avg"]
+        );
+    }
+    let p50 = f("/query_host_hour/p50_ms");
+    println!(
+        "  goal one host, one hour p50 ≤ {GOAL_HOST_HOUR_P50_MS:.0} ms: {}",
+        met(p50 <= GOAL_HOST_HOUR_P50_MS)
+    );
+    println!("json: {r}");
     Ok(())
 }
 

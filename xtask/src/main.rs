@@ -104,7 +104,8 @@ enum Cmd {
         seconds: f64,
         /// ingest: also run the collector on these back ends, beside the default, in the same
         /// run: `postgres`, `s3`, or both (`postgres,s3`); PostgreSQL and Garage are started on
-        /// loopback by the benchmark.
+        /// loopback by the benchmark. timeline: `postgres` runs the timeline engine on a
+        /// throwaway PostgreSQL instead of SQLite (default `sqlite`).
         #[arg(long)]
         backend: Option<String>,
         /// load: how many simulated agents connect to the one collector.
@@ -296,7 +297,7 @@ fn main() -> ExitCode {
             "sensor" => bench_sensor::run(execs, connects),
             "memory" => bench_memory::run(size_mib.unwrap_or(1024), guest_mib),
             "disk" => bench_disk::run(size_mib.unwrap_or(2048)),
-            "timeline" => bench_timeline::run(events, triggers),
+            "timeline" => bench_timeline::run(events, triggers, backend.as_deref()),
             "fuzz" => fuzz::bench(seconds),
             "load" => bench_load::run(agents, &capture, instances),
             "console" => bench_console::run(events, triggers),
