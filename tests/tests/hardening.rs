@@ -214,7 +214,7 @@ fn a_full_collector_disk_pauses_the_upload_and_it_resumes_by_itself_without_a_st
     let received = u(&item, "chunks_received").unwrap() + u(&item, "duplicate_chunks").unwrap();
     assert!(received <= 2 * chunks, "{item:#}");
     assert_eq!(
-        log.matches("the collector has no room for evidence")
+        log.matches("the collector cannot store evidence now")
             .count(),
         1,
         "said once, not per chunk:\n{}",
