@@ -7,8 +7,6 @@
 //! under a shell that kills it when the pipe on its stdin closes, i.e. when this process ends,
 //! however it ends.
 
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -16,6 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::garage::Garage;
+use crate::postgres::TempPostgres;
 
 /// The back ends named by `CAIRN_TEST_BACKENDS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,20 +66,17 @@ fn watchdog(pid: u32) -> Result<(Child, ChildStdin)> {
     Ok((child, stdin))
 }
 
-/// A PostgreSQL cluster for the whole test process.
+/// A PostgreSQL cluster for the whole test process: a [`TempPostgres`] whose postmaster the
+/// watchdog kills when the process ends.
 pub struct SharedPostgres {
-    /// `postgres://cairn@127.0.0.1:PORT`, without a database.
-    pub base_url: String,
-    pub psql: PathBuf,
-    _server: Child,
-    _dir: tempfile::TempDir,
+    server: TempPostgres,
 }
 
 impl SharedPostgres {
     /// A new empty database on the shared cluster; its URL.
     pub fn create_database(&self, name: &str) -> Result<String> {
-        let out = Command::new(&self.psql)
-            .arg(format!("{}/postgres", self.base_url))
+        let out = Command::new("psql")
+            .arg(self.server.url())
             .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
             .arg(format!("CREATE DATABASE \"{name}\""))
             .output()
@@ -91,115 +87,23 @@ impl SharedPostgres {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(format!("{}/{name}", self.base_url))
+        Ok(self.server.url_of(name))
     }
-}
-
-/// The newest PostgreSQL (15 or later) Debian installed: its `bin/` directory.
-pub fn postgres_bin_dir() -> Result<PathBuf> {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let v: u32 = e.file_name().to_str()?.parse().ok()?;
-                    let bin = e.path().join("bin");
-                    (v >= 15 && bin.join("initdb").is_file()).then_some((v, bin))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found.pop().map(|(_, p)| p).ok_or_else(|| {
-        anyhow!("PostgreSQL 15 or newer is not installed (/usr/lib/postgresql/*/bin/initdb): run `cargo xtask setup`")
-    })
-}
-
-/// The `postgres` user's uid and gid, from /etc/passwd.
-pub fn postgres_user() -> Result<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd")?;
-    passwd
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&"postgres") && f.len() > 3)
-                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-                .flatten()
-        })
-        .ok_or_else(|| anyhow!("no postgres user: install PostgreSQL with `cargo xtask setup`"))
 }
 
 fn start_postgres() -> Result<Tied<SharedPostgres>> {
-    let bin = postgres_bin_dir()?;
-    let dir = tempfile::Builder::new().prefix("cairn-pg").tempdir()?;
-    let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    // initdb refuses root: the cluster belongs to the postgres user, and runs as it (set
-    // directly, not through runuser, so that the pid the watchdog kills is the postmaster's).
-    let (uid, gid) = postgres_user()?;
-    let chown = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{uid}:{gid}"))
-        .arg(dir.path())
-        .status()?;
-    if !chown.success() {
-        bail!("cannot give {} to the postgres user", dir.path().display());
-    }
-    let initdb = Command::new(bin.join("initdb"))
-        .uid(uid)
-        .gid(gid)
-        .args([
-            "-A",
-            "trust",
-            "-U",
-            "cairn",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "-D",
-        ])
-        .arg(&data)
-        .output()?;
-    if !initdb.status.success() {
-        bail!("initdb: {}", String::from_utf8_lossy(&initdb.stderr));
-    }
-    let log = std::fs::File::create(dir.path().join("postgres.log"))?;
-    let server = Command::new(bin.join("postgres"))
-        .uid(uid)
-        .gid(gid)
-        .arg("-D")
-        .arg(&data)
-        .args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string()])
-        .arg("-k")
-        .arg(dir.path())
-        .args(["-c", "fsync=off", "-c", "max_connections=400"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("cannot start postgres")?;
-    let watch = watchdog(server.id())?;
-    let pg = SharedPostgres {
-        base_url: format!("postgres://cairn@127.0.0.1:{port}"),
-        psql: PathBuf::from("psql"),
-        _server: server,
-        _dir: dir,
-    };
-    crate::wait_for(
-        "the shared PostgreSQL to accept connections",
-        crate::START_TIMEOUT,
-        || {
-            Ok(Command::new(bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .status()
-                .ok()
-                .filter(|s| s.success()))
-        },
-    )?;
+    let server = TempPostgres::start()?;
+    // The postmaster's pid is the first line of its pid file.
+    let pidfile = server.dir().join("data/postmaster.pid");
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .with_context(|| format!("reading {}", pidfile.display()))?
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| anyhow!("no pid in {}", pidfile.display()))?;
+    let watch = watchdog(pid)?;
     Ok(Tied {
-        server: pg,
+        server: SharedPostgres { server },
         _watch: Some(watch),
     })
 }

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use cairn_harness::{Bins, Collector, Managed};
+use cairn_harness::{Bins, Collector};
 
-use crate::bench_load::{read_reports, request_all, status_kb, sum, verify_all, wait_sealed};
+use crate::bench_load::{
+    read_reports, request_all, start_generators, status_kb, sum, verify_all, wait_sealed,
+};
 use crate::bench_sensor::cpu_seconds;
 use crate::procs::section;
 
-const AGENTS_PER_PROCESS: usize = 1000;
 const AT_REST: Duration = Duration::from_secs(60);
 
 /// `cairn_agents_connected` of one instance.
@@ -45,48 +46,6 @@ struct Instance {
     connected: u64,
 }
 
-fn start_generators(
-    loadgen: &Path,
-    instances: &[Collector],
-    dir: &Path,
-    agents: usize,
-) -> Result<(Vec<Managed>, Vec<std::path::PathBuf>)> {
-    let token = instances[0].token_create(u32::try_from(agents)?, "2h")?;
-    let (mut procs, mut reports) = (Vec::new(), Vec::new());
-    let (mut first, mut i) = (0, 0);
-    while first < agents {
-        let count = AGENTS_PER_PROCESS.min(agents - first);
-        // Round robin: generator i connects to instance i mod n.
-        let c = &instances[i % instances.len()];
-        let report = dir.join(format!("loadgen-{i}.json"));
-        let mut cmd = Command::new(loadgen);
-        cmd.arg("--collector")
-            .arg(c.quic_addr())
-            .args(["--token", &token, "--ca-sha256", &c.init.ca_sha256])
-            .args([
-                "--agents",
-                &count.to_string(),
-                "--first",
-                &first.to_string(),
-            ])
-            .arg("--state")
-            .arg(dir.join(format!("agents-{i}")))
-            .arg("--report")
-            .arg(&report)
-            .args(["--capture", "shared"])
-            .env("RUST_LOG", "warn");
-        procs.push(Managed::spawn(
-            "loadgen",
-            cmd,
-            &dir.join(format!("loadgen-{i}.log")),
-        )?);
-        reports.push(report);
-        first += count;
-        i += 1;
-    }
-    Ok((procs, reports))
-}
-
 /// Hosts as the shared database knows them (every instance sees all).
 fn all_hosts(c: &Collector) -> Result<Vec<String>> {
     let v = c.api()?.get("/api/v1/hosts")?;
@@ -110,7 +69,8 @@ fn one_run(bins: &Bins, loadgen: &Path, dir: &Path, agents: usize, n: usize) -> 
         let peer = instances[0].start_peer(&dir.join(format!("instance-{i}")))?;
         instances.push(peer);
     }
-    let (mut gens, reports) = start_generators(loadgen, &instances, dir, agents)?;
+    let refs: Vec<&Collector> = instances.iter().collect();
+    let (mut gens, reports) = start_generators(loadgen, &refs, dir, agents, "shared")?;
     let t0 = Instant::now();
     let deadline = Duration::from_secs(120) + Duration::from_millis(200) * agents as u32;
     loop {

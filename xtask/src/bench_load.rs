@@ -295,20 +295,26 @@ pub(crate) fn sum(reports: &[Value], key: &str) -> u64 {
 }
 
 /// Starts the generators for `agents` agents.
-fn start_generators(
+/// Load generators of [`AGENTS_PER_PROCESS`] agents each; generator `i` connects to
+/// `collectors[i % n]` (instances sharing one database take one token).
+pub(crate) fn start_generators(
     loadgen: &Path,
-    collector: &Collector,
+    collectors: &[&Collector],
     dir: &Path,
     agents: usize,
     capture: &str,
 ) -> Result<(Vec<Managed>, Vec<PathBuf>)> {
-    let token = collector.token_create(u32::try_from(agents)?, "2h")?;
+    let first_collector = collectors
+        .first()
+        .ok_or_else(|| anyhow!("no collector for the load generators"))?;
+    let token = first_collector.token_create(u32::try_from(agents)?, "2h")?;
     let mut procs = Vec::new();
     let mut reports = Vec::new();
     let mut first = 0;
     let mut i = 0;
     while first < agents {
         let count = AGENTS_PER_PROCESS.min(agents - first);
+        let collector = collectors[i % collectors.len()];
         let report = dir.join(format!("loadgen-{i}.json"));
         let mut cmd = Command::new(loadgen);
         cmd.arg("--collector")
@@ -367,7 +373,7 @@ fn one_run(
     let rss = RssSampler::start(pid);
     let api = collector.api()?;
     let t0 = Instant::now();
-    let (mut gens, report_paths) = start_generators(loadgen, &collector, dir, agents, capture)?;
+    let (mut gens, report_paths) = start_generators(loadgen, &[&collector], dir, agents, capture)?;
     let mut out = Outcome {
         agents,
         ..Default::default()
