@@ -58,8 +58,9 @@ impl Drop for InProgress {
     }
 }
 
-/// Chunks verified and stored in parallel at most this many at a time per item.
-const VERIFY_DEPTH: usize = 3;
+/// Most chunks of one item verified and stored at a time, whatever the store asks for
+/// ([`crate::storage::BlobStore::writes_in_parallel`]): each holds a chunk (≤ 4 MiB) in memory.
+const MAX_VERIFY_DEPTH: usize = 16;
 
 pub(super) async fn item_stream(
     state: Arc<State>,
@@ -105,7 +106,12 @@ pub(super) async fn item_stream(
     // Three stages overlap: this task reads frames and starts each chunk's verification on a
     // blocking thread; the sequencer takes results in order, folds them into the item hash and
     // acknowledges; the writer sends the acknowledgments.
-    let (work_tx, mut work_rx) = tokio::sync::mpsc::channel::<Work>(VERIFY_DEPTH);
+    let depth = state
+        .stores
+        .blobs
+        .writes_in_parallel()
+        .clamp(1, MAX_VERIFY_DEPTH);
+    let (work_tx, mut work_rx) = tokio::sync::mpsc::channel::<Work>(depth);
     let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<Message>(64);
     let worker_item = item_id.clone();
     let rt = tokio::runtime::Handle::current();

@@ -19,6 +19,11 @@ pub trait BlobStore: Send + Sync {
     fn capacity(&self) -> Result<Option<Capacity>, BlobError> {
         Ok(None)
     }
+    /// Chunks of one item worth verifying and storing at once. A local disk is bound by
+    /// bandwidth, so a few; an object store by the latency of each request, so more.
+    fn writes_in_parallel(&self) -> usize {
+        3
+    }
 }
 
 /// Room in a bounded store. Chunks are refused once `free_bytes` would go below

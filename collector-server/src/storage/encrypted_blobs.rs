@@ -26,6 +26,10 @@ impl EncryptedBlobs {
 }
 
 impl BlobStore for EncryptedBlobs {
+    fn writes_in_parallel(&self) -> usize {
+        self.inner.writes_in_parallel()
+    }
+
     fn put(&self, sha256: &str, payload: &[u8]) -> Result<(), BlobError> {
         if self.inner.exists(sha256)? {
             return Ok(());
