@@ -51,12 +51,30 @@ pub struct Garage {
     _dir: tempfile::TempDir,
 }
 
+/// The words in a start error that mean the server exited while starting.
+const DIED_STARTING: &str = "garage exited while starting";
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl Garage {
+    /// Starts a fresh store. Ports are picked free and then bound by Garage, so another test
+    /// can take one in between: a server that died while starting is started again on new
+    /// ports (three tries) rather than failing the test that wanted it.
     pub fn start() -> Result<Garage> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once() {
+                Ok(g) => return Ok(g),
+                Err(e) if format!("{e:#}").contains(DIED_STARTING) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("garage did not start")))
+    }
+
+    fn start_once() -> Result<Garage> {
         let bin = garage_bin()?;
         let dir = tempfile::Builder::new().prefix("cairn-garage").tempdir()?;
         let (rpc, s3, admin) = (free_port()?, free_port()?, free_port()?);
@@ -96,14 +114,30 @@ impl Garage {
             s3_port: s3,
             _dir: dir,
         };
+        // A server that exited ends the wait at once (wait_for would retry until its timeout).
+        let died = |e: anyhow::Error| anyhow::anyhow!("{DIED_STARTING}: {e:#}");
         let id = wait_for("garage to answer `node id`", START_TIMEOUT, || {
-            g.proc.check_alive()?;
+            if let Err(e) = g.proc.check_alive() {
+                return Ok(Some(Err(e)));
+            }
             Ok(g.cli(&["node", "id", "-q"])
                 .ok()
                 .and_then(|o| o.split('@').next().map(|s| s.trim().to_string()))
-                .filter(|s| !s.is_empty()))
-        })?;
-        g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &id])?;
+                .filter(|s| !s.is_empty())
+                .map(Ok))
+        })?
+        .map_err(died)?;
+        // `node id` reads the key file and answers before the RPC port listens; `layout
+        // assign` needs that port, so it is retried until the server takes it.
+        wait_for("garage to take the layout", START_TIMEOUT, || {
+            if let Err(e) = g.proc.check_alive() {
+                return Ok(Some(Err(e)));
+            }
+            Ok(g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &id])
+                .ok()
+                .map(Ok))
+        })?
+        .map_err(died)?;
         g.cli(&["layout", "apply", "--version", "1"])?;
         let bucket = g.bucket.clone();
         // The layout takes a moment to be applied: bucket creation fails until then.
