@@ -35,7 +35,8 @@ pub struct AgentConfig {
     /// Longest wait between reconnection attempts, in seconds.
     #[serde(default = "default_backoff")]
     pub reconnect_max_secs: u64,
-    /// Cloud metadata: "auto" (only on EC2), "always" or "never".
+    /// Cloud metadata: "auto" (only where DMI names a cloud), "always" (each cloud in turn),
+    /// "aws", "gcp" or "azure" (that cloud's service), or "never".
     #[serde(default = "default_metadata_mode")]
     pub metadata: String,
     #[serde(default)]
@@ -276,12 +277,16 @@ impl AgentConfig {
 
     pub fn metadata_config(&self) -> crate::identity::MetadataConfig {
         let defaults = crate::identity::MetadataConfig::default();
+        let provider = crate::cloud::Provider::parse(&self.metadata);
         crate::identity::MetadataConfig {
             mode: match self.metadata.as_str() {
                 "always" => crate::identity::MetadataMode::Always,
                 "never" => crate::identity::MetadataMode::Never,
+                // A provider named: ask it, whatever DMI says.
+                _ if provider.is_some() => crate::identity::MetadataMode::Always,
                 _ => crate::identity::MetadataMode::Auto,
             },
+            provider,
             url: self.metadata_url.clone().unwrap_or(defaults.url),
             ..defaults
         }

@@ -36,6 +36,7 @@
 //! [`tool_version`], at the crate root, may be used from any floor.
 
 pub mod capture;
+pub mod cloud;
 pub mod collect;
 pub mod config;
 pub mod containers;

@@ -43,14 +43,78 @@ pub struct CollectedBy {
     pub boot_id: Option<String>,
 }
 
+/// Where the host runs in its cloud, as its metadata service says (EC2 IMDSv2, Google Cloud,
+/// Azure). The fields after `instance_type` are the fleet context (issue #17): the collector
+/// groups hosts by them. Each is absent when the service did not say; `unavailable` says why.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloudIdentity {
+    /// `aws`, `gcp` or `azure`.
     pub provider: String,
     pub instance_id: Option<String>,
     pub region: Option<String>,
     pub availability_zone: Option<String>,
+    /// AWS account id, Google Cloud project id, Azure subscription id.
     pub account_id: Option<String>,
     pub instance_type: Option<String>,
+    /// The instance's name where the cloud has one (GCE, Azure; on EC2 the `Name` tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_name: Option<String>,
+    /// AMI id, GCE image, Azure image reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// The network of the primary interface: VPC id, GCE network, Azure virtual network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    /// Security group ids of the primary interface (EC2), network tags (GCE).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<CloudInterface>,
+    /// The role the instance acts as: IAM instance profile ARN, GCE service account, Azure
+    /// managed identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_profile: Option<String>,
+    /// Instance tags where the metadata service exposes them (EC2 with tags in metadata on,
+    /// Azure tags).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// The scaling group it belongs to: EC2 Auto Scaling group (`aws:autoscaling:groupName`),
+    /// GCE managed instance group, Azure scale set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling_group: Option<String>,
+    /// Azure's resource group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_group: Option<String>,
+    /// EC2 Auto Scaling target lifecycle state (`InService`, `Terminated`…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_state: Option<String>,
+    /// Whether the metadata service answered a request without a session token (IMDSv1):
+    /// a preparedness finding. `None` when not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imdsv1_open: Option<bool>,
+    /// What could not be read, each with its reason ("tags: not exposed (404)").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
+}
+
+/// One network interface of a cloud instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudInterface {
+    /// ENI id (EC2), interface index (GCE, Azure).
+    pub id: Option<String>,
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub private_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
 }
 
 impl HostIdentity {

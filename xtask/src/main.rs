@@ -225,6 +225,7 @@ fn test(args: &[String]) -> Result<()> {
     section("vm containment: the containment tests on the 6.1 cloud kernel (QEMU, TCG)");
     let containment = vm_containment::vm_containment_check();
     let guest = both(both(sensor, memory), containment);
+    procs::print_section_times();
     match (unit, guest) {
         (Ok(()), Ok(())) => {
             section("tests passed");

@@ -61,11 +61,32 @@ pub fn run_inherit(mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
+/// When each section began, for the summary [`print_section_times`] prints.
+static SECTIONS: std::sync::Mutex<Vec<(String, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
+
 pub fn section(title: &str) {
+    if let Ok(mut s) = SECTIONS.lock() {
+        s.push((title.to_string(), std::time::Instant::now()));
+    }
     println!(
         "\n==== {title} {}",
         "=".repeat(70usize.saturating_sub(title.chars().count()))
     );
+}
+
+/// What each section took, so a slow CI run says where its time went.
+pub fn print_section_times() {
+    let Ok(s) = SECTIONS.lock() else { return };
+    let now = std::time::Instant::now();
+    println!("\ntime by section:");
+    for (i, (title, start)) in s.iter().enumerate() {
+        let end = s.get(i + 1).map(|n| n.1).unwrap_or(now);
+        println!(
+            "  {:>7.1} s  {title}",
+            end.duration_since(*start).as_secs_f64()
+        );
+    }
 }
 
 fn is_root() -> bool {
