@@ -20,8 +20,26 @@ async fn failing_checks(api: &Api, host_id: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-pub(crate) async fn list(api: &Api, json_out: bool) -> Result<i32> {
-    let mut v = api.get("/api/v1/hosts").await?;
+/// The query string of the profiling window, or nothing.
+fn window_query(window: Option<&str>) -> String {
+    window
+        .map(|w| format!("window={}", seg(w)))
+        .unwrap_or_default()
+}
+
+pub(crate) async fn list(
+    api: &Api,
+    sort: Option<&str>,
+    window: Option<&str>,
+    json_out: bool,
+) -> Result<i32> {
+    let by_score = sort == Some("score");
+    let path = if by_score {
+        format!("/api/v1/hosts?sort=score&{}", window_query(window))
+    } else {
+        "/api/v1/hosts".to_string()
+    };
+    let mut v = api.get(path.trim_end_matches('&')).await?;
     // The failing checks, so nobody needs the API to learn why a host is not ready.
     if let Some(hosts) = v["hosts"].as_array_mut() {
         for h in hosts.iter_mut() {
@@ -64,6 +82,23 @@ pub(crate) async fn list(api: &Api, json_out: bool) -> Result<i32> {
             s(&st["events_lost"]),
             readiness
         );
+        if by_score {
+            match h["score"].as_f64() {
+                Some(score) => println!(
+                    "{:<38}score {score:.2}{}",
+                    "",
+                    if h["outlier"].as_bool() == Some(true) {
+                        "  OUTLIER"
+                    } else {
+                        ""
+                    }
+                ),
+                None => println!("{:<38}score: {}", "", s(&h["score_note"])),
+            }
+            for r in h["score_reasons"].as_array().into_iter().flatten() {
+                println!("{:<40}{}", "", crate::output::printable(&s(r)));
+            }
+        }
         for c in h["failing_checks"].as_array().into_iter().flatten() {
             println!("{:<38}check: {}", "", s(c));
         }
@@ -253,6 +288,72 @@ pub(crate) async fn revoke(api: &Api, id: &str, json_out: bool) -> Result<i32> {
             "revoked {} token(s) named {}",
             s(&v["revoked"]),
             crate::output::printable(id)
+        );
+    }
+    Ok(0)
+}
+
+/// `cairn fleet`: groups with their odd ones out first, each with its reasons.
+pub(crate) async fn fleet(api: &Api, window: Option<&str>, json_out: bool) -> Result<i32> {
+    let q = window_query(window);
+    let path = if q.is_empty() {
+        "/api/v1/fleet".to_string()
+    } else {
+        format!("/api/v1/fleet?{q}")
+    };
+    let v = api.get(&path).await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let groups = v["groups"].as_array().cloned().unwrap_or_default();
+    if groups.is_empty() {
+        println!("no groups: no agent has reported cloud context (VPC, scaling group) yet");
+    }
+    for g in &groups {
+        let odd = g["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| h["outlier"].as_bool() == Some(true))
+            .count();
+        println!(
+            "{}  ({} members, {} outlier{})",
+            crate::output::printable(&s(&g["label"])),
+            s(&g["members"]),
+            odd,
+            if odd == 1 { "" } else { "s" }
+        );
+        if let Some(note) = g["note"].as_str() {
+            println!("  {}", crate::output::printable(note));
+        }
+        for h in g["hosts"].as_array().into_iter().flatten() {
+            println!(
+                "  {} {:>7.2}  {}  {}",
+                if h["outlier"].as_bool() == Some(true) {
+                    "!"
+                } else {
+                    " "
+                },
+                h["score"].as_f64().unwrap_or(0.0),
+                pad(&mid(&s(&h["hostname"]), 24), 24),
+                s(&h["host_id"])
+            );
+            for r in h["reasons"].as_array().into_iter().flatten() {
+                println!("              {}", crate::output::printable(&s(&r["text"])));
+            }
+        }
+    }
+    let ungrouped = v["ungrouped"].as_array().map(Vec::len).unwrap_or(0);
+    if ungrouped > 0 {
+        println!(
+            "{ungrouped} host(s) in no group (no cloud context from their agents): not scored"
+        );
+    }
+    for t in v["truncated"].as_array().into_iter().flatten() {
+        println!(
+            "profiles cut: too many distinct {} features in the window",
+            s(t)
         );
     }
     Ok(0)

@@ -61,11 +61,25 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// List enrolled hosts (with the readiness checks that fail); `hosts readiness HOST`,
-    /// `hosts retire HOST`.
+    /// List enrolled hosts (with the readiness checks that fail); `hosts --sort score` puts
+    /// the odd ones out among their peers first; `hosts readiness HOST`, `hosts retire HOST`.
     Hosts {
+        /// `name` (the default) or `score`: each host's outlier score among its peers, with
+        /// its reasons, highest first.
+        #[arg(long, value_parser = ["name", "score"])]
+        sort: Option<String>,
+        /// With `--sort score`: the profiling window (`1h`, `24h`, `7d`; default 24h).
+        #[arg(long)]
+        window: Option<String>,
         #[command(subcommand)]
         cmd: Option<HostsCmd>,
+    },
+    /// The fleet by architecture (VPC, scaling group): each group's members scored by how
+    /// many of their peers share what they did, the odd ones out first with their reasons.
+    Fleet {
+        /// The profiling window (`1h`, `24h`, `7d`; default 24h).
+        #[arg(long)]
+        window: Option<String>,
     },
     /// Request a collection from a host (hostname, agent id or prefix, cloud instance id or
     /// machine id).
@@ -281,8 +295,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
     let api = Api::new(&cli.api, &cli.token, cli.ca_cert.as_deref())?;
     let json_out = cli.json;
     match &cli.cmd {
-        Cmd::Hosts { cmd } => match cmd {
-            None | Some(HostsCmd::List) => hosts::list(&api, json_out).await,
+        Cmd::Fleet { window } => hosts::fleet(&api, window.as_deref(), json_out).await,
+        Cmd::Hosts { cmd, sort, window } => match cmd {
+            None | Some(HostsCmd::List) => {
+                hosts::list(&api, sort.as_deref(), window.as_deref(), json_out).await
+            }
             Some(HostsCmd::Readiness { host, limit }) => {
                 hosts::readiness(&api, host, *limit, json_out).await
             }

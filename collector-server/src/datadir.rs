@@ -571,5 +571,6 @@ pub fn parse_duration(s: &str) -> Result<i64> {
     if n <= 0 {
         bail!("bad duration {s:?}: must be positive");
     }
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .with_context(|| format!("bad duration {s:?}: too long"))
 }

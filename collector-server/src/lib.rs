@@ -26,6 +26,7 @@ pub mod custody;
 pub mod datadir;
 pub mod error;
 pub mod evidence;
+pub mod fleet;
 pub mod health;
 pub mod hosts;
 pub mod ingest;

@@ -81,6 +81,7 @@ pub fn load_state(
         authority: data.authority()?,
         ca_pem: data.ca_pem()?,
         triggers: Triggers::new(TriggerConfig::load(&data.path("triggers.toml"))?),
+        fleet: crate::fleet::Fleet::load(&data.path("vpc-peering.json"))?,
         health: Default::default(),
         evidence_key,
     }))

@@ -24,6 +24,8 @@ pub struct State {
     pub sequences: crate::triggers::sequence::Sequences,
     /// Profile mapping, dedup and rate limits for `/api/v1/triggers/...`.
     pub triggers: Triggers,
+    /// How hosts are grouped and profiled (peered VPCs, the window).
+    pub fleet: crate::fleet::Fleet,
     pub authority: Authority,
     pub ca_pem: String,
     /// Whether evidence can be stored now.

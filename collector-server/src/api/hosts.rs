@@ -53,18 +53,59 @@ async fn retire_host(
     Ok(Json(json!({"retired": host.id, "hostname": host.hostname})))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// `score`: each host's outlier score among its peers (with its reasons), highest first.
+    sort: Option<String>,
+    /// The profiling window of the score (`24h` by default).
+    window: Option<String>,
+}
+
 async fn list_hosts(
     AxState(state): AxState<S>,
     Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require(READERS)?;
+    let scores = match q.sort.as_deref() {
+        None | Some("name") => None,
+        Some("score") => Some(super::fleet::report(&state, q.window.as_deref()).await?),
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "sort={other:?}: sort by \"name\" (the default) or \"score\""
+            ))
+            .into())
+        }
+    };
     let mut hosts = Vec::new();
     for h in state.meta().list_hosts()? {
         let connected = state.sessions.is_connected(&h.id);
         let mut v = to_value(&h)?;
         v["connected"] = json!(connected);
         v["containment"] = to_value(&state.containments.in_force(&h.id)?)?;
+        if let Some(r) = &scores {
+            match r.hosts.iter().find(|s| s.host_id == h.id) {
+                Some(s) => {
+                    v["score"] = json!(s.score);
+                    v["outlier"] = json!(s.outlier);
+                    v["score_reasons"] = json!(s.reasons);
+                    v["groups"] = json!(s.groups);
+                }
+                None => {
+                    v["score"] = Value::Null;
+                    v["score_note"] =
+                        json!("in no group (its agent gave no cloud context): not scored");
+                }
+            }
+        }
         hosts.push(v);
+    }
+    if scores.is_some() {
+        hosts.sort_by(|a, b| {
+            let s = |v: &Value| v["score"].as_f64().unwrap_or(-1.0);
+            s(b).total_cmp(&s(a))
+        });
     }
     Ok(Json(json!({ "hosts": hosts })))
 }

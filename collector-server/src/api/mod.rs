@@ -9,6 +9,7 @@ pub(crate) mod archive;
 mod auth;
 pub(crate) mod collections;
 mod containment;
+mod fleet;
 mod hosts;
 pub mod import;
 pub(crate) mod items;
@@ -98,6 +99,7 @@ pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
 pub fn router(state: S) -> Router {
     Router::new()
         .merge(hosts::routes())
+        .merge(fleet::routes())
         .merge(containment::routes())
         .merge(collections::routes())
         .merge(archive::routes())

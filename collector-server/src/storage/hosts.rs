@@ -52,6 +52,9 @@ pub struct HostRow {
     /// When it was retired (its certificate no longer accepted, its evidence kept), and why.
     pub retired_at: Option<String>,
     pub retired_reason: Option<String>,
+    /// What the agent last said about itself (its hello, or the manifest of an import): the
+    /// cloud context the fleet is grouped by.
+    pub identity: Option<HostIdentity>,
 }
 
 pub trait HostStore {

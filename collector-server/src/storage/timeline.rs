@@ -186,6 +186,15 @@ pub struct Stacked {
     pub hosts: u64,
 }
 
+/// One distinct value (or pair) of a host's events, and how many events had it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostValue {
+    pub host: String,
+    pub a: String,
+    pub b: Option<String>,
+    pub events: u64,
+}
+
 /// A page position: the last `(time_ns, id)` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
@@ -294,6 +303,16 @@ pub trait TimelineStore {
         rarest_first: bool,
         limit: u32,
     ) -> Result<Vec<Stacked>>;
+    /// The distinct values of column `a` (with `b`, as pairs) on each host among the matching
+    /// events, with how many events had each: what a host's behaviour profile is made of. At
+    /// most `limit` + 1 rows, so the caller can say the profile was cut.
+    fn timeline_host_values(
+        &self,
+        filter: &Filter,
+        a: Column,
+        b: Option<Column>,
+        limit: u32,
+    ) -> Result<Vec<HostValue>>;
     /// One event by its row id.
     fn timeline_event(&self, id: i64) -> Result<Option<StoredEvent>>;
     /// The `n` events before and the `n` after an event, on its host, in time order.

@@ -344,6 +344,28 @@ impl Query {
         )
     }
 
+    /// The distinct values of one column (or a pair) on each host among the matching rows:
+    /// `(host id, a, b, events)`, at most `limit` + 1 rows so the caller sees truncation.
+    pub fn host_values(&mut self, f: &Filter, a: Column, b: Option<Column>, limit: u32) -> String {
+        let w = self.where_clause(f, None);
+        let and = if w.is_empty() { "WHERE" } else { "AND" };
+        let ca = format!("CAST({} AS TEXT)", a.sql());
+        let (cb, b_not_null) = match b {
+            Some(b) => (
+                format!("CAST({} AS TEXT)", b.sql()),
+                format!(" AND {} IS NOT NULL", b.sql()),
+            ),
+            None => ("CAST(NULL AS TEXT)".to_string(), String::new()),
+        };
+        let l = self.bind(Value::Int(i64::from(limit) + 1));
+        format!(
+            "SELECT (SELECT host_id FROM timeline_hosts WHERE n = t.host), t.a, t.b, t.c FROM
+             (SELECT host, {ca} AS a, {cb} AS b, COUNT(*) AS c FROM timeline {w} {and} {} IS NOT NULL{b_not_null}
+              GROUP BY host, {ca}, {cb} LIMIT {l}) t",
+            a.sql()
+        )
+    }
+
     /// The earliest and latest time among the matching rows.
     pub fn span(&mut self, f: &Filter) -> String {
         let w = self.where_clause(f, None);

@@ -144,6 +144,7 @@ mod tests {
             readiness_at: None,
             retired_at: None,
             retired_reason: None,
+            identity: None,
         }
     }
 

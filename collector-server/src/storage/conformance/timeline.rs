@@ -15,6 +15,7 @@ on_both!(
     values_stacks_context_and_spans,
     a_batch_is_deduplicated_and_counted,
     a_hundred_thousand_events_in_one_batch,
+    host_values_are_the_distinct_pairs_of_each_host,
 );
 
 /// 250 events on two hosts; inserting them again changes nothing.
@@ -498,4 +499,63 @@ fn a_hundred_thousand_events_in_one_batch(db: &dyn MetadataStore, _: Backend) {
         100_010
     );
     eprintln!("100 000 events inserted in {took:?}");
+}
+
+fn host_values_are_the_distinct_pairs_of_each_host(db: &dyn MetadataStore, _: Backend) {
+    use crate::storage::timeline::HostValue;
+    with_events(db);
+    let execs = Filter {
+        kinds: vec!["process_exec".into()],
+        ..Default::default()
+    };
+    let mut rows = db
+        .timeline_host_values(&execs, Column::Exe, None, 1000)
+        .unwrap();
+    rows.sort_by(|a, b| (&a.host, &a.a).cmp(&(&b.host, &b.a)));
+    // host-a has events 0..200: execs are those with i % 5 != 0, exe t{i % 4}.
+    let count =
+        |lo: i64, hi: i64, m: i64| (lo..hi).filter(|i| i % 5 != 0 && i % 4 == m).count() as u64;
+    let want: Vec<HostValue> = [("host-a", 0, 200), ("host-b", 200, 250)]
+        .iter()
+        .flat_map(|&(h, lo, hi)| {
+            (0..4).map(move |m| HostValue {
+                host: h.into(),
+                a: format!("/usr/bin/t{m}"),
+                b: None,
+                events: count(lo, hi, m),
+            })
+        })
+        .collect();
+    assert_eq!(rows, want);
+    // Pairs with a numeric column; rows where either is missing are left out.
+    let pairs = db
+        .timeline_host_values(
+            &Filter::default(),
+            Column::User,
+            Some(Column::DstPort),
+            1000,
+        )
+        .unwrap();
+    assert!(!pairs.is_empty());
+    assert!(pairs.iter().all(|r| r.b.as_deref() == Some("22")));
+    let total: u64 = pairs.iter().map(|r| r.events).sum();
+    assert_eq!(total, 10, "{pairs:?}");
+    // One more row than the limit says the answer was cut.
+    let cut = db
+        .timeline_host_values(&execs, Column::Exe, None, 3)
+        .unwrap();
+    assert_eq!(cut.len(), 4);
+    // Bounded by the filter's hosts and time.
+    let one = Filter {
+        host_ids: vec!["host-b".into()],
+        from_ns: Some(1_200),
+        to_ns: Some(1_209),
+        ..execs
+    };
+    let rows = db
+        .timeline_host_values(&one, Column::Exe, None, 1000)
+        .unwrap();
+    assert!(rows.iter().all(|r| r.host == "host-b"));
+    let n: u64 = rows.iter().map(|r| r.events).sum();
+    assert_eq!(n, (200..=209).filter(|i| i % 5 != 0).count() as u64);
 }

@@ -16,7 +16,7 @@ CREATE INDEX IF NOT EXISTS hosts_hostname ON hosts(hostname);
 "#;
 
 const HOST_COLS: &str =
-    "id, hostname, machine_id, instance_id, kernel, agent_version, enrolled_at, last_seen, origin, status_json, readiness, readiness_since, readiness_at, retired_at, retired_reason";
+    "id, hostname, machine_id, instance_id, kernel, agent_version, enrolled_at, last_seen, origin, status_json, readiness, readiness_since, readiness_at, retired_at, retired_reason, identity_json";
 
 fn host_from_row(r: &Row) -> Result<HostRow> {
     Ok(HostRow {
@@ -35,6 +35,7 @@ fn host_from_row(r: &Row) -> Result<HostRow> {
         readiness_at: get(r, 12)?,
         retired_at: get(r, 13)?,
         retired_reason: get(r, 14)?,
+        identity: from_json(get(r, 15)?),
     })
 }
 

@@ -6,8 +6,8 @@
 
 use super::{get, get_u64, in_transaction, int, now, ot, params, refs, rows, t, Postgres, Txt};
 use crate::storage::timeline::{
-    Column, Cursor, Event, Facets, Filter, Histogram, Stacked, StoredEvent, TimelineStore,
-    FACET_SCAN_MAX,
+    Column, Cursor, Event, Facets, Filter, Histogram, HostValue, Stacked, StoredEvent,
+    TimelineStore, FACET_SCAN_MAX,
 };
 use crate::storage::timeline_sql::{
     self, FacetCounts, Query, RowRead, Value, FACET_COLS, POSTGRES, ROW_COLS,
@@ -332,6 +332,27 @@ impl TimelineStore for Postgres {
                     value: get(r, 0)?,
                     events: get_u64(r, 1)?,
                     hosts: get_u64(r, 2)?,
+                })
+            },
+        )
+    }
+
+    fn timeline_host_values(
+        &self,
+        f: &Filter,
+        a: Column,
+        b: Option<Column>,
+        limit: u32,
+    ) -> Result<Vec<HostValue>> {
+        self.filtered(
+            f,
+            move |q, f| q.host_values(f, a, b, limit),
+            |r| {
+                Ok(HostValue {
+                    host: get(r, 0)?,
+                    a: get(r, 1)?,
+                    b: get(r, 2)?,
+                    events: get_u64(r, 3)?,
                 })
             },
         )

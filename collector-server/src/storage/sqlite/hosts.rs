@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS hosts (
 "#;
 
 const HOST_COLS: &str =
-    "id, hostname, machine_id, instance_id, kernel, agent_version, enrolled_at, last_seen, origin, status_json, readiness, readiness_since, readiness_at, retired_at, retired_reason";
+    "id, hostname, machine_id, instance_id, kernel, agent_version, enrolled_at, last_seen, origin, status_json, readiness, readiness_since, readiness_at, retired_at, retired_reason, identity_json";
 
 fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
     Ok(HostRow {
@@ -32,6 +32,7 @@ fn host_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HostRow> {
         readiness_at: r.get(12)?,
         retired_at: r.get(13)?,
         retired_reason: r.get(14)?,
+        identity: from_json(r.get(15)?),
     })
 }
 

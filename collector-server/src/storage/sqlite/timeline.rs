@@ -10,8 +10,8 @@
 
 use super::{now, Sqlite};
 use crate::storage::timeline::{
-    Column, Cursor, Event, Facets, Filter, Histogram, Stacked, StoredEvent, TimelineStore,
-    FACET_SCAN_MAX,
+    Column, Cursor, Event, Facets, Filter, Histogram, HostValue, Stacked, StoredEvent,
+    TimelineStore, FACET_SCAN_MAX,
 };
 use crate::storage::timeline_sql::{
     self, FacetCounts, Query, RowRead, Value as Bound, FACET_COLS, ROW_COLS, SQLITE,
@@ -333,6 +333,25 @@ impl TimelineStore for Sqlite {
                 value: r.get(0)?,
                 events: r.get(1)?,
                 hosts: r.get(2)?,
+            })
+        })
+    }
+
+    fn timeline_host_values(
+        &self,
+        f: &Filter,
+        a: Column,
+        b: Option<Column>,
+        limit: u32,
+    ) -> Result<Vec<HostValue>> {
+        let mut q = query();
+        let sql = q.host_values(f, a, b, limit);
+        self.rows(&sql, params(q), |r| {
+            Ok(HostValue {
+                host: r.get(0)?,
+                a: r.get(1)?,
+                b: r.get(2)?,
+                events: r.get(3)?,
             })
         })
     }

@@ -1,0 +1,479 @@
+//! Fleet context (issue #17): each host's place in the architecture, and the ones that behave
+//! unlike their peers.
+//!
+//! Hosts are grouped by what their agents say about where they run ([`groups`]); each host's
+//! behaviour over a sliding window is read from the timeline as a set of features
+//! (executables run, parent → child pairs, outbound destinations, users who logged in); and
+//! every group is scored by how many of its members share each feature ([`score`]). Nothing
+//! is stored: the report is computed from the current identities and the timeline, so a host
+//! that moves, or a group that changes, is reflected at the next report.
+
+pub mod groups;
+pub mod score;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::storage::timeline::{Column, Filter};
+use crate::storage::MetadataStore;
+pub use groups::{Group, GroupKind, Peering};
+pub use score::{Feature, FeatureKind, HostScore};
+
+/// The window behaviour is profiled over by default.
+pub const DEFAULT_WINDOW_NS: i64 = 24 * 3600 * 1_000_000_000;
+/// At most this many distinct (host, feature) rows are read per feature kind: a profile cut
+/// there says so.
+pub const MAX_FEATURE_ROWS: u32 = 500_000;
+
+/// One feature kind and where it is read from in the timeline.
+struct Source {
+    kind: FeatureKind,
+    event_kinds: &'static [&'static str],
+    a: Column,
+    b: Option<Column>,
+    /// How `a` and `b` make the feature's value.
+    join: &'static str,
+}
+
+const SOURCES: &[Source] = &[
+    Source {
+        kind: FeatureKind::Exec,
+        event_kinds: &["process_exec"],
+        a: Column::Exe,
+        b: None,
+        join: "",
+    },
+    Source {
+        kind: FeatureKind::ParentChild,
+        event_kinds: &["process_exec"],
+        a: Column::Parent,
+        b: Some(Column::Exe),
+        join: " -> ",
+    },
+    Source {
+        kind: FeatureKind::Connect,
+        event_kinds: &["tcp_connect"],
+        a: Column::Dst,
+        b: Some(Column::DstPort),
+        join: ":",
+    },
+    Source {
+        kind: FeatureKind::Login,
+        event_kinds: &["ssh_login", "login"],
+        a: Column::User,
+        b: None,
+        join: "",
+    },
+];
+
+/// The fleet's configuration: which VPCs are peered, and the profiling window.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub peering: Peering,
+    pub window_ns: i64,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet {
+            peering: Peering::default(),
+            window_ns: DEFAULT_WINDOW_NS,
+        }
+    }
+}
+
+/// One group and its members' scores.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReport {
+    #[serde(flatten)]
+    pub group: Group,
+    pub members: usize,
+    pub scored: bool,
+    pub note: Option<String>,
+    /// The members, the highest score first.
+    pub hosts: Vec<HostScore>,
+}
+
+/// A host's standing over all its groups.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostStanding {
+    pub host_id: String,
+    pub hostname: String,
+    /// Its highest score in any group.
+    pub score: f64,
+    pub outlier: bool,
+    /// The group keys it is in.
+    pub groups: Vec<String>,
+    /// The reasons of every group it stands out in, the highest-scoring first (of its
+    /// highest-scoring group when it stands out in none).
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetReport {
+    pub from_ns: i64,
+    pub to_ns: i64,
+    /// Groups with an outlier first, then by size.
+    pub groups: Vec<GroupReport>,
+    /// Every host in a group, the highest score first.
+    pub hosts: Vec<HostStanding>,
+    /// Hosts whose agents gave no cloud context: in no group, not scored.
+    pub ungrouped: Vec<String>,
+    /// Feature kinds whose rows were cut at [`MAX_FEATURE_ROWS`]: profiles are incomplete.
+    pub truncated: Vec<FeatureKind>,
+}
+
+/// Largest peering inventory read.
+const MAX_INVENTORY: u64 = 64 << 20;
+
+impl Fleet {
+    /// The fleet configuration from the data directory: `vpc-peering.json` (the JSON of `aws
+    /// ec2 describe-vpc-peering-connections`) when present.
+    pub fn load(peering: &std::path::Path) -> Result<Fleet> {
+        use std::io::Read;
+        let mut fleet = Fleet::default();
+        let f = match std::fs::File::open(peering) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(fleet),
+            Err(e) => {
+                return Err(crate::error::Error::invalid(format!(
+                    "{}: {e}",
+                    peering.display()
+                )))
+            }
+        };
+        let mut bytes = Vec::new();
+        f.take(MAX_INVENTORY + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| crate::error::Error::invalid(format!("{}: {e}", peering.display())))?;
+        if bytes.len() as u64 > MAX_INVENTORY {
+            return Err(crate::error::Error::invalid(format!(
+                "{}: larger than {} MiB",
+                peering.display(),
+                MAX_INVENTORY >> 20
+            )));
+        }
+        fleet.peering = Peering::from_json(&bytes)
+            .map_err(|e| crate::error::Error::invalid(format!("{}: {e}", peering.display())))?;
+        Ok(fleet)
+    }
+
+    /// Groups, profiles and scores the fleet as of `now_ns`.
+    pub fn report(&self, meta: &dyn MetadataStore, now_ns: i64) -> Result<FleetReport> {
+        let (from_ns, to_ns) = (now_ns.saturating_sub(self.window_ns), now_ns);
+        let hosts: Vec<_> = meta
+            .list_hosts()?
+            .into_iter()
+            .filter(|h| h.retired_at.is_none())
+            .collect();
+        let mut members: BTreeMap<Group, Vec<(String, String)>> = BTreeMap::new();
+        let mut ungrouped = Vec::new();
+        let mut host_groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for h in &hosts {
+            let gs = h
+                .identity
+                .as_ref()
+                .map(|id| groups::groups_of(id, &self.peering))
+                .unwrap_or_default();
+            if gs.is_empty() {
+                ungrouped.push(h.id.clone());
+            }
+            for g in gs {
+                host_groups
+                    .entry(h.id.clone())
+                    .or_default()
+                    .push(g.key.clone());
+                members
+                    .entry(g)
+                    .or_default()
+                    .push((h.id.clone(), h.hostname.clone()));
+            }
+        }
+        let grouped: Vec<String> = host_groups.keys().cloned().collect();
+        let (features, truncated) = if grouped.is_empty() {
+            (BTreeMap::new(), Vec::new())
+        } else {
+            profiles(meta, &grouped, from_ns, to_ns)?
+        };
+        let mut reports: Vec<GroupReport> = members
+            .into_iter()
+            .map(|(group, m)| {
+                let s = score::score_group(&group.label, &m, &features);
+                GroupReport {
+                    members: m.len(),
+                    scored: s.scored,
+                    note: s.note,
+                    hosts: s.hosts,
+                    group,
+                }
+            })
+            .collect();
+        reports.sort_by(|a, b| {
+            let odd = |r: &GroupReport| r.hosts.iter().any(|h| h.outlier);
+            odd(b)
+                .cmp(&odd(a))
+                .then(b.members.cmp(&a.members))
+                .then_with(|| a.group.key.cmp(&b.group.key))
+        });
+        // Each host's groups, the highest score first: its reasons are those of every group
+        // it stands out in (or of its highest group when it stands out in none).
+        let mut per_host: BTreeMap<String, Vec<&HostScore>> = BTreeMap::new();
+        for r in &reports {
+            for h in &r.hosts {
+                per_host.entry(h.host_id.clone()).or_default().push(h);
+            }
+        }
+        let mut hosts: Vec<HostStanding> = per_host
+            .into_iter()
+            .map(|(id, mut scores)| {
+                scores.sort_by(|a, b| b.score.total_cmp(&a.score));
+                let outlier = scores.iter().any(|s| s.outlier);
+                let reasons = scores
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| s.outlier || (!outlier && *i == 0))
+                    .flat_map(|(_, s)| s.reasons.iter().map(|r| r.text.clone()))
+                    .take(2 * score::MAX_REASONS)
+                    .collect();
+                HostStanding {
+                    hostname: scores
+                        .first()
+                        .map(|s| s.hostname.clone())
+                        .unwrap_or_default(),
+                    score: scores.first().map(|s| s.score).unwrap_or(0.0),
+                    outlier,
+                    groups: host_groups.get(&id).cloned().unwrap_or_default(),
+                    reasons,
+                    host_id: id,
+                }
+            })
+            .collect();
+        hosts.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.hostname.cmp(&b.hostname))
+        });
+        Ok(FleetReport {
+            from_ns,
+            to_ns,
+            groups: reports,
+            hosts,
+            ungrouped,
+            truncated,
+        })
+    }
+}
+
+/// Each host's features in the window, and the feature kinds cut at the row bound.
+fn profiles(
+    meta: &dyn MetadataStore,
+    hosts: &[String],
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<(BTreeMap<String, BTreeSet<Feature>>, Vec<FeatureKind>)> {
+    let mut out: BTreeMap<String, BTreeSet<Feature>> = BTreeMap::new();
+    let mut truncated = Vec::new();
+    for s in SOURCES {
+        let filter = Filter {
+            host_ids: hosts.to_vec(),
+            from_ns: Some(from_ns),
+            to_ns: Some(to_ns),
+            kinds: s.event_kinds.iter().map(|k| k.to_string()).collect(),
+            ..Default::default()
+        };
+        let mut rows = meta.timeline_host_values(&filter, s.a, s.b, MAX_FEATURE_ROWS)?;
+        if rows.len() > MAX_FEATURE_ROWS as usize {
+            rows.truncate(MAX_FEATURE_ROWS as usize);
+            truncated.push(s.kind);
+        }
+        for r in rows {
+            let value = match r.b {
+                Some(b) => format!("{}{}{b}", r.a, s.join),
+                None => r.a,
+            };
+            out.entry(r.host).or_default().insert(Feature {
+                kind: s.kind,
+                value,
+            });
+        }
+    }
+    Ok((out, truncated))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::Sqlite;
+    use crate::storage::timeline::Event;
+    use cairn_protocol::manifest::{CloudIdentity, HostIdentity};
+
+    const HOUR: i64 = 3600 * 1_000_000_000;
+
+    fn enroll(db: &Sqlite, n: usize, asg: &str) -> String {
+        use crate::storage::HostStore;
+        let id = format!("agent-{asg}-{n}");
+        db.insert_enrolled_host(&id, &format!("{asg}-{n}"), &format!("cert-{id}"))
+            .unwrap();
+        let ident = HostIdentity {
+            hostname: format!("{asg}-{n}"),
+            cloud: Some(CloudIdentity {
+                provider: "aws".into(),
+                instance_id: Some(format!("i-{asg}{n}")),
+                account_id: Some("123456789012".into()),
+                region: Some("eu-west-1".into()),
+                network_id: Some("vpc-0a1".into()),
+                scaling_group: Some(asg.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        db.update_host_identity(&id, &ident, "test").unwrap();
+        id
+    }
+
+    fn exec(t: i64, exe: &str, parent: &str) -> Event {
+        let mut e = Event::new(t, "ebpf", "process_exec", format!("exec {exe}"));
+        e.exe = Some(exe.into());
+        e.parent_exe = Some(parent.into());
+        e.dedup = t ^ (exe.len() as i64);
+        e
+    }
+
+    fn connect(t: i64, addr: &str, port: i64) -> Event {
+        let mut e = Event::new(t, "ebpf", "tcp_connect", format!("connect {addr}"));
+        e.dst_addr = Some(addr.into());
+        e.dst_port = Some(port);
+        e.dedup = t ^ port;
+        e
+    }
+
+    #[test]
+    fn the_odd_web_server_is_flagged_in_its_groups_and_nowhere_else() {
+        use crate::storage::TimelineStore;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+        let now = 100 * HOUR;
+        let web: Vec<String> = (1..=8).map(|i| enroll(&db, i, "web")).collect();
+        let batch: Vec<String> = (1..=4).map(|i| enroll(&db, i, "batch")).collect();
+        let pair: Vec<String> = (1..=2).map(|i| enroll(&db, i, "tiny")).collect();
+        for (i, h) in web.iter().enumerate() {
+            let t = now - HOUR + i as i64;
+            let mut evs = vec![
+                exec(t, "/usr/sbin/nginx", "/usr/lib/systemd/systemd"),
+                connect(t + 100, "10.0.2.5", 5432),
+            ];
+            if i == 6 {
+                evs.push(exec(t + 200, "/tmp/.x/payload", "/usr/sbin/nginx"));
+                evs.push(connect(t + 300, "198.51.100.7", 4444));
+            }
+            // Long before the window: not part of the profile.
+            evs.push(exec(now - 48 * HOUR, "/opt/old/tool", "/bin/sh"));
+            db.insert_timeline(h, None, &evs).unwrap();
+        }
+        for h in batch.iter().chain(&pair) {
+            db.insert_timeline(
+                h,
+                None,
+                &[exec(now - HOUR, "/usr/bin/python3", "/usr/sbin/cron")],
+            )
+            .unwrap();
+        }
+        let r = Fleet::default().report(&db, now).unwrap();
+        let outliers: Vec<&str> = r
+            .hosts
+            .iter()
+            .filter(|h| h.outlier)
+            .map(|h| h.hostname.as_str())
+            .collect();
+        assert_eq!(outliers, vec!["web-7"]);
+        let top = &r.hosts[0];
+        assert_eq!(top.hostname, "web-7");
+        assert!(
+            top.reasons
+                .iter()
+                .any(|t| t == "only web-7 of 8 in asg web ran /tmp/.x/payload"),
+            "{:?}",
+            top.reasons
+        );
+        assert!(top
+            .reasons
+            .iter()
+            .any(|t| t == "only web-7 of 8 in asg web connected to 198.51.100.7:4444"));
+        assert!(top
+            .reasons
+            .iter()
+            .any(|t| t.contains("started /tmp/.x/payload from /usr/sbin/nginx")));
+        // Groups with an outlier come first (the VPC and the asg), the batch group after;
+        // the tiny group is not scored and says so.
+        let odd: Vec<&str> = r.groups[..2]
+            .iter()
+            .map(|g| g.group.label.as_str())
+            .collect();
+        assert_eq!(odd, vec!["vpc vpc-0a1 (123456789012)", "asg web"]);
+        assert!(r.groups[2..]
+            .iter()
+            .all(|g| g.hosts.iter().all(|h| !h.outlier)));
+        let tiny = r
+            .groups
+            .iter()
+            .find(|g| g.group.label == "asg tiny")
+            .unwrap();
+        assert!(!tiny.scored);
+        assert!(tiny.note.as_deref().unwrap().contains("not scored"));
+        // Every host is also in the shared VPC, where web-7 is odd as well (1 of 14).
+        let vpc = r
+            .groups
+            .iter()
+            .find(|g| g.group.kind == GroupKind::Network)
+            .unwrap();
+        assert_eq!(vpc.members, 14);
+        assert!(vpc
+            .hosts
+            .iter()
+            .filter(|h| h.outlier)
+            .all(|h| h.hostname == "web-7"));
+        assert!(r.ungrouped.is_empty() && r.truncated.is_empty());
+    }
+
+    #[test]
+    fn a_host_that_moves_is_in_its_new_group_at_once() {
+        use crate::storage::HostStore;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+        let moved = enroll(&db, 1, "web");
+        enroll(&db, 2, "web");
+        let mut ident = db.get_host(&moved).unwrap().unwrap().identity.unwrap();
+        if let Some(c) = ident.cloud.as_mut() {
+            c.scaling_group = Some("api".into());
+        }
+        db.update_host_identity(&moved, &ident, "test").unwrap();
+        let r = Fleet::default().report(&db, HOUR).unwrap();
+        let api = r
+            .groups
+            .iter()
+            .find(|g| g.group.label == "asg api")
+            .unwrap();
+        assert_eq!(api.hosts[0].host_id, moved);
+        let web = r
+            .groups
+            .iter()
+            .find(|g| g.group.label == "asg web")
+            .unwrap();
+        assert_eq!(web.members, 1);
+    }
+
+    #[test]
+    fn a_peering_inventory_is_read_checked_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("vpc-peering.json");
+        assert!(Fleet::load(&p).is_ok(), "absent is the default");
+        std::fs::write(&p, b"{\"nope\": 1}").unwrap();
+        let e = Fleet::load(&p).unwrap_err().to_string();
+        assert!(e.contains("describe-vpc-peering-connections"), "{e}");
+        std::fs::write(&p, br#"{"VpcPeeringConnections": []}"#).unwrap();
+        assert!(Fleet::load(&p).is_ok());
+    }
+}
