@@ -82,6 +82,7 @@ pub fn load_state(
         ca_pem: data.ca_pem()?,
         triggers: Triggers::new(TriggerConfig::load(&data.path("triggers.toml"))?),
         fleet: crate::fleet::Fleet::load(&data.path("vpc-peering.json"))?,
+        fleet_cache: Default::default(),
         health: Default::default(),
         evidence_key,
     }))

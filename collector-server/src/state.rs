@@ -26,6 +26,8 @@ pub struct State {
     pub triggers: Triggers,
     /// How hosts are grouped and profiled (peered VPCs, the window).
     pub fleet: crate::fleet::Fleet,
+    /// The last fleet report, for triggers' priorities.
+    pub fleet_cache: crate::fleet::ReportCache,
     pub authority: Authority,
     pub ca_pem: String,
     /// Whether evidence can be stored now.

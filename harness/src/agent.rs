@@ -51,6 +51,26 @@ pub fn enroll_raw_with(
     run(cmd, CLI_TIMEOUT)
 }
 
+/// Replace (or add, before any table) `key = value` in an agent state's agent.toml; `value`
+/// is TOML (`"always"`, `1`, `false`).
+pub fn set_agent_option(state: &Path, key: &str, value: &str) -> Result<()> {
+    let p = state.join("agent.toml");
+    let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let line = format!("{key} = {value}");
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.split('=').next().map(str::trim) != Some(key))
+        .map(str::to_string)
+        .collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with('['))
+        .unwrap_or(lines.len());
+    lines.insert(at, line);
+    fs::write(&p, lines.join("\n") + "\n")?;
+    Ok(())
+}
+
 impl Agent {
     /// Point the (stopped) agent at several collector addresses, `HOST:PORT,HOST:PORT`.
     pub fn set_collectors(&self, addrs: &str) -> Result<()> {

@@ -29,6 +29,7 @@ mod collector;
 mod console;
 mod files;
 pub mod garage;
+pub mod imds;
 mod managed;
 pub mod memimage;
 pub mod netns;
@@ -42,7 +43,8 @@ mod webdriver;
 use std::time::Duration;
 
 pub use agent::{
-    collector_with_agent, collector_with_agent_in, enroll_raw, enroll_raw_with, Agent,
+    collector_with_agent, collector_with_agent_in, enroll_raw, enroll_raw_with, set_agent_option,
+    Agent,
 };
 pub use api::Api;
 pub use bins::{bin, bin_dir, Bins};

@@ -69,24 +69,6 @@ fn ballast(path: &Path, len: u64) {
     f.sync_all().unwrap();
 }
 
-/// Replace (or add, before any table) `key = value` in the agent's agent.toml.
-fn set_agent_option(state: &Path, key: &str, value: &str) {
-    let p = state.join("agent.toml");
-    let text = std::fs::read_to_string(&p).unwrap();
-    let line = format!("{key} = {value}");
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| l.split('=').next().map(str::trim) != Some(key))
-        .map(str::to_string)
-        .collect();
-    let at = lines
-        .iter()
-        .position(|l| l.starts_with('['))
-        .unwrap_or(lines.len());
-    lines.insert(at, line);
-    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
-}
-
 fn host_status(collector: &Collector, agent: &Agent) -> Value {
     collector
         .hosts()
@@ -109,7 +91,7 @@ fn a_full_collector_disk_pauses_the_upload_and_it_resumes_by_itself_without_a_st
     let collector = Collector::start_in(&bins, &disk.0.join("c"), |_| Ok(())).unwrap();
     let mut agent = Agent::enroll_in(&collector, &work.path().join("agent")).unwrap();
     // No live events: the collector's database must not eat the room the test measures.
-    set_agent_option(&agent.state, "sensor_enabled", "false");
+    set_agent_option(&agent.state, "sensor_enabled", "false").unwrap();
     agent.run().unwrap();
     let host = agent
         .wait_connected(&collector, Duration::from_secs(60))

@@ -55,29 +55,6 @@ fn fake_imds(instance_id: &str) -> String {
     format!("http://{addr}")
 }
 
-/// Replace (or add, before any table) `key = value` in the agent's agent.toml.
-fn set_agent_option(state: &Path, key: &str, value: &str) {
-    let p = state.join("agent.toml");
-    let text = std::fs::read_to_string(&p).unwrap();
-    let line = format!("{key} = {value}");
-    let mut found = false;
-    let mut lines: Vec<String> = text
-        .lines()
-        .map(|l| {
-            if l.split('=').next().map(str::trim) == Some(key) {
-                found = true;
-                line.clone()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    if !found {
-        lines.insert(0, line);
-    }
-    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
-}
-
 fn agent_with_identity(
     collector: &Collector,
     work: &Path,
@@ -86,14 +63,15 @@ fn agent_with_identity(
 ) -> Agent {
     // Two agents of one machine (one machine id) are two hosts only when asked.
     let mut agent = Agent::enroll_with(collector, work, &["--new-identity"]).unwrap();
-    set_agent_option(&agent.state, "metadata", "\"always\"");
+    set_agent_option(&agent.state, "metadata", "\"always\"").unwrap();
     set_agent_option(
         &agent.state,
         "metadata_url",
         &format!("\"{}\"", fake_imds(instance)),
-    );
-    set_agent_option(&agent.state, "heartbeat_secs", "1");
-    set_agent_option(&agent.state, "report_containers", &containers.to_string());
+    )
+    .unwrap();
+    set_agent_option(&agent.state, "heartbeat_secs", "1").unwrap();
+    set_agent_option(&agent.state, "report_containers", &containers.to_string()).unwrap();
     agent.run().unwrap();
     agent
 }

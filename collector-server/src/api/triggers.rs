@@ -3,6 +3,8 @@
 
 use super::auth::COLLECTORS;
 use super::{ApiResult, Caller, S};
+use crate::storage::HostRow;
+use crate::triggers::priority::HostContext;
 use crate::triggers::Triggers;
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
@@ -27,10 +29,39 @@ async fn trigger(
     let alert = Triggers::read(&format, &body)?;
     let hosts = state.meta().list_hosts()?;
     let collection_id = uuid::Uuid::new_v4().to_string();
-    let d = state.triggers.decide(&alert, &hosts, &collection_id)?;
+    // The host's standing among its peers; a fleet that cannot be profiled now leaves the
+    // alert at its own severity, and says so, rather than failing the trigger.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+    let st = state.clone();
+    let fleet = tokio::task::spawn_blocking(move || st.fleet_cache.get(&st.fleet, st.meta(), now))
+        .await
+        .map_err(|e| super::internal("fleet report task", e))?;
+    let fleet_note = fleet
+        .as_ref()
+        .err()
+        .map(|e| format!("fleet context not available ({e}): priority from the alert alone"));
+    let context = |h: &HostRow| {
+        let standing = fleet
+            .as_ref()
+            .ok()
+            .and_then(|r| r.hosts.iter().find(|s| s.host_id == h.id));
+        HostContext {
+            score: standing.map(|s| s.score),
+            outlier: standing.is_some_and(|s| s.outlier),
+            features: standing.map(|s| s.features).unwrap_or(0),
+            reasons: standing.map(|s| s.reasons.clone()).unwrap_or_default(),
+            readiness: h.readiness.clone(),
+        }
+    };
+    let d = state
+        .triggers
+        .decide(&alert, &hosts, &collection_id, &context)?;
+    let mut priority_reasons = d.priority.reasons.clone();
+    priority_reasons.extend(fleet_note);
     let answer = |id: &str, dedup: bool| {
         json!({"id": id, "host_id": d.host.id, "hostname": d.host.hostname, "profile": d.profile,
-               "profile_note": d.profile_note, "matched_by": d.matched_by, "deduplicated": dedup})
+               "profile_note": d.profile_note, "matched_by": d.matched_by, "deduplicated": dedup,
+               "priority": d.priority.priority, "priority_reasons": priority_reasons})
     };
     if let Some(existing) = &d.duplicate_of {
         tracing::info!(
@@ -52,7 +83,8 @@ async fn trigger(
         devices: Vec::new(),
     };
     let alert_facts = json!({"alert_source": alert.source, "rule": alert.rule, "severity": alert.severity,
-                             "dedup_key": alert.dedup_key, "matched_by": d.matched_by, "profile_note": d.profile_note});
+                             "dedup_key": alert.dedup_key, "matched_by": d.matched_by, "profile_note": d.profile_note,
+                             "priority": d.priority.priority, "priority_reasons": priority_reasons});
     let connected = state.collections.request(&d.host, &req, alert_facts)?;
     // What a [[containment]] rule adds after it, step by step.
     let then = state.triggers.config.then_for(&alert);

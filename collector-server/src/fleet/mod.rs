@@ -104,6 +104,8 @@ pub struct HostStanding {
     /// Its highest score in any group.
     pub score: f64,
     pub outlier: bool,
+    /// How many features it had in the window (0: nothing of its behaviour seen).
+    pub features: usize,
     /// The group keys it is in.
     pub groups: Vec<String>,
     /// The reasons of every group it stands out in, the highest-scoring first (of its
@@ -244,6 +246,7 @@ impl Fleet {
                         .unwrap_or_default(),
                     score: scores.first().map(|s| s.score).unwrap_or(0.0),
                     outlier,
+                    features: scores.first().map(|s| s.features).unwrap_or(0),
                     groups: host_groups.get(&id).cloned().unwrap_or_default(),
                     reasons,
                     host_id: id,
@@ -263,6 +266,37 @@ impl Fleet {
             ungrouped,
             truncated,
         })
+    }
+}
+
+/// The last report, reused for [`CACHE_SECS`]: every trigger asks for its host's standing,
+/// and an alert storm must not profile the whole fleet once per alert.
+#[derive(Default)]
+pub struct ReportCache {
+    last: std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<FleetReport>)>>,
+}
+
+/// How long a cached report is used.
+pub const CACHE_SECS: u64 = 60;
+
+impl ReportCache {
+    pub fn get(
+        &self,
+        fleet: &Fleet,
+        meta: &dyn MetadataStore,
+        now_ns: i64,
+    ) -> Result<std::sync::Arc<FleetReport>> {
+        let fresh = |t: &std::time::Instant| t.elapsed().as_secs() < CACHE_SECS;
+        if let Ok(g) = self.last.lock() {
+            if let Some((_, r)) = g.as_ref().filter(|(t, _)| fresh(t)) {
+                return Ok(r.clone());
+            }
+        }
+        let r = std::sync::Arc::new(fleet.report(meta, now_ns)?);
+        if let Ok(mut g) = self.last.lock() {
+            *g = Some((std::time::Instant::now(), r.clone()));
+        }
+        Ok(r)
     }
 }
 

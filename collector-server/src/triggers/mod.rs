@@ -8,6 +8,7 @@
 
 pub mod parse;
 pub mod policy;
+pub mod priority;
 pub mod resolve;
 pub mod sequence;
 
@@ -37,6 +38,8 @@ pub struct Decision {
     pub profile_note: Option<String>,
     /// `Some(existing collection)` when the alert repeats one inside the dedup window.
     pub duplicate_of: Option<String>,
+    /// The alert's severity raised by what is known of the host, and why.
+    pub priority: priority::Prioritised,
 }
 
 impl Triggers {
@@ -62,16 +65,20 @@ impl Triggers {
         alert.map_err(|e| Error::invalid(e.to_string()))
     }
 
-    /// Profile, host and storm guard for an alert; reserves the guard's slot for
-    /// `collection_id` when the collection is to start.
+    /// Host, priority, profile and storm guard for an alert; reserves the guard's slot for
+    /// `collection_id` when the collection is to start. `context` says what is known of the
+    /// host the alert resolved to (its outlier score, its readiness).
     pub fn decide(
         &self,
         alert: &Alert,
         hosts: &[HostRow],
         collection_id: &str,
+        context: &dyn Fn(&HostRow) -> priority::HostContext,
     ) -> Result<Decision> {
         let cfg = &self.config;
-        let (profile, profile_note) = cfg.profile_for(alert);
+        let (host, matched_by, container_id) = resolve::resolve(hosts, &alert.lookups)?;
+        let priority = priority::prioritise(&alert.severity, &context(&host));
+        let (profile, profile_note) = cfg.profile_for(alert, priority.priority);
         if !crate::collections::PROFILES.contains(&profile.as_str()) {
             return Err(Error::invalid(format!(
                 "malformed JSON: field \"profile\": unknown profile {profile:?}; profiles: {}",
@@ -92,7 +99,6 @@ impl Triggers {
             .check(&profile, alert.paths.len(), 0)
             .map_err(Error::Forbidden)?;
         crate::collections::check_paths(&alert.paths, &[])?;
-        let (host, matched_by, container_id) = resolve::resolve(hosts, &alert.lookups)?;
         let duplicate_of = match self
             .guard
             .admit(cfg, &alert.dedup_key, &host.id, collection_id)
@@ -113,6 +119,7 @@ impl Triggers {
             profile,
             profile_note,
             duplicate_of,
+            priority,
         })
     }
 

@@ -145,6 +145,7 @@ struct ConfigFile {
     falco: Mapping,
     generic: Mapping,
     containment: Vec<ContainmentRule>,
+    priority: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +163,9 @@ pub struct TriggerConfig {
     /// What follows an alert's collection; none by default: nothing is contained unless a
     /// rule says so.
     pub containment: Vec<ContainmentRule>,
+    /// `[priority]`: priority (`low`…`critical`, the alert's severity raised by fleet context)
+    /// → profile. When set, it is used before the severity mapping (a rule prefix still wins).
+    pub priority: BTreeMap<String, String>,
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -209,6 +213,7 @@ impl Default for TriggerConfig {
             },
             generic: by_severity(),
             containment: Vec::new(),
+            priority: BTreeMap::new(),
         }
     }
 }
@@ -233,7 +238,27 @@ impl TriggerConfig {
             falco: d.falco.over(file.falco),
             generic: d.generic.over(file.generic),
             containment: file.containment,
+            priority: file
+                .priority
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
         };
+        for (k, p) in &cfg.priority {
+            if !["low", "medium", "high", "critical"].contains(&k.as_str()) {
+                anyhow::bail!(
+                    "{}: [priority] {k:?} is not a priority (low, medium, high, critical)",
+                    path.display()
+                );
+            }
+            if !PROFILES.contains(&p.as_str()) || !cfg.policy.allowed_profiles.contains(p) {
+                anyhow::bail!(
+                    "{}: [priority] {k} maps to profile {p:?}, which is unknown or not in [policy] allowed_profiles ({})",
+                    path.display(),
+                    cfg.policy.allowed_profiles.join(", ")
+                );
+            }
+        }
         for (i, r) in cfg.containment.iter().enumerate() {
             let at = format!("{}: [[containment]] #{}", path.display(), i + 1);
             if r.severity.is_empty() && r.rule.is_none() {
@@ -294,11 +319,15 @@ impl TriggerConfig {
     /// The profile for an alert and, when the mapping's choice could not be kept, why: its own
     /// (plain requests), else the longest rule prefix, else its severity, else the default. A
     /// mapped `memory` for an alert that names no process or container becomes `triage`.
-    pub fn profile_for(&self, a: &Alert) -> (String, Option<String>) {
+    pub fn profile_for(
+        &self,
+        a: &Alert,
+        priority: super::priority::Priority,
+    ) -> (String, Option<String>) {
         if let Some(p) = &a.profile {
             return (p.clone(), None);
         }
-        let mapped = self.mapped_profile(a);
+        let mapped = self.mapped_profile(a, priority);
         if mapped == "memory" && a.pid.is_none() && a.container_id.is_none() && !a.names_container()
         {
             return (
@@ -318,7 +347,7 @@ impl TriggerConfig {
             .unwrap_or_default()
     }
 
-    fn mapped_profile(&self, a: &Alert) -> String {
+    fn mapped_profile(&self, a: &Alert, priority: super::priority::Priority) -> String {
         let m = match a.source {
             "guardduty" => &self.guardduty,
             "falco" => &self.falco,
@@ -329,6 +358,7 @@ impl TriggerConfig {
             .filter(|(prefix, _)| a.rule.starts_with(prefix.as_str()))
             .max_by_key(|(prefix, _)| prefix.len())
             .map(|(_, p)| p)
+            .or_else(|| self.priority.get(priority.as_str()))
             .or_else(|| m.severity.get(&a.severity))
             .unwrap_or(&m.default)
             .clone()
@@ -507,12 +537,42 @@ mod tests {
     }
 
     #[test]
+    fn a_priority_mapping_comes_before_severity_and_after_rules() {
+        use super::super::priority::Priority;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("triggers.toml");
+        std::fs::write(
+            &path,
+            "[priority]\nlow = \"volatile\"\nmedium = \"memory\"\n[guardduty.rules]\n\"Recon:\" = \"triage\"\n",
+        )
+        .unwrap();
+        let cfg = TriggerConfig::load(&path).unwrap();
+        let mut a = alert("guardduty", "Backdoor:EC2/C&CActivity.B", "low");
+        a.pid = Some(1);
+        assert_eq!(cfg.profile_for(&a, Priority::Low).0, "volatile");
+        assert_eq!(cfg.profile_for(&a, Priority::Medium).0, "memory");
+        // No mapping for high: the severity mapping decides.
+        assert_eq!(cfg.profile_for(&a, Priority::High).0, "triage");
+        let recon = alert("guardduty", "Recon:EC2/PortProbeUnprotectedPort", "low");
+        assert_eq!(cfg.profile_for(&recon, Priority::Medium).0, "triage");
+        for bad in [
+            "[priority]\nurgent = \"memory\"\n",
+            "[priority]\nlow = \"disk\"\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let e = format!("{:#}", TriggerConfig::load(&path).unwrap_err());
+            assert!(e.contains("[priority]"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn defaults_stay_inside_the_policy_and_files_are_checked_against_it() {
         let mut cfg = TriggerConfig::default();
-        let p = |cfg: &TriggerConfig, a: &Alert| cfg.profile_for(a).0;
+        let own = |a: &Alert| super::super::priority::Priority::of_severity(&a.severity);
+        let p = |cfg: &TriggerConfig, a: &Alert| cfg.profile_for(a, own(a)).0;
         // A GuardDuty EC2 finding names no process: memory falls back to triage, and says so.
-        let (profile, note) =
-            cfg.profile_for(&alert("guardduty", "Backdoor:EC2/C&CActivity.B", "high"));
+        let gd = alert("guardduty", "Backdoor:EC2/C&CActivity.B", "high");
+        let (profile, note) = cfg.profile_for(&gd, own(&gd));
         assert_eq!(profile, "triage");
         assert!(note.unwrap().contains("names no process"));
         let mut with_pid = alert("falco", "Terminal shell in container", "critical");
