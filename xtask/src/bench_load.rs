@@ -596,7 +596,7 @@ pub fn run(agents: usize, capture: &str, instances: usize) -> Result<()> {
         section("building release binaries and the load generator");
         let bins = build_release()?;
         let loadgen = build_loadgen()?;
-        return crate::bench_fleet::run(&bins, &loadgen, agents, instances);
+        return crate::bench_instances::run(&bins, &loadgen, agents, instances);
     }
     if !matches!(capture, "shared" | "live") {
         bail!("--capture is shared or live, not {capture:?}");

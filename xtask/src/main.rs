@@ -5,6 +5,7 @@ mod bench_console;
 mod bench_containment;
 mod bench_disk;
 mod bench_fleet;
+mod bench_instances;
 mod bench_load;
 mod bench_memory;
 mod bench_sensor;
@@ -76,7 +77,7 @@ enum Cmd {
         seed: Option<u64>,
     },
     /// Benchmarks against a baseline on the same data in the same run (`ingest`, `sensor`,
-    /// `memory`, `disk`, `timeline`, `fuzz`, `load`, `console`, `containment`).
+    /// `memory`, `disk`, `timeline`, `fuzz`, `load`, `console`, `containment`, `fleet`).
     Bench {
         /// Which benchmark.
         name: String,
@@ -115,6 +116,11 @@ enum Cmd {
         /// spread over them; more than 1 runs the fleet benchmark (#16).
         #[arg(long, default_value_t = 1)]
         instances: usize,
+        /// fleet: how many hosts, in how many scaling groups.
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 20)]
+        groups: usize,
         /// load: what each collection sends: `shared` (the volatile documents captured once,
         /// sent by each agent as its own) or `live` (each agent runs the real capture).
         #[arg(long, default_value = "shared")]
@@ -293,6 +299,8 @@ fn main() -> ExitCode {
             capture,
             backend,
             instances,
+            hosts,
+            groups,
         } => match name.as_str() {
             "ingest" => bench::ingest(size_mib.unwrap_or(1024), backend.as_deref()),
             "sensor" => bench_sensor::run(execs, connects),
@@ -303,10 +311,11 @@ fn main() -> ExitCode {
             "load" => bench_load::run(agents, &capture, instances),
             "console" => bench_console::run(events, triggers),
             "containment" => bench_containment::run_bench(),
+            "fleet" => bench_fleet::run(hosts, groups, events),
             other => {
                 eprintln!(
                     "error: unknown benchmark {other:?} (known: ingest, sensor, memory, disk, \
-                     timeline, fuzz, load, console, containment)"
+                     timeline, fuzz, load, console, containment, fleet)"
                 );
                 return ExitCode::from(2);
             }

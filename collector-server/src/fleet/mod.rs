@@ -193,11 +193,10 @@ impl Fleet {
                     .push((h.id.clone(), h.hostname.clone()));
             }
         }
-        let grouped: Vec<String> = host_groups.keys().cloned().collect();
-        let (features, truncated) = if grouped.is_empty() {
+        let (features, truncated) = if host_groups.is_empty() {
             (BTreeMap::new(), Vec::new())
         } else {
-            profiles(meta, &grouped, from_ns, to_ns)?
+            profiles(meta, from_ns, to_ns)?
         };
         let mut reports: Vec<GroupReport> = members
             .into_iter()
@@ -300,10 +299,11 @@ impl ReportCache {
     }
 }
 
-/// Each host's features in the window, and the feature kinds cut at the row bound.
+/// Each host's features in the window, and the feature kinds cut at the row bound. Every
+/// host's: naming the grouped ones would make a thousand-host IN list for nothing, as
+/// scoring looks up group members only.
 fn profiles(
     meta: &dyn MetadataStore,
-    hosts: &[String],
     from_ns: i64,
     to_ns: i64,
 ) -> Result<(BTreeMap<String, BTreeSet<Feature>>, Vec<FeatureKind>)> {
@@ -311,7 +311,6 @@ fn profiles(
     let mut truncated = Vec::new();
     for s in SOURCES {
         let filter = Filter {
-            host_ids: hosts.to_vec(),
             from_ns: Some(from_ns),
             to_ns: Some(to_ns),
             kinds: s.event_kinds.iter().map(|k| k.to_string()).collect(),
