@@ -73,6 +73,10 @@ fn one_run(bins: &Bins, loadgen: &Path, dir: &Path, agents: usize, n: usize) -> 
     let (mut gens, reports) = start_generators(loadgen, &refs, dir, agents, "shared")?;
     let t0 = Instant::now();
     let deadline = Duration::from_secs(120) + Duration::from_millis(200) * agents as u32;
+    // Done when every agent that enrolled is connected, or when the count has not moved for
+    // a minute (an agent whose enrolment was refused under the ramp's handshake bound does
+    // not retry: it is reported, not waited for until the deadline).
+    let (mut last, mut since) = (0u64, Instant::now());
     loop {
         for g in &mut gens {
             g.check_alive()?;
@@ -83,10 +87,16 @@ fn one_run(bins: &Bins, loadgen: &Path, dir: &Path, agents: usize, n: usize) -> 
             .collect::<Result<Vec<_>>>()?
             .iter()
             .sum();
-        if total as usize >= agents || t0.elapsed() > deadline {
+        let failed = sum(&read_reports(&reports), "enroll_failed");
+        if total != last {
+            (last, since) = (total, Instant::now());
+        }
+        let settled = since.elapsed() > Duration::from_secs(60);
+        if total + failed >= agents as u64 || settled || t0.elapsed() > deadline {
             println!(
-                "{total} / {agents} agents connected after {:.1} s",
-                t0.elapsed().as_secs_f64()
+                "{total} / {agents} agents connected after {:.1} s ({failed} enrolments refused{})",
+                t0.elapsed().as_secs_f64(),
+                if settled { "; the count settled" } else { "" }
             );
             break;
         }
