@@ -124,8 +124,21 @@ fn agents_report_where_they_run_and_the_fleet_is_grouped_by_it() {
         .iter()
         .all(|h| h["groups"].as_array().unwrap().len() == 2));
 
-    // A trigger's answer says its priority and why (nothing of the host's behaviour was
-    // seen: the sensor is off, so the alert's own severity stands).
+    // A trigger's answer says its priority and why: nothing of the host's behaviour was seen
+    // (the sensor is off), so fleet context leaves the alert's own severity; a failed
+    // self-test (this machine's block devices are not readable) raises it one step.
+    let readiness = wait_for(
+        "web-prod-1's first self-test",
+        Duration::from_secs(60),
+        || {
+            Ok(collector
+                .hosts()?
+                .into_iter()
+                .find(|h| h["id"] == web1_id.as_str())
+                .and_then(|h| h["readiness"].as_str().map(str::to_string)))
+        },
+    )
+    .unwrap();
     let body = serde_json::json!({"host": web1_id, "reason": "fleet test", "severity": "low",
                                   "profile": "volatile"});
     let v = collector
@@ -133,7 +146,6 @@ fn agents_report_where_they_run_and_the_fleet_is_grouped_by_it() {
         .unwrap()
         .post("/api/v1/triggers/generic", &body)
         .unwrap();
-    assert_eq!(v["priority"], "low", "{v}");
     let reasons: Vec<&str> = v["priority_reasons"]
         .as_array()
         .unwrap()
@@ -145,6 +157,13 @@ fn agents_report_where_they_run_and_the_fleet_is_grouped_by_it() {
         reasons[1].contains("nothing of its behaviour"),
         "{reasons:?}"
     );
+    if readiness == "fail" {
+        assert_eq!(v["priority"], "medium", "{v}");
+        assert!(reasons[2].contains("self-test failed"), "{reasons:?}");
+    } else {
+        assert_eq!(v["priority"], "low", "readiness {readiness}: {v}");
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+    }
 
     // web-prod-3 moves to batch: after its next hello it is in batch, and web-prod has two
     // (too few to score).

@@ -182,7 +182,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 /// The end-to-end suites that run a second time on PostgreSQL + S3 (#16): collections,
 /// resume, custody tampering, import, timeline, triggers, the self-test.
 const SHARED_BACKEND_SUITES: &[&str] = &[
-    "spine", "resume", "custody", "offline", "timeline", "triggers", "selftest",
+    "spine", "resume", "custody", "offline", "timeline", "triggers", "selftest", "fleet",
 ];
 
 /// PATH with the Python tools `setup` installed first.
