@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod containment;
+pub mod fleet;
 pub mod memimage;
 pub mod offline;
 pub mod protocol;
@@ -45,6 +46,7 @@ pub fn all() -> Vec<Target> {
     v.extend(offline::targets());
     v.extend(timeline::targets());
     v.extend(triggers::targets());
+    v.extend(fleet::targets());
     v.extend(memimage::targets());
     v
 }
