@@ -299,6 +299,9 @@ impl ReportCache {
     }
 }
 
+/// Each host's features in the window, by host id.
+type Profiles = BTreeMap<String, BTreeSet<Feature>>;
+
 /// Each host's features in the window, and the feature kinds cut at the row bound. Every
 /// host's: naming the grouped ones would make a thousand-host IN list for nothing, as
 /// scoring looks up group members only.
@@ -306,7 +309,7 @@ fn profiles(
     meta: &dyn MetadataStore,
     from_ns: i64,
     to_ns: i64,
-) -> Result<(BTreeMap<String, BTreeSet<Feature>>, Vec<FeatureKind>)> {
+) -> Result<(Profiles, Vec<FeatureKind>)> {
     let mut out: BTreeMap<String, BTreeSet<Feature>> = BTreeMap::new();
     let mut truncated = Vec::new();
     for s in SOURCES {

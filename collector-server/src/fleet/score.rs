@@ -205,7 +205,10 @@ mod tests {
         }
     }
 
-    fn fleet(n: usize) -> (Vec<(String, String)>, BTreeMap<String, BTreeSet<Feature>>) {
+    type Members = Vec<(String, String)>;
+    type Profiles = BTreeMap<String, BTreeSet<Feature>>;
+
+    fn fleet(n: usize) -> (Members, Profiles) {
         let members: Vec<_> = (1..=n)
             .map(|i| (format!("id-{i}"), format!("web-{i}")))
             .collect();
