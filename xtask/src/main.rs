@@ -194,12 +194,13 @@ fn tool_path() -> Result<Vec<std::path::PathBuf>> {
 }
 
 fn test(args: &[String]) -> Result<()> {
+    procs::stage("setup: tools, packages, Garage");
     setup::run(TEST_TOOLS)?;
-    section("cargo build --workspace --bins");
+    procs::stage("cargo build --workspace --bins");
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
     run_inherit(build)?;
-    section("cargo test --workspace");
+    procs::stage("cargo test --workspace");
     let mut t = cargo();
     t.args(["test", "--workspace", "--no-fail-fast"]).args(args);
     // The Python tools `setup` installed (volatility3, kubernetes-validate) come first.
@@ -207,7 +208,7 @@ fn test(args: &[String]) -> Result<()> {
     let unit = run_inherit(t);
     // The same suites once more, with every collector on PostgreSQL for metadata and Garage
     // (S3) for evidence: the suites are not copied, the harness picks the back ends.
-    section("e2e suites on PostgreSQL + S3 (CAIRN_TEST_BACKENDS=postgres+s3)");
+    procs::stage("e2e suites on PostgreSQL + S3 (CAIRN_TEST_BACKENDS=postgres+s3)");
     let mut t = cargo();
     t.args(["test", "-p", "cairn-e2e", "--no-fail-fast"]);
     for suite in SHARED_BACKEND_SUITES {
@@ -217,18 +218,18 @@ fn test(args: &[String]) -> Result<()> {
     t.env("PATH", std::env::join_paths(tool_path()?)?);
     let unit = both(unit, run_inherit(t));
     // Every fuzz target briefly: a crash found here is saved as a regression and fails the run.
-    section("fuzz: every decoder of outside bytes, a minute in all");
+    procs::stage("fuzz: every decoder of outside bytes, a minute in all");
     let unit = match (unit, fuzz::run(&[], 60.0, None)) {
         (Ok(()), r) => r,
         (Err(e), Ok(())) => Err(e),
         (Err(a), Err(b)) => Err(a.context(format!("and: {b:#}"))),
     };
     // The sensor on a second kernel: Debian's 6.1 cloud kernel in a QEMU guest.
-    section("vm sensor: the eBPF sensor on Debian's 6.1 cloud kernel (QEMU, TCG)");
+    procs::stage("vm sensor: the eBPF sensor on Debian's 6.1 cloud kernel (QEMU, TCG)");
     let sensor = vm::vm_sensor_check();
-    section("vm memory: physical memory of the 6.1 cloud kernel to LiME (QEMU, TCG)");
+    procs::stage("vm memory: physical memory of the 6.1 cloud kernel to LiME (QEMU, TCG)");
     let memory = vm_memory::vm_memory_check();
-    section("vm containment: the containment tests on the 6.1 cloud kernel (QEMU, TCG)");
+    procs::stage("vm containment: the containment tests on the 6.1 cloud kernel (QEMU, TCG)");
     let containment = vm_containment::vm_containment_check();
     let guest = both(both(sensor, memory), containment);
     procs::print_section_times();

@@ -61,25 +61,30 @@ pub fn run_inherit(mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
-/// When each section began, for the summary [`print_section_times`] prints.
+/// When each stage began, for the summary [`print_section_times`] prints.
 static SECTIONS: std::sync::Mutex<Vec<(String, std::time::Instant)>> =
     std::sync::Mutex::new(Vec::new());
 
-pub fn section(title: &str) {
+/// A top-level step of `cargo xtask test`: a [`section`] whose time the summary shows.
+pub fn stage(title: &str) {
     if let Ok(mut s) = SECTIONS.lock() {
         s.push((title.to_string(), std::time::Instant::now()));
     }
+    section(title);
+}
+
+pub fn section(title: &str) {
     println!(
         "\n==== {title} {}",
         "=".repeat(70usize.saturating_sub(title.chars().count()))
     );
 }
 
-/// What each section took, so a slow CI run says where its time went.
+/// What each stage took, so a slow CI run says where its time went.
 pub fn print_section_times() {
     let Ok(s) = SECTIONS.lock() else { return };
     let now = std::time::Instant::now();
-    println!("\ntime by section:");
+    println!("\ntime by stage:");
     for (i, (title, start)) in s.iter().enumerate() {
         let end = s.get(i + 1).map(|n| n.1).unwrap_or(now);
         println!(
