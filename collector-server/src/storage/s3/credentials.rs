@@ -1,13 +1,12 @@
 //! Where the object store's keys, region and endpoint come from, in the order the AWS tools
 //! use: the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
 //! `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`), then the shared
-//! files (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`, profile `AWS_PROFILE`), then the EC2
-//! instance role through IMDSv2 (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, off with
-//! `AWS_EC2_METADATA_DISABLED=true`). Instance-role keys expire: they are fetched again five
-//! minutes before.
-//!
-//! Not read (said so that nobody expects it): web-identity (EKS IRSA) and ECS container
-//! credentials; give such a collector keys in the environment or a profile.
+//! files (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`, profile `AWS_PROFILE`), then a web
+//! identity token (EKS IRSA: `AWS_ROLE_ARN`, `AWS_WEB_IDENTITY_TOKEN_FILE`), then the container
+//! credentials endpoint (ECS task role, EKS Pod Identity: `AWS_CONTAINER_CREDENTIALS_*`), then
+//! the EC2 instance role through IMDSv2 (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, off with
+//! `AWS_EC2_METADATA_DISABLED=true`). All but the first two expire: they are fetched again
+//! five minutes before ([`super::federated`] for the first two of those).
 
 use super::sigv4::Keys;
 use std::collections::HashMap;
@@ -32,6 +31,8 @@ pub struct CredentialError(pub String);
 pub enum Source {
     Environment,
     Profile,
+    WebIdentity,
+    Container,
     InstanceRole,
 }
 
@@ -245,10 +246,27 @@ fn read_small(r: ureq::Response) -> Result<String, CredentialError> {
     Ok(s)
 }
 
-/// The keys requests are signed with now: fixed, or an instance role's, refreshed.
+/// Where keys that expire are fetched again from.
+enum Refresher {
+    WebIdentity(super::federated::WebIdentity),
+    Container(super::federated::Container),
+    Imds(Imds),
+}
+
+impl Refresher {
+    fn keys(&self) -> Result<(Keys, Option<time::OffsetDateTime>), CredentialError> {
+        match self {
+            Refresher::WebIdentity(w) => w.keys(),
+            Refresher::Container(c) => c.keys(),
+            Refresher::Imds(i) => i.role_keys(),
+        }
+    }
+}
+
+/// The keys requests are signed with now: fixed, or fetched and refreshed before they expire.
 pub struct Credentials {
     source: Source,
-    imds: Option<Imds>,
+    refresher: Option<Refresher>,
     current: Mutex<(Keys, Option<Instant>)>,
 }
 
@@ -259,7 +277,7 @@ impl Credentials {
     pub fn fixed(keys: Keys, source: Source) -> Credentials {
         Credentials {
             source,
-            imds: None,
+            refresher: None,
             current: Mutex::new((keys, None)),
         }
     }
@@ -268,20 +286,34 @@ impl Credentials {
         if let Some((keys, source)) = static_keys(env, profile) {
             return Ok(Credentials::fixed(keys, source));
         }
-        let imds = Imds::from_env(env).ok_or_else(|| {
-            CredentialError(
-                "none found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile in ~/.aws/credentials (AWS_PROFILE), or run on EC2 with an instance role".into(),
-            )
-        })?;
-        let (keys, expires) = imds.role_keys().map_err(|e| {
+        let (refresher, source) = if let Some(w) =
+            super::federated::WebIdentity::from_env(env, region(env, profile).as_deref())
+        {
+            (Refresher::WebIdentity(w), Source::WebIdentity)
+        } else if let Some(c) = super::federated::Container::from_env(env)? {
+            (Refresher::Container(c), Source::Container)
+        } else {
+            let imds = Imds::from_env(env).ok_or_else(|| {
+                    CredentialError(
+                        "none found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile in ~/.aws/credentials (AWS_PROFILE), a web identity (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE), a container credentials endpoint, or run on EC2 with an instance role".into(),
+                    )
+                })?;
+            (Refresher::Imds(imds), Source::InstanceRole)
+        };
+        let (keys, expires) = refresher.keys().map_err(|e| {
             CredentialError(format!(
-                "none in the environment or the shared files, and the instance role failed: {}",
+                "none in the environment or the shared files, and the {} failed: {}",
+                match source {
+                    Source::WebIdentity => "web identity exchange",
+                    Source::Container => "container credentials endpoint",
+                    _ => "instance role",
+                },
                 e.0
             ))
         })?;
         Ok(Credentials {
-            source: Source::InstanceRole,
-            imds: Some(imds),
+            source,
+            refresher: Some(refresher),
             current: Mutex::new((keys, refresh_at(expires))),
         })
     }
@@ -290,16 +322,16 @@ impl Credentials {
         self.source
     }
 
-    /// The keys to sign with now; an instance role's are fetched again when close to expiry
+    /// The keys to sign with now; keys that expire are fetched again when close to expiry
     /// (and kept when the fetch fails: they may still be valid).
     pub fn keys(&self) -> Keys {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let (Some(imds), Some(at)) = (&self.imds, cur.1) {
+        if let (Some(r), Some(at)) = (&self.refresher, cur.1) {
             if Instant::now() >= at {
-                match imds.role_keys() {
+                match r.keys() {
                     Ok((k, exp)) => *cur = (k, refresh_at(exp)),
                     Err(e) => {
-                        tracing::warn!("instance role keys not refreshed: {e}");
+                        tracing::warn!("{:?} keys not refreshed: {e}", self.source);
                         cur.1 = Some(Instant::now() + Duration::from_secs(30));
                     }
                 }

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod credentials;
+pub mod federated;
 pub mod sigv4;
 
 use super::blobs::{check_key, BlobError, BlobStore};
