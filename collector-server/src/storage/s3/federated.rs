@@ -235,55 +235,13 @@ impl WebIdentity {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    use super::super::stand_in::Seen;
     use super::*;
-    use std::io::Write;
-    use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
 
-    /// A one-route HTTP server on loopback answering every request with `status` and `body`;
-    /// the requests it saw (head and body).
-    fn serve(status: u16, body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        std::thread::spawn(move || {
-            for mut c in l.incoming().flatten() {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut got = Vec::new();
-                // Head, then the body by its Content-Length.
-                loop {
-                    let n = c.read(&mut buf).unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                s.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&got).to_string());
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        (url, seen)
+    /// A server answering every request with `status` and `body`, and what it saw.
+    fn serve(status: u16, body: &'static str) -> (String, Arc<Mutex<Vec<Seen>>>) {
+        super::super::stand_in::serve(Box::new(move |_| (status, body.into())))
     }
 
     fn env_of(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
@@ -317,10 +275,17 @@ mod tests {
         std::fs::write(&tf, "pod-identity-token-2\n").unwrap();
         c.keys().unwrap();
         let seen = seen.lock().unwrap().clone();
-        assert!(seen[0].starts_with("GET /v1/credentials "), "{seen:?}");
-        assert!(seen[0].contains("pod-identity-token-1"));
-        assert!(
-            seen[1].contains("pod-identity-token-2"),
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].target.as_str()),
+            ("GET", "/v1/credentials")
+        );
+        assert_eq!(
+            seen[0].header("authorization"),
+            Some("pod-identity-token-1")
+        );
+        assert_eq!(
+            seen[1].header("authorization"),
+            Some("pod-identity-token-2"),
             "the file is read again"
         );
     }
@@ -388,12 +353,13 @@ mod tests {
         assert_eq!(k.session_token.as_deref(), Some("wtoken"));
         assert!(exp.is_some());
         let req = seen.lock().unwrap()[0].clone();
-        assert!(req.starts_with("POST / "), "{req}");
-        assert!(req.contains("Action=AssumeRoleWithWebIdentity"), "{req}");
-        assert!(req.contains("RoleSessionName=cairn-collector"), "{req}");
+        assert_eq!((req.method.as_str(), req.target.as_str()), ("POST", "/"));
+        let form = String::from_utf8_lossy(&req.body).to_string();
+        assert!(form.contains("Action=AssumeRoleWithWebIdentity"), "{form}");
+        assert!(form.contains("RoleSessionName=cairn-collector"), "{form}");
         assert!(
-            req.contains("WebIdentityToken=eyJhbGciOiJSUzI1NiJ9.service-account"),
-            "{req}"
+            form.contains("WebIdentityToken=eyJhbGciOiJSUzI1NiJ9.service-account"),
+            "{form}"
         );
         // The region's endpoint when none is given.
         let env = env_of(vec![

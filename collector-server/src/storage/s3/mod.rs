@@ -14,6 +14,9 @@ pub mod client;
 pub mod credentials;
 pub mod federated;
 pub mod sigv4;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+pub(crate) mod stand_in;
 
 use super::blobs::{check_key, BlobError, BlobStore};
 use super::heads::HeadStore;
@@ -498,6 +501,115 @@ mod tests {
         ] {
             assert!(Location::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// An S3 stand-in that lists an empty bucket, says what `?object-lock` says, and takes
+    /// every PUT.
+    fn lock_store(
+        lock_answer: &'static str,
+    ) -> (
+        String,
+        std::sync::Arc<std::sync::Mutex<Vec<stand_in::Seen>>>,
+    ) {
+        stand_in::serve(Box::new(move |r| {
+            if r.method == "GET" && r.target.contains("object-lock") {
+                (200, lock_answer.to_string())
+            } else if r.method == "GET" {
+                (
+                    200,
+                    "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>".into(),
+                )
+            } else {
+                (200, String::new())
+            }
+        }))
+    }
+
+    fn keys_env(url: String) -> impl Fn(&str) -> Option<String> + Send + Sync {
+        move |k| match k {
+            "AWS_ACCESS_KEY_ID" => Some("AKIDEXAMPLE".into()),
+            "AWS_SECRET_ACCESS_KEY" => Some("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into()),
+            "AWS_REGION" => Some("eu-west-1".into()),
+            "AWS_ENDPOINT_URL" => Some(url.clone()),
+            "AWS_EC2_METADATA_DISABLED" => Some("true".into()),
+            "HOME" => Some("/nonexistent".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn with_object_lock_every_chunk_is_written_with_its_retention() {
+        use crate::storage::BlobStore;
+        let (url, seen) = lock_store(
+            "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled></ObjectLockConfiguration>",
+        );
+        let retention = Retention {
+            mode: LockMode::Compliance,
+            days: 30,
+        };
+        let s3 = S3::open(
+            "s3://evidence-bucket/cairn/",
+            Some(retention),
+            &keys_env(url),
+            Box::new(|_, _, _| {}),
+        )
+        .unwrap();
+        assert_eq!(s3.lock_status(), &LockStatus::Enabled);
+        let payload = b"a zstd chunk, as the agent sent it";
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(payload));
+        s3.put(&sha, payload).unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let put = seen.iter().find(|r| r.method == "PUT").unwrap();
+        assert!(
+            put.target.contains(&sha),
+            "content-addressed key: {}",
+            put.target
+        );
+        assert_eq!(put.body, payload);
+        assert_eq!(put.header("x-amz-object-lock-mode"), Some("COMPLIANCE"));
+        let until = put.header("x-amz-object-lock-retain-until-date").unwrap();
+        let until = cairn_protocol::rfc3339::parse_ns(until).unwrap();
+        let want = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+            .unix_timestamp_nanos() as i64;
+        assert!(
+            (until - want).abs() < 120_000_000_000,
+            "retain until {until} vs {want}"
+        );
+        // Object Lock needs an integrity checksum on every write.
+        assert_eq!(
+            put.header("x-amz-checksum-sha256"),
+            Some(
+                base64::engine::general_purpose::STANDARD
+                    .encode(<sha2::Sha256 as sha2::Digest>::digest(payload))
+                    .as_str()
+            )
+        );
+        assert!(put
+            .header("authorization")
+            .unwrap()
+            .starts_with("AWS4-HMAC-SHA256 "));
+    }
+
+    #[test]
+    fn a_retention_asked_of_a_bucket_without_object_lock_is_refused() {
+        let (url, seen) = lock_store("<ObjectLockConfiguration></ObjectLockConfiguration>");
+        let e = S3::open(
+            "s3://evidence-bucket/cairn/",
+            Some(Retention {
+                mode: LockMode::Governance,
+                days: 7,
+            }),
+            &keys_env(url),
+            Box::new(|_, _, _| {}),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("no S3 Object Lock"), "{e}");
+        assert!(
+            seen.lock().unwrap().iter().all(|r| r.method != "PUT"),
+            "nothing written"
+        );
     }
 
     #[test]
