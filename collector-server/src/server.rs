@@ -108,8 +108,9 @@ async fn advance_sequences(state: Arc<State>) {
 }
 
 /// Several instances share the database: requests made through another instance are found
-/// here (one query per second for every host connected to this one) and sent by the host's
-/// control loop, which drops what it sent already.
+/// here (every second, one query per 500 hosts connected to this one) and sent by the host's
+/// control loop, which drops what it sent already. Every host with a request pending is
+/// woken at each tick (see BENCHMARKS.md, #16 load: at 10,000 pending that is the suspect).
 async fn poll_shared_requests(state: Arc<State>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
