@@ -574,3 +574,29 @@ pub fn parse_duration(s: &str) -> Result<i64> {
     n.checked_mul(mult)
         .with_context(|| format!("bad duration {s:?}: too long"))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod duration_tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_parse_and_hostile_ones_are_refused() {
+        assert_eq!(parse_duration("30s").unwrap(), 30);
+        assert_eq!(parse_duration("2h").unwrap(), 7200);
+        assert_eq!(parse_duration("7d").unwrap(), 7 * 86400);
+        assert_eq!(parse_duration("45").unwrap(), 45);
+        for bad in [
+            "",
+            "h",
+            "-1h",
+            "0d",
+            "1.5h",
+            "9223372036854775807d",
+            "1y",
+            "１h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -119,6 +119,22 @@ fn agents_report_where_they_run_and_the_fleet_is_grouped_by_it() {
         text.contains("groups of fewer than 3 are not scored"),
         "{text}"
     );
+    // A window that is not a duration, too long, or overflowing is a 400 that says why.
+    let api = collector.api().unwrap();
+    for (w, says) in [
+        ("bogus", "bad duration"),
+        ("40d", "longer than 31 days"),
+        ("9223372036854775807d", "too long"),
+        ("-1h", "bad duration"),
+    ] {
+        let e = api
+            .get(&format!("/api/v1/fleet?window={w}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HTTP 400") && e.contains(says), "{w}: {e}");
+    }
+    let e = api.get("/api/v1/hosts?sort=evil").unwrap_err().to_string();
+    assert!(e.contains("HTTP 400"), "{e}");
     let sorted = collector.cli_json(&["hosts", "--sort", "score"]).unwrap();
     let list = sorted["hosts"].as_array().unwrap();
     assert!(list.iter().all(|h| h["score"].is_number()), "{sorted}");

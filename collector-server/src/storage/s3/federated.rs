@@ -129,30 +129,41 @@ fn check_full_uri(url: &str) -> Result<(), CredentialError> {
     if url.starts_with("https://") {
         return Ok(());
     }
-    let host = url
+    let refuse = || {
+        CredentialError(format!(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI {url:?}: plain http only to a loopback address or 169.254.170.2/.23; use https"
+        ))
+    };
+    let authority = url
         .strip_prefix("http://")
-        .and_then(|r| r.split(['/', '?']).next())
-        .map(|a| match a.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => a.rsplit_once(':').map(|(h, _)| h).unwrap_or(a),
-        })
-        .ok_or_else(|| {
-            CredentialError(format!(
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI {url:?}: not an http(s) URL"
-            ))
-        })?;
+        .and_then(|r| r.split(['/', '?', '#']).next())
+        .ok_or_else(refuse)?;
+    // `user@host` would send the request to `host`, whatever the text before the `@` says.
+    if authority.contains('@') {
+        return Err(refuse());
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority),
+    };
+    // An address, not a name: `127.0.0.1.example` is a name that resolves anywhere.
     let allowed = host == "localhost"
-        || host.starts_with("127.")
-        || host == "::1"
-        || host == "169.254.170.2"
-        || host == "169.254.170.23"
-        || host.eq_ignore_ascii_case("fd00:ec2::23");
+        || match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                ip.is_loopback()
+                    || ip == std::net::IpAddr::from([169, 254, 170, 2])
+                    || ip == std::net::IpAddr::from([169, 254, 170, 23])
+                    || ip == std::net::IpAddr::from([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23])
+            }
+            Err(_) => false,
+        };
     if allowed {
         Ok(())
     } else {
-        Err(CredentialError(format!(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI {url:?}: plain http only to a loopback address or 169.254.170.2/.23; use https"
-        )))
+        Err(refuse())
     }
 }
 
@@ -295,6 +306,9 @@ mod tests {
         for bad in [
             "http://10.0.0.7/creds",
             "http://evil.example/x",
+            "http://127.0.0.1@evil.example/creds",
+            "http://127.0.0.1.evil.example/creds",
+            "http://169.254.170.2:80@10.0.0.7/creds",
             "ftp://127.0.0.1/",
         ] {
             let env = env_of(vec![(
