@@ -120,23 +120,13 @@ fn events(
         .collect()
 }
 
-fn peak_rss_kb() -> u64 {
+/// A `/proc/self/status` field in kB (`VmRSS`, `VmHWM`).
+fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
@@ -170,11 +160,11 @@ fn run(dir: &Path, hosts: usize, groups: usize, total: usize) -> Result<serde_js
     eprintln!("filled {} events in {fill_s:.1} s", per_host * hosts);
 
     let fleet = Fleet::default();
-    let rss_before = rss_kb();
+    let rss_before = status_kb("VmRSS");
     let t = Instant::now();
     let r = fleet.report(&db, NOW_NS)?;
     let full_s = t.elapsed().as_secs_f64();
-    let rss_after = rss_kb();
+    let rss_after = status_kb("VmRSS");
     let mut flagged: Vec<String> = r
         .hosts
         .iter()
@@ -231,7 +221,7 @@ fn run(dir: &Path, hosts: usize, groups: usize, total: usize) -> Result<serde_js
         "ratio_baseline_over_cairn": base_s / recompute_s,
         "flagged": flagged.len(), "planted": planted.len(), "flagged_after_hour": still,
         "rss_kb_before_report": rss_before, "rss_kb_after_report": rss_after,
-        "peak_rss_kb": peak_rss_kb(), "truncated": r.truncated,
+        "peak_rss_kb": status_kb("VmHWM"), "truncated": r.truncated,
         "db_bytes": std::fs::metadata(dir.join("cairn.db"))?.len(),
     }))
 }

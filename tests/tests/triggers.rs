@@ -10,8 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -19,40 +18,20 @@ use std::time::Duration;
 use cairn_harness::*;
 use serde_json::{json, Value};
 
-/// A minimal IMDSv2 on loopback answering one instance identity document.
+/// The harness's IMDSv2 stand-in answering for one instance; it serves until the process ends.
 fn fake_imds(instance_id: &str) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let doc = json!({
-        "accountId": "123456789012", "architecture": "x86_64", "availabilityZone": "eu-west-1a",
-        "imageId": "ami-0abcdef1234567890", "instanceId": instance_id, "instanceType": "m6i.large",
-        "pendingTime": "2026-11-29T08:00:00Z", "privateIp": "10.0.1.17", "region": "eu-west-1", "version": "2017-09-30"
+    cairn_harness::imds::Imds::start(cairn_harness::imds::Instance {
+        instance_id: instance_id.into(),
+        account_id: "123456789012".into(),
+        region: "eu-west-1".into(),
+        vpc_id: "vpc-99999999".into(),
+        subnet_id: "subnet-99999999".into(),
+        private_ip: "10.0.1.17".into(),
+        asg: None,
+        name: "ip-10-0-1-17".into(),
     })
-    .to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let body = if req.starts_with("PUT /latest/api/token") {
-                "AQAEAFakeTokenForTests==".to_string()
-            } else if req.starts_with("GET /latest/dynamic/instance-identity/document") {
-                doc.clone()
-            } else {
-                let _ = s.write_all(
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                continue;
-            };
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://{addr}")
+    .unwrap()
+    .url
 }
 
 fn agent_with_identity(

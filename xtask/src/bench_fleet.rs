@@ -4,9 +4,7 @@
 //! an hour of new events (goal ≤ 2 s), and the memory it takes. Baseline, same run, same
 //! database: the hand-written stacking query (`GROUP BY host, exe`) over the same window.
 
-use std::time::Duration;
-
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use serde_json::Value;
 
 use crate::procs::section;
@@ -25,13 +23,7 @@ pub fn run(hosts: usize, groups: usize, events: u64) -> Result<()> {
         .args(["--hosts", &hosts.to_string()])
         .args(["--groups", &groups.to_string()])
         .args(["--events", &events.to_string()]);
-    let out = cairn_harness::run(cmd, Duration::from_secs(7200))?.ok()?;
-    let r: Value = out
-        .stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| anyhow!("bench_fleet printed no JSON: {}", out.stdout))?;
+    let r = crate::procs::run_example_json(cmd, "bench_fleet")?;
     let f = |p: &str| r.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
     section("results");
     println!(

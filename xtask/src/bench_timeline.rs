@@ -46,13 +46,7 @@ pub fn run(events: u64, triggers: u32, backend: Option<&str>) -> Result<()> {
     cmd.arg("--dir")
         .arg(tmp.path().join("ingest"))
         .args(["--events", &events.to_string()]);
-    let out = cairn_harness::run(cmd, Duration::from_secs(7200))?.ok()?;
-    let r: Value = out
-        .stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| anyhow!("bench_timeline printed no JSON: {}", out.stdout))?;
+    let r = crate::procs::run_example_json(cmd, "bench_timeline")?;
     std::fs::remove_dir_all(tmp.path().join("ingest")).ok();
     let f = |p: &str| r.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
 
@@ -118,13 +112,7 @@ fn run_postgres(events: u64) -> Result<()> {
     let example = crate::procs::build_release_example("cairn-collector", "bench_timeline")?;
     let mut cmd = std::process::Command::new(&example);
     cmd.args(["--database", &url, "--events", &events.to_string()]);
-    let out = cairn_harness::run(cmd, Duration::from_secs(7200))?.ok()?;
-    let r: Value = out
-        .stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| anyhow!("bench_timeline printed no JSON: {}", out.stdout))?;
+    let r = crate::procs::run_example_json(cmd, "bench_timeline")?;
     let f = |p: &str| r.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
 

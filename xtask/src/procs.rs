@@ -150,6 +150,17 @@ pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<Vec<String>> {
     Ok(still)
 }
 
+/// Runs a benchmark example (at most two hours) and reads the one JSON object it prints
+/// last.
+pub fn run_example_json(cmd: std::process::Command, name: &str) -> Result<serde_json::Value> {
+    let out = cairn_harness::run(cmd, std::time::Duration::from_secs(7200))?.ok()?;
+    out.stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| anyhow::anyhow!("{name} printed no JSON: {}", out.stdout))
+}
+
 /// `cargo build --release --bins` and where the results are.
 /// `cargo build --release -p PACKAGE --example NAME`, and where the example is.
 pub fn build_release_example(package: &str, name: &str) -> Result<PathBuf> {

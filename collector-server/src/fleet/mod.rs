@@ -135,31 +135,25 @@ impl Fleet {
     /// ec2 describe-vpc-peering-connections`) when present.
     pub fn load(peering: &std::path::Path) -> Result<Fleet> {
         use std::io::Read;
-        let mut fleet = Fleet::default();
+        let bad = |e: &dyn std::fmt::Display| {
+            crate::error::Error::invalid(format!("{}: {e}", peering.display()))
+        };
         let f = match std::fs::File::open(peering) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(fleet),
-            Err(e) => {
-                return Err(crate::error::Error::invalid(format!(
-                    "{}: {e}",
-                    peering.display()
-                )))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Fleet::default()),
+            Err(e) => return Err(bad(&e)),
         };
         let mut bytes = Vec::new();
         f.take(MAX_INVENTORY + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| crate::error::Error::invalid(format!("{}: {e}", peering.display())))?;
+            .map_err(|e| bad(&e))?;
         if bytes.len() as u64 > MAX_INVENTORY {
-            return Err(crate::error::Error::invalid(format!(
-                "{}: larger than {} MiB",
-                peering.display(),
-                MAX_INVENTORY >> 20
-            )));
+            return Err(bad(&format!("larger than {} MiB", MAX_INVENTORY >> 20)));
         }
-        fleet.peering = Peering::from_json(&bytes)
-            .map_err(|e| crate::error::Error::invalid(format!("{}: {e}", peering.display())))?;
-        Ok(fleet)
+        Ok(Fleet {
+            peering: Peering::from_json(&bytes).map_err(|e| bad(&e))?,
+            ..Fleet::default()
+        })
     }
 
     /// Groups, profiles and scores the fleet as of `now_ns`.
