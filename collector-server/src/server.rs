@@ -107,21 +107,25 @@ async fn advance_sequences(state: Arc<State>) {
     }
 }
 
-/// Several instances share the database: requests made through another instance are found
-/// here (every second, one query per 500 hosts connected to this one) and sent by the host's
-/// control loop, which drops what it sent already. Every host with a request pending is
-/// woken at each tick (see BENCHMARKS.md, #16 load: at 10,000 pending that is the suspect).
+/// The dispatcher. Several instances share the database: requests made through another
+/// instance are found here (every second, a few queries per 500 hosts connected to this one)
+/// and sent by the host's control loop, which drops what it sent already. Queued requests
+/// wake only as many hosts as there are free slots, oldest first, at each tick and whenever
+/// a slot frees here (waking every waiting host each second starved 10,000 control streams:
+/// BENCHMARKS.md, #16 load).
 async fn poll_shared_requests(state: Arc<State>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.sessions.dispatcher_rung() => {}
+        }
         let st = state.clone();
-        let due = tokio::task::spawn_blocking(move || -> crate::storage::Result<Vec<String>> {
+        let due = tokio::task::spawn_blocking(move || -> crate::error::Result<Vec<String>> {
             let hosts = st.sessions.hosts();
-            let mut due = Vec::new();
+            let mut due = st.collections.hosts_to_wake(&hosts)?;
             for batch in hosts.chunks(500) {
-                due.extend(st.meta().hosts_with_pending(batch)?);
                 due.extend(st.meta().hosts_with_pending_containment(batch)?);
             }
             Ok(due)

@@ -8,6 +8,9 @@ use tokio::sync::Notify;
 pub struct Sessions {
     map: Mutex<HashMap<String, (u64, Arc<Notify>)>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Rung when a collection slot frees: the dispatcher looks for queued work at once
+    /// instead of at its next tick.
+    dispatcher: Notify,
 }
 
 impl Sessions {
@@ -43,11 +46,14 @@ impl Sessions {
         }
     }
 
-    /// Tell every control loop to look for work (a slot freed up for queued collections).
-    pub fn wake_all(&self) {
-        for (_, n) in self.lock().values() {
-            n.notify_one();
-        }
+    /// A slot is free: wake the dispatcher (not every control loop).
+    pub fn ring_dispatcher(&self) {
+        self.dispatcher.notify_one();
+    }
+
+    /// Wait for [`Sessions::ring_dispatcher`].
+    pub async fn dispatcher_rung(&self) {
+        self.dispatcher.notified().await;
     }
 
     /// The hosts connected to this instance now.

@@ -13,7 +13,9 @@ use cairn_protocol::manifest::{CollectRequest, CollectionRecord, ItemHeader, Ite
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+mod admission;
 mod progress;
+use admission::Admission;
 pub use progress::{progress, Progress};
 
 pub use cairn_protocol::manifest::PROFILES;
@@ -170,6 +172,7 @@ pub struct Collections {
     custody: Arc<Custody>,
     sessions: Arc<Sessions>,
     limits: Limits,
+    admission: Admission,
 }
 
 fn agent_actor(host_id: &str) -> String {
@@ -188,6 +191,7 @@ impl Collections {
             custody,
             sessions,
             limits,
+            admission: Admission::default(),
         }
     }
 
@@ -244,8 +248,10 @@ impl Collections {
     }
 
     /// Requests the host's agent has not accepted yet that may be sent now, oldest first;
-    /// `in_flight` were sent on this connection and not yet accepted (they count as running
-    /// and are not sent again). The rest wait `queued`.
+    /// `in_flight` were sent on this connection and not yet accepted (not sent again). Each
+    /// one returned holds a slot until its agent accepts it (see [`admission`]); the rest
+    /// wait `queued`, and the dispatcher ([`Collections::hosts_to_wake`]) wakes their host
+    /// when a slot frees.
     pub fn sendable(
         &self,
         host_id: &str,
@@ -261,32 +267,83 @@ impl Collections {
         if pending.is_empty() {
             return Ok(pending);
         }
-        let in_flight = in_flight.len() as u64;
-        let on_host = self.stores.meta.running_collections(Some(host_id))? + in_flight;
-        let total = self.stores.meta.running_collections(None)? + in_flight;
-        let room = self
-            .limits
-            .per_host
-            .saturating_sub(on_host)
-            .min(self.limits.total.saturating_sub(total)) as usize;
-        let mut out = Vec::new();
         // A last breath cannot wait for a slot: the host or container is going away.
         let (urgent, pending): (Vec<_>, Vec<_>) = pending
             .into_iter()
             .partition(|r| r.profile == "last-breath");
-        out.extend(urgent);
-        for (i, req) in pending.into_iter().enumerate() {
-            if i < room {
+        let mut out = Vec::new();
+        let mut wait = Vec::new();
+        {
+            let mut held = self.admission.lock();
+            let on_host =
+                self.stores.meta.running_collections(Some(host_id))? + held.on_host(host_id);
+            let total = self.stores.meta.running_collections(None)? + held.total();
+            let mut room = self
+                .limits
+                .per_host
+                .saturating_sub(on_host)
+                .min(self.limits.total.saturating_sub(total));
+            for req in urgent {
+                held.hold(&req.collection_id, host_id);
                 out.push(req);
-            } else {
-                self.stores.meta.set_collection_status(
-                    &req.collection_id,
-                    CollectionStatus::Queued,
-                    None,
-                )?;
+            }
+            for req in pending {
+                if held.is_held(&req.collection_id) {
+                    // Sent on an earlier connection, its slot still held: it goes again.
+                    out.push(req);
+                } else if room > 0 {
+                    room -= 1;
+                    held.hold(&req.collection_id, host_id);
+                    out.push(req);
+                } else {
+                    wait.push(req.collection_id);
+                }
             }
         }
+        self.stores.meta.mark_queued(&wait)?;
         Ok(out)
+    }
+
+    /// Commands sent on a connection that ended before the agent accepted them: their slots
+    /// are free again (the requests stay pending and go out on the next connection).
+    pub fn unsent(&self, collection_ids: &[String]) {
+        for id in collection_ids {
+            self.admission.release(id);
+        }
+        if !collection_ids.is_empty() {
+            self.sessions.ring_dispatcher();
+        }
+    }
+
+    /// Which of the `connected` hosts have work that may go now: new requests (each host
+    /// once, to send it or mark it queued) and, when slots are free, the hosts of the oldest
+    /// queued requests, as many as there are free slots. Not every host that waits: with ten
+    /// thousand queued, waking them all each second starves the control streams.
+    pub fn hosts_to_wake(&self, connected: &[String]) -> Result<Vec<String>> {
+        const BATCH: usize = 500;
+        let mut due = Vec::new();
+        for batch in connected.chunks(BATCH) {
+            due.extend(self.stores.meta.hosts_with_requested(batch)?);
+        }
+        let free = self
+            .limits
+            .total
+            .saturating_sub(self.stores.meta.running_collections(None)? + self.admission.held());
+        if free > 0 {
+            let mut queued = Vec::new();
+            for batch in connected.chunks(BATCH) {
+                queued.extend(
+                    self.stores
+                        .meta
+                        .queued_hosts(batch, self.limits.per_host, free)?,
+                );
+            }
+            queued.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+            due.extend(queued.into_iter().take(free as usize).map(|(h, _)| h));
+        }
+        due.sort();
+        due.dedup();
+        Ok(due)
     }
 
     /// Why a queued collection waits, in words.
@@ -342,6 +399,10 @@ impl Collections {
     /// ignored.
     pub fn accepted(&self, host_id: &str, collection_id: &str) -> Result<()> {
         if let Some(c) = self.stores.meta.get_collection(collection_id)? {
+            if c.host_id == host_id {
+                // Counted by the store from here on (once running), or never again.
+                self.admission.release(collection_id);
+            }
             if c.host_id == host_id
                 && matches!(
                     c.status,
@@ -423,6 +484,7 @@ impl Collections {
                 "collection {collection_id} belongs to another host"
             )));
         }
+        self.admission.release(collection_id);
         if c.status.is_final() {
             // A repeat after a reconnect: already recorded.
             return Ok(());
@@ -482,8 +544,8 @@ impl Collections {
             json!({"status": status, "items": items, "errors": errors,
                    "items_sealed": sealed, "bytes_sealed": sealed_bytes}),
         )?;
-        // A slot is free: queued collections anywhere may go.
-        self.sessions.wake_all();
+        // A slot is free: the dispatcher wakes the hosts of the oldest queued requests.
+        self.sessions.ring_dispatcher();
         Ok(())
     }
 
@@ -683,5 +745,140 @@ impl Collections {
         self.custody
             .append(&item.collection_id, actor, action, details)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::storage::chunk_dir::ChunkDir;
+    use crate::storage::head_file::HeadFile;
+    use crate::storage::sqlite::Sqlite;
+    use std::collections::HashSet;
+
+    struct Fleet {
+        _dir: tempfile::TempDir,
+        collections: Collections,
+        hosts: Vec<String>,
+    }
+
+    /// `n` connected hosts, each with `per` requests, oldest first by host.
+    fn fleet(limits: Limits, n: usize, per: usize) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores {
+            meta: Arc::new(Sqlite::open(&dir.path().join("t.db")).unwrap()),
+            blobs: Arc::new(ChunkDir::new(dir.path().join("chunks"), false)),
+            heads: Arc::new(HeadFile::open(&dir.path().join("heads.jsonl"), true).unwrap()),
+            scratch: dir.path().to_path_buf(),
+            metrics: Default::default(),
+        };
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let custody = Custody::new(key, stores.clone());
+        let sessions = Arc::new(Sessions::default());
+        let collections = Collections::new(stores.clone(), custody, sessions.clone(), limits);
+        let mut hosts = Vec::new();
+        for h in 0..n {
+            let id = format!("h{h}");
+            stores.meta.insert_enrolled_host(&id, &id, &id).unwrap();
+            let _bell = sessions.register(&id);
+            let host = stores.meta.get_host(&id).unwrap().unwrap();
+            for c in 0..per {
+                let req = CollectRequest {
+                    collection_id: format!("c{h}-{c}"),
+                    profile: "volatile".into(),
+                    reason: "test".into(),
+                    requested_by: "api:t".into(),
+                    paths: vec![],
+                    pid: None,
+                    container_id: None,
+                    devices: vec![],
+                };
+                collections.request(&host, &req, json!({})).unwrap();
+                // Distinct request times: the queue's order is theirs.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            hosts.push(id);
+        }
+        Fleet {
+            _dir: dir,
+            collections,
+            hosts,
+        }
+    }
+
+    fn send_all(f: &Fleet) -> Vec<String> {
+        f.hosts
+            .iter()
+            .flat_map(|h| f.collections.sendable(h, &HashSet::new()).unwrap())
+            .map(|r| r.collection_id)
+            .collect()
+    }
+
+    fn status(f: &Fleet, id: &str) -> CollectionStatus {
+        f.collections.get(id).unwrap().status
+    }
+
+    #[test]
+    fn hosts_woken_together_share_the_free_slots_and_a_freed_slot_wakes_one() {
+        let f = fleet(
+            Limits {
+                per_host: 2,
+                total: 3,
+            },
+            10,
+            1,
+        );
+        // Every loop looks at once (the first tick): three commands go, not ten.
+        assert_eq!(send_all(&f), ["c0-0", "c1-0", "c2-0"]);
+        for h in 3..10 {
+            assert_eq!(status(&f, &format!("c{h}-0")), CollectionStatus::Queued);
+        }
+        // Sent, not yet accepted: only their own hosts are looked at again.
+        assert_eq!(
+            f.collections.hosts_to_wake(&f.hosts).unwrap(),
+            ["h0", "h1", "h2"]
+        );
+        // Asked again before any answer (as by new connections): the same three, no more.
+        assert_eq!(send_all(&f), ["c0-0", "c1-0", "c2-0"]);
+        for h in 0..3 {
+            f.collections
+                .accepted(&f.hosts[h], &format!("c{h}-0"))
+                .unwrap();
+        }
+        assert!(f.collections.hosts_to_wake(&f.hosts).unwrap().is_empty());
+        f.collections.finish("h0", "c0-0", &[], &[]).unwrap();
+        // One slot free: the oldest queued host is woken, not the seven that wait.
+        assert_eq!(f.collections.hosts_to_wake(&f.hosts).unwrap(), ["h3"]);
+        assert_eq!(send_all(&f), ["c3-0"]);
+        assert!(f.collections.hosts_to_wake(&f.hosts).unwrap().is_empty());
+        // Its connection ended before the agent accepted: the slot comes back to the queue.
+        f.collections.unsent(&["c3-0".to_string()]);
+        assert_eq!(f.collections.hosts_to_wake(&f.hosts).unwrap(), ["h3"]);
+    }
+
+    #[test]
+    fn one_host_takes_no_more_than_its_own_limit() {
+        let f = fleet(
+            Limits {
+                per_host: 2,
+                total: 32,
+            },
+            2,
+            3,
+        );
+        assert_eq!(send_all(&f), ["c0-0", "c0-1", "c1-0", "c1-1"]);
+        assert_eq!(status(&f, "c0-2"), CollectionStatus::Queued);
+        for id in ["c0-0", "c0-1"] {
+            f.collections.accepted("h0", id).unwrap();
+        }
+        f.collections.finish("h0", "c0-0", &[], &[]).unwrap();
+        // h1's two are held, h0 has room for one: only h0 has a queued request with room.
+        let woken = f.collections.hosts_to_wake(&f.hosts).unwrap();
+        assert_eq!(woken, ["h0", "h1"], "h1 only for its unaccepted commands");
+        assert_eq!(
+            f.collections.sendable("h0", &HashSet::new()).unwrap()[0].collection_id,
+            "c0-2"
+        );
     }
 }

@@ -83,10 +83,29 @@ pub(super) async fn control(
     }
     let (token, bell) = state.sessions.register(host_id);
     tracing::info!("agent {host_id} ({}) connected", host.hostname);
-    let result = control_loop(&state, host_id, &bell, &mut send, &mut recv).await;
+    let mut sent = Sent::default();
+    let result = control_loop(&state, host_id, &bell, &mut send, &mut recv, &mut sent).await;
     state.sessions.unregister(host_id, token);
+    // Slots held by commands this connection sent and its agent never accepted come back.
+    let unaccepted: Vec<String> = sent.unaccepted().cloned().collect();
+    state.collections.unsent(&unaccepted);
     tracing::info!("agent {host_id} disconnected");
     result
+}
+
+/// Collections and containment actions sent on this connection, apart: a containment
+/// action is never accepted as a collection is, and must not count as one in flight.
+#[derive(Default)]
+struct Sent {
+    collections: HashSet<String>,
+    containments: HashSet<String>,
+    accepted: HashSet<String>,
+}
+
+impl Sent {
+    fn unaccepted(&self) -> impl Iterator<Item = &String> {
+        self.collections.difference(&self.accepted)
+    }
 }
 
 async fn control_loop(
@@ -95,21 +114,9 @@ async fn control_loop(
     bell: &tokio::sync::Notify,
     send: &mut SendStream,
     recv: &mut RecvStream,
+    sent: &mut Sent,
 ) -> Result<()> {
-    // Collections and containment actions sent on this connection, apart: a containment
-    // action is never accepted as a collection is, and must not count as one in flight.
-    let mut sent: HashSet<String> = HashSet::new();
-    let mut contain_sent: HashSet<String> = HashSet::new();
-    let mut accepted: HashSet<String> = HashSet::new();
-    send_pending(
-        state,
-        host_id,
-        send,
-        &mut sent,
-        &mut contain_sent,
-        &accepted,
-    )
-    .await?;
+    send_pending(state, host_id, send, sent).await?;
     loop {
         tokio::select! {
             frame = read_frame(recv) => {
@@ -126,7 +133,7 @@ async fn control_loop(
                     Frame::Message(Message::CommandAccepted { collection_id }) => {
                         let (st, hid, id) = (state.clone(), host_id.to_string(), collection_id.clone());
                         blocking(move || st.collections.accepted(&hid, &id)).await?;
-                        accepted.insert(collection_id);
+                        sent.accepted.insert(collection_id);
                     }
                     Frame::Message(Message::CollectionDone { collection_id, items, errors }) => {
                         let (st, hid, id) = (state.clone(), host_id.to_string(), collection_id.clone());
@@ -172,7 +179,7 @@ async fn control_loop(
                     Frame::Chunk(_) => anyhow::bail!("chunk on the control stream"),
                 }
             }
-            _ = bell.notified() => send_pending(state, host_id, send, &mut sent, &mut contain_sent, &accepted).await?,
+            _ = bell.notified() => send_pending(state, host_id, send, sent).await?,
         }
     }
 }
@@ -227,25 +234,23 @@ async fn send_pending(
     state: &Arc<State>,
     host_id: &str,
     send: &mut SendStream,
-    sent: &mut HashSet<String>,
-    contain_sent: &mut HashSet<String>,
-    accepted: &HashSet<String>,
+    sent: &mut Sent,
 ) -> Result<()> {
     // Containment first: an isolation must not wait behind collections.
     let (st, hid) = (state.clone(), host_id.to_string());
     for req in blocking(move || st.containments.sendable(&hid)).await? {
         // Sent on an earlier connection and never answered: sent again (enforcing is idempotent).
-        if !contain_sent.insert(req.id.clone()) {
+        if !sent.containments.insert(req.id.clone()) {
             continue;
         }
         write_message(send, Message::Contain(Box::new(req.clone()))).await?;
         let (st, hid) = (state.clone(), host_id.to_string());
         blocking(move || st.containments.sent(&hid, &req.id)).await?;
     }
-    let in_flight: HashSet<String> = sent.difference(accepted).cloned().collect();
+    let in_flight: HashSet<String> = sent.unaccepted().cloned().collect();
     let (st, hid) = (state.clone(), host_id.to_string());
     for req in blocking(move || st.collections.sendable(&hid, &in_flight)).await? {
-        if !sent.insert(req.collection_id.clone()) {
+        if !sent.collections.insert(req.collection_id.clone()) {
             continue;
         }
         write_message(send, Message::Collect(Box::new(req.clone()))).await?;

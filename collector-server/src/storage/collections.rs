@@ -124,17 +124,23 @@ pub trait CollectionStore {
     fn collection_ids_with_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>>;
     /// Requests not yet accepted by the host's agent (requested or queued), oldest first.
     fn pending_requests(&self, host_id: &str) -> Result<Vec<CollectRequest>>;
-    /// Which of `hosts` have requests not yet accepted: how an instance learns of requests made
-    /// through another instance sharing the database. One query where the back end can.
-    fn hosts_with_pending(&self, hosts: &[String]) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for h in hosts {
-            if !self.pending_requests(h)?.is_empty() {
-                out.push(h.clone());
-            }
-        }
-        Ok(out)
-    }
+    /// Which of `hosts` have requests in status `requested` (new, or sent and not yet
+    /// accepted): how an instance learns of requests made through another instance sharing
+    /// the database. Queued ones are not named here; see [`CollectionStore::queued_hosts`].
+    fn hosts_with_requested(&self, hosts: &[String]) -> Result<Vec<String>>;
+    /// Which of `hosts` have queued requests and room for one more (fewer than `per_host` live
+    /// collections running), each with its oldest queued request's time, oldest first, at
+    /// most `limit`: the hosts to wake when slots are free, so a freed slot wakes a few
+    /// control loops and not every host that waits.
+    fn queued_hosts(
+        &self,
+        hosts: &[String],
+        per_host: u64,
+        limit: u64,
+    ) -> Result<Vec<(String, String)>>;
+    /// Mark requests still `requested` as `queued` (a request in another status is left as
+    /// it is): one write for all of a host's requests that wait.
+    fn mark_queued(&self, ids: &[String]) -> Result<()>;
     /// Live collections running (or paused) now, on one host or on all.
     fn running_collections(&self, host_id: Option<&str>) -> Result<u64>;
     /// Newest first, self-test collections left out.

@@ -58,7 +58,7 @@ pub trait ContainmentStore {
     fn containments_of_host(&self, host_id: &str, limit: u32) -> Result<Vec<ContainmentRow>>;
     /// Actions not yet answered by a host (requested, or sent and unanswered), oldest first.
     fn pending_containments(&self, host_id: &str) -> Result<Vec<ContainmentRow>>;
-    /// Which of `hosts` have actions not yet answered (see `hosts_with_pending` of
+    /// Which of `hosts` have actions not yet answered (see `hosts_with_requested` of
     /// collections).
     fn hosts_with_pending_containment(&self, hosts: &[String]) -> Result<Vec<String>> {
         let mut out = Vec::new();

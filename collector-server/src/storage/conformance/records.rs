@@ -319,8 +319,8 @@ fn collections_live_queue_and_prune(s: &dyn MetadataStore, _: Backend) {
     assert_eq!(pending, ["c-1", "c-2"]);
     // How an instance learns of requests made through another: one answer for many hosts.
     let hosts = ["h".to_string(), "other".to_string(), "\0odd".to_string()];
-    assert_eq!(s.hosts_with_pending(&hosts).unwrap(), ["h"]);
-    assert!(s.hosts_with_pending(&[]).unwrap().is_empty());
+    assert_eq!(s.hosts_with_requested(&hosts).unwrap(), ["h"]);
+    assert!(s.hosts_with_requested(&[]).unwrap().is_empty());
     assert_eq!(s.running_collections(None).unwrap(), 1);
     assert_eq!(s.running_collections(Some("h")).unwrap(), 1);
     assert_eq!(s.running_collections(Some("other")).unwrap(), 0);
@@ -364,6 +364,44 @@ fn collections_live_queue_and_prune(s: &dyn MetadataStore, _: Backend) {
         .unwrap()
         .is_empty());
     assert!(s.blob_codec("bb").unwrap().is_some());
+    // The dispatcher's questions: which hosts have queued work and room, oldest first.
+    s.insert_enrolled_host("g", "db", "cg").unwrap();
+    s.insert_collection(
+        "h",
+        &request("c-4"),
+        CollectionStatus::Running,
+        CollectionOrigin::Live,
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    s.insert_collection(
+        "g",
+        &request("g-1"),
+        CollectionStatus::Queued,
+        CollectionOrigin::Live,
+    )
+    .unwrap();
+    let both = ["h".to_string(), "g".to_string(), "\0odd".to_string()];
+    let hosts_of = |v: Vec<(String, String)>| v.into_iter().map(|(h, _)| h).collect::<Vec<_>>();
+    assert_eq!(hosts_of(s.queued_hosts(&both, 2, 10).unwrap()), ["h", "g"]);
+    assert_eq!(hosts_of(s.queued_hosts(&both, 2, 1).unwrap()), ["h"]);
+    // h runs one already: with one allowed per host, only g has room.
+    assert_eq!(hosts_of(s.queued_hosts(&both, 1, 10).unwrap()), ["g"]);
+    assert!(s.queued_hosts(&both, 2, 0).unwrap().is_empty());
+    assert!(s.queued_hosts(&[], 2, 10).unwrap().is_empty());
+    // Only what is still `requested` becomes queued; a running one stays running.
+    s.mark_queued(&["c-1".into(), "c-4".into(), "none".into()])
+        .unwrap();
+    s.mark_queued(&[]).unwrap();
+    assert_eq!(
+        s.get_collection("c-1").unwrap().unwrap().status,
+        CollectionStatus::Queued
+    );
+    assert_eq!(
+        s.get_collection("c-4").unwrap().unwrap().status,
+        CollectionStatus::Running
+    );
+    assert!(s.hosts_with_requested(&both).unwrap().is_empty());
 }
 
 fn items_count_chunks_and_duplicates(s: &dyn MetadataStore, _: Backend) {

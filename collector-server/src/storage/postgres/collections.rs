@@ -1,4 +1,4 @@
-use super::{enum_col, get, now, ot, rows, t, Postgres};
+use super::{enum_col, get, now, ot, rows, t, texts, Postgres};
 use crate::storage::collections::{
     CollectionOrigin, CollectionRow, CollectionStatus, CollectionStore,
 };
@@ -139,15 +139,52 @@ impl CollectionStore for Postgres {
             .collect())
     }
 
-    fn hosts_with_pending(&self, hosts: &[String]) -> Result<Vec<String>> {
-        let hosts: Vec<String> = hosts.iter().map(|h| h.replace('\0', "\u{fffd}")).collect();
+    fn hosts_with_requested(&self, hosts: &[String]) -> Result<Vec<String>> {
+        let hosts = texts(hosts);
         self.run(move |c| {
             rows(
                 c,
-                "SELECT DISTINCT host_id FROM collections WHERE status IN ('requested', 'queued') AND host_id = ANY($1)",
+                "SELECT DISTINCT host_id FROM collections WHERE status = 'requested' AND host_id = ANY($1)",
                 &[&hosts],
                 |r| get(r, 0),
             )
+        })
+    }
+
+    fn queued_hosts(
+        &self,
+        hosts: &[String],
+        per_host: u64,
+        limit: u64,
+    ) -> Result<Vec<(String, String)>> {
+        let hosts = texts(hosts);
+        let per_host = per_host.min(i64::MAX as u64) as i64;
+        let limit = limit.min(i64::MAX as u64) as i64;
+        self.run(move |c| {
+            rows(
+                c,
+                "SELECT q.host_id, MIN(q.requested_at) AS oldest FROM collections q
+                 WHERE q.status = 'queued' AND q.host_id = ANY($1)
+                 AND (SELECT COUNT(*) FROM collections r WHERE r.host_id = q.host_id
+                      AND r.origin = 'live' AND r.status IN ('running', 'paused')) < $2
+                 GROUP BY q.host_id ORDER BY oldest, q.host_id LIMIT $3",
+                &[&hosts, &per_host, &limit],
+                |r| Ok((get(r, 0)?, get(r, 1)?)),
+            )
+        })
+    }
+
+    fn mark_queued(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = texts(ids);
+        self.run(move |c| {
+            c.execute(
+                "UPDATE collections SET status = 'queued' WHERE status = 'requested' AND id = ANY($1)",
+                &[&ids],
+            )?;
+            Ok(())
         })
     }
 

@@ -97,7 +97,7 @@ impl ContainmentStore for Postgres {
     }
 
     fn hosts_with_pending_containment(&self, hosts: &[String]) -> Result<Vec<String>> {
-        let hosts: Vec<String> = hosts.iter().map(|h| h.replace('\0', "\u{fffd}")).collect();
+        let hosts = super::texts(hosts);
         self.run(move |c| {
             rows(
                 c,

@@ -217,6 +217,11 @@ pub(super) fn ot(s: Option<&str>) -> Txt<'_> {
     Txt(s)
 }
 
+/// A list of texts as an array parameter, NULs written as [`Txt`] writes them.
+pub(super) fn texts(v: &[String]) -> Vec<String> {
+    v.iter().map(|h| h.replace('\0', "\u{fffd}")).collect()
+}
+
 impl ToSql for Txt<'_> {
     fn to_sql(
         &self,

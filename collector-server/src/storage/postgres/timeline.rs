@@ -429,7 +429,7 @@ fn query_for(c: &mut postgres::Client, f: &Filter) -> Result<Query> {
     let ids = timeline_sql::host_ids(f);
     if !ids.is_empty() {
         // As stored: U+0000 is U+FFFD there (`Txt`).
-        let stored: Vec<String> = ids.iter().map(|h| h.replace('\0', "\u{fffd}")).collect();
+        let stored = super::texts(&ids);
         let found: HashMap<String, i64> = rows(
             c,
             "SELECT host_id, n FROM timeline_hosts WHERE host_id = ANY($1)",

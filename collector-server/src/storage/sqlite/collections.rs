@@ -120,13 +120,46 @@ impl CollectionStore for Sqlite {
             .collect())
     }
 
-    fn hosts_with_pending(&self, hosts: &[String]) -> Result<Vec<String>> {
+    fn hosts_with_requested(&self, hosts: &[String]) -> Result<Vec<String>> {
         self.rows(
-            "SELECT DISTINCT host_id FROM collections WHERE status IN ('requested', 'queued')
+            "SELECT DISTINCT host_id FROM collections WHERE status = 'requested'
              AND host_id IN (SELECT value FROM json_each(?1))",
             params![crate::storage::to_json("hosts", &hosts)?],
             |r| r.get(0),
         )
+    }
+
+    fn queued_hosts(
+        &self,
+        hosts: &[String],
+        per_host: u64,
+        limit: u64,
+    ) -> Result<Vec<(String, String)>> {
+        self.rows(
+            "SELECT q.host_id, MIN(q.requested_at) AS oldest FROM collections q
+             WHERE q.status = 'queued' AND q.host_id IN (SELECT value FROM json_each(?1))
+             AND (SELECT COUNT(*) FROM collections r WHERE r.host_id = q.host_id
+                  AND r.origin = 'live' AND r.status IN ('running', 'paused')) < ?2
+             GROUP BY q.host_id ORDER BY oldest, q.host_id LIMIT ?3",
+            params![
+                crate::storage::to_json("hosts", &hosts)?,
+                per_host.min(i64::MAX as u64) as i64,
+                limit.min(i64::MAX as u64) as i64
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
+    fn mark_queued(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.lock().execute(
+            "UPDATE collections SET status = 'queued' WHERE status = 'requested'
+             AND id IN (SELECT value FROM json_each(?1))",
+            params![crate::storage::to_json("collection ids", &ids)?],
+        )?;
+        Ok(())
     }
 
     fn running_collections(&self, host_id: Option<&str>) -> Result<u64> {
