@@ -13,10 +13,10 @@ use cairn_protocol::manifest::{CollectRequest, CollectionRecord, ItemHeader, Ite
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-mod admission;
 mod progress;
-use admission::Admission;
+mod slots;
 pub use progress::{progress, Progress};
+use slots::Slots;
 
 pub use cairn_protocol::manifest::PROFILES;
 
@@ -172,7 +172,7 @@ pub struct Collections {
     custody: Arc<Custody>,
     sessions: Arc<Sessions>,
     limits: Limits,
-    admission: Admission,
+    slots: Slots,
 }
 
 fn agent_actor(host_id: &str) -> String {
@@ -191,7 +191,7 @@ impl Collections {
             custody,
             sessions,
             limits,
-            admission: Admission::default(),
+            slots: Slots::default(),
         }
     }
 
@@ -249,7 +249,7 @@ impl Collections {
 
     /// Requests the host's agent has not accepted yet that may be sent now, oldest first;
     /// `in_flight` were sent on this connection and not yet accepted (not sent again). Each
-    /// one returned holds a slot until its agent accepts it (see [`admission`]); the rest
+    /// one returned holds a slot until its agent accepts it (see [`slots`]); the rest
     /// wait `queued`, and the dispatcher ([`Collections::hosts_to_wake`]) wakes their host
     /// when a slot frees.
     pub fn sendable(
@@ -274,7 +274,7 @@ impl Collections {
         let mut out = Vec::new();
         let mut wait = Vec::new();
         {
-            let mut held = self.admission.lock();
+            let mut held = self.slots.lock();
             let on_host =
                 self.stores.meta.running_collections(Some(host_id))? + held.on_host(host_id);
             let total = self.stores.meta.running_collections(None)? + held.total();
@@ -308,7 +308,7 @@ impl Collections {
     /// are free again (the requests stay pending and go out on the next connection).
     pub fn unsent(&self, collection_ids: &[String]) {
         for id in collection_ids {
-            self.admission.release(id);
+            self.slots.release(id);
         }
         if !collection_ids.is_empty() {
             self.sessions.ring_dispatcher();
@@ -328,7 +328,7 @@ impl Collections {
         let free = self
             .limits
             .total
-            .saturating_sub(self.stores.meta.running_collections(None)? + self.admission.held());
+            .saturating_sub(self.stores.meta.running_collections(None)? + self.slots.held());
         if free > 0 {
             let mut queued = Vec::new();
             for batch in connected.chunks(BATCH) {
@@ -401,7 +401,7 @@ impl Collections {
         if let Some(c) = self.stores.meta.get_collection(collection_id)? {
             if c.host_id == host_id {
                 // Counted by the store from here on (once running), or never again.
-                self.admission.release(collection_id);
+                self.slots.release(collection_id);
             }
             if c.host_id == host_id
                 && matches!(
@@ -484,7 +484,7 @@ impl Collections {
                 "collection {collection_id} belongs to another host"
             )));
         }
-        self.admission.release(collection_id);
+        self.slots.release(collection_id);
         if c.status.is_final() {
             // A repeat after a reconnect: already recorded.
             return Ok(());

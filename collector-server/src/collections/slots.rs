@@ -14,7 +14,7 @@ pub const HOLD: Duration = Duration::from_secs(120);
 /// Commands in flight: collection id → (host, when sent). Bounded by the collector's total
 /// limit: a slot is only held where one was free.
 #[derive(Default)]
-pub struct Admission {
+pub struct Slots {
     held: Mutex<HashMap<String, (String, Instant)>>,
 }
 
@@ -23,7 +23,7 @@ pub struct Held<'a> {
     map: std::sync::MutexGuard<'a, HashMap<String, (String, Instant)>>,
 }
 
-impl Admission {
+impl Slots {
     /// Lock the ledger for one decision (lapsed holds dropped first). Held for the length of
     /// a count query, so two loops never decide on the same free slot.
     pub fn lock(&self) -> Held<'_> {
@@ -70,7 +70,7 @@ mod tests {
 
     #[test]
     fn holds_count_per_host_and_release() {
-        let a = Admission::default();
+        let a = Slots::default();
         {
             let mut l = a.lock();
             l.hold("c1", "h1");
@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn a_hold_never_answered_lapses() {
-        let a = Admission::default();
+        let a = Slots::default();
         {
             let mut l = a.lock();
             l.hold("c1", "h1");
