@@ -71,6 +71,37 @@ pub fn set_agent_option(state: &Path, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Sets `key = value` in table `[table]` of the agent's `agent.toml` (created at the end
+/// when the file has no such table).
+pub fn set_agent_table_option(state: &Path, table: &str, key: &str, value: &str) -> Result<()> {
+    let p = state.join("agent.toml");
+    let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let header = format!("[{table}]");
+    let mut lines: Vec<String> = Vec::new();
+    let mut in_table = false;
+    let mut done = false;
+    for l in text.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            in_table = t == header;
+        }
+        if in_table && t.split('=').next().map(str::trim) == Some(key) {
+            continue;
+        }
+        lines.push(l.to_string());
+        if t == header {
+            lines.push(format!("{key} = {value}"));
+            done = true;
+        }
+    }
+    if !done {
+        lines.push(header);
+        lines.push(format!("{key} = {value}"));
+    }
+    fs::write(&p, lines.join("\n") + "\n")?;
+    Ok(())
+}
+
 impl Agent {
     /// Point the (stopped) agent at several collector addresses, `HOST:PORT,HOST:PORT`.
     pub fn set_collectors(&self, addrs: &str) -> Result<()> {

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 pub use agent::{
     collector_with_agent, collector_with_agent_in, enroll_raw, enroll_raw_with, set_agent_option,
-    Agent,
+    set_agent_table_option, Agent,
 };
 pub use api::Api;
 pub use bins::{bin, bin_dir, Bins};

@@ -63,6 +63,12 @@ pub struct SensorConfig {
     /// Events buffered per subscriber before it is counted as lost.
     pub subscriber_capacity: usize,
     pub proc_root: PathBuf,
+    /// Only processes in this cgroup (a path under the cgroup v2 root, `/cairn/web-7`) and
+    /// its descendants: the host is that subtree. For several agents on one machine, each
+    /// standing for a host (a fleet simulated on loopback, a VM per slice); unset: every
+    /// process of the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_scope: Option<String>,
 }
 
 impl Default for SensorConfig {
@@ -75,6 +81,7 @@ impl Default for SensorConfig {
             procfs_poll_ms: 100,
             subscriber_capacity: 16_384,
             proc_root: PathBuf::from("/proc"),
+            cgroup_scope: None,
         }
     }
 }
@@ -119,10 +126,31 @@ struct Subscriber {
 struct Hub {
     subs: Mutex<Vec<Subscriber>>,
     lost: Mutex<BTreeMap<String, u64>>,
+    /// [`SensorConfig::cgroup_scope`], without its trailing `/`.
+    scope: Option<String>,
+}
+
+/// Whether an event concerns a process in `scope` (a cgroup path) or below it. A process
+/// whose cgroup is unknown is outside: a scoped sensor reports only what it can place.
+/// Losses are always in scope: they may be anyone's.
+fn in_scope(ev: &Event, scope: &str) -> bool {
+    if ev.kind == EventKind::EventsLost {
+        return true;
+    }
+    let Some(cg) = ev.process.as_ref().and_then(|p| p.cgroup.as_deref()) else {
+        return false;
+    };
+    cg.strip_prefix(scope)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 impl Hub {
     fn send(&self, ev: &Event, clock_now: &dyn Fn() -> String) {
+        if let Some(scope) = &self.scope {
+            if !in_scope(ev, scope) {
+                return;
+            }
+        }
         let Ok(mut subs) = self.subs.lock() else {
             return;
         };
@@ -209,7 +237,13 @@ impl Sensor {
     /// thread that reads, enriches and delivers events. Events from the moment this returns
     /// are delivered to subscribers that subscribe before they are read.
     pub fn start(cfg: SensorConfig) -> Result<Sensor, SensorError> {
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub {
+            scope: cfg
+                .cgroup_scope
+                .as_deref()
+                .map(|s| s.trim_end_matches('/').to_string()),
+            ..Hub::default()
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let cache = ProcessCache::new(
             cfg.max_processes,
@@ -443,5 +477,54 @@ fn procfs_loop(
         }
         alive = current;
         en.cache.sweep();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn exec_in(cgroup: Option<&str>) -> Event {
+        let mut e = Event::new("t".into(), EventKind::ProcessExec, Source::Ebpf);
+        e.process = Some(Process {
+            cgroup: cgroup.map(str::to_string),
+            ..Process::default()
+        });
+        e
+    }
+
+    #[test]
+    fn a_scoped_sensor_keeps_its_subtree_and_nothing_beside_it() {
+        let scope = "/cairn/web-7";
+        assert!(in_scope(&exec_in(Some("/cairn/web-7")), scope));
+        assert!(in_scope(&exec_in(Some("/cairn/web-7/job")), scope));
+        // A sibling whose name only starts the same is not inside.
+        assert!(!in_scope(&exec_in(Some("/cairn/web-70")), scope));
+        assert!(!in_scope(&exec_in(Some("/system.slice")), scope));
+        assert!(!in_scope(&exec_in(None), scope));
+        let lost = Event::new("t".into(), EventKind::EventsLost, Source::Ebpf);
+        assert!(in_scope(&lost, scope));
+    }
+
+    #[test]
+    fn the_hub_drops_what_is_out_of_scope_without_counting_it_lost() {
+        let hub = Hub {
+            scope: Some("/cairn/a".into()),
+            ..Hub::default()
+        };
+        let (tx, rx) = sync_channel(8);
+        hub.subs.lock().unwrap().push(Subscriber {
+            tx,
+            pending_lost: 0,
+            total_lost: 0,
+        });
+        let now = || "t".to_string();
+        hub.send(&exec_in(Some("/cairn/b")), &now);
+        hub.send(&exec_in(Some("/cairn/a/x")), &now);
+        let got = rx.try_recv().unwrap();
+        assert_eq!(got.process.unwrap().cgroup.as_deref(), Some("/cairn/a/x"));
+        assert!(rx.try_recv().is_err());
+        assert!(hub.lost.lock().unwrap().is_empty());
     }
 }

@@ -51,6 +51,19 @@ async fn trigger(
             features: standing.map(|s| s.features).unwrap_or(0),
             reasons: standing.map(|s| s.reasons.clone()).unwrap_or_default(),
             readiness: h.readiness.clone(),
+            suspect: standing.filter(|s| s.outlier).and_then(|s| {
+                let r = fleet.as_ref().ok()?;
+                let found =
+                    crate::fleet::suspect(state.meta(), &h.id, &s.odd_features, r.from_ns, r.to_ns);
+                let p = found
+                    .map_err(|e| tracing::warn!("fleet: no suspect process for {}: {e}", h.id))
+                    .ok()??;
+                let exe = p.exe.as_deref().unwrap_or("?");
+                Some((
+                    p.pid,
+                    format!("pid {} ({exe}), the process that {}", p.pid, p.why),
+                ))
+            }),
         }
     };
     let d = state
@@ -78,7 +91,7 @@ async fn trigger(
         reason: alert.reason.clone(),
         requested_by: caller.actor(),
         paths: alert.paths.clone(),
-        pid: alert.pid,
+        pid: d.pid,
         container_id: d.container_id.clone().or(alert.container_id.clone()),
         devices: Vec::new(),
     };

@@ -100,6 +100,7 @@ pub struct GroupReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct HostStanding {
     pub host_id: String,
+    /// The instance's `Name` tag where it has one, else its hostname.
     pub hostname: String,
     /// Its highest score in any group.
     pub score: f64,
@@ -111,6 +112,9 @@ pub struct HostStanding {
     /// The reasons of every group it stands out in, the highest-scoring first (of its
     /// highest-scoring group when it stands out in none).
     pub reasons: Vec<String>,
+    /// The features behind the reasons of the groups it stands out in, the heaviest first:
+    /// what a responder (or a trigger looking for a process to capture) starts from.
+    pub odd_features: Vec<Feature>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -184,7 +188,7 @@ impl Fleet {
                 members
                     .entry(g)
                     .or_default()
-                    .push((h.id.clone(), h.hostname.clone()));
+                    .push((h.id.clone(), display_name(h)));
             }
         }
         let (features, truncated) = if host_groups.is_empty() {
@@ -232,6 +236,12 @@ impl Fleet {
                     .flat_map(|(_, s)| s.reasons.iter().map(|r| r.text.clone()))
                     .take(2 * score::MAX_REASONS)
                     .collect();
+                let mut odd_features: Vec<Feature> = Vec::new();
+                for r in scores.iter().filter(|s| s.outlier).flat_map(|s| &s.reasons) {
+                    if !odd_features.contains(&r.feature) {
+                        odd_features.push(r.feature.clone());
+                    }
+                }
                 HostStanding {
                     hostname: scores
                         .first()
@@ -242,6 +252,7 @@ impl Fleet {
                     features: scores.first().map(|s| s.features).unwrap_or(0),
                     groups: host_groups.get(&id).cloned().unwrap_or_default(),
                     reasons,
+                    odd_features,
                     host_id: id,
                 }
             })
@@ -291,6 +302,91 @@ impl ReportCache {
         }
         Ok(r)
     }
+}
+
+/// What a responder calls the host: its instance's `Name` tag where it has one (hostnames
+/// of cloud instances are often alike or meaningless), else its hostname.
+fn display_name(h: &crate::storage::HostRow) -> String {
+    h.identity
+        .as_ref()
+        .and_then(|i| i.cloud.as_ref())
+        .and_then(|c| c.instance_name.clone())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| h.hostname.clone())
+}
+
+/// A process behind what made a host odd: the one a memory capture should take when the
+/// alert names none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspect {
+    pub pid: u32,
+    pub exe: Option<String>,
+    /// Which of the host's odd features it is behind, in words ("ran /tmp/.x/payload").
+    pub why: String,
+}
+
+/// The newest process of `host_id`, in the window, behind one of its odd features (an
+/// executable run, the child of a parent → child pair, a connection), trying the heaviest
+/// feature first. It may have exited since: the agent then reports the capture as a gap.
+pub fn suspect(
+    meta: &dyn MetadataStore,
+    host_id: &str,
+    odd: &[Feature],
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<Option<Suspect>> {
+    use crate::storage::timeline::{Cond, Match};
+    for f in odd {
+        let (kind, cond) = match f.kind {
+            FeatureKind::Exec => (
+                "process_exec",
+                Cond::Is(Column::Exe, Match::Is(f.value.clone())),
+            ),
+            FeatureKind::ParentChild => match f.value.split_once(" -> ") {
+                Some((parent, child)) => (
+                    "process_exec",
+                    Cond::All(vec![
+                        Cond::Is(Column::Parent, Match::Is(parent.to_string())),
+                        Cond::Is(Column::Exe, Match::Is(child.to_string())),
+                    ]),
+                ),
+                None => continue,
+            },
+            FeatureKind::Connect => match f.value.rsplit_once(':') {
+                Some((addr, port)) if port.parse::<u16>().is_ok() => (
+                    "tcp_connect",
+                    Cond::All(vec![
+                        Cond::Is(Column::Dst, Match::Is(addr.to_string())),
+                        Cond::Is(Column::DstPort, Match::Is(port.to_string())),
+                    ]),
+                ),
+                _ => continue,
+            },
+            FeatureKind::Login => continue,
+        };
+        let filter = Filter {
+            host_ids: vec![host_id.to_string()],
+            from_ns: Some(from_ns),
+            to_ns: Some(to_ns),
+            kinds: vec![kind.to_string()],
+            cond: Some(cond),
+            newest_first: true,
+            ..Default::default()
+        };
+        let (rows, _) = meta.timeline_page(&filter, None, 1)?;
+        let found = rows.into_iter().find_map(|r| {
+            let pid = u32::try_from(r.event.pid?).ok().filter(|p| *p > 0)?;
+            Some(Suspect {
+                pid,
+                exe: r.event.exe,
+                why: f.kind.words(&f.value),
+            })
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// Each host's features in the window, by host id.
@@ -396,7 +492,9 @@ mod tests {
                 connect(t + 100, "10.0.2.5", 5432),
             ];
             if i == 6 {
-                evs.push(exec(t + 200, "/tmp/.x/payload", "/usr/sbin/nginx"));
+                let mut payload = exec(t + 200, "/tmp/.x/payload", "/usr/sbin/nginx");
+                payload.pid = Some(4242);
+                evs.push(payload);
                 evs.push(connect(t + 300, "198.51.100.7", 4444));
             }
             // Long before the window: not part of the profile.
@@ -466,6 +564,28 @@ mod tests {
             .filter(|h| h.outlier)
             .all(|h| h.hostname == "web-7"));
         assert!(r.ungrouped.is_empty() && r.truncated.is_empty());
+
+        // The process behind it, for a memory capture when the alert names none.
+        assert_eq!(top.odd_features[0].value, "/tmp/.x/payload");
+        let s = suspect(&db, &web[6], &top.odd_features, r.from_ns, r.to_ns)
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.pid, s.exe.as_deref()), (4242, Some("/tmp/.x/payload")));
+        assert_eq!(s.why, "ran /tmp/.x/payload");
+        // A peer has no odd features, and a feature with no pid behind it finds nothing.
+        assert!(r
+            .hosts
+            .iter()
+            .filter(|h| !h.outlier)
+            .all(|h| h.odd_features.is_empty()));
+        let connect_only = [Feature {
+            kind: FeatureKind::Connect,
+            value: "198.51.100.7:4444".into(),
+        }];
+        assert_eq!(
+            suspect(&db, &web[6], &connect_only, r.from_ns, r.to_ns).unwrap(),
+            None
+        );
     }
 
     #[test]

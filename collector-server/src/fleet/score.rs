@@ -32,7 +32,7 @@ pub enum FeatureKind {
 
 impl FeatureKind {
     /// What a host did, in words: "ran /tmp/x".
-    fn words(&self, value: &str) -> String {
+    pub fn words(&self, value: &str) -> String {
         match self {
             FeatureKind::Exec => format!("ran {value}"),
             FeatureKind::ParentChild => match value.split_once(" -> ") {

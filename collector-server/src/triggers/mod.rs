@@ -40,6 +40,9 @@ pub struct Decision {
     pub duplicate_of: Option<String>,
     /// The alert's severity raised by what is known of the host, and why.
     pub priority: priority::Prioritised,
+    /// The process to capture: the alert's own, or (for a mapped `memory`) the one fleet
+    /// context says makes the host odd.
+    pub pid: Option<u32>,
 }
 
 impl Triggers {
@@ -77,8 +80,25 @@ impl Triggers {
     ) -> Result<Decision> {
         let cfg = &self.config;
         let (host, matched_by, container_id) = resolve::resolve(hosts, &alert.lookups)?;
-        let priority = priority::prioritise(&alert.severity, &context(&host));
-        let (profile, profile_note) = cfg.profile_for(alert, priority.priority);
+        let ctx = context(&host);
+        let priority = priority::prioritise(&alert.severity, &ctx);
+        let (mut profile, mut profile_note) = cfg.profile_for(alert, priority.priority);
+        let mut pid = alert.pid;
+        // The mapping says memory and the alert names no process, but fleet context knows
+        // the process that makes this host odd: capture that one rather than falling back.
+        if let Some((suspect, why)) = &ctx.suspect {
+            let fell_back = alert.profile.is_none()
+                && profile == "triage"
+                && profile_note.is_some()
+                && cfg.mapped_profile(alert, priority.priority) == "memory";
+            if fell_back {
+                profile = "memory".into();
+                pid = Some(*suspect);
+                profile_note = Some(format!(
+                    "the alert names no process: memory of {why}, what makes the host an outlier among its peers"
+                ));
+            }
+        }
         if !crate::collections::PROFILES.contains(&profile.as_str()) {
             return Err(Error::invalid(format!(
                 "malformed JSON: field \"profile\": unknown profile {profile:?}; profiles: {}",
@@ -90,7 +110,7 @@ impl Triggers {
                 "malformed JSON: field \"paths\": profile \"file\" needs at least one path",
             ));
         }
-        if profile == "memory" && alert.pid.is_none() && !alert.names_container() {
+        if profile == "memory" && pid.is_none() && !alert.names_container() {
             return Err(Error::invalid(
                 "malformed JSON: field \"pid\": profile \"memory\" needs \"pid\" or a container (\"container_id\", \"pod\")",
             ));
@@ -120,6 +140,7 @@ impl Triggers {
             profile_note,
             duplicate_of,
             priority,
+            pid,
         })
     }
 
@@ -149,5 +170,105 @@ impl Triggers {
                 self.config.policy.requests_per_minute
             )))
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::parse::Lookup;
+    use super::*;
+    use crate::storage::HostOrigin;
+
+    fn host(id: &str, instance: &str) -> HostRow {
+        HostRow {
+            id: id.into(),
+            hostname: format!("web-{id}"),
+            machine_id: None,
+            instance_id: Some(instance.into()),
+            kernel: None,
+            agent_version: None,
+            enrolled_at: String::new(),
+            last_seen: None,
+            origin: HostOrigin::Enrolled,
+            status: None,
+            readiness: Some("pass".into()),
+            readiness_since: None,
+            readiness_at: None,
+            retired_at: None,
+            retired_reason: None,
+            identity: None,
+        }
+    }
+
+    fn finding(instance: &str, key: &str) -> Alert {
+        Alert {
+            source: "guardduty",
+            rule: "UnauthorizedAccess:EC2/TorClient".into(),
+            severity: "low".into(),
+            reason: "gd".into(),
+            dedup_key: key.into(),
+            lookups: vec![Lookup::InstanceId(instance.into())],
+            profile: None,
+            pid: None,
+            container_id: None,
+            paths: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_low_finding_captures_the_outliers_odd_process_and_only_volatile_on_a_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("triggers.toml");
+        std::fs::write(
+            &path,
+            "[priority]\nlow = \"volatile\"\nmedium = \"memory\"\nhigh = \"memory\"\n",
+        )
+        .unwrap();
+        let t = Triggers::new(TriggerConfig::load(&path).unwrap());
+        let hosts = vec![host("odd", "i-1"), host("peer", "i-2")];
+        let context = |h: &HostRow| {
+            if h.id == "odd" {
+                priority::HostContext {
+                    score: Some(2.48),
+                    outlier: true,
+                    features: 4,
+                    reasons: vec!["only web-odd of 12 in asg web ran /tmp/.x/payload".into()],
+                    readiness: h.readiness.clone(),
+                    suspect: Some((4242, "pid 4242 (/tmp/.x/payload)".into())),
+                }
+            } else {
+                priority::HostContext {
+                    score: Some(0.0),
+                    features: 3,
+                    readiness: h.readiness.clone(),
+                    ..Default::default()
+                }
+            }
+        };
+        let odd = t
+            .decide(&finding("i-1", "f-1"), &hosts, "c-1", &context)
+            .unwrap();
+        assert_eq!(odd.priority.priority, priority::Priority::Medium);
+        assert_eq!((odd.profile.as_str(), odd.pid), ("memory", Some(4242)));
+        assert!(
+            odd.profile_note.as_deref().unwrap().contains("pid 4242"),
+            "{:?}",
+            odd.profile_note
+        );
+        let peer = t
+            .decide(&finding("i-2", "f-2"), &hosts, "c-2", &context)
+            .unwrap();
+        assert_eq!(peer.priority.priority, priority::Priority::Low);
+        assert_eq!((peer.profile.as_str(), peer.pid), ("volatile", None));
+        // An outlier with no process behind its oddity: memory falls back to triage, as before.
+        let no_suspect = |h: &HostRow| priority::HostContext {
+            suspect: None,
+            ..context(h)
+        };
+        let d = t
+            .decide(&finding("i-1", "f-3"), &hosts, "c-3", &no_suspect)
+            .unwrap();
+        assert_eq!((d.profile.as_str(), d.pid), ("triage", None));
     }
 }

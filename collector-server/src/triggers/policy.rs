@@ -347,7 +347,7 @@ impl TriggerConfig {
             .unwrap_or_default()
     }
 
-    fn mapped_profile(&self, a: &Alert, priority: super::priority::Priority) -> String {
+    pub(crate) fn mapped_profile(&self, a: &Alert, priority: super::priority::Priority) -> String {
         let m = match a.source {
             "guardduty" => &self.guardduty,
             "falco" => &self.falco,

@@ -57,6 +57,9 @@ pub struct HostContext {
     pub reasons: Vec<String>,
     /// Its last self-test verdict (`pass`, `warn`, `fail`).
     pub readiness: Option<String>,
+    /// A process behind what makes it an outlier, and in words which one: what a mapped
+    /// `memory` captures when the alert names no process.
+    pub suspect: Option<(u32, String)>,
 }
 
 /// A priority and why.
@@ -130,6 +133,7 @@ mod tests {
             features: 5,
             reasons: vec!["only web-7 of 12 in asg web-prod ran /tmp/.x/payload".into()],
             readiness: Some("pass".into()),
+            suspect: None,
         };
         let p = prioritise("low", &odd);
         assert_eq!(p.priority, Priority::Medium);

@@ -94,6 +94,12 @@ fn from_value(t: i64, v: &Value) -> Event {
     }
     e.container = s(p, "container_id");
     e.pod = s(p, "pod_uid");
+    // What the query language and fleet profiles find a process and a connection by: the
+    // parent's executable, and the remote end (`d*` is remote for connects and accepts).
+    e.parent_exe = s(&v["parent"], "exe");
+    let sock = &v["socket"];
+    e.dst_addr = s(sock, "daddr");
+    e.dst_port = sock["dport"].as_i64();
     for k in ["comm", "cwd", "cgroup"] {
         if let Some(x) = p.get(k) {
             e.attrs.insert(k.to_string(), x.clone());
@@ -133,5 +139,23 @@ mod tests {
         assert_eq!(e.attrs["parent"]["comm"], "bash");
         assert_eq!(e.dedup, from_line(line).unwrap().dedup);
         assert!(from_line("{\"kind\":\"x\"}").is_none());
+        assert_eq!(e.parent_exe, None, "the parent named no exe");
+        let with_exe = line.replace(
+            "\"comm\":\"bash\"}",
+            "\"comm\":\"bash\",\"exe\":\"/bin/bash\"}",
+        );
+        assert_eq!(
+            from_line(&with_exe).unwrap().parent_exe.as_deref(),
+            Some("/bin/bash")
+        );
+    }
+
+    #[test]
+    fn a_connect_is_found_by_its_remote_end() {
+        let line = r#"{"time":"2026-11-29T09:57:53Z","kind":"tcp_connect","source":"ebpf","process":{"pid":7,"ppid":1,"comm":"curl","exe":"/usr/bin/curl"},"socket":{"family":"inet","protocol":"tcp","saddr":"10.0.1.5","sport":40000,"daddr":"198.51.100.7","dport":4444,"result":-115,"cookie":"ab"}}"#;
+        let e = from_line(line).unwrap();
+        assert_eq!(e.dst_addr.as_deref(), Some("198.51.100.7"));
+        assert_eq!(e.dst_port, Some(4444));
+        assert_eq!(e.exe.as_deref(), Some("/usr/bin/curl"));
     }
 }
