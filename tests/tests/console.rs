@@ -65,6 +65,7 @@ fn every_console_route_needs_a_session_a_csrf_token_and_the_right_role() {
     let mut anon = console(&collector);
     for path in [
         "/".to_string(),
+        "/architecture".into(),
         "/collections".into(),
         format!("/collections/{cid}"),
         format!("/collections/{cid}/archive"),
@@ -306,6 +307,10 @@ fn every_console_route_needs_a_session_a_csrf_token_and_the_right_role() {
     let mut viewer = console(&collector);
     assert_eq!(viewer.sign_in(&viewer_token).unwrap().status, 303);
     assert_eq!(viewer.get("/").unwrap().status, 200);
+    // The architecture view: a host with no cloud context is in no group, and the page says so.
+    let arch = viewer.get("/architecture").unwrap();
+    assert_eq!(arch.status, 200);
+    assert!(arch.body.contains("in no group"), "{}", arch.body);
     assert_eq!(
         viewer.get(&format!("/collections/{cid}")).unwrap().status,
         200

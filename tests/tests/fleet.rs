@@ -205,6 +205,35 @@ fn agents_report_where_they_run_and_the_fleet_is_grouped_by_it() {
     let web = group(&fleet, "asg web-prod").unwrap();
     assert_eq!(web["members"], 2);
     assert_eq!(web["scored"], false);
+    // The move is kept as the host's membership history, on its timeline.
+    let moved = collector
+        .hosts()
+        .unwrap()
+        .into_iter()
+        .find(|h| h["instance_id"] == "i-0web-prod0003")
+        .unwrap();
+    let moved = moved["id"].as_str().unwrap();
+    let tl = collector
+        .api_get(&format!(
+            "/api/v1/timeline?host={moved}&kind=group_joined,group_left&from=-1h&order=oldest"
+        ))
+        .unwrap();
+    let msgs: Vec<&str> = tl["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &msgs[msgs.len() - 2..],
+        ["left asg web-prod", "joined asg batch"],
+        "{tl:#}"
+    );
+    assert!(msgs.contains(&"joined asg web-prod"), "{msgs:?}");
+    assert!(
+        msgs.contains(&"joined vpc vpc-0a1 (123456789012)"),
+        "{msgs:?}"
+    );
     for a in &mut agents {
         a.check_alive().unwrap();
     }
@@ -342,16 +371,18 @@ fn the_one_host_unlike_its_peers_is_flagged_and_its_alert_captures_its_odd_proce
         .collect();
     let instance_of = |i: usize| format!("i-0{}{:04}", layout[i].1, layout[i].0);
     let hosts = wait_for(
-        "twelve agents with their cloud context and an eBPF sensor",
+        "twelve agents with their cloud context, an eBPF sensor and a self-test",
         Duration::from_secs(120),
         || {
             let hosts = collector.hosts()?;
             let ready = hosts
                 .iter()
                 .filter(|h| {
+                    // Its first self-test too: preparedness is compared across peers.
                     h["connected"] == true
                         && h["identity"]["cloud"]["scaling_group"].is_string()
                         && h["status"]["sensor_mode"] == "ebpf"
+                        && h["readiness"].is_string()
                 })
                 .count();
             Ok((ready == layout.len()).then_some(hosts))
@@ -456,6 +487,42 @@ fn the_one_host_unlike_its_peers_is_flagged_and_its_alert_captures_its_odd_proce
         !reasons.iter().any(|r| r.contains(&format!(":{common}"))),
         "{reasons:?}"
     );
+    // The console's architecture view: the odd one out is marked in its groups with its
+    // reasons, each a link to the timeline filtered to what made it odd.
+    let shots =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    let b = Browser::start(work.path(), &shots).unwrap();
+    b.goto(&console_link(&collector)).unwrap();
+    b.goto(&format!("{}/architecture", collector.api_url()))
+        .unwrap();
+    b.wait_text("odd one out", Duration::from_secs(20), false)
+        .unwrap();
+    let rows = b.find_all("tr.outlier").unwrap();
+    assert_eq!(rows.len(), 2, "odd in its asg and in its VPC, nowhere else");
+    let row = b.text(&rows[0]).unwrap();
+    assert!(
+        row.contains("web-prod-7") && row.contains(&payload),
+        "{row}"
+    );
+    b.screenshot("fleet-architecture").unwrap();
+    let link = b.find("tr.outlier ul.reasons a.timeline").unwrap();
+    b.click(&link).unwrap();
+    wait_for(
+        "the timeline filtered to the odd executable",
+        Duration::from_secs(20),
+        || {
+            let results = b.script(
+                "let r = document.querySelector('section.results table'); return r ? r.innerText : ''",
+            )?;
+            Ok(results
+                .as_str()
+                .is_some_and(|t| t.contains(&payload))
+                .then_some(()))
+        },
+    )
+    .unwrap();
+    assert!(b.url().unwrap().contains(&odd_id), "{}", b.url().unwrap());
+    drop(b);
     let batch = group(&fleet, "asg batch").unwrap();
     assert!(batch["hosts"]
         .as_array()
@@ -549,4 +616,15 @@ fn the_one_host_unlike_its_peers_is_flagged_and_its_alert_captures_its_odd_proce
     for a in &mut agents {
         a.check_alive().unwrap();
     }
+}
+
+/// A one-time sign-in link to the console.
+fn console_link(collector: &Collector) -> String {
+    let mut cmd = std::process::Command::new(bin("cairn-collector").unwrap());
+    cmd.args(["console-link", "--data"])
+        .arg(&collector.data)
+        .args(["--name", "responder", "--role", "admin", "--url"])
+        .arg(collector.api_url());
+    let out = run(cmd, Duration::from_secs(30)).unwrap().ok().unwrap();
+    out.stdout.trim().to_string()
 }

@@ -312,8 +312,10 @@ pub(crate) fn start_generators(
     let mut reports = Vec::new();
     let mut first = 0;
     let mut i = 0;
+    // At least one generator per collector, so a small fleet is spread over them too.
+    let per_process = AGENTS_PER_PROCESS.min(agents.div_ceil(collectors.len()).max(1));
     while first < agents {
-        let count = AGENTS_PER_PROCESS.min(agents - first);
+        let count = per_process.min(agents - first);
         let collector = collectors[i % collectors.len()];
         let report = dir.join(format!("loadgen-{i}.json"));
         let mut cmd = Command::new(loadgen);

@@ -11,11 +11,14 @@
 //! - [`memory`]: physical memory sources and a child process's memory.
 //! - [`storage`]: block devices opened read-only and the spool's free space.
 //! - [`collector`]: reachability, certificate expiry, clock skew, evidence round trip.
+//! - [`preparedness`]: will the logs and agents a responder needs be there (compared across
+//!   a host's peers by the collector).
 
 pub mod bpf;
 pub mod collector;
 pub mod kernel;
 pub mod memory;
+pub mod preparedness;
 pub mod storage;
 
 use crate::config::StateDir;
@@ -91,6 +94,7 @@ pub fn local_checks(opts: &SelftestOptions) -> Vec<CheckResult> {
     out.extend(bpf::checks(opts));
     out.extend(memory::checks(opts));
     out.extend(storage::checks(opts));
+    out.extend(preparedness::checks(opts));
     out
 }
 

@@ -22,7 +22,7 @@ pub fn page(title: &str, viewer: &Viewer, current: &str, body: Markup) -> Markup
                 header.top {
                     a.brand href="/" { "cairn" }
                     nav {
-                        @for (href, label) in [("/", "Fleet"), ("/collections", "Collections"), ("/timeline", "Timeline"), ("/cases", "Cases")] {
+                        @for (href, label) in [("/", "Fleet"), ("/architecture", "Architecture"), ("/collections", "Collections"), ("/timeline", "Timeline"), ("/cases", "Cases")] {
                             a href=(href) class=[(current == label).then_some("current")] { (label) }
                         }
                     }

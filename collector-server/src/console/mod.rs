@@ -6,9 +6,10 @@
 //!
 //! - [`auth`]: sign-in (token or one-time link), the session cookie, CSRF, roles.
 //! - [`layout`]: the page shell, tables, time and size formatting.
-//! - [`fleet`], [`hosts`], [`collections`], [`timeline`]: the pages; [`cases`]: notes on
-//!   events and collections, and cases that group them.
+//! - [`fleet`], [`architecture`], [`hosts`], [`collections`], [`timeline`]: the pages;
+//!   [`cases`]: notes on events and collections, and cases that group them.
 
+mod architecture;
 mod assets;
 mod auth;
 mod cases;
@@ -112,6 +113,7 @@ pub(crate) fn hostnames(state: &S) -> PageResult<std::collections::HashMap<Strin
 pub fn router(state: S) -> Router {
     let pages = Router::new()
         .merge(fleet::routes())
+        .merge(architecture::routes())
         .merge(hosts::routes())
         .merge(containment::routes())
         .merge(collections::routes())

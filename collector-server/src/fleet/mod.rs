@@ -3,12 +3,15 @@
 //!
 //! Hosts are grouped by what their agents say about where they run ([`groups`]); each host's
 //! behaviour over a sliding window is read from the timeline as a set of features
-//! (executables run, parent → child pairs, outbound destinations, users who logged in); and
+//! (executables run, parent → child pairs, outbound destinations, users who logged in, and
+//! from volatile snapshots: ports listened on, kernel modules loaded, BPF objects pinned); and
 //! every group is scored by how many of its members share each feature ([`score`]). Nothing
 //! is stored: the report is computed from the current identities and the timeline, so a host
-//! that moves, or a group that changes, is reflected at the next report.
+//! that moves, or a group that changes, is reflected at the next report. What changes is kept
+//! as the host's membership history ([`history`]: events on its timeline).
 
 pub mod groups;
+pub mod history;
 pub mod score;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,7 +43,8 @@ struct Source {
 const SOURCES: &[Source] = &[
     Source {
         kind: FeatureKind::Exec,
-        event_kinds: &["process_exec"],
+        // Executions the sensor saw, and processes a volatile snapshot found running.
+        event_kinds: &["process_exec", "process_start"],
         a: Column::Exe,
         b: None,
         join: "",
@@ -63,6 +67,28 @@ const SOURCES: &[Source] = &[
         kind: FeatureKind::Login,
         event_kinds: &["ssh_login", "login"],
         a: Column::User,
+        b: None,
+        join: "",
+    },
+    Source {
+        kind: FeatureKind::Listen,
+        event_kinds: &["socket_listen"],
+        a: Column::DstPort,
+        b: None,
+        join: "",
+    },
+    Source {
+        kind: FeatureKind::KernelModule,
+        event_kinds: &["kernel_module"],
+        // `kernel module NAME`: the message carries the name and nothing host-specific.
+        a: Column::Message,
+        b: None,
+        join: "",
+    },
+    Source {
+        kind: FeatureKind::Bpf,
+        event_kinds: &["bpf_pinned"],
+        a: Column::Path,
         b: None,
         join: "",
     },
@@ -191,11 +217,17 @@ impl Fleet {
                     .push((h.id.clone(), display_name(h)));
             }
         }
-        let (features, truncated) = if host_groups.is_empty() {
+        let (mut features, truncated) = if host_groups.is_empty() {
             (BTreeMap::new(), Vec::new())
         } else {
             profiles(meta, from_ns, to_ns)?
         };
+        for h in hosts.iter().filter(|h| host_groups.contains_key(&h.id)) {
+            let context = context_features(meta, h)?;
+            if !context.is_empty() {
+                features.entry(h.id.clone()).or_default().extend(context);
+            }
+        }
         let mut reports: Vec<GroupReport> = members
             .into_iter()
             .map(|(group, m)| {
@@ -315,6 +347,46 @@ fn display_name(h: &crate::storage::HostRow) -> String {
         .unwrap_or_else(|| h.hostname.clone())
 }
 
+/// The self-test checks whose verdicts are compared across peers: will the evidence exist.
+const PREPAREDNESS_CHECKS: &[&str] = &["logs.", "mgmt."];
+
+/// What a host's context says beyond its behaviour: preparedness checks that do not pass in
+/// its last self-test, IMDSv1 answering, its instance profile. Compared across peers like
+/// behaviour, so a misconfiguration only this host has raises its score.
+fn context_features(meta: &dyn MetadataStore, h: &crate::storage::HostRow) -> Result<Vec<Feature>> {
+    let mut out = Vec::new();
+    let last = meta.readiness_history(&h.id, 1)?;
+    let checks = last
+        .first()
+        .and_then(|r| r["checks"].as_array().cloned())
+        .unwrap_or_default();
+    for c in checks {
+        let (Some(id), Some(status)) = (c["id"].as_str(), c["status"].as_str()) else {
+            continue;
+        };
+        if status != "pass" && PREPAREDNESS_CHECKS.iter().any(|p| id.starts_with(p)) {
+            out.push(Feature {
+                kind: FeatureKind::Preparedness,
+                value: format!("self-test {id}: {status}"),
+            });
+        }
+    }
+    let cloud = h.identity.as_ref().and_then(|i| i.cloud.as_ref());
+    if cloud.and_then(|c| c.imdsv1_open) == Some(true) {
+        out.push(Feature {
+            kind: FeatureKind::Preparedness,
+            value: "IMDSv1 answering without a token".into(),
+        });
+    }
+    if let Some(p) = cloud.and_then(|c| c.instance_profile.clone()) {
+        out.push(Feature {
+            kind: FeatureKind::InstanceProfile,
+            value: p,
+        });
+    }
+    Ok(out)
+}
+
 /// A process behind what made a host odd: the one a memory capture should take when the
 /// alert names none.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,14 +409,14 @@ pub fn suspect(
 ) -> Result<Option<Suspect>> {
     use crate::storage::timeline::{Cond, Match};
     for f in odd {
-        let (kind, cond) = match f.kind {
+        let (kinds, cond) = match f.kind {
             FeatureKind::Exec => (
-                "process_exec",
+                &["process_exec", "process_start"][..],
                 Cond::Is(Column::Exe, Match::Is(f.value.clone())),
             ),
             FeatureKind::ParentChild => match f.value.split_once(" -> ") {
                 Some((parent, child)) => (
-                    "process_exec",
+                    &["process_exec"][..],
                     Cond::All(vec![
                         Cond::Is(Column::Parent, Match::Is(parent.to_string())),
                         Cond::Is(Column::Exe, Match::Is(child.to_string())),
@@ -354,7 +426,7 @@ pub fn suspect(
             },
             FeatureKind::Connect => match f.value.rsplit_once(':') {
                 Some((addr, port)) if port.parse::<u16>().is_ok() => (
-                    "tcp_connect",
+                    &["tcp_connect"][..],
                     Cond::All(vec![
                         Cond::Is(Column::Dst, Match::Is(addr.to_string())),
                         Cond::Is(Column::DstPort, Match::Is(port.to_string())),
@@ -362,13 +434,18 @@ pub fn suspect(
                 ),
                 _ => continue,
             },
-            FeatureKind::Login => continue,
+            FeatureKind::Login
+            | FeatureKind::Listen
+            | FeatureKind::KernelModule
+            | FeatureKind::Bpf
+            | FeatureKind::Preparedness
+            | FeatureKind::InstanceProfile => continue,
         };
         let filter = Filter {
             host_ids: vec![host_id.to_string()],
             from_ns: Some(from_ns),
             to_ns: Some(to_ns),
-            kinds: vec![kind.to_string()],
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
             cond: Some(cond),
             newest_first: true,
             ..Default::default()
@@ -586,6 +663,123 @@ mod tests {
             suspect(&db, &web[6], &connect_only, r.from_ns, r.to_ns).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn snapshots_add_listeners_kernel_modules_and_bpf_objects_to_profiles() {
+        use crate::storage::TimelineStore;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+        let now = 100 * HOUR;
+        let hosts: Vec<String> = (1..=6).map(|i| enroll(&db, i, "node")).collect();
+        let snap = |t: i64, kind: &str, msg: &str| {
+            let mut e = Event::new(t, "kernel.json", kind, msg);
+            e.dedup = t ^ (msg.len() as i64) ^ (kind.len() as i64);
+            e
+        };
+        for (i, h) in hosts.iter().enumerate() {
+            let t = now - HOUR + 10 * i as i64;
+            let mut listen = Event::new(t, "network.json", "socket_listen", "tcp6 :::22 LISTEN");
+            listen.dst_port = Some(22);
+            listen.dedup = t;
+            let mut evs = vec![
+                listen,
+                snap(t + 1, "kernel_module", "kernel module nf_tables"),
+            ];
+            if i == 3 {
+                evs.push(snap(t + 2, "kernel_module", "kernel module diamorphine"));
+                let mut odd = Event::new(t + 3, "network.json", "socket_listen", "tcp :31337");
+                odd.dst_port = Some(31337);
+                odd.dedup = t + 3;
+                evs.push(odd);
+                let mut bpf = snap(t + 4, "bpf_pinned", "pinned bpf prog /sys/fs/bpf/x (1)");
+                bpf.path = Some("/sys/fs/bpf/x".into());
+                evs.push(bpf);
+            }
+            db.insert_timeline(h, None, &evs).unwrap();
+        }
+        let r = Fleet::default().report(&db, now).unwrap();
+        let odd: Vec<&HostStanding> = r.hosts.iter().filter(|h| h.outlier).collect();
+        assert_eq!(odd.len(), 1, "{:?}", r.hosts);
+        assert_eq!(odd[0].hostname, "node-4");
+        for want in [
+            "only node-4 of 6 in asg node had kernel module diamorphine loaded",
+            "only node-4 of 6 in asg node listened on port 31337",
+            "only node-4 of 6 in asg node had BPF object /sys/fs/bpf/x pinned",
+        ] {
+            assert!(
+                odd[0].reasons.iter().any(|t| t == want),
+                "{want}: {:?}",
+                odd[0].reasons
+            );
+        }
+        // What every node shares weighs nothing.
+        assert!(!odd[0]
+            .reasons
+            .iter()
+            .any(|t| t.contains("nf_tables") || t.contains("port 22")));
+    }
+
+    #[test]
+    fn a_misconfiguration_only_one_host_has_makes_it_stand_out() {
+        use crate::storage::{HostStore, ReadinessStore, TimelineStore};
+        use cairn_protocol::readiness::{CheckResult, CheckStatus, SelftestReport};
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("t.db")).unwrap();
+        let now = 100 * HOUR;
+        let hosts: Vec<String> = (1..=8).map(|i| enroll(&db, i, "api")).collect();
+        for (i, h) in hosts.iter().enumerate() {
+            let t = now - HOUR + i as i64;
+            db.insert_timeline(h, None, &[exec(t, "/usr/bin/api", "/sbin/init")])
+                .unwrap();
+            let auditd = if i == 1 {
+                CheckStatus::Warn
+            } else {
+                CheckStatus::Pass
+            };
+            let check = |id: &str, status| CheckResult {
+                id: id.into(),
+                status,
+                measured: String::new(),
+                remediation: String::new(),
+                duration_ms: 0,
+            };
+            // clock.sync warns everywhere but one: not a preparedness check, not compared.
+            let clock = if i == 5 {
+                CheckStatus::Pass
+            } else {
+                CheckStatus::Warn
+            };
+            let report = SelftestReport {
+                schema_version: 1,
+                started: "2026-12-07T00:00:00Z".into(),
+                duration_ms: 1,
+                hostname: format!("api-{}", i + 1),
+                agent_version: "test".into(),
+                status: CheckStatus::Warn,
+                checks: vec![check("logs.auditd", auditd), check("clock.sync", clock)],
+            };
+            db.insert_readiness(h, &report).unwrap();
+        }
+        // api-2 also carries an instance profile none of its peers has.
+        let mut row = db.get_host(&hosts[1]).unwrap().unwrap().identity.unwrap();
+        if let Some(c) = row.cloud.as_mut() {
+            c.instance_profile = Some("arn:aws:iam::123456789012:instance-profile/admin".into());
+        }
+        db.update_host_identity(&hosts[1], &row, "test").unwrap();
+        let r = Fleet::default().report(&db, now).unwrap();
+        let odd: Vec<&HostStanding> = r.hosts.iter().filter(|h| h.outlier).collect();
+        assert_eq!(odd.len(), 1, "{:?}", r.hosts);
+        assert_eq!(odd[0].hostname, "api-2");
+        assert!(odd[0]
+            .reasons
+            .iter()
+            .any(|t| t == "only api-2 of 8 in asg api has self-test logs.auditd: warn"));
+        assert!(odd[0].reasons.iter().any(|t| t
+            == "only api-2 of 8 in asg api carries instance profile arn:aws:iam::123456789012:instance-profile/admin"));
+        assert!(!odd[0].reasons.iter().any(|t| t.contains("clock")));
+        // Context is not behaviour: one executable and its parent pair seen.
+        assert_eq!(odd[0].features, 2);
     }
 
     #[test]

@@ -28,9 +28,33 @@ pub enum FeatureKind {
     Connect,
     /// A user who logged in.
     Login,
+    /// A port listened on (volatile snapshots).
+    Listen,
+    /// A loaded kernel module (volatile snapshots).
+    KernelModule,
+    /// A pinned BPF object (volatile snapshots).
+    Bpf,
+    /// A preparedness finding: a `logs.*` or `mgmt.*` self-test check not passing, IMDSv1
+    /// answering without a token.
+    Preparedness,
+    /// The role the instance acts as (IAM instance profile, service account).
+    InstanceProfile,
+}
+
+/// How many of a host's features are behaviour (what it did), not context (how it is set up).
+fn behaviour(f: &BTreeSet<Feature>) -> usize {
+    f.iter().filter(|f| f.kind.is_behaviour()).count()
 }
 
 impl FeatureKind {
+    /// What the host did or runs, as opposed to its configuration.
+    pub fn is_behaviour(&self) -> bool {
+        !matches!(
+            self,
+            FeatureKind::Preparedness | FeatureKind::InstanceProfile
+        )
+    }
+
     /// What a host did, in words: "ran /tmp/x".
     pub fn words(&self, value: &str) -> String {
         match self {
@@ -41,6 +65,11 @@ impl FeatureKind {
             },
             FeatureKind::Connect => format!("connected to {value}"),
             FeatureKind::Login => format!("had a login by {value}"),
+            FeatureKind::Listen => format!("listened on port {value}"),
+            FeatureKind::KernelModule => format!("had {value} loaded"),
+            FeatureKind::Bpf => format!("had BPF object {value} pinned"),
+            FeatureKind::Preparedness => format!("has {value}"),
+            FeatureKind::InstanceProfile => format!("carries instance profile {value}"),
         }
     }
 }
@@ -70,7 +99,8 @@ pub struct HostScore {
     pub hostname: String,
     pub score: f64,
     pub outlier: bool,
-    /// How many features the host had in the window (0: nothing seen, so nothing to compare).
+    /// How many features of its behaviour the host had in the window (0: nothing seen, so
+    /// nothing to compare); context features (preparedness, instance profile) not counted.
     pub features: usize,
     pub reasons: Vec<Reason>,
 }
@@ -108,7 +138,7 @@ pub fn score_group(
                     hostname: name.clone(),
                     score: 0.0,
                     outlier: false,
-                    features: of(id).len(),
+                    features: behaviour(of(id)),
                     reasons: Vec::new(),
                 })
                 .collect(),
@@ -152,14 +182,15 @@ pub fn score_group(
                     .total_cmp(&a.weight)
                     .then_with(|| a.feature.cmp(&b.feature))
             });
-            let score: f64 = reasons.iter().map(|r| r.weight).sum();
+            // `+ 0.0`: the sum of nothing is -0.0, which people would read as a score.
+            let score: f64 = reasons.iter().map(|r| r.weight).sum::<f64>() + 0.0;
             reasons.truncate(MAX_REASONS);
             HostScore {
                 host_id: id.clone(),
                 hostname: name.clone(),
                 score: (score * 100.0).round() / 100.0,
                 outlier: false,
-                features: of(id).len(),
+                features: behaviour(of(id)),
                 reasons,
             }
         })
@@ -289,6 +320,8 @@ mod tests {
         }
         let s = score_group("asg web-prod", &members, &features);
         assert!(s.hosts.iter().all(|h| h.score == 0.0));
+        // Zero, not minus zero: "-0.00" is what a page would show.
+        assert!(s.hosts.iter().all(|h| h.score.is_sign_positive()));
     }
 
     #[test]

@@ -57,6 +57,12 @@ pub(super) async fn control(
         active_collections.clone(),
     );
     blocking(move || {
+        // Groups joined and left since the identity the collector had: the host's membership
+        // history. Losing it is said, and does not refuse the agent.
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+        if let Err(e) = crate::fleet::history::record(st.meta(), &hid, &h, &st.fleet.peering, now) {
+            tracing::warn!("fleet: membership history of {hid} not recorded: {e}");
+        }
         st.meta().update_host_identity(&hid, &h, &agent_version)?;
         if let Some(active) = &active {
             st.collections.fail_lost(&hid, active)?;

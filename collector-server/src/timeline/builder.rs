@@ -46,6 +46,7 @@ pub enum Parser {
     Bodyfile,
     Processes,
     Network,
+    Kernel,
     EventJournal,
 }
 
@@ -58,13 +59,14 @@ impl Parser {
             Parser::Bodyfile => "bodyfile",
             Parser::Processes => "processes.json",
             Parser::Network => "network.json",
+            Parser::Kernel => "kernel.json",
             Parser::EventJournal => "event_journal",
         }
     }
 
     /// Whether it reads the item whole (up to [`MAX_DOCUMENT`]) rather than streaming it.
     pub fn whole_document(&self) -> bool {
-        matches!(self, Parser::Processes | Parser::Network)
+        matches!(self, Parser::Processes | Parser::Network | Parser::Kernel)
     }
 
     /// Read `input` into `out`; `scratch` is where an input read at random is copied.
@@ -89,6 +91,7 @@ impl Parser {
             Parser::Bodyfile => bodyfile::parse(input.open()?, mtime_ns, out),
             Parser::Processes => volatile::processes(input.open()?, mtime_ns, out),
             Parser::Network => volatile::network(input.open()?, mtime_ns, out),
+            Parser::Kernel => volatile::kernel(input.open()?, mtime_ns, out),
             Parser::EventJournal => volatile::event_journal(input.open()?, mtime_ns, out),
         }
     }
@@ -219,6 +222,7 @@ pub fn choose(
             return match name {
                 "processes.json" => Some(Parser::Processes),
                 "network.json" => Some(Parser::Network),
+                "kernel.json" => Some(Parser::Kernel),
                 "events.jsonl" => Some(Parser::EventJournal),
                 _ => None,
             }
@@ -527,6 +531,7 @@ mod tests {
             Parser::Bodyfile,
             Parser::Processes,
             Parser::Network,
+            Parser::Kernel,
             Parser::EventJournal,
         ];
         let mut x: u64 = 0x1234_5678;

@@ -25,6 +25,8 @@ pub const KINDS: &[&str] = &[
     "tcp_close",
     "socket_snapshot",
     "socket_listen",
+    "kernel_module",
+    "bpf_pinned",
     "security_call",
     "events_lost",
     "ssh_login",
@@ -45,6 +47,8 @@ pub const KINDS: &[&str] = &[
     "file_btime",
     "log",
     "containment",
+    "group_joined",
+    "group_left",
     "unparsed",
 ];
 
@@ -65,6 +69,7 @@ pub const SOURCES: &[&str] = &[
     "file",
     "processes.json",
     "network.json",
+    "kernel.json",
     "event_journal",
     "cairn",
 ];

@@ -1,6 +1,7 @@
 //! Volatile snapshots and the event journal item: process start times from `processes.json`,
-//! sockets from `network.json` (dated by the snapshot's `collected_at`), and the sensor events
-//! a collection carries in `events.jsonl`.
+//! sockets from `network.json` and loaded kernel modules and pinned BPF objects from
+//! `kernel.json` (both dated by the snapshot's `collected_at`), and the sensor events a
+//! collection carries in `events.jsonl`.
 
 use super::{Line, Lines, MAX_DOCUMENT, MAX_LINE};
 use crate::timeline::{dedup_key, Emit, Event, Stop};
@@ -151,6 +152,15 @@ pub fn network(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<()
             }
             e.pid = pid;
             e.user = s["uid"].as_u64().map(|u| u.to_string());
+            // A listener is found by where connections to it go (`dst_port:22
+            // kind:socket_listen`), a connection by its remote end.
+            let (addr, port) = if state == "LISTEN" {
+                ("local_address", "local_port")
+            } else {
+                ("remote_address", "remote_port")
+            };
+            e.dst_addr = s[addr].as_str().map(str::to_string);
+            e.dst_port = s[port].as_i64();
             e.dedup = dedup_key(&[
                 b"socket",
                 &t.to_le_bytes(),
@@ -194,6 +204,85 @@ pub fn event_journal(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Res
             }
             None => out.unparsed(last, "event_journal", at, &line, "not a sensor event")?,
         }
+    }
+    Ok(())
+}
+
+/// `kernel.json` → one `kernel_module` per loaded module and one `bpf_pinned` per pinned BPF
+/// object, at the snapshot's time. Their messages are what a host's profile compares
+/// (`kernel module nf_tables`), so they carry the name and kind, and nothing host-specific.
+pub fn kernel(r: impl BufRead, mtime_ns: i64, out: &mut impl Emit) -> Result<(), Stop> {
+    let Some(doc) = document(r, mtime_ns, "kernel.json", out)? else {
+        return Ok(());
+    };
+    let t = doc["collected_at"]
+        .as_str()
+        .and_then(cairn_protocol::rfc3339::parse_ns)
+        .unwrap_or(mtime_ns);
+    let list = |k: &str| doc[k].as_array().map(Vec::as_slice).unwrap_or_default();
+    for (n, m) in list("modules").iter().enumerate() {
+        let Some(name) = m["name"].as_str().filter(|s| !s.is_empty()) else {
+            out.unparsed(
+                mtime_ns,
+                "kernel.json",
+                n as u64,
+                &m.to_string(),
+                "module without a name",
+            )?;
+            continue;
+        };
+        let mut e = Event::new(
+            t,
+            "kernel.json",
+            "kernel_module",
+            format!("kernel module {name}"),
+        );
+        for k in ["size", "state", "taint", "deps", "address"] {
+            if !m[k].is_null() {
+                e.attrs.insert(k.to_string(), m[k].clone());
+            }
+        }
+        e.dedup = dedup_key(&[b"kernel_module", &t.to_le_bytes(), name.as_bytes()]);
+        out.event(e)?;
+    }
+    for (n, b) in list("bpf_pinned").iter().enumerate() {
+        let Some(path) = b["path"].as_str().filter(|s| !s.is_empty()) else {
+            out.unparsed(
+                mtime_ns,
+                "kernel.json",
+                n as u64,
+                &b.to_string(),
+                "BPF object without a path",
+            )?;
+            continue;
+        };
+        let kind = b["kind"].as_str().unwrap_or("unknown");
+        if kind == "directory" {
+            continue;
+        }
+        let prog_type = b["fdinfo"]["prog_type"]
+            .as_str()
+            .map(|p| format!(" ({p})"))
+            .or_else(|| {
+                b["fdinfo"]["prog_type"]
+                    .as_i64()
+                    .map(|p| format!(" (type {p})"))
+            })
+            .unwrap_or_default();
+        let mut e = Event::new(
+            t,
+            "kernel.json",
+            "bpf_pinned",
+            format!("pinned bpf {kind} {path}{prog_type}"),
+        );
+        e.path = Some(path.to_string());
+        for k in ["kind", "fdinfo", "error"] {
+            if !b[k].is_null() {
+                e.attrs.insert(k.to_string(), b[k].clone());
+            }
+        }
+        e.dedup = dedup_key(&[b"bpf_pinned", &t.to_le_bytes(), path.as_bytes()]);
+        out.event(e)?;
     }
     Ok(())
 }
@@ -246,7 +335,46 @@ mod tests {
             .message
             .contains("198.51.100.20:3333 ESTABLISHED xmrig (pid 4242)"));
         assert_eq!(n.events[1].kind, "socket_listen");
+        // A connection is found by its remote end, a listener by where it listens.
+        assert_eq!(n.events[0].dst_addr.as_deref(), Some("198.51.100.20"));
+        assert_eq!(n.events[0].dst_port, Some(3333));
+        assert_eq!(n.events[1].dst_addr.as_deref(), Some("::"));
+        assert_eq!(n.events[1].dst_port, Some(22));
         assert_eq!(processes(b"{not json", 5).unparsed, 1);
+    }
+
+    #[test]
+    fn kernel_modules_and_pinned_bpf_objects() {
+        let doc = br#"{"collected_at":"2026-11-29T10:05:00Z","modules":[
+            {"name":"nf_tables","size":348160,"refcount":3,"deps":["nfnetlink"],"state":"Live","address":"0x0","taint":""},
+            {"name":"diamorphine","size":16384,"refcount":0,"deps":[],"state":"Live","address":"0x0","taint":"OE"},
+            {"size":1}],
+            "bpf_pinned":[{"path":"/sys/fs/bpf/cairn","kind":"directory","fdinfo":{}},
+            {"path":"/sys/fs/bpf/x/prog","kind":"prog","fdinfo":{"prog_type":"1","prog_tag":"a1b2"}}],"errors":[]}"#;
+        let p = run(|d, t, p| kernel(d, t, p), doc, 0);
+        let msgs: Vec<&str> = p
+            .events
+            .iter()
+            .filter(|e| e.kind != "unparsed")
+            .map(|e| e.message.as_str())
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "kernel module nf_tables",
+                "kernel module diamorphine",
+                "pinned bpf prog /sys/fs/bpf/x/prog (1)"
+            ]
+        );
+        assert_eq!(p.events[1].attrs["taint"], "OE");
+        assert_eq!(
+            p.events[0].time_ns,
+            cairn_protocol::rfc3339::parse_ns("2026-11-29T10:05:00Z").unwrap()
+        );
+        assert_eq!(p.events[3].path.as_deref(), Some("/sys/fs/bpf/x/prog"));
+        // The module without a name is kept as unparsed, not dropped.
+        assert_eq!(p.unparsed, 1);
+        assert_eq!(run(|d, t, p| kernel(d, t, p), b"[1,2", 0).unparsed, 1);
     }
 
     #[test]
