@@ -174,6 +174,17 @@ impl Collector {
         Ok(cmd)
     }
 
+    /// A one-time sign-in link to the console for `name` with `role` (`cairn-collector
+    /// console-link`).
+    pub fn console_link(&self, name: &str, role: &str) -> Result<String> {
+        let mut cmd = self.collector_cmd()?;
+        cmd.args(["console-link", "--data"])
+            .arg(&self.data)
+            .args(["--name", name, "--role", role, "--url"])
+            .arg(self.api_url());
+        Ok(run(cmd, CLI_TIMEOUT)?.ok()?.stdout.trim().to_string())
+    }
+
     fn serve(&mut self) -> Result<()> {
         let mut cmd = self.collector_cmd()?;
         cmd.args(["serve", "--data"])

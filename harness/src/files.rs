@@ -68,6 +68,18 @@ pub fn workdir(test: &str) -> Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// The cgroup v2 mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host).
+pub fn cgroup2_root() -> Result<std::path::PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .find(|l| {
+            l.split_once(" - ")
+                .is_some_and(|(_, r)| r.starts_with("cgroup2 "))
+        })
+        .and_then(|l| l.split_whitespace().nth(4).map(std::path::PathBuf::from))
+        .ok_or_else(|| anyhow!("no cgroup2 mount in /proc/self/mountinfo"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

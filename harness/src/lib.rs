@@ -51,7 +51,9 @@ pub use bins::{bin, bin_dir, Bins};
 pub use collection::{is_finished, item_named, items, s, summary, u};
 pub use collector::{cli, Collector, InitInfo};
 pub use console::{csrf_of, ConsoleClient, Page};
-pub use files::{sha256_bytes, sha256_file, sha256sum_cli, workdir, write_random_file};
+pub use files::{
+    cgroup2_root, sha256_bytes, sha256_file, sha256sum_cli, workdir, write_random_file,
+};
 pub use managed::{KillOnDrop, Managed};
 pub use ports::{free_ports, with_free_ports};
 pub use postgres::TempPostgres;

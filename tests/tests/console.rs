@@ -358,13 +358,7 @@ fn every_console_route_needs_a_session_a_csrf_token_and_the_right_role() {
 }
 
 fn link(collector: &Collector) -> String {
-    let mut cmd = Command::new(bin("cairn-collector").unwrap());
-    cmd.args(["console-link", "--data"])
-        .arg(&collector.data)
-        .args(["--name", "responder", "--role", "admin", "--url"])
-        .arg(collector.api_url());
-    let out = run(cmd, Duration::from_secs(30)).unwrap().ok().unwrap();
-    out.stdout.trim().to_string()
+    collector.console_link("responder", "admin").unwrap()
 }
 
 /// The heading of a collection's page once it is finished (the page refreshes itself).

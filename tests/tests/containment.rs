@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cairn_harness::netns::Topology;
-use cairn_harness::{run, summary, workdir, Agent, Bins, Collector};
+use cairn_harness::{cgroup2_root, run, summary, workdir, Agent, Bins, Collector};
 use std::time::Duration;
 
 const PORT: u16 = 7000;
@@ -317,19 +317,6 @@ fn an_isolation_that_cuts_the_agent_off_is_rolled_back() {
         .any(|r| r["action"] == "containment_rolled_back"));
 }
 
-/// The cgroup v2 mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host).
-fn cgroup2_root() -> std::path::PathBuf {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .find(|l| {
-            l.split_once(" - ")
-                .is_some_and(|(_, r)| r.starts_with("cgroup2 "))
-        })
-        .and_then(|l| l.split_whitespace().nth(4).map(std::path::PathBuf::from))
-        .unwrap()
-}
-
 /// A "container": a cgroup named as Docker names them, with a process in it.
 struct FakeContainer {
     id: String,
@@ -342,7 +329,7 @@ impl FakeContainer {
     fn start(ns: &str) -> FakeContainer {
         let pid = std::process::id();
         let id = format!("{:064x}", 0xcafe_0000_u64 + u64::from(pid));
-        let top = cgroup2_root().join(format!("cairn-e2e-{pid}"));
+        let top = cgroup2_root().unwrap().join(format!("cairn-e2e-{pid}"));
         let dir = top.join(format!("docker-{id}.scope"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut c = Topology::command(ns, "sh");
@@ -748,7 +735,7 @@ impl OverlayContainer {
     fn start(ns: &str, base: &std::path::Path) -> OverlayContainer {
         let pid = std::process::id();
         let id = format!("{:064x}", 0xbea7_0000_u64 + u64::from(pid));
-        let top = cgroup2_root().join(format!("cairn-e2e-lb-{pid}"));
+        let top = cgroup2_root().unwrap().join(format!("cairn-e2e-lb-{pid}"));
         let dir = top.join(format!("docker-{id}.scope"));
         std::fs::create_dir_all(&dir).unwrap();
         let (upper, work, merged) = (base.join("upper"), base.join("work"), base.join("merged"));

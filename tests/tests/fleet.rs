@@ -239,19 +239,6 @@ fn agents_report_where_they_run_and_the_fleet_is_grouped_by_it() {
     }
 }
 
-/// The cgroup v2 mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host).
-fn cgroup2_root() -> std::path::PathBuf {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .find(|l| {
-            l.split_once(" - ")
-                .is_some_and(|(_, r)| r.starts_with("cgroup2 "))
-        })
-        .and_then(|l| l.split_whitespace().nth(4).map(std::path::PathBuf::from))
-        .unwrap()
-}
-
 /// The simulated hosts' cgroups (`/cairn-fleet-PID/hN`) and what runs in them; everything is
 /// killed and removed on drop.
 struct Cgroups {
@@ -262,7 +249,9 @@ struct Cgroups {
 
 impl Cgroups {
     fn new(n: usize) -> Cgroups {
-        let top = cgroup2_root().join(format!("cairn-fleet-{}", std::process::id()));
+        let top = cgroup2_root()
+            .unwrap()
+            .join(format!("cairn-fleet-{}", std::process::id()));
         let hosts: Vec<_> = (0..n).map(|i| top.join(format!("h{i}"))).collect();
         for h in &hosts {
             std::fs::create_dir_all(h).unwrap();
@@ -492,7 +481,8 @@ fn the_one_host_unlike_its_peers_is_flagged_and_its_alert_captures_its_odd_proce
     let shots =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
     let b = Browser::start(work.path(), &shots).unwrap();
-    b.goto(&console_link(&collector)).unwrap();
+    b.goto(&collector.console_link("responder", "admin").unwrap())
+        .unwrap();
     b.goto(&format!("{}/architecture", collector.api_url()))
         .unwrap();
     b.wait_text("odd one out", Duration::from_secs(20), false)
@@ -616,15 +606,4 @@ fn the_one_host_unlike_its_peers_is_flagged_and_its_alert_captures_its_odd_proce
     for a in &mut agents {
         a.check_alive().unwrap();
     }
-}
-
-/// A one-time sign-in link to the console.
-fn console_link(collector: &Collector) -> String {
-    let mut cmd = std::process::Command::new(bin("cairn-collector").unwrap());
-    cmd.args(["console-link", "--data"])
-        .arg(&collector.data)
-        .args(["--name", "responder", "--role", "admin", "--url"])
-        .arg(collector.api_url());
-    let out = run(cmd, Duration::from_secs(30)).unwrap().ok().unwrap();
-    out.stdout.trim().to_string()
 }
