@@ -175,6 +175,38 @@ fn raise_nofile_limit() -> u64 {
     }
 }
 
+/// The API and the console on a runtime of their own. Their handlers call the store on their
+/// async workers; under a burst of requests (10,000 collections asked at once) they held
+/// every worker of a shared runtime waiting for a database connection, the QUIC endpoint
+/// starved, and agents' sessions timed out by the thousand (BENCHMARKS.md, #16 load). Apart,
+/// a busy API is slow to answer, and the evidence path does not notice.
+fn run_api_apart(
+    app: axum::Router,
+    listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    admission: Arc<Admission>,
+) -> Result<tokio::sync::oneshot::Receiver<Result<()>>> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("cairn-api")
+        .enable_all()
+        .build()
+        .context("cannot start the API's runtime")?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("cairn-api".into())
+        .spawn(move || {
+            let r = rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                crate::api::run(app, listener, tls, admission).await
+            });
+            let _ = done.send(r);
+        })
+        .context("cannot start the API's thread")?;
+    Ok(finished)
+}
+
 pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
     if opts.api_plain_http && !opts.api_listen.ip().is_loopback() {
         bail!(
@@ -213,7 +245,7 @@ pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
     let quic = tokio::spawn(crate::quic::run(state.clone(), endpoint, quic_admission));
     // One listener: the JSON API under /api/v1 and the console at /.
     let app = crate::api::router(state.clone()).merge(crate::console::router(state.clone()));
-    let api = tokio::spawn(crate::api::run(app, listener, tls, api_admission));
+    let api = run_api_apart(app, listener.into_std()?, tls, api_admission)?;
     tokio::spawn(advance_sequences(state.clone()));
     tokio::spawn(publish_pending_heads(state.clone()));
     if opts.backends.database.is_some() {
@@ -221,7 +253,7 @@ pub async fn serve(data: DataDir, opts: ServeOptions) -> Result<()> {
     }
     tokio::select! {
         r = quic => r.context("QUIC server task")?,
-        r = api => r.context("API server task")?,
+        r = api => r.context("API server thread")?,
         _ = tokio::signal::ctrl_c() => { eprintln!("shutting down"); Ok(()) }
     }
 }

@@ -443,4 +443,41 @@ fn guardduty_and_falco_alerts_start_one_collection_on_the_right_agent() {
         collections_of(&collector, &ec2).len() + collections_of(&collector, &node).len(),
         3
     );
+
+    // The list pages: walked one row at a time by its `next` cursor, it is the whole list,
+    // in the same order, each row once; the last page has no cursor; an unknown one is 404.
+    let whole: Vec<String> = collector.api_get("/api/v1/collections").unwrap()["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| s(c, "id").unwrap())
+        .collect();
+    assert_eq!(whole.len(), 3, "{whole:?}");
+    let mut walked = Vec::new();
+    let mut path = "/api/v1/collections?limit=1".to_string();
+    loop {
+        let page = collector.api_get(&path).unwrap();
+        let rows = page["collections"].as_array().unwrap();
+        walked.extend(rows.iter().map(|c| s(c, "id").unwrap()));
+        match page["next"].as_str() {
+            Some(next) => path = format!("/api/v1/collections?limit=1&before={next}"),
+            None => break,
+        }
+        assert!(walked.len() <= 3, "paging does not end: {walked:?}");
+    }
+    // The third page is full too, so a fourth (empty, no cursor) ends the walk.
+    assert_eq!(walked, whole);
+    let last = collector
+        .api_get(&format!("/api/v1/collections?before={}", whole[2]))
+        .unwrap();
+    assert_eq!(last["collections"].as_array().unwrap().len(), 0, "{last}");
+    assert!(last["next"].is_null(), "{last}");
+    assert_eq!(
+        get_status(
+            &collector,
+            &collector.init.admin_token,
+            "/api/v1/collections?before=nope"
+        ),
+        404
+    );
 }

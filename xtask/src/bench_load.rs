@@ -183,28 +183,34 @@ pub(crate) fn request_all(c: &Collector, hosts: &[String], reason: &str) -> Resu
     Ok(ids.into_inner().unwrap_or_default())
 }
 
-/// The collections `ids` as the list endpoint shows them (one call), or one by one beyond
-/// its 1,000-row page.
+/// The collections `ids` as the list endpoint shows them, walked a page of 1,000 at a time by
+/// its cursor (one GET per collection, at 10,000 of them, was itself a load on the collector
+/// it measures), until every id was seen.
 fn collection_rows(api: &Api, ids: &HashSet<String>) -> Result<Vec<Value>> {
-    if ids.len() <= 1000 {
-        let v = api.get("/api/v1/collections?limit=1000")?;
+    let mut found = Vec::new();
+    let mut path = "/api/v1/collections?limit=1000".to_string();
+    loop {
+        let v = api.get(&path)?;
         let rows = v
             .get("collections")
             .and_then(Value::as_array)
             .ok_or_else(|| anyhow!("no collections in {v}"))?;
-        return Ok(rows
-            .iter()
-            .filter(|r| {
-                r.get("id")
-                    .and_then(Value::as_str)
-                    .is_some_and(|i| ids.contains(i))
-            })
-            .cloned()
-            .collect());
+        found.extend(
+            rows.iter()
+                .filter(|r| {
+                    r.get("id")
+                        .and_then(Value::as_str)
+                        .is_some_and(|i| ids.contains(i))
+                })
+                .cloned(),
+        );
+        match v.get("next").and_then(Value::as_str) {
+            Some(next) if found.len() < ids.len() => {
+                path = format!("/api/v1/collections?limit=1000&before={next}")
+            }
+            _ => return Ok(found),
+        }
     }
-    ids.iter()
-        .map(|id| api.get(&format!("/api/v1/collections/{id}")))
-        .collect()
 }
 
 /// Polls until every collection is final or `timeout`; returns the rows and the peak numbers

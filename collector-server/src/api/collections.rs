@@ -76,6 +76,8 @@ async fn request_collection(
 struct ListQuery {
     host: Option<String>,
     limit: Option<u32>,
+    /// A collection id: the page after it (the `next` of the page before).
+    before: Option<String>,
 }
 
 async fn list_collections(
@@ -90,10 +92,20 @@ async fn list_collections(
         Some(h) => Some(crate::hosts::resolve(state.meta(), h)?.id),
         None => None,
     };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    // A cursor that names nothing would page from nowhere: an error, not the first page.
+    let before = match q.before.as_deref() {
+        Some(b) => Some(state.collections.get(b)?.id),
+        None => None,
+    };
     let rows = state
         .meta()
-        .list_collections(host.as_deref(), q.limit.unwrap_or(100).min(1000))?;
-    Ok(Json(json!({ "collections": rows })))
+        .list_collections(host.as_deref(), before.as_deref(), limit)?;
+    // A full page has a cursor to the next one; the last page has none.
+    let next = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| r.id.clone()))
+        .flatten();
+    Ok(Json(json!({ "collections": rows, "next": next })))
 }
 
 /// A collection with its hostname and every item (source, gaps, how acquisition ended).

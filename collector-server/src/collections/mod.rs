@@ -299,7 +299,11 @@ impl Collections {
 
     /// Collections running here that the agent no longer knows were lost with an agent restart.
     pub fn fail_lost(&self, host_id: &str, active: &[String]) -> Result<()> {
-        for c in self.stores.meta.list_collections(Some(host_id), 1000)? {
+        for c in self
+            .stores
+            .meta
+            .list_collections(Some(host_id), None, 1000)?
+        {
             if matches!(
                 c.status,
                 CollectionStatus::Running | CollectionStatus::Paused

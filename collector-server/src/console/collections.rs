@@ -91,7 +91,7 @@ async fn list(
     AxState(state): AxState<S>,
     Extension(viewer): Extension<Viewer>,
 ) -> PageResult<Markup> {
-    let rows = state.meta().list_collections(None, 500)?;
+    let rows = state.meta().list_collections(None, None, 500)?;
     let names = hostnames(&state)?;
     Ok(page(
         "Collections",

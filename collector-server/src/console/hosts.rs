@@ -25,7 +25,7 @@ pub(super) fn routes() -> Router<S> {
 
 /// Documents of the newest finished volatile collection of a host that has them.
 fn latest_snapshot(state: &S, host: &HostRow) -> PageResult<Option<(String, Value, Value)>> {
-    for c in state.meta().list_collections(Some(&host.id), 50)? {
+    for c in state.meta().list_collections(Some(&host.id), None, 50)? {
         if !matches!(
             c.status,
             CollectionStatus::Sealed | CollectionStatus::Partial
@@ -137,7 +137,7 @@ async fn host(
     let h = crate::hosts::resolve(state.meta(), &id)?;
     let connected = state.sessions.is_connected(&h.id);
     let history = state.meta().readiness_history(&h.id, 30)?;
-    let collections = state.meta().list_collections(Some(&h.id), 50)?;
+    let collections = state.meta().list_collections(Some(&h.id), None, 50)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
     let events = state
         .meta()

@@ -143,8 +143,14 @@ pub trait CollectionStore {
     fn mark_queued(&self, ids: &[String]) -> Result<()>;
     /// Live collections running (or paused) now, on one host or on all.
     fn running_collections(&self, host_id: Option<&str>) -> Result<u64>;
-    /// Newest first, self-test collections left out.
-    fn list_collections(&self, host_id: Option<&str>, limit: u32) -> Result<Vec<CollectionRow>>;
+    /// Newest first (request time, then id), self-test collections left out; `before` (a
+    /// collection id) pages on from the row after it, so a script can walk every row.
+    fn list_collections(
+        &self,
+        host_id: Option<&str>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CollectionRow>>;
     /// Delete a host's self-test collections other than `keep`, with their items, chunks and
     /// custody; returns the blob hashes no item refers to any more, for the blob store.
     fn prune_selftest_collections(&self, host_id: &str, keep: &str) -> Result<Vec<String>>;

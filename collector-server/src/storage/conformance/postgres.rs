@@ -277,7 +277,7 @@ fn reads(s: &dyn MetadataStore) -> Vec<String> {
     let mut out = vec![
         format!("{:?}", s.list_tokens().unwrap()),
         format!("{:?}", s.list_hosts().unwrap()),
-        format!("{:?}", s.list_collections(None, 100).unwrap()),
+        format!("{:?}", s.list_collections(None, None, 100).unwrap()),
         format!("{:?}", s.get_collection("c-1").unwrap().map(|c| c.request)),
         format!("{:?}", s.items_of_collection("c-1").unwrap()),
         format!("{:?}", s.item_chunks("i-1").unwrap()),

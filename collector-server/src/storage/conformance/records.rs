@@ -325,13 +325,35 @@ fn collections_live_queue_and_prune(s: &dyn MetadataStore, _: Backend) {
     assert_eq!(s.running_collections(Some("h")).unwrap(), 1);
     assert_eq!(s.running_collections(Some("other")).unwrap(), 0);
     let listed: Vec<String> = s
-        .list_collections(None, 10)
+        .list_collections(None, None, 10)
         .unwrap()
         .into_iter()
         .map(|c| c.id)
         .collect();
     assert_eq!(listed, ["c-3", "c-2", "c-1"]);
-    assert_eq!(s.list_collections(Some("h"), 2).unwrap().len(), 2);
+    assert_eq!(s.list_collections(Some("h"), None, 2).unwrap().len(), 2);
+    // Paging: the rows after `before`, in the same order; walking pages of one sees each once.
+    let ids = |before: Option<&str>, n| -> Vec<String> {
+        s.list_collections(None, before, n)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    assert_eq!(ids(Some("c-3"), 10), ["c-2", "c-1"]);
+    assert_eq!(ids(Some("c-2"), 1), ["c-1"]);
+    assert!(ids(Some("c-1"), 10).is_empty());
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = ids(cursor.as_deref(), 1);
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        walked.extend(page);
+        cursor = Some(last);
+    }
+    assert_eq!(walked, ["c-3", "c-2", "c-1"]);
     assert_eq!(s.collection_ids_with_prefix("c-", 10).unwrap().len(), 3);
     assert_eq!(s.collection_ids_with_prefix("c-3", 10).unwrap(), ["c-3"]);
     s.set_collection_status("c-3", CollectionStatus::Partial, Some(&["disk".into()]))

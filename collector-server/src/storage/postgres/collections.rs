@@ -199,16 +199,23 @@ impl CollectionStore for Postgres {
         })
     }
 
-    fn list_collections(&self, host_id: Option<&str>, limit: u32) -> Result<Vec<CollectionRow>> {
+    fn list_collections(
+        &self,
+        host_id: Option<&str>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CollectionRow>> {
         let host = host_id.map(str::to_string);
+        let before = before.map(str::to_string);
         self.run(move |c| {
             rows(
                 c,
                 &format!(
                     "SELECT {COLS} FROM collections WHERE ($1::text IS NULL OR host_id = $1) AND origin != 'selftest'
-                     ORDER BY requested_at DESC LIMIT $2"
+                     AND ($3::text IS NULL OR (requested_at, id) < (SELECT requested_at, id FROM collections WHERE id = $3))
+                     ORDER BY requested_at DESC, id DESC LIMIT $2"
                 ),
-                &[&ot(host.as_deref()), &i64::from(limit)],
+                &[&ot(host.as_deref()), &i64::from(limit), &ot(before.as_deref())],
                 collection_from_row,
             )
         })

@@ -170,13 +170,19 @@ impl CollectionStore for Sqlite {
         )?)
     }
 
-    fn list_collections(&self, host_id: Option<&str>, limit: u32) -> Result<Vec<CollectionRow>> {
+    fn list_collections(
+        &self,
+        host_id: Option<&str>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CollectionRow>> {
         self.rows(
             &format!(
                 "SELECT {COLS} FROM collections WHERE (?1 IS NULL OR host_id = ?1) AND origin != 'selftest'
-                 ORDER BY requested_at DESC LIMIT ?2"
+                 AND (?3 IS NULL OR (requested_at, id) < (SELECT requested_at, id FROM collections WHERE id = ?3))
+                 ORDER BY requested_at DESC, id DESC LIMIT ?2"
             ),
-            params![host_id, limit],
+            params![host_id, limit, before],
             collection_from_row,
         )
     }
