@@ -24,10 +24,18 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+/// Locks for chains' appends: more than the blocking threads that append at once.
+const APPEND_STRIPES: usize = 64;
+
 pub struct Custody {
     key: SigningKey,
     stores: Stores,
-    append_lock: Mutex<()>,
+    /// Appends to one chain take turns (read the tail, sign, insert, publish the head, in
+    /// order); chains apart do not wait for each other. One lock for every chain held each
+    /// append behind another's object-store write, and bounded the whole collector at some
+    /// ten custody records a second on Garage (BENCHMARKS.md, #16 load). Striped: a fixed
+    /// number of locks, a chain's chosen by its id.
+    append_locks: Vec<Mutex<()>>,
     /// Heads whose publication failed (the object store away), newest per chain, published
     /// again by [`Custody::publish_pending`]. The record itself is committed: refusing the
     /// action (an isolation!) because the bucket is down would be worse than a head that
@@ -108,7 +116,7 @@ impl Custody {
         Arc::new(Custody {
             key,
             stores,
-            append_lock: Mutex::new(()),
+            append_locks: (0..APPEND_STRIPES).map(|_| Mutex::new(())).collect(),
             pending_heads: Mutex::new(Default::default()),
         })
     }
@@ -163,6 +171,14 @@ impl Custody {
         hex::encode(self.key.verifying_key().to_bytes())
     }
 
+    fn append_lock(&self, collection_id: &str) -> &Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        collection_id.hash(&mut h);
+        // Never out of bounds: APPEND_STRIPES locks were made, and the index is below it.
+        &self.append_locks[(h.finish() % APPEND_STRIPES as u64) as usize]
+    }
+
     pub fn append(
         &self,
         collection_id: &str,
@@ -170,7 +186,10 @@ impl Custody {
         action: &str,
         details: serde_json::Value,
     ) -> Result<CustodyRecord> {
-        let _guard = self.append_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self
+            .append_lock(collection_id)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         // Another instance sharing the database may take the next sequence number between
         // our read of the tail and our insert: the key refuses the second, which then chains
         // onto the new tail. One order per chain, no fork.
@@ -719,6 +738,102 @@ mod tests {
         assert_eq!(c.publish_pending(), 0);
         assert_eq!(flaky.latest("c1").unwrap().unwrap().seq, 4);
         assert!(c.verify("c1").unwrap().ok);
+    }
+
+    /// A head store whose publication of chain `c1` waits until the test lets it go.
+    struct Gated {
+        inner: HeadFile,
+        entered: std::sync::mpsc::SyncSender<()>,
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl HeadStore for Gated {
+        fn publish(&self, head: &ChainHead) -> crate::storage::Result<()> {
+            if head.collection_id == "c1" {
+                let _ = self.entered.send(());
+                let _ = self.release.lock().unwrap().recv();
+            }
+            self.inner.publish(head)
+        }
+        fn latest(&self, c: &str) -> crate::storage::Result<Option<ChainHead>> {
+            self.inner.latest(c)
+        }
+        fn chains(&self) -> crate::storage::Result<usize> {
+            self.inner.chains()
+        }
+    }
+
+    /// An append to one chain waiting on the object store (its head's PUT) holds only that
+    /// chain: another collection's custody goes on meanwhile, and both chains verify after.
+    #[test]
+    fn a_slow_head_write_holds_only_its_own_chain() {
+        let (dir, _c, key) = setup();
+        let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let mut s = stores(dir.path());
+        s.heads = Arc::new(Gated {
+            inner: HeadFile::open(&dir.path().join("heads.jsonl"), true).unwrap(),
+            entered: entered_tx,
+            release: Mutex::new(release_rx),
+        });
+        let c = Custody::new(key, s.clone());
+        // A second collection whose chain has a lock of its own.
+        let other = (0..1000)
+            .map(|i| format!("c2-{i}"))
+            .find(|id| !std::ptr::eq(c.append_lock("c1"), c.append_lock(id)))
+            .unwrap();
+        let ask = CollectRequest {
+            collection_id: other.clone(),
+            profile: "volatile".into(),
+            reason: "test".into(),
+            requested_by: "api:t".into(),
+            paths: vec![],
+            pid: None,
+            container_id: None,
+            devices: Vec::new(),
+        };
+        s.meta
+            .insert_collection(
+                "h1",
+                &ask,
+                CollectionStatus::Requested,
+                CollectionOrigin::Live,
+            )
+            .unwrap();
+        let slow = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                c.append("c1", "collector", "note", serde_json::json!({}))
+                    .unwrap()
+            })
+        };
+        entered
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let fast = {
+            let (c, other) = (c.clone(), other.clone());
+            std::thread::spawn(move || {
+                let r = c.append(
+                    &other,
+                    "collector",
+                    "trigger_received",
+                    serde_json::json!({}),
+                );
+                let _ = done_tx.send(());
+                r.unwrap()
+            })
+        };
+        let finished = done.recv_timeout(std::time::Duration::from_secs(10));
+        release.send(()).unwrap();
+        assert!(
+            finished.is_ok(),
+            "an append to {other} waited for c1's head to be published"
+        );
+        assert_eq!(fast.join().unwrap().seq, 0);
+        assert_eq!(slow.join().unwrap().seq, 3);
+        assert!(c.verify("c1").unwrap().ok);
+        assert!(c.verify(&other).unwrap().ok);
     }
 
     /// Two collectors sharing one database (two connections, two processes' worth of
