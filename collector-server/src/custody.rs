@@ -647,14 +647,9 @@ mod tests {
         }
     }
 
-    fn setup() -> (tempfile::TempDir, Arc<Custody>, SigningKey) {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::generate(&mut rand::rngs::OsRng);
-        let s = stores(dir.path());
-        let custody = Custody::new(key.clone(), s.clone());
-        s.meta.insert_enrolled_host("h1", "web-1", "fp").unwrap();
-        let req = CollectRequest {
-            collection_id: "c1".into(),
+    fn request(id: &str) -> CollectRequest {
+        CollectRequest {
+            collection_id: id.into(),
             profile: "volatile".into(),
             reason: "test".into(),
             requested_by: "api:t".into(),
@@ -662,7 +657,16 @@ mod tests {
             pid: None,
             container_id: None,
             devices: Vec::new(),
-        };
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Arc<Custody>, SigningKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let s = stores(dir.path());
+        let custody = Custody::new(key.clone(), s.clone());
+        s.meta.insert_enrolled_host("h1", "web-1", "fp").unwrap();
+        let req = request("c1");
         s.meta
             .insert_collection(
                 "h1",
@@ -782,16 +786,7 @@ mod tests {
             .map(|i| format!("c2-{i}"))
             .find(|id| !std::ptr::eq(c.append_lock("c1"), c.append_lock(id)))
             .unwrap();
-        let ask = CollectRequest {
-            collection_id: other.clone(),
-            profile: "volatile".into(),
-            reason: "test".into(),
-            requested_by: "api:t".into(),
-            paths: vec![],
-            pid: None,
-            container_id: None,
-            devices: Vec::new(),
-        };
+        let ask = request(&other);
         s.meta
             .insert_collection(
                 "h1",
